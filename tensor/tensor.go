@@ -1,0 +1,135 @@
+// Package tensor holds marlin's tensor type: a named, typed, shaped block of
+// little-endian bytes. Tensors are what stages exchange and what checkpoints
+// store (as Arrow IPC, see arrow.go); the bytes may alias an mmapped file.
+package tensor
+
+import (
+	"fmt"
+	"strings"
+)
+
+// DType is an element type, named as safetensors names it.
+type DType uint8
+
+// Element types. U8 also carries packed quantized payloads; their layout is
+// described by the tensor's Meta (see the quant package).
+const (
+	Invalid DType = iota
+	F64
+	F32
+	F16
+	BF16
+	F8E4M3
+	F8E5M2
+	I64
+	I32
+	I16
+	I8
+	U8
+	U16
+	U32
+	U64
+	Bool
+)
+
+var dtypeInfo = [...]struct {
+	name string
+	size int
+}{
+	Invalid: {"INVALID", 0},
+	F64:     {"F64", 8},
+	F32:     {"F32", 4},
+	F16:     {"F16", 2},
+	BF16:    {"BF16", 2},
+	F8E4M3:  {"F8_E4M3", 1},
+	F8E5M2:  {"F8_E5M2", 1},
+	I64:     {"I64", 8},
+	I32:     {"I32", 4},
+	I16:     {"I16", 2},
+	I8:      {"I8", 1},
+	U8:      {"U8", 1},
+	U16:     {"U16", 2},
+	U32:     {"U32", 4},
+	U64:     {"U64", 8},
+	Bool:    {"BOOL", 1},
+}
+
+// String returns the safetensors name of d ("BF16", "F8_E4M3", ...).
+func (d DType) String() string {
+	if int(d) < len(dtypeInfo) {
+		return dtypeInfo[d].name
+	}
+	return fmt.Sprintf("DType(%d)", uint8(d))
+}
+
+// Size is the size of one element in bytes (0 for Invalid).
+func (d DType) Size() int {
+	if int(d) < len(dtypeInfo) {
+		return dtypeInfo[d].size
+	}
+	return 0
+}
+
+// ParseDType parses a safetensors dtype name (case-insensitive).
+func ParseDType(s string) (DType, error) {
+	u := strings.ToUpper(s)
+	for i, info := range dtypeInfo {
+		if i != int(Invalid) && info.name == u {
+			return DType(i), nil
+		}
+	}
+	return Invalid, fmt.Errorf("unknown dtype %q", s)
+}
+
+// Tensor is a named n-dimensional array of little-endian elements.
+//
+// Data may alias memory the tensor does not own (an mmapped checkpoint);
+// callers that keep a tensor beyond the life of its source must Clone it.
+type Tensor struct {
+	Name  string
+	DType DType
+	Shape []int
+	Data  []byte
+	// Meta carries self-describing attributes (quantization format, group
+	// size, rotation, ...) that travel into checkpoints and exports.
+	Meta map[string]string
+}
+
+// NumElements is the product of the shape (1 for a scalar).
+func (t *Tensor) NumElements() int {
+	n := 1
+	for _, d := range t.Shape {
+		n *= d
+	}
+	return n
+}
+
+// Clone returns a deep copy of t that owns its data.
+func (t *Tensor) Clone() *Tensor {
+	c := &Tensor{Name: t.Name, DType: t.DType, Shape: append([]int(nil), t.Shape...), Data: append([]byte(nil), t.Data...)}
+	if t.Meta != nil {
+		c.Meta = make(map[string]string, len(t.Meta))
+		for k, v := range t.Meta {
+			c.Meta[k] = v
+		}
+	}
+	return c
+}
+
+// Validate checks that the data length matches dtype × shape.
+func (t *Tensor) Validate() error {
+	n := int64(1)
+	for _, d := range t.Shape {
+		if d < 0 {
+			return fmt.Errorf("tensor %q: negative dimension in shape %v", t.Name, t.Shape)
+		}
+		n *= int64(d)
+		if n > 1<<50 {
+			return fmt.Errorf("tensor %q: shape %v too large", t.Name, t.Shape)
+		}
+	}
+	if want := n * int64(t.DType.Size()); want != int64(len(t.Data)) {
+		return fmt.Errorf("tensor %q: %s%v needs %d bytes, have %d", t.Name, t.DType, t.Shape, want, len(t.Data))
+	}
+	return nil
+}
