@@ -24,15 +24,6 @@ func newByteLevel() *byteLevel {
 	return bl
 }
 
-// encode returns the byte-level string of raw bytes.
-func (bl *byteLevel) encode(s string) string {
-	buf := make([]byte, 0, 2*len(s))
-	for i := 0; i < len(s); i++ {
-		buf = utf8.AppendRune(buf, bl.toRune[s[i]])
-	}
-	return string(buf)
-}
-
 // appendDecoded appends the bytes a token stands for, as the Rust ByteLevel
 // decoder does: if every rune of the token is in the table, its bytes; else
 // the token's own UTF-8 bytes.
