@@ -1,0 +1,374 @@
+package tensor
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"runtime"
+	"sync"
+	"unsafe"
+
+	"github.com/x448/float16"
+)
+
+// Conversions between the stored element types and float32.
+//
+// BF16 is converted by bit manipulation (it is the top half of an IEEE
+// float32); F16 uses github.com/x448/float16; the OCP FP8 formats (E4M3 "fn"
+// and E5M2) are hand-written because no maintained Go library covers them:
+// decoding goes through a 256-entry table built on demand, encoding rounds
+// the float32 significand to nearest, ties to even.
+//
+// Float32 → narrower conversions all round to nearest, ties to even. NaN stays
+// NaN (a quiet NaN with the sign kept). Overflow follows each format: F16 and
+// BF16 and E5M2 round to ±Inf, E4M3 (which has no Inf) saturates to ±448, as
+// CUDA's cvt.rn.satfinite does; ±Inf also becomes ±448 in E4M3.
+
+// BF16ToF32 converts a bfloat16 bit pattern to float32 (exact).
+func BF16ToF32(b uint16) float32 { return math.Float32frombits(uint32(b) << 16) }
+
+// F32ToBF16 rounds f to the nearest bfloat16, ties to even.
+func F32ToBF16(f float32) uint16 {
+	u := math.Float32bits(f)
+	if u&0x7fffffff > 0x7f800000 { // NaN: keep sign and top payload, force quiet
+		return uint16(u>>16) | 0x0040
+	}
+	u += 0x7fff + (u>>16)&1
+	return uint16(u >> 16)
+}
+
+// F16ToF32 converts an IEEE half bit pattern to float32 (exact).
+func F16ToF32(h uint16) float32 { return float16.Frombits(h).Float32() }
+
+// F32ToF16 rounds f to the nearest IEEE half, ties to even.
+func F32ToF16(f float32) uint16 { return uint16(float16.Fromfloat32(f)) }
+
+// minifloat describes a small binary float format without Inf (E4M3fn) or
+// with IEEE-style Inf/NaN (E5M2).
+type minifloat struct {
+	ebits, mbits uint
+	bias         int
+	ieee         bool // top exponent is Inf/NaN (E5M2); else only S.1111.111 is NaN (E4M3fn)
+}
+
+var (
+	fmtE4M3 = minifloat{ebits: 4, mbits: 3, bias: 7}
+	fmtE5M2 = minifloat{ebits: 5, mbits: 2, bias: 15, ieee: true}
+)
+
+func (m minifloat) decode(c uint8) float32 {
+	sign := float32(1)
+	if c&0x80 != 0 {
+		sign = -1
+	}
+	e := int(c>>m.mbits) & (1<<m.ebits - 1)
+	mant := int(c) & (1<<m.mbits - 1)
+	emax := 1<<m.ebits - 1
+	switch {
+	case m.ieee && e == emax:
+		if mant == 0 {
+			return sign * float32(math.Inf(1))
+		}
+		return float32(math.NaN())
+	case !m.ieee && e == emax && mant == 1<<m.mbits-1:
+		return float32(math.NaN())
+	case e == 0:
+		return sign * float32(math.Ldexp(float64(mant), 1-m.bias-int(m.mbits)))
+	}
+	return sign * float32(math.Ldexp(float64(mant|1<<m.mbits), e-m.bias-int(m.mbits)))
+}
+
+// encode rounds f to the format (nearest, ties to even).
+func (m minifloat) encode(f float32) uint8 {
+	u := math.Float32bits(f)
+	sign := uint8(u >> 31 << 7)
+	exp := int(u >> 23 & 0xff)
+	mant := u & 0x7fffff
+	var nan, inf, maxFinite uint32
+	if m.ieee {
+		inf = uint32(1<<m.ebits-1) << m.mbits
+		nan = inf | 1<<(m.mbits-1)
+		maxFinite = inf - 1
+	} else {
+		nan = uint32(1<<(m.ebits+m.mbits) - 1)
+		maxFinite = nan - 1
+		inf = maxFinite // saturate
+	}
+	if exp == 0xff {
+		if mant != 0 {
+			return sign | uint8(nan)
+		}
+		return sign | uint8(inf)
+	}
+	if exp == 0 { // zero or float32 subnormal: far below the smallest FP8 subnormal
+		return sign
+	}
+	e := exp - 127 + m.bias
+	full := mant | 1<<23
+	shift := 23 - int(m.mbits)
+	if e < 1 {
+		shift += 1 - e
+		e = 1
+	}
+	if shift > 25 {
+		return sign
+	}
+	r := full >> uint(shift)
+	rem := full & (1<<uint(shift) - 1)
+	half := uint32(1) << uint(shift-1)
+	if rem > half || (rem == half && r&1 == 1) {
+		r++
+	}
+	code := uint32(e-1)<<m.mbits + r
+	if code > maxFinite {
+		code = inf
+	}
+	return sign | uint8(code)
+}
+
+// fp8Tables holds the decode tables of both FP8 formats.
+type fp8Tables struct{ e4m3, e5m2 [256]float32 }
+
+var fp8 = sync.OnceValue(func() *fp8Tables {
+	t := new(fp8Tables)
+	for i := range 256 {
+		t.e4m3[i] = fmtE4M3.decode(uint8(i))
+		t.e5m2[i] = fmtE5M2.decode(uint8(i))
+	}
+	return t
+})
+
+// E4M3ToF32 decodes an OCP FP8 E4M3 (fn) byte.
+func E4M3ToF32(b uint8) float32 { return fp8().e4m3[b] }
+
+// F32ToE4M3 rounds f to OCP FP8 E4M3, ties to even, saturating at ±448.
+func F32ToE4M3(f float32) uint8 { return fmtE4M3.encode(f) }
+
+// E5M2ToF32 decodes an OCP FP8 E5M2 byte.
+func E5M2ToF32(b uint8) float32 { return fp8().e5m2[b] }
+
+// F32ToE5M2 rounds f to OCP FP8 E5M2, ties to even (overflow gives ±Inf).
+func F32ToE5M2(f float32) uint8 { return fmtE5M2.encode(f) }
+
+// hostLittle reports whether the host is little-endian, in which case
+// aligned element slices can be reinterpreted in place.
+func hostLittle() bool { return binary.NativeEndian.Uint16([]byte{1, 0}) == 1 }
+
+// parallelMin is the element count above which bulk conversions are split
+// across goroutines.
+const parallelMin = 1 << 20
+
+// parallelFor runs fn over [0,n) in contiguous chunks, concurrently for
+// large n.
+func parallelFor(n int, fn func(lo, hi int)) {
+	p := runtime.GOMAXPROCS(0)
+	if n < parallelMin || p == 1 {
+		fn(0, n)
+		return
+	}
+	chunk := (n + p - 1) / p
+	chunk = (chunk + 63) &^ 63
+	var wg sync.WaitGroup
+	for lo := 0; lo < n; lo += chunk {
+		hi := min(lo+chunk, n)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(lo, hi)
+		}()
+	}
+	wg.Wait()
+}
+
+// u16s views b as uint16s when that is safe (little-endian host, aligned).
+func u16s(b []byte) ([]uint16, bool) {
+	if len(b) == 0 || !hostLittle() || uintptr(unsafe.Pointer(&b[0]))%2 != 0 {
+		return nil, false
+	}
+	return unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2), true
+}
+
+// u32s views b as uint32s when that is safe (little-endian host, aligned).
+func u32s(b []byte) ([]uint32, bool) {
+	if len(b) == 0 || !hostLittle() || uintptr(unsafe.Pointer(&b[0]))%4 != 0 {
+		return nil, false
+	}
+	return unsafe.Slice((*uint32)(unsafe.Pointer(&b[0])), len(b)/4), true
+}
+
+// ToFloat32 returns the tensor's elements as float32. Floating types convert
+// exactly (F64 rounds to nearest); integer and bool types convert by value.
+// It always returns a fresh slice.
+func ToFloat32(t *Tensor) ([]float32, error) {
+	if err := t.Validate(); err != nil {
+		return nil, fmt.Errorf("to float32: %w", err)
+	}
+	out := make([]float32, t.NumElements())
+	if err := DecodeFloat32(out, t.DType, t.Data); err != nil {
+		return nil, fmt.Errorf("to float32: tensor %q: %w", t.Name, err)
+	}
+	return out, nil
+}
+
+// DecodeFloat32 converts little-endian elements of type dt in src into dst,
+// which must hold exactly len(src)/dt.Size() elements.
+func DecodeFloat32(dst []float32, dt DType, src []byte) error {
+	sz := dt.Size()
+	if sz == 0 {
+		return fmt.Errorf("cannot convert %s to float32", dt)
+	}
+	if len(src) != len(dst)*sz {
+		return fmt.Errorf("%s: %d bytes for %d elements", dt, len(src), len(dst))
+	}
+	switch dt {
+	case BF16:
+		if s, ok := u16s(src); ok {
+			d := unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(dst))), len(dst))
+			parallelFor(len(dst), func(lo, hi int) {
+				s, d := s[lo:hi], d[lo:hi]
+				for i, v := range s {
+					d[i] = uint32(v) << 16
+				}
+			})
+			return nil
+		}
+		for i := range dst {
+			dst[i] = BF16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
+		}
+	case F16:
+		parallelFor(len(dst), func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				dst[i] = F16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
+			}
+		})
+	case F32:
+		if s, ok := u32s(src); ok {
+			copy(unsafe.Slice((*uint32)(unsafe.Pointer(unsafe.SliceData(dst))), len(dst)), s)
+			return nil
+		}
+		for i := range dst {
+			dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(src[4*i:]))
+		}
+	case F64:
+		for i := range dst {
+			dst[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(src[8*i:])))
+		}
+	case F8E4M3, F8E5M2:
+		tab := &fp8().e4m3
+		if dt == F8E5M2 {
+			tab = &fp8().e5m2
+		}
+		for i, b := range src {
+			dst[i] = tab[b]
+		}
+	case I8:
+		for i, b := range src {
+			dst[i] = float32(int8(b))
+		}
+	case U8:
+		for i, b := range src {
+			dst[i] = float32(b)
+		}
+	case Bool:
+		for i, b := range src {
+			if b != 0 {
+				dst[i] = 1
+			} else {
+				dst[i] = 0
+			}
+		}
+	case I16:
+		for i := range dst {
+			dst[i] = float32(int16(binary.LittleEndian.Uint16(src[2*i:])))
+		}
+	case U16:
+		for i := range dst {
+			dst[i] = float32(binary.LittleEndian.Uint16(src[2*i:]))
+		}
+	case I32:
+		for i := range dst {
+			dst[i] = float32(int32(binary.LittleEndian.Uint32(src[4*i:])))
+		}
+	case U32:
+		for i := range dst {
+			dst[i] = float32(binary.LittleEndian.Uint32(src[4*i:]))
+		}
+	case I64:
+		for i := range dst {
+			dst[i] = float32(int64(binary.LittleEndian.Uint64(src[8*i:])))
+		}
+	case U64:
+		for i := range dst {
+			dst[i] = float32(binary.LittleEndian.Uint64(src[8*i:]))
+		}
+	default:
+		return fmt.Errorf("cannot convert %s to float32", dt)
+	}
+	return nil
+}
+
+// FromFloat32 builds a tensor of the given dtype from float32 values,
+// rounding to nearest even for narrower float types. Only floating dtypes
+// (F64, F32, F16, BF16, F8_E4M3, F8_E5M2) are accepted.
+func FromFloat32(name string, dt DType, shape []int, v []float32) (*Tensor, error) {
+	t := &Tensor{Name: name, DType: dt, Shape: append([]int(nil), shape...)}
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 {
+			return nil, fmt.Errorf("from float32: tensor %q: negative dimension in %v", name, shape)
+		}
+		n *= int64(d)
+		if n > 1<<50 {
+			return nil, fmt.Errorf("from float32: tensor %q: shape %v too large", name, shape)
+		}
+	}
+	if n != int64(len(v)) {
+		return nil, fmt.Errorf("from float32: tensor %q: shape %v needs %d values, have %d", name, shape, n, len(v))
+	}
+	t.Data = make([]byte, len(v)*dt.Size())
+	if err := EncodeFloat32(t.Data, dt, v); err != nil {
+		return nil, fmt.Errorf("from float32: tensor %q: %w", name, err)
+	}
+	return t, nil
+}
+
+// EncodeFloat32 writes v into dst as little-endian elements of type dt
+// (a floating type), rounding to nearest even.
+func EncodeFloat32(dst []byte, dt DType, v []float32) error {
+	if dt.Size() == 0 || len(dst) != len(v)*dt.Size() {
+		return fmt.Errorf("%s: %d bytes for %d elements", dt, len(dst), len(v))
+	}
+	switch dt {
+	case F32:
+		for i, f := range v {
+			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(f))
+		}
+	case F64:
+		for i, f := range v {
+			binary.LittleEndian.PutUint64(dst[8*i:], math.Float64bits(float64(f)))
+		}
+	case BF16:
+		parallelFor(len(v), func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				binary.LittleEndian.PutUint16(dst[2*i:], F32ToBF16(v[i]))
+			}
+		})
+	case F16:
+		parallelFor(len(v), func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				binary.LittleEndian.PutUint16(dst[2*i:], F32ToF16(v[i]))
+			}
+		})
+	case F8E4M3:
+		for i, f := range v {
+			dst[i] = F32ToE4M3(f)
+		}
+	case F8E5M2:
+		for i, f := range v {
+			dst[i] = F32ToE5M2(f)
+		}
+	default:
+		return fmt.Errorf("cannot encode float32 as %s", dt)
+	}
+	return nil
+}
