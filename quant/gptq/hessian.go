@@ -1,0 +1,221 @@
+package gptq
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+
+	"github.com/marlin-llm/marlin/tensor"
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+	"gonum.org/v1/gonum/blas/blas64"
+)
+
+// Precision selects the accumulation type of a Hessian.
+type Precision uint8
+
+// Accumulation precisions.
+const (
+	F32 Precision = iota // float32 storage and SYRK
+	F64                  // float64 storage and SYRK
+)
+
+// String names p ("f32" or "f64").
+func (p Precision) String() string {
+	if p == F64 {
+		return "f64"
+	}
+	return "f32"
+}
+
+// MaxCols bounds the input width of a Hessian (a 65536² F64 matrix is 32 GiB).
+const MaxCols = 1 << 16
+
+// Hessian accumulates H = 2XᵀX/n over a stream of token activations X (one
+// row per token) for one Linear layer. Like the reference implementation it
+// keeps H as a running mean, so values stay O(x²) whatever n is. Only the
+// upper triangle is stored up to date; Matrix returns the full matrix.
+// A Hessian is not safe for concurrent use; accumulate per worker and Merge.
+type Hessian struct {
+	cols int
+	n    int64
+	prec Precision
+	h32  []float32
+	h64  []float64
+}
+
+// NewHessian returns an empty Hessian for inputs of width cols.
+func NewHessian(cols int, prec Precision) (*Hessian, error) {
+	if cols <= 0 || cols > MaxCols {
+		return nil, fmt.Errorf("gptq: hessian width %d out of range (1..%d)", cols, MaxCols)
+	}
+	h := &Hessian{cols: cols, prec: prec}
+	if prec == F64 {
+		h.h64 = make([]float64, cols*cols)
+	} else {
+		h.h32 = make([]float32, cols*cols)
+	}
+	return h, nil
+}
+
+// Cols is the input width.
+func (h *Hessian) Cols() int { return h.cols }
+
+// Samples is the number of token rows accumulated so far.
+func (h *Hessian) Samples() int64 { return h.n }
+
+// Precision is the accumulation precision.
+func (h *Hessian) Precision() Precision { return h.prec }
+
+// Add accumulates rows token activations x (row-major, rows×Cols). Non-finite
+// inputs are rejected (they would poison every later column).
+func (h *Hessian) Add(x []float32, rows int) error {
+	if rows == 0 {
+		return nil
+	}
+	if rows < 0 || len(x) != rows*h.cols {
+		return fmt.Errorf("gptq: hessian add: %d values for %d rows of width %d", len(x), rows, h.cols)
+	}
+	for i, v := range x {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("gptq: hessian add: non-finite activation at row %d col %d", i/h.cols, i%h.cols)
+		}
+	}
+	total := h.n + int64(rows)
+	keep := float64(h.n) / float64(total)
+	alpha := 2 / float64(total)
+	if h.prec == F64 {
+		a := make([]float64, len(x))
+		for i, v := range x {
+			a[i] = float64(v)
+		}
+		blas64.Syrk(blas.Trans, alpha,
+			blas64.General{Rows: rows, Cols: h.cols, Stride: h.cols, Data: a}, keep,
+			blas64.Symmetric{Uplo: blas.Upper, N: h.cols, Stride: h.cols, Data: h.h64})
+	} else {
+		blas32.Syrk(blas.Trans, float32(alpha),
+			blas32.General{Rows: rows, Cols: h.cols, Stride: h.cols, Data: x}, float32(keep),
+			blas32.Symmetric{Uplo: blas.Upper, N: h.cols, Stride: h.cols, Data: h.h32})
+	}
+	h.n = total
+	return nil
+}
+
+// Merge folds o (same width) into h, weighting each by its sample count, so
+// that per-worker partial Hessians combine to the Hessian of all tokens.
+func (h *Hessian) Merge(o *Hessian) error {
+	if o.cols != h.cols {
+		return fmt.Errorf("gptq: hessian merge: width %d into %d", o.cols, h.cols)
+	}
+	if o.n == 0 {
+		return nil
+	}
+	total := h.n + o.n
+	a, b := float64(h.n)/float64(total), float64(o.n)/float64(total)
+	for i := 0; i < h.cols; i++ {
+		for j := i; j < h.cols; j++ {
+			k := i*h.cols + j
+			v := a*h.at(k) + b*o.at(k)
+			if h.prec == F64 {
+				h.h64[k] = v
+			} else {
+				h.h32[k] = float32(v)
+			}
+		}
+	}
+	h.n = total
+	return nil
+}
+
+func (h *Hessian) at(k int) float64 {
+	if h.prec == F64 {
+		return h.h64[k]
+	}
+	return float64(h.h32[k])
+}
+
+// Matrix returns H = 2XᵀX/n as a full symmetric Cols×Cols row-major matrix
+// (all zeros when no sample was added).
+func (h *Hessian) Matrix() []float64 {
+	c := h.cols
+	m := make([]float64, c*c)
+	for i := 0; i < c; i++ {
+		for j := i; j < c; j++ {
+			v := h.at(i*c + j)
+			m[i*c+j] = v
+			m[j*c+i] = v
+		}
+	}
+	return m
+}
+
+// Tensor encodes h (upper triangle mirrored, F32 or F64) as a checkpointable
+// tensor; Meta carries the sample count and precision.
+func (h *Hessian) Tensor(name string) *tensor.Tensor {
+	m := h.Matrix()
+	t := &tensor.Tensor{Name: name, Shape: []int{h.cols, h.cols},
+		Meta: map[string]string{"gptq.samples": strconv.FormatInt(h.n, 10), "gptq.kind": "hessian"}}
+	if h.prec == F64 {
+		t.DType = tensor.F64
+		t.Data = make([]byte, 8*len(m))
+		for i, v := range m {
+			binary.LittleEndian.PutUint64(t.Data[8*i:], math.Float64bits(v))
+		}
+	} else {
+		t.DType = tensor.F32
+		t.Data = make([]byte, 4*len(m))
+		for i, v := range m {
+			binary.LittleEndian.PutUint32(t.Data[4*i:], math.Float32bits(float32(v)))
+		}
+	}
+	return t
+}
+
+// HessianFromTensor decodes a tensor written by [Hessian.Tensor].
+func HessianFromTensor(t *tensor.Tensor) (*Hessian, error) {
+	if t == nil {
+		return nil, errors.New("gptq: nil hessian tensor")
+	}
+	if len(t.Shape) != 2 || t.Shape[0] != t.Shape[1] || t.Shape[0] <= 0 || t.Shape[0] > MaxCols {
+		return nil, fmt.Errorf("gptq: hessian tensor %q: bad shape %v", t.Name, t.Shape)
+	}
+	n, err := strconv.ParseInt(t.Meta["gptq.samples"], 10, 64)
+	if err != nil || n < 0 {
+		return nil, fmt.Errorf("gptq: hessian tensor %q: bad gptq.samples %q", t.Name, t.Meta["gptq.samples"])
+	}
+	c := int(t.Shape[0])
+	var prec Precision
+	switch t.DType {
+	case tensor.F32:
+		prec = F32
+	case tensor.F64:
+		prec = F64
+	default:
+		return nil, fmt.Errorf("gptq: hessian tensor %q: dtype %v (want F32 or F64)", t.Name, t.DType)
+	}
+	if len(t.Data) != c*c*t.DType.Size() {
+		return nil, fmt.Errorf("gptq: hessian tensor %q: %d bytes for %dx%d %v", t.Name, len(t.Data), c, c, t.DType)
+	}
+	h, err := NewHessian(c, prec)
+	if err != nil {
+		return nil, err
+	}
+	h.n = n
+	for k := 0; k < c*c; k++ {
+		var v float64
+		if prec == F64 {
+			v = math.Float64frombits(binary.LittleEndian.Uint64(t.Data[8*k:]))
+			h.h64[k] = v
+		} else {
+			f := math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*k:]))
+			v = float64(f)
+			h.h32[k] = f
+		}
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, fmt.Errorf("gptq: hessian tensor %q: non-finite value at %d", t.Name, k)
+		}
+	}
+	return h, nil
+}
