@@ -1,0 +1,80 @@
+// Package quant defines marlin's number formats bit for bit, their packing,
+// round-to-nearest (RTN) quantization with optional scale search, and error
+// reports. Methods (quant/gptq), kernels (kernels/, metal/) and exporters
+// build on this API; they should mirror the codecs here exactly.
+//
+// # Formats
+//
+// A Format (registry: Lookup, Names) describes an element encoding (Elem,
+// Bits), a group size along the input dimension (0 = one group per row), a
+// scale encoding (ScaleType), an optional FP32 tensor scale and optional
+// zero points:
+//
+//	name        elem   bits  group  scale           notes
+//	fp4         E2M1   4     128    F16             native Marlin FP4, s = absmax/6
+//	mxfp4       E2M1   4     32*    E8M0            OCP MX v1.0, s = 2^(floor(log2 amax) − 2)
+//	nvfp4       E2M1   4     16*    E4M3 + FP32     g = amax(T)/(6·448), s = e4m3(amax/6/g)
+//	int4/3/2    int    4/3/2 128    F16             symmetric, s = absmax/(2^(b−1)−1)
+//	int*_asym   int    4/3/2 128    F16 + U8 zero   GPTQ min/max rule
+//	int8        int    8     128    F16             symmetric
+//	nf4 / nf3   NF     4/3   64     F16             QLoRA level tables, s = absmax
+//	fp8_e4m3    E4M3   8     row    F32             OCP E4M3FN, s = absmax/448
+//	fp8_e5m2    E5M2   8     row    F32             OCP E5M2, s = absmax/57344
+//	bf16, f16   -      16    -      -               kept (rounded to the type)
+//
+// (* fixed by the spec.) WithGroupSize and WithScale derive variants
+// (e.g. int4 with F32 scales, which is what the golden `rtn_int4_g128_sym`
+// perplexities use). BitsPerWeight counts elements, scales, zeros and the
+// tensor scale.
+//
+// # Codecs
+//
+// The element codecs are small pure functions and tables that kernels can
+// copy: E2M1Values/EncodeE2M1 (RNE to the even code, saturating at ±6),
+// EncodeE4M3/EncodeE5M2/E4M3Values/E5M2Values (OCP FP8, RNE, saturating;
+// NaN kept), EncodeE8M0/DecodeE8M0/MXSharedExp (OCP MX shared exponent,
+// exact from the float bits), NF4Values/NF3Values (and NormalMap, their
+// construction), EncodeF16/EncodeBF16 (RNE). F16 conversion uses
+// github.com/x448/float16; the rest is hand-written because each is a few
+// lines whose exact rounding and saturation the spec fixes and which no
+// Go library provides for FP4/FP8/E8M0.
+//
+// # Packing
+//
+// Packed holds one quantized [Rows, Cols] weight: Codes (rows byte-aligned,
+// each row a little-endian bit stream, nibbles low first: the GPTQ int32
+// packing read byte-wise), Scales (encoded, row-major [Rows, Groups]), Zeros
+// (asymmetric), TensorScale (NVFP4) and an optional act-order GIdx. Dequantize
+// and DequantizeRow define the value of every code. ToTensors/FromTensors
+// convert to self-describing tensor.Tensors (Meta keys Meta*), which is what
+// the quantize stage checkpoints and the exporters read.
+//
+// # RTN
+//
+// Quantize, QuantizeContext and QuantizeTensor (BF16/F16/F32 input, streamed
+// row by row, optionally parallel) fit each group's scale (FitGroup) and
+// round every element to the nearest grid point, ties to even
+// (QuantizeValue). Options.ScaleSearch searches clipping ratios per group
+// (DefaultClipRatios) for the least squared error. NaN/Inf weights are an
+// error (*NonFiniteError, naming tensor, row and column) unless
+// Options.NonFinite is NonFinitePass. Measure produces a Report (MSE, max
+// abs error, cosine, SQNR dB, bits per weight).
+//
+// # What GPTQ uses
+//
+// GPTQ quantizes column by column and picks a group's scale when it reaches
+// the group's first column (with act-order, the first column of the group in
+// the permuted order; the group of original column c is then GIdx[c]):
+//
+//	p, _ := quant.NewPacked(f, rows, cols)
+//	p.TensorScale = f.TensorScaleFor(absmax(W)) // NVFP4: fix before any group
+//	gs := f.FitGroup(W[r][group columns], p.TensorScale, &quant.FitOptions{ClipRatios: ..., Weights: hdiag})
+//	p.SetGroup(r, g, gs)
+//	code, deq := f.QuantizeValue(w, gs)         // per element; deq feeds the error update
+//	p.SetCode(r, c, code)
+//	p.GIdx = gidx                               // act-order only
+//
+// FitGroup only reads the slice it is given, so GPTQ may pass the current
+// (error-updated) weights. Everything here is safe for concurrent use on
+// distinct rows; no package state is mutable.
+package quant

@@ -1,0 +1,96 @@
+package quant
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+)
+
+// Report measures how well a Packed tensor reproduces the original weights.
+type Report struct {
+	Name   string
+	Format string
+	Rows   int
+	Cols   int
+	// MSE is the mean squared error, MaxAbsErr the largest |w − ŵ|.
+	MSE       float64
+	MaxAbsErr float64
+	// Cosine is the cosine similarity of the flattened tensors (1 when both
+	// are zero).
+	Cosine float64
+	// SQNRdB is 10·log10(Σw² / Σ(w−ŵ)²) (+Inf when exact).
+	SQNRdB float64
+	// BitsPerWeight is the storage cost including scales (Format.BitsPerWeight).
+	BitsPerWeight float64
+	// NonFinite counts NaN/Inf originals (excluded from the metrics).
+	NonFinite int
+}
+
+// Measure compares the original row-major weights w with p's dequantized
+// values, row by row (no full dequantized copy). Sums run in float64.
+func Measure(name string, w []float32, p *Packed) (Report, error) {
+	if len(w) != p.Rows*p.Cols {
+		return Report{}, fmt.Errorf("quant: report %q: %d weights for [%d, %d]", name, len(w), p.Rows, p.Cols)
+	}
+	rep := Report{Name: name, Format: p.Format.String(), Rows: p.Rows, Cols: p.Cols, BitsPerWeight: p.Format.BitsPerWeight(p.Rows, p.Cols)}
+	var se, ww, qq, wq float64
+	n := 0
+	row := make([]float32, p.Cols)
+	for r := 0; r < p.Rows; r++ {
+		p.DequantizeRow(r, row)
+		for c, d := range row {
+			x := w[r*p.Cols+c]
+			if x-x != 0 {
+				rep.NonFinite++
+				continue
+			}
+			a, b := float64(x), float64(d)
+			e := a - b
+			se += e * e
+			ww += a * a
+			qq += b * b
+			wq += a * b
+			rep.MaxAbsErr = math.Max(rep.MaxAbsErr, math.Abs(e))
+			n++
+		}
+	}
+	if n > 0 {
+		rep.MSE = se / float64(n)
+	}
+	switch {
+	case ww == 0 && qq == 0:
+		rep.Cosine = 1
+	case ww == 0 || qq == 0:
+		rep.Cosine = 0
+	default:
+		rep.Cosine = wq / math.Sqrt(ww*qq)
+	}
+	if se == 0 {
+		rep.SQNRdB = math.Inf(1)
+	} else {
+		rep.SQNRdB = 10 * math.Log10(ww/se)
+	}
+	return rep, nil
+}
+
+// Meta renders the report as string metadata (keys "report.mse", ...),
+// for a task Output's Meta.
+func (r Report) Meta() map[string]string {
+	g := func(v float64) string { return strconv.FormatFloat(v, 'g', 8, 64) }
+	return map[string]string{
+		"report.format":          r.Format,
+		"report.mse":             g(r.MSE),
+		"report.max_abs_err":     g(r.MaxAbsErr),
+		"report.cosine":          g(r.Cosine),
+		"report.sqnr_db":         g(r.SQNRdB),
+		"report.bits_per_weight": g(r.BitsPerWeight),
+		"report.nonfinite":       strconv.Itoa(r.NonFinite),
+		"report.rows":            strconv.Itoa(r.Rows),
+		"report.cols":            strconv.Itoa(r.Cols),
+	}
+}
+
+// String is a one-line summary.
+func (r Report) String() string {
+	return fmt.Sprintf("%s %s [%d,%d]: cos %.6f sqnr %.2f dB mse %.3g maxerr %.3g %.3f bpw", r.Name, r.Format, r.Rows, r.Cols, r.Cosine, r.SQNRdB, r.MSE, r.MaxAbsErr, r.BitsPerWeight)
+}
