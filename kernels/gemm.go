@@ -1,0 +1,281 @@
+package kernels
+
+import (
+	"fmt"
+	"sync"
+)
+
+// Blocking parameters of the SGEMM driver (BLIS-style five loops around a
+// gemmMR×gemmNR micro-kernel). gemmKC×gemmNR floats of B (16 KiB) stay in
+// L1 while a gemmMC×gemmKC block of A (120 KiB) stays in L2; the packed
+// gemmKC×gemmNC panel of B (4 MiB) lives in L3.
+const (
+	gemmMR = 6
+	gemmNR = 16
+	gemmKC = 256
+	gemmMC = 120 // multiple of gemmMR
+	gemmNC = 4096
+	// gemmChunk is the width (columns of C, multiple of gemmNR) of one
+	// parallel task inside a packed B panel.
+	gemmChunk = 512
+)
+
+// sgemm is the CPU Sgemm after validation.
+func (c *cpu) sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, beta float32, cm []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	scaleC(m, n, beta, cm, ldc)
+	if k == 0 || alpha == 0 {
+		return
+	}
+	threads := c.threadsFor(m * n * k)
+	if m == 1 {
+		gemv1(transB, n, k, alpha, a, lda, transA, b, ldb, cm, threads)
+		return
+	}
+	c.gemmBlocked(transA, transB, m, n, k, alpha, a, lda, b, ldb, cm, ldc, threads)
+}
+
+// scaleC applies C *= beta (C = 0 when beta == 0).
+func scaleC(m, n int, beta float32, c []float32, ldc int) {
+	if beta == 1 {
+		return
+	}
+	for i := 0; i < m; i++ {
+		row := c[i*ldc : i*ldc+n]
+		if beta == 0 {
+			clear(row)
+			continue
+		}
+		for j := range row {
+			row[j] *= beta
+		}
+	}
+}
+
+// gemmBuffers are per-call scratch buffers, recycled through a pool.
+type gemmBuffers struct {
+	b []float32   // packed B panel: ceil(NC/NR) strips of KC×NR
+	a [][]float32 // one packed A block per worker: MC×KC
+}
+
+var gemmPool = sync.Pool{New: func() any { return &gemmBuffers{} }}
+
+func (g *gemmBuffers) ensure(workers, n int) {
+	nb := ((min(n, gemmNC) + gemmNR - 1) / gemmNR) * gemmNR * gemmKC
+	if len(g.b) < nb {
+		g.b = make([]float32, nb)
+	}
+	for len(g.a) < workers {
+		g.a = append(g.a, make([]float32, gemmMC*gemmKC))
+	}
+}
+
+// gemmBlocked is the cache-blocked, multi-threaded SGEMM: C += alpha*op(A)*op(B).
+func (c *cpu) gemmBlocked(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, cm []float32, ldc int, threads int) {
+	buf := gemmPool.Get().(*gemmBuffers)
+	defer gemmPool.Put(buf)
+	buf.ensure(threads, n)
+	kern := c.microKernel
+
+	for jc := 0; jc < n; jc += gemmNC {
+		nc := min(gemmNC, n-jc)
+		strips := (nc + gemmNR - 1) / gemmNR
+		for pc := 0; pc < k; pc += gemmKC {
+			kc := min(gemmKC, k-pc)
+			// Pack B[pc:pc+kc, jc:jc+nc] strip by strip, in parallel.
+			parallelFor(threads, strips, func(_, s int) {
+				packB(buf.b[s*gemmKC*gemmNR:], transB, b, ldb, pc, kc, jc+s*gemmNR, min(gemmNR, nc-s*gemmNR))
+			})
+			// Tasks: (MC block of rows) × (chunk of columns of the panel).
+			mBlocks := (m + gemmMC - 1) / gemmMC
+			chunks := (nc + gemmChunk - 1) / gemmChunk
+			lastIC := make([]int, threads)
+			for i := range lastIC {
+				lastIC[i] = -1
+			}
+			parallelFor(threads, mBlocks*chunks, func(w, t int) {
+				ib, ch := t/chunks, t%chunks
+				ic := ib * gemmMC
+				mc := min(gemmMC, m-ic)
+				ap := buf.a[w]
+				if lastIC[w] != ic {
+					packA(ap, transA, a, lda, ic, mc, pc, kc, alpha)
+					lastIC[w] = ic
+				}
+				j0 := ch * gemmChunk
+				j1 := min(nc, j0+gemmChunk)
+				var tmp [gemmMR * gemmNR]float32
+				for jr := j0; jr < j1; jr += gemmNR {
+					nr := min(gemmNR, nc-jr)
+					bp := buf.b[(jr/gemmNR)*gemmKC*gemmNR:]
+					for ir := 0; ir < mc; ir += gemmMR {
+						mr := min(gemmMR, mc-ir)
+						apS := ap[(ir/gemmMR)*gemmKC*gemmMR:]
+						off := (ic+ir)*ldc + jc + jr
+						if mr == gemmMR && nr == gemmNR {
+							kern(kc, apS, bp, cm[off:], ldc)
+							continue
+						}
+						clear(tmp[:])
+						kern(kc, apS, bp, tmp[:], gemmNR)
+						for i := 0; i < mr; i++ {
+							row := cm[off+i*ldc : off+i*ldc+nr]
+							for j := range row {
+								row[j] += tmp[i*gemmNR+j]
+							}
+						}
+					}
+				}
+			})
+		}
+	}
+}
+
+// packB packs op(B)[pc:pc+kc, j0:j0+nr] into dst as kc rows of gemmNR
+// floats (zero padded beyond nr).
+func packB(dst []float32, transB bool, b []float32, ldb, pc, kc, j0, nr int) {
+	dst = dst[:kc*gemmNR]
+	if !transB {
+		for p := 0; p < kc; p++ {
+			src := b[(pc+p)*ldb+j0 : (pc+p)*ldb+j0+nr]
+			d := dst[p*gemmNR : p*gemmNR+gemmNR]
+			copy(d, src)
+			clear(d[nr:])
+		}
+		return
+	}
+	// op(B)[p][j] = b[j*ldb+p]
+	if nr < gemmNR {
+		clear(dst)
+	}
+	for j := 0; j < nr; j++ {
+		src := b[(j0+j)*ldb+pc : (j0+j)*ldb+pc+kc]
+		for p, v := range src {
+			dst[p*gemmNR+j] = v
+		}
+	}
+}
+
+// packA packs alpha*op(A)[ic:ic+mc, pc:pc+kc] into dst as strips of gemmMR
+// rows: strip s holds kc groups of gemmMR floats (zero padded).
+func packA(dst []float32, transA bool, a []float32, lda, ic, mc, pc, kc int, alpha float32) {
+	for s := 0; s*gemmMR < mc; s++ {
+		mr := min(gemmMR, mc-s*gemmMR)
+		d := dst[s*gemmKC*gemmMR : s*gemmKC*gemmMR+kc*gemmMR]
+		if mr < gemmMR {
+			clear(d)
+		}
+		i0 := ic + s*gemmMR
+		if !transA {
+			for i := 0; i < mr; i++ {
+				src := a[(i0+i)*lda+pc : (i0+i)*lda+pc+kc]
+				for p, v := range src {
+					d[p*gemmMR+i] = alpha * v
+				}
+			}
+			continue
+		}
+		// op(A)[i][p] = a[p*lda+i]
+		for p := 0; p < kc; p++ {
+			src := a[(pc+p)*lda+i0 : (pc+p)*lda+i0+mr]
+			dd := d[p*gemmMR : p*gemmMR+mr]
+			for i, v := range src {
+				dd[i] = alpha * v
+			}
+		}
+	}
+}
+
+// microKernelGo computes C[0:6,0:16] += Ap·Bp over kc steps, where Ap holds
+// kc groups of 6 floats and Bp kc groups of 16.
+func microKernelGo(kc int, ap, bp, c []float32, ldc int) {
+	var acc [gemmMR][gemmNR]float32
+	ap = ap[:kc*gemmMR]
+	bp = bp[:kc*gemmNR]
+	for p := 0; p < kc; p++ {
+		b := (*[gemmNR]float32)(bp[p*gemmNR:])
+		a := (*[gemmMR]float32)(ap[p*gemmMR:])
+		for i := 0; i < gemmMR; i++ {
+			ai := a[i]
+			r := &acc[i]
+			for j := 0; j < gemmNR; j++ {
+				r[j] += ai * b[j]
+			}
+		}
+	}
+	for i := 0; i < gemmMR; i++ {
+		row := c[i*ldc : i*ldc+gemmNR]
+		for j := range row {
+			row[j] += acc[i][j]
+		}
+	}
+}
+
+// gemv1 computes the single row c[0:n] += alpha * x · op(B) where x is the
+// first row of op(A) (elements a[p*strideA] when transA, a[p] otherwise).
+func gemv1(transB bool, n, k int, alpha float32, a []float32, lda int, transA bool,
+	b []float32, ldb int, c []float32, threads int) {
+	// Gather alpha*x contiguously.
+	x := make([]float32, k)
+	if transA {
+		for p := range x {
+			x[p] = alpha * a[p*lda]
+		}
+	} else {
+		for p := range x {
+			x[p] = alpha * a[p]
+		}
+	}
+	if transB {
+		// c[j] += dot(x, B[j, 0:k]); split the rows of B among workers.
+		const chunk = 64
+		parallelFor(threads, (n+chunk-1)/chunk, func(_, t int) {
+			for j := t * chunk; j < min(n, (t+1)*chunk); j++ {
+				c[j] += dotF32(x, b[j*ldb:j*ldb+k])
+			}
+		})
+		return
+	}
+	// c[j0:j1] += sum_p x[p] * B[p, j0:j1]; split columns among workers.
+	const chunk = 512
+	parallelFor(threads, (n+chunk-1)/chunk, func(_, t int) {
+		j0 := t * chunk
+		j1 := min(n, j0+chunk)
+		dst := c[j0:j1]
+		for p, xp := range x {
+			if xp != 0 {
+				axpyF32(xp, b[p*ldb+j0:p*ldb+j1], dst)
+			}
+		}
+	})
+}
+
+// checkGemm validates an Sgemm call.
+func checkGemm(transA, transB bool, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) error {
+	if m < 0 || n < 0 || k < 0 {
+		return fmt.Errorf("kernels: sgemm: negative size m=%d n=%d k=%d: %w", m, n, k, ErrShape)
+	}
+	ar, ac := m, k
+	if transA {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if transB {
+		br, bc = n, k
+	}
+	if m > 0 && k > 0 {
+		if err := checkMat("kernels: sgemm: A", a, ar, ac, lda); err != nil {
+			return err
+		}
+	}
+	if n > 0 && k > 0 {
+		if err := checkMat("kernels: sgemm: B", b, br, bc, ldb); err != nil {
+			return err
+		}
+	}
+	return checkMat("kernels: sgemm: C", c, m, n, ldc)
+}

@@ -1,0 +1,15 @@
+//go:build !amd64 || purego
+
+package kernels
+
+// haveSIMD reports whether the assembly kernels can run: never on this
+// platform or with the purego build tag.
+const haveSIMD = false
+
+func microKernelSIMD(kc int, ap, bp, c []float32, ldc int) { microKernelGo(kc, ap, bp, c, ldc) }
+
+func dotF32(x, y []float32) float32 { return dotGo(x, y) }
+
+func axpyF32(a float32, x, y []float32) { axpyGo(a, x, y) }
+
+func fwhtSIMD(x []float32, log2Block int, scale float32) { fwhtGo(x, log2Block, scale) }
