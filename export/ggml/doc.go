@@ -1,0 +1,23 @@
+// Package ggml encodes float32 weights into GGML quantization blocks: the
+// Q4_0, Q5_0, Q8_0, MXFP4, Q4_K and Q6_K block layouts that llama.cpp reads
+// from GGUF files.
+//
+// Each encoder reproduces llama.cpp's reference quantizer
+// (quantize_row_*_ref in ggml/src/ggml-quants.c, which is what
+// llama-quantize runs when no importance matrix is given) bit for bit: the
+// same float32 operation order, the same rounding helpers (nearest_int's
+// 1.5·2^23 trick, roundf's ties away from zero, the (int8)(x+8.5) truncation
+// of Q4_0, MXFP4's first-best search that breaks ties towards the smaller
+// code) and the same scale searches of the K-quants. Products that feed a
+// sum are wrapped in explicit float32 conversions so that the Go compiler
+// never fuses them into FMA instructions, which would change low bits.
+//
+// The encoders are written by hand because no maintained Go library
+// produces these layouts bit-exactly; the package holds encoders only. The
+// GGUF container and the GGML type table (block sizes, names) live in
+// model/gguf, which also holds the dequantizers the tests compare against.
+//
+// Inputs must be finite: callers check for NaN/Inf first (the llama.cpp
+// reference has undefined behaviour there too). A row length that is not a
+// multiple of the block size is an error, never a panic.
+package ggml
