@@ -82,9 +82,8 @@ func (r *Result) IdentityGroups(groupSize int) bool {
 	return true
 }
 
-// Quantize runs GPTQ on w (rows×cols row-major, any float source converted
-// to float64 by the caller via Float64s) with Hessian h (cols×cols, 2XᵀX/n,
-// row-major) onto grid.
+// Quantize runs GPTQ on w (rows×cols row-major) with Hessian h (cols×cols,
+// 2XᵀX/n, row-major) onto grid. See QuantizeFormat for quant formats.
 func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, grid Grid, opt Options) (*Result, error) {
 	if rows <= 0 || cols <= 0 || len(w) != rows*cols {
 		return nil, fmt.Errorf("gptq: weight has %d values for %dx%d", len(w), rows, cols)

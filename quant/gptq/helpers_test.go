@@ -124,25 +124,6 @@ func writeNPY(path string, v []float64, shape ...int) error {
 	return os.WriteFile(path, b, 0o644)
 }
 
-// rtn quantizes every group with clip 1 and no error feedback.
-func rtn(w []float64, rows, cols int, g Grid) []float64 {
-	gs := g.GroupSize()
-	if gs <= 0 {
-		gs = cols
-	}
-	q := make([]float64, len(w))
-	for r := 0; r < rows; r++ {
-		for c0 := 0; c0 < cols; c0 += gs {
-			c1 := min(c0+gs, cols)
-			s := g.Fit(w[r*cols+c0:r*cols+c1], 1)
-			for c := c0; c < c1; c++ {
-				_, q[r*cols+c] = g.Round(w[r*cols+c], s)
-			}
-		}
-	}
-	return q
-}
-
 // refIntGrid is the reference implementation's symmetric integer quantizer
 // (quant.py Quantizer with sym=True: scale = 2·absmax/(2^b−1), zero =
 // 2^(b−1), codes clamp(round(x/scale)+zero, 0, 2^b−1)).

@@ -53,14 +53,7 @@ type refFile struct {
 // TestMatchesReferenceGPTQ compares our layer error with the original
 // algorithm run in PyTorch (F32 on an H100) on the same W and H.
 func TestMatchesReferenceGPTQ(t *testing.T) {
-	b, err := os.ReadFile("testdata/reference.json")
-	if err != nil {
-		t.Fatalf("reference results: %v", err)
-	}
-	var ref refFile
-	if err := json.Unmarshal(b, &ref); err != nil {
-		t.Fatal(err)
-	}
+	ref := loadRef(t)
 	L := genLayer(t, refSeed, refRows, refCols, refN, refDead)
 	if got := digest32(L.w); got != ref.WSHA256 {
 		t.Fatalf("W digest %s, reference ran on %s", got, ref.WSHA256)
@@ -157,4 +150,17 @@ func readGzF32(t *testing.T, path string) []float32 {
 		v[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
 	}
 	return v
+}
+
+func loadRef(t *testing.T) *refFile {
+	t.Helper()
+	b, err := os.ReadFile("testdata/reference.json")
+	if err != nil {
+		t.Fatalf("reference results: %v", err)
+	}
+	var ref refFile
+	if err := json.Unmarshal(b, &ref); err != nil {
+		t.Fatal(err)
+	}
+	return &ref
 }
