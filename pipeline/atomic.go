@@ -1,0 +1,162 @@
+package pipeline
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// AtomicFile is a file written under a temporary name in its final
+// directory and renamed into place by Commit, so readers (and a resumed
+// run) see either the old file or the complete new one, never a torn one.
+type AtomicFile struct {
+	*os.File
+	path string
+	done bool
+}
+
+// tempMarker is part of every temporary file name; files containing it are
+// leftovers of a killed run and are removed when the store opens.
+const tempMarker = ".tmp-"
+
+// CreateAtomic starts writing path atomically (creating its directory).
+// Call Commit to publish or Abort to discard; Abort after Commit is a no-op,
+// so `defer f.Abort()` is the idiom.
+func CreateAtomic(path string) (*AtomicFile, error) {
+	dir, base := filepath.Split(path)
+	if dir == "" {
+		dir = "."
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	f, err := os.CreateTemp(dir, "."+base+tempMarker+"*")
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", path, err)
+	}
+	return &AtomicFile{File: f, path: path}, nil
+}
+
+// Commit flushes the data to disk, renames the file into place and syncs
+// the directory.
+func (f *AtomicFile) Commit() error {
+	if f.done {
+		return fmt.Errorf("commit %s: already finished", f.path)
+	}
+	f.done = true
+	tmp := f.File.Name()
+	if err := f.File.Sync(); err != nil {
+		f.File.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("sync %s: %w", f.path, err)
+	}
+	if err := f.File.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("close %s: %w", f.path, err)
+	}
+	if err := os.Chmod(tmp, 0o644); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("chmod %s: %w", f.path, err)
+	}
+	if err := os.Rename(tmp, f.path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("rename %s: %w", f.path, err)
+	}
+	return syncDir(filepath.Dir(f.path))
+}
+
+// Abort discards the temporary file unless Commit already ran.
+func (f *AtomicFile) Abort() {
+	if f.done {
+		return
+	}
+	f.done = true
+	f.File.Close()
+	os.Remove(f.File.Name())
+}
+
+// WriteFileAtomic writes data to path via a temporary file, fsync and
+// rename (the atomic counterpart of os.WriteFile). Stages writing final
+// artifacts into TaskEnv.OutDir must use it (or CreateAtomic).
+func WriteFileAtomic(path string, data []byte) error {
+	f, err := CreateAtomic(path)
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Commit()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !isNotSupported(err) {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+func isNotSupported(err error) bool {
+	return strings.Contains(err.Error(), "invalid argument") || strings.Contains(err.Error(), "not supported")
+}
+
+// HashFile returns the hex SHA-256 and size of a file.
+func HashFile(path string) (digest string, size int64, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, fmt.Errorf("hash %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// ArtifactMetaPrefix prefixes Output.Meta keys that record final artifacts:
+// "artifact:<path relative to OutDir>" = hex SHA-256 of the file. When a
+// finished task is found in the journal on resume, the runner re-hashes its
+// artifacts and re-runs the task if one is missing or differs; a task that
+// exports a file therefore resumes correctly whether it was killed before
+// the rename, after it, or the file was later deleted.
+const ArtifactMetaPrefix = "artifact:"
+
+// AddArtifact records the file outDir/rel (already written, e.g. with
+// WriteFileAtomic) as a final artifact of this output.
+func (o *Output) AddArtifact(outDir, rel string) error {
+	if filepath.IsAbs(rel) || strings.HasPrefix(filepath.Clean(rel), "..") {
+		return fmt.Errorf("artifact %q: must be relative to the output directory", rel)
+	}
+	digest, _, err := HashFile(filepath.Join(outDir, rel))
+	if err != nil {
+		return fmt.Errorf("artifact %q: %w", rel, err)
+	}
+	if o.Meta == nil {
+		o.Meta = map[string]string{}
+	}
+	o.Meta[ArtifactMetaPrefix+filepath.ToSlash(rel)] = digest
+	return nil
+}
+
+// Artifacts returns the artifacts recorded in o (path → digest).
+func (o *Output) Artifacts() map[string]string {
+	out := map[string]string{}
+	for k, v := range o.Meta {
+		if rel, ok := strings.CutPrefix(k, ArtifactMetaPrefix); ok {
+			out[rel] = v
+		}
+	}
+	return out
+}

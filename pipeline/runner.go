@@ -1,0 +1,266 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
+)
+
+// Runner executes a Plan against a Store.
+//
+// Scheduling: a task is queued once every task it needs is done. Queued
+// tasks start through an errgroup limited to Workers goroutines and are
+// admitted by a semaphore.Weighted holding Memory bytes: a task acquires
+// its EstBytes before Run and releases them after its output is stored.
+// A task whose estimate exceeds the whole budget acquires the whole budget
+// instead, i.e. it runs alone rather than waiting forever (the budget is a
+// bound on the sum of estimates of tasks in flight, not on one task).
+// The semaphore is FIFO, so a large task is not starved by small ones.
+//
+// Resume: a task's identity (TaskID) covers its kind, config, key, Meta,
+// Fingerprint and the digests of its inputs. Before running, the runner
+// looks the identity up in the journal, re-hashes the blob (and any
+// artifacts) and skips the task when they match; a missing, truncated or
+// altered blob is recomputed. A changed config therefore re-runs that
+// stage and, transitively, those downstream tasks whose input digests
+// changed — nothing else.
+//
+// The first failing task cancels the run; its error names the task.
+type Runner struct {
+	// Store holds checkpoints (required).
+	Store *Store
+	// Workers bounds tasks in flight (0: the job's resources.workers,
+	// which defaults to GOMAXPROCS).
+	Workers int
+	// Memory is the admission budget in bytes (0: the job's
+	// resources.memory; negative: unlimited).
+	Memory int64
+	// Events receives task events (may be nil).
+	Events EventHandler
+	// Log is the structured logger (nil: discard).
+	Log *slog.Logger
+}
+
+// RunStats summarizes a run.
+type RunStats struct {
+	Executed int   // tasks run
+	Skipped  int   // tasks found in the store
+	Bytes    int64 // blob bytes written
+	// Recomputed counts journal entries found invalid and recomputed.
+	Recomputed int
+}
+
+type taskState struct {
+	ref     TaskRef
+	task    *Task
+	js      *JobStage
+	pending int
+	users   []*taskState
+	entry   JournalEntry
+}
+
+// Run executes the plan. It returns when every task is done or skipped,
+// or after the first failure (or ctx cancellation) once tasks in flight
+// have stopped.
+func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
+	var stats RunStats
+	if r.Store == nil {
+		return stats, errors.New("runner: no store")
+	}
+	log := r.Log
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	workers := r.Workers
+	if workers <= 0 {
+		workers = plan.Job.Resources.Workers
+	}
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	budget := r.Memory
+	if budget == 0 {
+		budget = plan.Job.Resources.Memory
+	}
+	var sem *semaphore.Weighted
+	if budget > 0 {
+		sem = semaphore.NewWeighted(budget)
+	}
+	var evMu sync.Mutex
+	emit := func(e Event) {
+		if r.Events == nil {
+			return
+		}
+		e.Time = time.Now()
+		evMu.Lock()
+		defer evMu.Unlock()
+		r.Events(e)
+	}
+
+	states := make(map[TaskRef]*taskState, len(plan.Order))
+	for _, ref := range plan.Order {
+		states[ref] = &taskState{ref: ref, task: plan.Task(ref), js: plan.JobStage(ref.Stage)}
+	}
+	for _, ref := range plan.Order {
+		st := states[ref]
+		seen := map[TaskRef]bool{}
+		for _, n := range st.task.Needs {
+			if seen[n] {
+				continue
+			}
+			seen[n] = true
+			st.pending++
+			states[n].users = append(states[n].users, st)
+		}
+	}
+
+	var statsMu sync.Mutex
+	doneCh := make(chan *taskState, len(plan.Order))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(workers)
+
+	runOne := func(st *taskState) error {
+		if err := gctx.Err(); err != nil {
+			return err
+		}
+		t := st.task
+		inputs := make([]string, len(t.Needs))
+		for i, n := range t.Needs {
+			inputs[i] = states[n].entry.Digest
+		}
+		id := TaskID(st.js.Kind.Name, st.js.ConfigJSON, t, inputs)
+		if e, ok := r.Store.Lookup(id); ok {
+			if err := r.Store.Verify(e); err == nil {
+				st.entry = e
+				statsMu.Lock()
+				stats.Skipped++
+				statsMu.Unlock()
+				emit(Event{Type: EventSkipped, Stage: st.ref.Stage, Key: st.ref.Key, Bytes: e.Size})
+				return nil
+			} else {
+				log.Warn("checkpoint invalid, recomputing", "task", st.ref.String(), "err", err)
+				statsMu.Lock()
+				stats.Recomputed++
+				statsMu.Unlock()
+			}
+		}
+		w := t.EstBytes
+		if sem != nil {
+			if w > budget {
+				w = budget
+			}
+			if err := sem.Acquire(gctx, w); err != nil {
+				return err
+			}
+			defer sem.Release(w)
+		}
+		emit(Event{Type: EventStarted, Stage: st.ref.Stage, Key: st.ref.Key, Bytes: t.EstBytes})
+		start := time.Now()
+		env := &TaskEnv{
+			OutDir: r.Store.OutDir(),
+			Log:    log.With("task", st.ref.String()),
+			Progress: func(done, total int64) {
+				emit(Event{Type: EventProgress, Stage: st.ref.Stage, Key: st.ref.Key, Done: done, Total: total})
+			},
+			Input: func(ref TaskRef) (*Output, error) {
+				for _, n := range t.Needs {
+					if n == ref {
+						return r.Store.Get(states[ref].entry)
+					}
+				}
+				return nil, fmt.Errorf("task %s did not declare a need for %s", st.ref, ref)
+			},
+		}
+		out, err := runTask(gctx, t, env)
+		if err == nil {
+			err = gctx.Err()
+		}
+		if err != nil {
+			secs := time.Since(start).Seconds()
+			emit(Event{Type: EventFailed, Stage: st.ref.Stage, Key: st.ref.Key, Seconds: secs, Err: err.Error()})
+			return fmt.Errorf("task %s: %w", st.ref, err)
+		}
+		e, err := r.Store.Put(id, st.ref, out, time.Since(start).Seconds())
+		if err != nil {
+			emit(Event{Type: EventFailed, Stage: st.ref.Stage, Key: st.ref.Key, Err: err.Error()})
+			return fmt.Errorf("task %s: %w", st.ref, err)
+		}
+		st.entry = e
+		statsMu.Lock()
+		stats.Executed++
+		stats.Bytes += e.Size
+		statsMu.Unlock()
+		emit(Event{Type: EventDone, Stage: st.ref.Stage, Key: st.ref.Key, Bytes: e.Size, Seconds: e.Seconds})
+		return nil
+	}
+
+	var ready []*taskState
+	for _, ref := range plan.Order {
+		if states[ref].pending == 0 {
+			ready = append(ready, states[ref])
+		}
+	}
+	completed := 0
+	cancelled := false
+dispatch:
+	for completed < len(plan.Order) {
+		for len(ready) > 0 {
+			st := ready[0]
+			ready = ready[1:]
+			if gctx.Err() != nil {
+				cancelled = true
+				break dispatch
+			}
+			emit(Event{Type: EventQueued, Stage: st.ref.Stage, Key: st.ref.Key, Bytes: st.task.EstBytes})
+			g.Go(func() error {
+				if err := runOne(st); err != nil {
+					return err
+				}
+				doneCh <- st
+				return nil
+			})
+		}
+		select {
+		case st := <-doneCh:
+			completed++
+			for _, u := range st.users {
+				u.pending--
+				if u.pending == 0 {
+					ready = append(ready, u)
+				}
+			}
+		case <-gctx.Done():
+			cancelled = true
+			break dispatch
+		}
+	}
+	err := g.Wait()
+	if err == nil && cancelled {
+		err = ctx.Err()
+		if err == nil {
+			err = context.Canceled
+		}
+	}
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		err = fmt.Errorf("run interrupted: %w", err)
+	}
+	return stats, err
+}
+
+// runTask calls t.Run, turning a panic into an error naming it.
+func runTask(ctx context.Context, t *Task, env *TaskEnv) (out *Output, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic: %v", p)
+		}
+	}()
+	return t.Run(ctx, env)
+}
