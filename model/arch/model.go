@@ -1,0 +1,493 @@
+// Package arch is marlin's forward pass: the decoder-only architectures it
+// quantizes (Qwen3, Qwen3-MoE, GLM-4.7-Flash / Glm4MoeLite), built from a
+// Hugging Face config.json and safetensors weights, computing batched
+// prefill in F32 on a kernels.Backend so that calibration and perplexity run
+// the same code.
+//
+// Layout follows ollama's model/models: one file per family (qwen3.go,
+// qwen3moe.go, glm4moelite.go) builds a Model from shared layer structs
+// (RMSNorm, attention, MLP, MoE), and a registry keyed by config.json's
+// model_type picks the builder.
+//
+// Hooks for quantization:
+//   - every nn.Linear is a named Proj slot (Model.Projs, Model.Proj) whose
+//     Linear can be swapped (dequantized weights via NewDense, packed
+//     weights via NewQuantized and the backend's dequant-GEMM);
+//   - Hooks.Linear observes each Linear's input rows (for routed experts,
+//     only the tokens routed to that expert), which is what GPTQ's Hessian
+//     needs; Hooks.Route observes router decisions (ExpertCounts);
+//   - Embed, Layer and Head run the model one stage at a time, so sequential
+//     GPTQ can calibrate layer L on the outputs of quantized layers < L.
+//
+// Weights are converted to F32 when the model is built, so a model needs
+// 4 bytes per parameter; run real checkpoints layer by layer through packed
+// Linears.
+package arch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/marlin-llm/marlin/kernels"
+	"github.com/marlin-llm/marlin/model/hfconfig"
+	"github.com/marlin-llm/marlin/model/safetensors"
+	"github.com/marlin-llm/marlin/tensor"
+)
+
+// Batch describes the token layout of a forward pass: Seqs independent
+// sequences of Len tokens each, stored one after the other (token-major),
+// every sequence starting at position 0.
+type Batch struct {
+	Seqs, Len int
+}
+
+// Tokens is Seqs×Len.
+func (b Batch) Tokens() int { return b.Seqs * b.Len }
+
+// Hooks lets callers observe a forward pass. Callbacks run synchronously on
+// the forward pass's goroutine; they must not retain or modify the slices.
+type Hooks struct {
+	// Linear sees the input of every Linear just before it runs: rows×cols
+	// row-major floats. For a routed expert's projections rows are only the
+	// tokens routed to that expert; gate_proj and up_proj see the same rows.
+	Linear func(name string, x []float32, rows, cols int)
+	// Route sees each MoE router's decision.
+	Route func(r *Routing)
+}
+
+// Routing is one MoE router's decision for a batch of tokens.
+type Routing struct {
+	// Gate is the router's name ("model.layers.1.mlp.gate").
+	Gate string
+	// Experts and Weights hold Tokens×K entries, token-major: the chosen
+	// experts and the weights the MLP applies to their outputs.
+	Experts []int32
+	Weights []float32
+	// Tokens, K and NumExperts give the shapes.
+	Tokens, K, NumExperts int
+}
+
+// Options configures Build and Load.
+type Options struct {
+	// Backend runs the math; nil opens kernels "auto".
+	Backend kernels.Backend
+}
+
+// TensorSource yields checkpoint tensors by name (a safetensors.Checkpoint,
+// or anything holding modified tensors).
+type TensorSource interface {
+	Tensor(name string) (*tensor.Tensor, error)
+}
+
+// mixer is a sub-layer (attention or MLP): it reads the normalised input x
+// (tokens×hidden) and overwrites out (tokens×hidden).
+type mixer interface {
+	forward(rc *run, x, out []float32) error
+	projs() []*Proj
+}
+
+// DecoderLayer is one pre-norm transformer block.
+type DecoderLayer struct {
+	index     int
+	inputNorm *RMSNorm
+	postNorm  *RMSNorm
+	attn      mixer
+	mlp       mixer
+}
+
+// Model is a built decoder-only language model. Its weights are read-only
+// during forward passes, so concurrent forward passes are safe as long as
+// no Proj is swapped meanwhile.
+type Model struct {
+	cfg    *hfconfig.Config
+	b      kernels.Backend
+	vocab  int
+	hidden int
+	embed  []float32 // vocab×hidden
+	layers []*DecoderLayer
+	norm   *RMSNorm
+	lmHead *Proj
+	projs  []*Proj
+	byName map[string]*Proj
+}
+
+type builder func(cfg *hfconfig.Config, w *weights) ([]*DecoderLayer, error)
+
+// builders is the architecture registry, keyed by config.json model_type.
+var builders = map[string]builder{
+	"qwen3":         buildQwen3,
+	"qwen3_moe":     buildQwen3MoE,
+	"glm4_moe_lite": buildGlm4MoeLite,
+}
+
+// Supported lists the model_type values arch can build.
+func Supported() []string { return []string{"glm4_moe_lite", "qwen3", "qwen3_moe"} }
+
+// Load builds the model in dir (config.json plus safetensors, sharded or
+// not). The weights are copied to F32, so the files are closed on return.
+func Load(dir string, opts Options) (*Model, error) {
+	cfg, err := hfconfig.Load(dir)
+	if err != nil {
+		return nil, fmt.Errorf("arch: %w", err)
+	}
+	ck, err := safetensors.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("arch: %w", err)
+	}
+	defer ck.Close()
+	return Build(cfg, ck, opts)
+}
+
+// Build builds a model from a parsed config and a tensor source.
+func Build(cfg *hfconfig.Config, src TensorSource, opts Options) (*Model, error) {
+	bld, ok := builders[cfg.ModelType]
+	if !ok {
+		return nil, fmt.Errorf("arch: no forward pass for model_type %q (supported: %v)", cfg.ModelType, Supported())
+	}
+	if cfg.HiddenAct != "silu" {
+		return nil, fmt.Errorf("arch: hidden_act %q not supported (want silu)", cfg.HiddenAct)
+	}
+	if cfg.Rope.Type != "default" && cfg.Rope.Type != "" {
+		return nil, fmt.Errorf("arch: rope type %q not supported (want default)", cfg.Rope.Type)
+	}
+	b := opts.Backend
+	if b == nil {
+		var err error
+		if b, err = kernels.Open("auto", kernels.Options{}); err != nil {
+			return nil, fmt.Errorf("arch: %w", err)
+		}
+	}
+	w := &weights{src: src}
+	m := &Model{cfg: cfg, b: b, vocab: cfg.VocabSize, hidden: cfg.HiddenSize, byName: map[string]*Proj{}}
+	m.embed = w.get("model.embed_tokens.weight", cfg.VocabSize, cfg.HiddenSize)
+	layers, err := bld(cfg, w)
+	if err != nil {
+		return nil, fmt.Errorf("arch: %s: %w", cfg.ModelType, err)
+	}
+	m.layers = layers
+	m.norm = w.norm("model.norm.weight", cfg.HiddenSize, cfg.RMSNormEps)
+	if cfg.TieWordEmbeddings {
+		if m.embed != nil {
+			d, err := NewDense(cfg.VocabSize, cfg.HiddenSize, m.embed, nil)
+			if err != nil {
+				return nil, err
+			}
+			m.lmHead = &Proj{name: "lm_head", layer: -1, expert: -1, lin: d}
+		}
+	} else {
+		m.lmHead = w.proj("lm_head", -1, -1, cfg.VocabSize, cfg.HiddenSize)
+	}
+	if err := w.err(); err != nil {
+		return nil, fmt.Errorf("arch: %s: %w", cfg.ModelType, err)
+	}
+	for _, l := range m.layers {
+		for _, p := range append(l.attn.projs(), l.mlp.projs()...) {
+			m.addProj(p)
+		}
+	}
+	m.addProj(m.lmHead)
+	return m, nil
+}
+
+func (m *Model) addProj(p *Proj) {
+	m.projs = append(m.projs, p)
+	m.byName[p.name] = p
+}
+
+// Config returns the model's configuration.
+func (m *Model) Config() *hfconfig.Config { return m.cfg }
+
+// Backend returns the backend the model runs on.
+func (m *Model) Backend() kernels.Backend { return m.b }
+
+// NumLayers is the number of decoder layers.
+func (m *Model) NumLayers() int { return len(m.layers) }
+
+// Hidden is the hidden size.
+func (m *Model) Hidden() int { return m.hidden }
+
+// Vocab is the number of logits per token (embedding rows).
+func (m *Model) Vocab() int { return m.vocab }
+
+// Projs lists every Linear slot in execution order (layer by layer,
+// lm_head last).
+func (m *Model) Projs() []*Proj { return append([]*Proj(nil), m.projs...) }
+
+// Proj returns the Linear slot called name ("model.layers.0.mlp.down_proj").
+func (m *Model) Proj(name string) (*Proj, bool) {
+	p, ok := m.byName[name]
+	return p, ok
+}
+
+// LayerProjs lists the Linear slots of decoder layer l in execution order.
+func (m *Model) LayerProjs(l int) []*Proj {
+	if l < 0 || l >= len(m.layers) {
+		return nil
+	}
+	return append(m.layers[l].attn.projs(), m.layers[l].mlp.projs()...)
+}
+
+// Embed returns the embeddings of ids (len(ids)×hidden).
+func (m *Model) Embed(ids []int32) ([]float32, error) {
+	h := make([]float32, len(ids)*m.hidden)
+	for t, id := range ids {
+		if id < 0 || int(id) >= m.vocab {
+			return nil, fmt.Errorf("arch: token %d at position %d outside the vocabulary of %d", id, t, m.vocab)
+		}
+		copy(h[t*m.hidden:(t+1)*m.hidden], m.embed[int(id)*m.hidden:])
+	}
+	return h, nil
+}
+
+func (m *Model) checkHidden(h []float32, batch Batch) error {
+	if batch.Seqs <= 0 || batch.Len <= 0 || len(h) != batch.Tokens()*m.hidden {
+		return fmt.Errorf("arch: hidden states of %d floats for %d×%d tokens of %d", len(h), batch.Seqs, batch.Len, m.hidden)
+	}
+	return nil
+}
+
+// Layer runs decoder layer l on the hidden states h (tokens×hidden), in
+// place: h becomes the residual stream after the layer.
+func (m *Model) Layer(ctx context.Context, l int, h []float32, batch Batch, hooks *Hooks) error {
+	if l < 0 || l >= len(m.layers) {
+		return fmt.Errorf("arch: layer %d of %d", l, len(m.layers))
+	}
+	if err := m.checkHidden(h, batch); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	rc := &run{ctx: ctx, b: m.b, hooks: hooks, batch: batch, hidden: m.hidden, theta: m.cfg.Rope.Theta}
+	if err := m.layers[l].forward(rc, h); err != nil {
+		return fmt.Errorf("arch: layer %d: %w", l, err)
+	}
+	return nil
+}
+
+// Norm applies the final RMSNorm to h in place (what lm_head multiplies).
+func (m *Model) Norm(h []float32, batch Batch) error {
+	if err := m.checkHidden(h, batch); err != nil {
+		return err
+	}
+	return m.norm.apply(m.b, h, h)
+}
+
+// LMHead returns the logits (tokens×vocab) of final-normed hidden states.
+func (m *Model) LMHead(ctx context.Context, h []float32, batch Batch, hooks *Hooks) ([]float32, error) {
+	if err := m.checkHidden(h, batch); err != nil {
+		return nil, err
+	}
+	rc := &run{ctx: ctx, b: m.b, hooks: hooks, batch: batch, hidden: m.hidden}
+	return rc.linear(m.lmHead, h, batch.Tokens())
+}
+
+// Head applies the final norm and lm_head: h is modified in place (it ends
+// as the final norm's output) and the logits are returned.
+func (m *Model) Head(ctx context.Context, h []float32, batch Batch, hooks *Hooks) ([]float32, error) {
+	if err := m.Norm(h, batch); err != nil {
+		return nil, err
+	}
+	return m.LMHead(ctx, h, batch, hooks)
+}
+
+// Forward runs the whole model on batch.Seqs sequences of batch.Len tokens
+// (ids holds them one after the other) and returns the logits
+// (tokens×vocab).
+func (m *Model) Forward(ctx context.Context, ids []int32, batch Batch, hooks *Hooks) ([]float32, error) {
+	if len(ids) != batch.Tokens() {
+		return nil, fmt.Errorf("arch: %d ids for %d×%d tokens", len(ids), batch.Seqs, batch.Len)
+	}
+	h, err := m.Embed(ids)
+	if err != nil {
+		return nil, err
+	}
+	for l := range m.layers {
+		if err := m.Layer(ctx, l, h, batch, hooks); err != nil {
+			return nil, err
+		}
+	}
+	return m.Head(ctx, h, batch, hooks)
+}
+
+// run carries the per-call state of a forward pass.
+type run struct {
+	ctx    context.Context
+	b      kernels.Backend
+	hooks  *Hooks
+	batch  Batch
+	hidden int
+	theta  float64
+}
+
+// linear runs p on rows rows of x, reporting the input to the hook.
+func (rc *run) linear(p *Proj, x []float32, rows int) ([]float32, error) {
+	out, in := p.lin.Dims()
+	if len(x) < rows*in {
+		return nil, fmt.Errorf("%s: input of %d floats for %d rows of %d", p.name, len(x), rows, in)
+	}
+	if rc.hooks != nil && rc.hooks.Linear != nil {
+		rc.hooks.Linear(p.name, x[:rows*in], rows, in)
+	}
+	y := make([]float32, rows*out)
+	if err := p.lin.Forward(rc.b, x[:rows*in], rows, y); err != nil {
+		return nil, fmt.Errorf("%s: %w", p.name, err)
+	}
+	return y, nil
+}
+
+// ropeTables returns cos/sin for every token of the batch (position = index
+// within its sequence).
+func (rc *run) ropeTables(rotDim int) (cos, sin []float32, err error) {
+	pos := make([]int, rc.batch.Tokens())
+	for t := range pos {
+		pos[t] = t % rc.batch.Len
+	}
+	return kernels.RoPETables(pos, rotDim, rc.theta)
+}
+
+func (d *DecoderLayer) forward(rc *run, h []float32) error {
+	n := len(h)
+	x := make([]float32, n)
+	out := make([]float32, n)
+	if err := d.inputNorm.apply(rc.b, x, h); err != nil {
+		return fmt.Errorf("input_layernorm: %w", err)
+	}
+	if err := d.attn.forward(rc, x, out); err != nil {
+		return err
+	}
+	for i, v := range out {
+		h[i] += v
+	}
+	if err := rc.ctx.Err(); err != nil {
+		return err
+	}
+	if err := d.postNorm.apply(rc.b, x, h); err != nil {
+		return fmt.Errorf("post_attention_layernorm: %w", err)
+	}
+	if err := d.mlp.forward(rc, x, out); err != nil {
+		return err
+	}
+	for i, v := range out {
+		h[i] += v
+	}
+	return nil
+}
+
+// RMSNorm is a root-mean-square norm with a learned scale.
+type RMSNorm struct {
+	w   []float32
+	eps float32
+}
+
+// apply writes the normalised rows of x to dst (which may alias x).
+func (n *RMSNorm) apply(b kernels.Backend, dst, x []float32) error {
+	cols := len(n.w)
+	if len(x)%cols != 0 {
+		return fmt.Errorf("rmsnorm of width %d on %d floats", cols, len(x))
+	}
+	return b.RMSNorm(dst, x, n.w, len(x)/cols, cols, n.eps)
+}
+
+// weights reads tensors as F32, collecting errors so a model reports every
+// missing or malformed tensor at once.
+type weights struct {
+	src  TensorSource
+	errs []error
+}
+
+func (w *weights) err() error { return errors.Join(w.errs...) }
+
+func (w *weights) fail(err error) {
+	if len(w.errs) < 20 {
+		w.errs = append(w.errs, err)
+	}
+}
+
+// get returns the named tensor as F32 after checking its shape and that
+// every value is finite; it returns nil (and records an error) otherwise.
+func (w *weights) get(name string, shape ...int) []float32 {
+	t, err := w.src.Tensor(name)
+	if err != nil {
+		w.fail(err)
+		return nil
+	}
+	if len(t.Shape) != len(shape) {
+		w.fail(fmt.Errorf("tensor %s has shape %v, want %v", name, t.Shape, shape))
+		return nil
+	}
+	for i := range shape {
+		if t.Shape[i] != shape[i] {
+			w.fail(fmt.Errorf("tensor %s has shape %v, want %v", name, t.Shape, shape))
+			return nil
+		}
+	}
+	v, err := tensor.ToFloat32(t)
+	if err != nil {
+		w.fail(fmt.Errorf("tensor %s: %w", name, err))
+		return nil
+	}
+	for i, x := range v {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			w.fail(fmt.Errorf("tensor %s: non-finite value %v at element %d", name, x, i))
+			return nil
+		}
+	}
+	return v
+}
+
+func (w *weights) norm(name string, n int, eps float64) *RMSNorm {
+	return &RMSNorm{w: w.get(name, n), eps: float32(eps)}
+}
+
+// proj loads name+".weight" (out×in) as a Dense slot.
+func (w *weights) proj(name string, layer, expert, out, in int) *Proj {
+	v := w.get(name+".weight", out, in)
+	p := &Proj{name: name, layer: layer, expert: expert}
+	if v == nil {
+		p.lin = &Dense{out: out, in: in, w: make([]float32, out*in)}
+		return p
+	}
+	p.lin = &Dense{out: out, in: in, w: v}
+	return p
+}
+
+// ExpertCounts accumulates how many tokens each router sends to each
+// expert; its Hook method plugs into Hooks.Route. Safe for concurrent use.
+type ExpertCounts struct {
+	mu     sync.Mutex
+	counts map[string][]int
+}
+
+// Add records one router decision (it has the Hooks.Route signature).
+func (e *ExpertCounts) Add(r *Routing) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.counts == nil {
+		e.counts = map[string][]int{}
+	}
+	c := e.counts[r.Gate]
+	if len(c) < r.NumExperts {
+		c = append(c, make([]int, r.NumExperts-len(c))...)
+	}
+	for _, x := range r.Experts[:r.Tokens*r.K] {
+		if x >= 0 && int(x) < len(c) {
+			c[x]++
+		}
+	}
+	e.counts[r.Gate] = c
+}
+
+// Counts returns a copy of the per-router counts (index = expert).
+func (e *ExpertCounts) Counts() map[string][]int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string][]int, len(e.counts))
+	for k, v := range e.counts {
+		out[k] = append([]int(nil), v...)
+	}
+	return out
+}

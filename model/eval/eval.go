@@ -1,0 +1,223 @@
+// Package eval measures language-model quality with the forward pass of
+// package arch: perplexity over fixed windows of a token stream (the
+// protocol of ../shared/testdata/README.md and llama-perplexity) and the KL
+// divergence between two models' next-token distributions on the same
+// windows. Log-softmax sums are accumulated in float64.
+package eval
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/marlin-llm/marlin/model/arch"
+)
+
+// Options selects the windows and the scored tokens.
+type Options struct {
+	// Window is the number of tokens per window (default 256).
+	Window int
+	// Windows is how many consecutive windows to score (0: all whole windows).
+	Windows int
+	// LlamaCpp scores only the second half of each window, tokens
+	// Window/2+1 .. Window-1, as llama-perplexity -c Window does; otherwise
+	// every token but the first is scored.
+	LlamaCpp bool
+	// Batch is how many windows one forward pass runs (default 4).
+	Batch int
+	// Progress, when set, is called after each forward pass with the
+	// windows done so far and the total.
+	Progress func(done, total int)
+	// Hooks are passed to every forward pass (of both models for KL).
+	Hooks *arch.Hooks
+}
+
+func (o *Options) defaults(n int) (windows int, err error) {
+	if o.Window == 0 {
+		o.Window = 256
+	}
+	if o.Batch <= 0 {
+		o.Batch = 4
+	}
+	if o.Window < 2 {
+		return 0, fmt.Errorf("eval: window of %d tokens (need at least 2)", o.Window)
+	}
+	avail := n / o.Window
+	windows = o.Windows
+	if windows == 0 {
+		windows = avail
+	}
+	if windows < 0 || windows > avail {
+		return 0, fmt.Errorf("eval: %d windows of %d tokens requested, the text has %d tokens (%d windows)", o.Windows, o.Window, n, avail)
+	}
+	if windows == 0 {
+		return 0, fmt.Errorf("eval: text of %d tokens is shorter than one window of %d", n, o.Window)
+	}
+	return windows, nil
+}
+
+// firstScored is the index (within a window) of the first predicted token.
+func (o *Options) firstScored() int {
+	if o.LlamaCpp {
+		return o.Window/2 + 1
+	}
+	return 1
+}
+
+// Result is a perplexity measurement.
+type Result struct {
+	PPL     float64 // exp(NLL)
+	NLL     float64 // mean negative log-likelihood (nats)
+	Tokens  int     // predictions scored
+	Windows int
+}
+
+// Perplexity scores ids with m under opts.
+func Perplexity(ctx context.Context, m *arch.Model, ids []int32, opts Options) (*Result, error) {
+	var sum float64
+	var n int
+	err := eachWindowBatch(ctx, []*arch.Model{m}, ids, &opts, func(logits [][]float32, win []int32, seqs int) error {
+		for s := 0; s < seqs; s++ {
+			for p := opts.firstScored(); p < opts.Window; p++ {
+				row := logits[0][((s*opts.Window)+p-1)*m.Vocab():][:m.Vocab()]
+				sum -= logProb(row, win[s*opts.Window+p])
+				n++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	nll := sum / float64(n)
+	return &Result{PPL: math.Exp(nll), NLL: nll, Tokens: n, Windows: n / (opts.Window - opts.firstScored())}, nil
+}
+
+// KLResult compares a model Q with a reference P on the same windows.
+type KLResult struct {
+	// KL is the mean over scored tokens of KL(P‖Q) in nats.
+	KL float64
+	// MaxKL is the largest per-token KL(P‖Q).
+	MaxKL float64
+	// Top1 is the fraction of tokens where both models' argmax agree.
+	Top1 float64
+	// P and Q are the two models' perplexities.
+	P, Q Result
+}
+
+// KL computes the divergence of q's next-token distributions from the
+// reference p's, with both perplexities, in one pass over the windows.
+func KL(ctx context.Context, p, q *arch.Model, ids []int32, opts Options) (*KLResult, error) {
+	if p.Vocab() != q.Vocab() {
+		return nil, fmt.Errorf("eval: kl: vocabularies differ (%d vs %d)", p.Vocab(), q.Vocab())
+	}
+	V := p.Vocab()
+	var kl, nllP, nllQ float64
+	var n, agree int
+	res := &KLResult{}
+	lp := make([]float64, V)
+	lq := make([]float64, V)
+	err := eachWindowBatch(ctx, []*arch.Model{p, q}, ids, &opts, func(logits [][]float32, win []int32, seqs int) error {
+		for s := 0; s < seqs; s++ {
+			for t := opts.firstScored(); t < opts.Window; t++ {
+				off := ((s * opts.Window) + t - 1) * V
+				logSoftmax(lp, logits[0][off:off+V])
+				logSoftmax(lq, logits[1][off:off+V])
+				var d float64
+				ap, aq := 0, 0
+				for i := range lp {
+					d += math.Exp(lp[i]) * (lp[i] - lq[i])
+					if lp[i] > lp[ap] {
+						ap = i
+					}
+					if lq[i] > lq[aq] {
+						aq = i
+					}
+				}
+				tok := win[s*opts.Window+t]
+				nllP -= lp[tok]
+				nllQ -= lq[tok]
+				kl += d
+				res.MaxKL = math.Max(res.MaxKL, d)
+				if ap == aq {
+					agree++
+				}
+				n++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	w := n / (opts.Window - opts.firstScored())
+	res.KL = kl / float64(n)
+	res.Top1 = float64(agree) / float64(n)
+	res.P = Result{PPL: math.Exp(nllP / float64(n)), NLL: nllP / float64(n), Tokens: n, Windows: w}
+	res.Q = Result{PPL: math.Exp(nllQ / float64(n)), NLL: nllQ / float64(n), Tokens: n, Windows: w}
+	return res, nil
+}
+
+// eachWindowBatch runs every model on batches of windows and hands the
+// logits (one slice per model) to fn with the batch's tokens.
+func eachWindowBatch(ctx context.Context, models []*arch.Model, ids []int32, opts *Options,
+	fn func(logits [][]float32, win []int32, seqs int) error) error {
+	windows, err := opts.defaults(len(ids))
+	if err != nil {
+		return err
+	}
+	for _, m := range models {
+		for i, id := range ids[:windows*opts.Window] {
+			if id < 0 || int(id) >= m.Vocab() {
+				return fmt.Errorf("eval: token %d at %d outside the vocabulary of %d", id, i, m.Vocab())
+			}
+		}
+	}
+	logits := make([][]float32, len(models))
+	for w := 0; w < windows; w += opts.Batch {
+		seqs := min(opts.Batch, windows-w)
+		win := ids[w*opts.Window : (w+seqs)*opts.Window]
+		batch := arch.Batch{Seqs: seqs, Len: opts.Window}
+		for i, m := range models {
+			if logits[i], err = m.Forward(ctx, win, batch, opts.Hooks); err != nil {
+				return fmt.Errorf("eval: windows %d..%d: %w", w, w+seqs-1, err)
+			}
+		}
+		if err := fn(logits, win, seqs); err != nil {
+			return err
+		}
+		if opts.Progress != nil {
+			opts.Progress(w+seqs, windows)
+		}
+	}
+	return nil
+}
+
+// logProb returns log softmax(row)[tok].
+func logProb(row []float32, tok int32) float64 {
+	mx := math.Inf(-1)
+	for _, v := range row {
+		mx = math.Max(mx, float64(v))
+	}
+	var s float64
+	for _, v := range row {
+		s += math.Exp(float64(v) - mx)
+	}
+	return float64(row[tok]) - mx - math.Log(s)
+}
+
+// logSoftmax writes log softmax(row) to dst.
+func logSoftmax(dst []float64, row []float32) {
+	mx := math.Inf(-1)
+	for _, v := range row {
+		mx = math.Max(mx, float64(v))
+	}
+	var s float64
+	for _, v := range row {
+		s += math.Exp(float64(v) - mx)
+	}
+	ls := mx + math.Log(s)
+	for i, v := range row {
+		dst[i] = float64(v) - ls
+	}
+}

@@ -1,0 +1,170 @@
+package eval
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/marlin-llm/marlin/internal/assets"
+	"github.com/marlin-llm/marlin/kernels"
+	"github.com/marlin-llm/marlin/model/arch"
+	"github.com/marlin-llm/marlin/model/tokenizer"
+)
+
+type goldenJSON struct {
+	PPL      float64                       `json:"ppl_f32"`
+	PPLLlama float64                       `json:"ppl_llamacpp_protocol_f32"`
+	Counts   map[string][]int              `json:"expert_token_counts_first_16_windows"`
+	Protocol struct{ Window, Windows int } `json:"protocol"`
+}
+
+func setup(t testing.TB, name string) (*arch.Model, []int32, *goldenJSON) {
+	t.Helper()
+	dir := assets.Model(t, name)
+	b, err := kernels.Open("cpu", kernels.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := arch.Load(dir, arch.Options{Backend: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := tokenizer.Load(filepath.Join(dir, "tokenizer.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := os.ReadFile(assets.Shared(t, "corpus", "valid.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := tok.Encode(string(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "golden.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g goldenJSON
+	if err := json.Unmarshal(data, &g); err != nil {
+		t.Fatal(err)
+	}
+	if g.Protocol.Window != 256 || g.Protocol.Windows != 64 {
+		t.Fatalf("unexpected protocol %+v", g.Protocol)
+	}
+	return m, ids, &g
+}
+
+var models = []string{"qwen3-nano", "qwen3moe-nano", "glm47-nano"}
+
+// TestPerplexityGolden compares the full 64-window perplexities (both
+// protocols) with transformers' within 0.1%. It needs MARLIN_SLOW=1.
+func TestPerplexityGolden(t *testing.T) {
+	if os.Getenv("MARLIN_SLOW") == "" {
+		t.Skip("full 64-window perplexity of three models: set MARLIN_SLOW=1")
+	}
+	for _, name := range models {
+		t.Run(name, func(t *testing.T) {
+			m, ids, g := setup(t, name)
+			for _, c := range []struct {
+				llama bool
+				want  float64
+			}{{false, g.PPL}, {true, g.PPLLlama}} {
+				r, err := Perplexity(context.Background(), m, ids, Options{Window: 256, Windows: 64, LlamaCpp: c.llama})
+				if err != nil {
+					t.Fatal(err)
+				}
+				rel := math.Abs(r.PPL/c.want - 1)
+				t.Logf("llamacpp=%v: ppl %.6f golden %.6f rel %.2e (%d tokens)", c.llama, r.PPL, c.want, rel, r.Tokens)
+				if rel > 1e-3 {
+					t.Errorf("llamacpp=%v: ppl %.6f differs from golden %.6f by %.3f%%", c.llama, r.PPL, c.want, 100*rel)
+				}
+				wantTok := 64 * 255
+				if c.llama {
+					wantTok = 64 * 127
+				}
+				if r.Tokens != wantTok {
+					t.Errorf("scored %d tokens, want %d", r.Tokens, wantTok)
+				}
+			}
+		})
+	}
+}
+
+// TestExpertCounts routes the first 16 windows through both MoE models and
+// compares the per-expert token counts with transformers'.
+func TestExpertCounts(t *testing.T) {
+	for _, name := range []string{"qwen3moe-nano", "glm47-nano"} {
+		t.Run(name, func(t *testing.T) {
+			m, ids, g := setup(t, name)
+			var counts arch.ExpertCounts
+			_, err := Perplexity(context.Background(), m, ids, Options{Window: 256, Windows: 16, Hooks: &arch.Hooks{Route: counts.Add}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := counts.Counts()
+			if len(got) != len(g.Counts) {
+				t.Fatalf("%d routers reported, golden has %d", len(got), len(g.Counts))
+			}
+			for gate, want := range g.Counts {
+				c := got[gate]
+				t.Logf("%s: %v (golden %v)", gate, c, want)
+				if len(c) != len(want) {
+					t.Errorf("%s: %d experts, want %d", gate, len(c), len(want))
+					continue
+				}
+				for e := range want {
+					if c[e] != want[e] {
+						t.Errorf("%s expert %d: %d tokens, golden %d", gate, e, c[e], want[e])
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestPerplexityShort checks the protocol plumbing quickly: 2 windows, the
+// scored-token counts of both protocols, a finite perplexity, a KL of a
+// model with itself of zero, and bad options.
+func TestPerplexityShort(t *testing.T) {
+	m, ids, _ := setup(t, "qwen3-nano")
+	ctx := context.Background()
+	calls := 0
+	r, err := Perplexity(ctx, m, ids, Options{Windows: 2, Batch: 1, Progress: func(done, total int) {
+		calls++
+		if total != 2 || done != calls {
+			t.Errorf("progress %d/%d at call %d", done, total, calls)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Tokens != 2*255 || !(r.PPL > 1 && r.PPL < 2112) || calls != 2 {
+		t.Errorf("result %+v after %d progress calls", r, calls)
+	}
+	rl, err := Perplexity(ctx, m, ids, Options{Windows: 2, LlamaCpp: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rl.Tokens != 2*127 {
+		t.Errorf("llama.cpp protocol scored %d tokens, want %d", rl.Tokens, 2*127)
+	}
+	k, err := KL(ctx, m, m, ids, Options{Windows: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(k.KL) > 1e-9 || k.Top1 != 1 || math.Abs(k.P.PPL-k.Q.PPL) > 1e-9 {
+		t.Errorf("KL of a model with itself: %+v", k)
+	}
+	for _, o := range []Options{{Window: 1}, {Windows: 1 << 20}, {Windows: -1}} {
+		if _, err := Perplexity(ctx, m, ids, o); err == nil {
+			t.Errorf("options %+v accepted", o)
+		}
+	}
+	if _, err := Perplexity(ctx, m, []int32{1, 2, 99999, 3}, Options{Window: 4}); err == nil {
+		t.Error("out-of-vocabulary token accepted")
+	}
+}
