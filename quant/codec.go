@@ -15,8 +15,11 @@ import (
 // subnormal (0 and 0.5). Code 8 is -0.
 var E2M1Values = [16]float32{
 	0, 0.5, 1, 1.5, 2, 3, 4, 6,
-	-0, -0.5, -1, -1.5, -2, -3, -4, -6,
+	negZero, -0.5, -1, -1.5, -2, -3, -4, -6,
 }
+
+// negZero is float32 −0 (a Go constant −0 would be +0).
+var negZero = math.Float32frombits(0x80000000)
 
 // E2M1Max is the largest E2M1 magnitude.
 const E2M1Max = 6
