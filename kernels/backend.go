@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+
+	"github.com/marlin-llm/marlin/quant"
 )
 
 // Backend is the one seam between marlin's math and the hardware that runs it.
@@ -94,11 +96,13 @@ type Backend interface {
 	SPDInverse(a []float32, n, lda int) error
 
 	// DequantGEMM computes C = X·Wᵀ + beta*C for the packed quantized weight
-	// w of shape rows×cols (out×in features): X is m×cols (leading dimension
-	// ldx), C is m×rows (leading dimension ldc). Weights are dequantized tile
-	// by tile; the values used are bit-identical to w's dequantization. m = 1
-	// is the decode GEMV.
-	DequantGEMM(m int, x []float32, ldx int, w QuantMatrix, beta float32, c []float32, ldc int) error
+	// w of shape w.Rows×w.Cols (out×in features, any quant format including
+	// act-order g_idx): X is m×w.Cols (leading dimension ldx), C is m×w.Rows
+	// (leading dimension ldc). Weights are dequantized tile by tile in
+	// cache, never as a whole F32 matrix; the weight values used are
+	// bit-identical to w.Dequantize. m = 1 is the decode GEMV. w is checked
+	// with Validate (a malformed packed tensor is an error, not a panic).
+	DequantGEMM(m int, x []float32, ldx int, w *quant.Packed, beta float32, c []float32, ldc int) error
 }
 
 // Uplo names a triangle of a square matrix.

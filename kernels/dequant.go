@@ -2,43 +2,50 @@ package kernels
 
 import (
 	"fmt"
+	"math"
+
+	"github.com/marlin-llm/marlin/quant"
 )
 
-// QuantMatrix is a packed quantized weight matrix as the dequant kernels see
-// it: rows output features by cols input features. The quant package's
-// packed tensor type satisfies it (see quant.Packed); backends may
-// type-switch on known concrete types for fused fast paths and fall back to
-// DequantizeTile for any other format.
-type QuantMatrix interface {
-	// Dims returns the logical shape: rows (out features) and cols (in
-	// features).
-	Dims() (rows, cols int)
-	// DequantizeTile writes the dequantized block W[r0:r0+nr, c0:c0+nc] to
-	// dst (row i at dst[i*ldd:]); the values are exactly those of the
-	// format's dequantization of the whole tensor.
-	DequantizeTile(dst []float32, ldd, r0, nr, c0, nc int) error
-}
+// Dequantizing GEMM/GEMV on quant.Packed weights.
+//
+// Weights are decoded tile by tile into a per-worker buffer that stays in
+// L1/L2 and is multiplied at once (dot products for small batches, the GEMM
+// micro-kernel for larger ones). Two decoders exist:
+//
+//   - lut4: 4-bit formats with contiguous groups (fp4, mxfp4, nvfp4, int4,
+//     int4_asym, nf4). Per group it builds the 16-entry table
+//     (base[i] − off)·mul, where base is the element table (E2M1, NF4, or
+//     0..15 for integers), off is 0 for tables and the zero point for
+//     integers, and mul is the group's Mul (decoded scale, times the tensor
+//     scale for NVFP4). These are exactly the float32 operations of
+//     quant.Packed.DequantizeRow, so the values are bit-identical. The
+//     nibble decode runs in assembly when available.
+//   - rows: every other format (3/2/8-bit, fp8, bf16/f16, act-order g_idx)
+//     decodes whole rows with quant.Packed.DequantizeRow itself.
 
-// Tile sizes of the generic dequant-GEMM: small m uses L1-sized tiles and
-// dot products, large m dequantizes L2-sized panels and runs the GEMM
-// micro-kernels on them.
+// Tile sizes: small batches use row tiles of dqTileFloats elements and dot
+// products; batches of at least dqBigM rows dequantize panels of dqBigRows
+// rows and run the blocked GEMM on them.
 const (
-	dqSmallRows = 16
-	dqSmallCols = 512
-	dqBigRows   = 64
-	dqBigCols   = 1024
-	// dqBigM is the batch size from which the GEMM path is used.
-	dqBigM = 8
+	dqTileFloats = 4096
+	dqBigRows    = 64
+	dqBigFloats  = 64 * 1024
+	dqBigM       = 8
+	dqTaskRows   = 16
 )
 
 // DequantGEMM implements Backend.
-func (c *cpu) DequantGEMM(m int, x []float32, ldx int, w QuantMatrix, beta float32, cm []float32, ldc int) error {
+func (c *cpu) DequantGEMM(m int, x []float32, ldx int, w *quant.Packed, beta float32, cm []float32, ldc int) error {
 	if w == nil {
 		return fmt.Errorf("kernels: dequant-gemm: nil weight: %w", ErrShape)
 	}
-	rows, cols := w.Dims()
-	if m < 0 || rows < 0 || cols < 0 {
-		return fmt.Errorf("kernels: dequant-gemm: m %d weight %dx%d: %w", m, rows, cols, ErrShape)
+	if err := w.Validate(); err != nil {
+		return fmt.Errorf("kernels: dequant-gemm: %w", err)
+	}
+	rows, cols := w.Rows, w.Cols
+	if m < 0 {
+		return fmt.Errorf("kernels: dequant-gemm: m = %d: %w", m, ErrShape)
 	}
 	if err := checkMat("kernels: dequant-gemm: X", x, m, cols, ldx); err != nil {
 		return err
@@ -46,61 +53,50 @@ func (c *cpu) DequantGEMM(m int, x []float32, ldx int, w QuantMatrix, beta float
 	if err := checkMat("kernels: dequant-gemm: C", cm, m, rows, ldc); err != nil {
 		return err
 	}
-	if m == 0 || rows == 0 {
+	if m == 0 {
 		return nil
 	}
 	scaleC(m, rows, beta, cm, ldc)
-	if cols == 0 {
-		return nil
-	}
-	if fast, ok := c.dequantFast(m, x, ldx, w, cm, ldc); ok {
-		return fast
-	}
-	return c.dequantGeneric(m, x, ldx, w, cm, ldc)
-}
+	dec := newTileDecoder(w, c.simd)
 
-// dequantGeneric computes C += X·Wᵀ through DequantizeTile.
-func (c *cpu) dequantGeneric(m int, x []float32, ldx int, w QuantMatrix, cm []float32, ldc int) error {
-	rows, cols := w.Dims()
-	tr, tc := dqSmallRows, dqSmallCols
+	tr, tc := 1, dec.tileCols(dqTileFloats)
 	if m >= dqBigM {
-		tr, tc = dqBigRows, dqBigCols
+		tc = dec.tileCols(dqBigFloats / dqBigRows)
+		tr = max(1, min(dqBigRows, dqBigFloats/tc))
 	}
-	panels := (rows + tr - 1) / tr
+	taskRows := dqTaskRows
+	if m >= dqBigM {
+		taskRows = tr
+	}
+	tasks := (rows + taskRows - 1) / taskRows
 	threads := c.threadsFor(m * rows * cols / 4)
-	bufs := make([][]float32, min(threads, panels))
-	errs := make([]error, panels)
-	parallelFor(threads, panels, func(wk, p int) {
+	bufs := make([][]float32, min(threads, tasks))
+	parallelFor(threads, tasks, func(wk, t int) {
 		if bufs[wk] == nil {
-			bufs[wk] = make([]float32, tr*tc)
+			bufs[wk] = make([]float32, tr*tc+dec.scratch())
 		}
-		tile := bufs[wk]
-		r0 := p * tr
-		nr := min(tr, rows-r0)
-		for c0 := 0; c0 < cols; c0 += tc {
-			nc := min(tc, cols-c0)
-			if err := w.DequantizeTile(tile, nc, r0, nr, c0, nc); err != nil {
-				errs[p] = fmt.Errorf("kernels: dequant-gemm: tile (%d,%d): %w", r0, c0, err)
-				return
-			}
-			if m >= dqBigM {
-				c.gemmSingle(false, true, m, nr, nc, 1, x[c0:], ldx, tile, nc, cm[r0:], ldc)
-				continue
-			}
-			for i := 0; i < m; i++ {
-				xi := x[i*ldx+c0 : i*ldx+c0+nc]
-				ci := cm[i*ldc+r0 : i*ldc+r0+nr]
-				for r := range ci {
-					ci[r] += dotF32(xi, tile[r*nc:r*nc+nc])
+		tile := bufs[wk][:tr*tc]
+		scratch := bufs[wk][tr*tc:]
+		rEnd := min(rows, (t+1)*taskRows)
+		for r0 := t * taskRows; r0 < rEnd; r0 += tr {
+			nr := min(tr, rEnd-r0)
+			for c0 := 0; c0 < cols; c0 += tc {
+				nc := min(tc, cols-c0)
+				dec.decode(tile, nc, r0, nr, c0, nc, scratch)
+				if m >= dqBigM {
+					c.gemmSingle(false, true, m, nr, nc, 1, x[c0:], ldx, tile, nc, cm[r0:], ldc)
+					continue
+				}
+				for i := 0; i < m; i++ {
+					xi := x[i*ldx+c0 : i*ldx+c0+nc]
+					ci := cm[i*ldc+r0 : i*ldc+r0+nr]
+					for r := range ci {
+						ci[r] += dotF32(xi, tile[r*nc:r*nc+nc])
+					}
 				}
 			}
 		}
 	})
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
 	return nil
 }
 
@@ -112,4 +108,155 @@ func (c *cpu) gemmSingle(transA, transB bool, m, n, k int, alpha float32, a []fl
 		return
 	}
 	c.gemmBlocked(transA, transB, m, n, k, alpha, a, lda, b, ldb, cm, ldc, 1)
+}
+
+// tileDecoder dequantizes tiles of a packed weight. It is read-only after
+// construction and shared by the workers of one call.
+type tileDecoder struct {
+	p    *quant.Packed
+	simd bool
+	lut4 bool        // 4-bit contiguous-group fast path
+	gs   int         // group size (lut4)
+	base [16]float32 // element table (lut4)
+	// mul1 maps a 1-byte scale code to its Mul (E8M0, E4M3·tensor scale).
+	mul1 *[256]float32
+}
+
+func newTileDecoder(p *quant.Packed, simd bool) *tileDecoder {
+	d := &tileDecoder{p: p, simd: simd}
+	f := p.Format
+	if f.Bits != 4 || p.GIdx != nil || !f.Quantized() {
+		return d
+	}
+	switch f.Elem {
+	case quant.ElemE2M1:
+		copy(d.base[:], quant.E2M1Values[:])
+	case quant.ElemNF:
+		copy(d.base[:], quant.NF4Values[:])
+	case quant.ElemInt:
+		for i := range d.base {
+			d.base[i] = float32(i)
+		}
+	default:
+		return d
+	}
+	switch f.Scale {
+	case quant.ScaleF16, quant.ScaleBF16, quant.ScaleF32, quant.ScaleE8M0, quant.ScaleE4M3:
+	default:
+		return d
+	}
+	d.lut4 = true
+	d.gs = f.Group(p.Cols)
+	if f.Scale.Bytes() == 1 {
+		var t [256]float32
+		for code := range t {
+			t[code] = mulOf(f, uint32(code), p.TensorScale)
+		}
+		d.mul1 = &t
+	}
+	return d
+}
+
+// mulOf is the group multiplier of a stored scale code, computed exactly as
+// quant.Packed.Group does (decode, times the tensor scale in float32; NaN
+// for the MX NaN scale).
+func mulOf(f quant.Format, code uint32, tensorScale float32) float32 {
+	mul := f.DecodeScale(code)
+	if f.TensorScale {
+		mul *= tensorScale
+	}
+	if f.Scale == quant.ScaleE8M0 && code == quant.E8M0NaN {
+		mul = float32(math.NaN())
+	}
+	return mul
+}
+
+// tileCols returns the tile width for about want elements per row: a
+// multiple of the group size for lut4, whole rows otherwise.
+func (d *tileDecoder) tileCols(want int) int {
+	cols := d.p.Cols
+	if !d.lut4 || cols <= want {
+		return cols
+	}
+	g := d.gs
+	return max(g, want/g*g)
+}
+
+// scratch is the number of floats decode needs as scratch.
+func (d *tileDecoder) scratch() int {
+	if !d.lut4 {
+		return 0
+	}
+	ng := (d.tileCols(dqTileFloats) + d.gs - 1) / d.gs
+	ng = max(ng, (d.tileCols(dqBigFloats/dqBigRows)+d.gs-1)/d.gs)
+	return 2 * ng
+}
+
+// decode writes W[r0:r0+nr, c0:c0+nc] to dst (leading dimension ldd). For
+// lut4, c0 is a multiple of the group size; otherwise the tile is whole rows.
+func (d *tileDecoder) decode(dst []float32, ldd, r0, nr, c0, nc int, scratch []float32) {
+	p := d.p
+	if !d.lut4 {
+		for i := 0; i < nr; i++ {
+			p.DequantizeRow(r0+i, dst[i*ldd:i*ldd+p.Cols])
+		}
+		return
+	}
+	f := p.Format
+	gs := d.gs
+	ngRow := p.Groups()
+	g0 := c0 / gs
+	ng := (nc + gs - 1) / gs
+	muls := scratch[:ng]
+	offs := scratch[ng : 2*ng]
+	rb := p.RowBytes()
+	sb := f.Scale.Bytes()
+	for i := 0; i < nr; i++ {
+		r := r0 + i
+		// Group multipliers and offsets of this tile row.
+		for g := 0; g < ng; g++ {
+			si := r*ngRow + g0 + g
+			var code uint32
+			switch sb {
+			case 1:
+				muls[g] = d.mul1[p.Scales[si]]
+			case 2:
+				code = uint32(p.Scales[2*si]) | uint32(p.Scales[2*si+1])<<8
+				muls[g] = mulOf(f, code, p.TensorScale)
+			case 4:
+				code = uint32(p.Scales[4*si]) | uint32(p.Scales[4*si+1])<<8 | uint32(p.Scales[4*si+2])<<16 | uint32(p.Scales[4*si+3])<<24
+				muls[g] = mulOf(f, code, p.TensorScale)
+			}
+			switch {
+			case f.Elem != quant.ElemInt:
+				offs[g] = 0
+			case f.Asym:
+				offs[g] = float32(p.Zeros[si])
+			default:
+				offs[g] = 8
+			}
+		}
+		row := p.Codes[r*rb : (r+1)*rb]
+		out := dst[i*ldd : i*ldd+nc]
+		// Whole groups of a multiple of 16 elements go to the vector
+		// decoder (c0 is then even); the rest (odd group sizes, a short
+		// last group) to Go.
+		vec := 0
+		if d.simd && gs%16 == 0 {
+			vec = nc / gs
+			lut4DecodeSIMD(out, row[c0/2:], vec, gs, &d.base, muls, offs)
+		}
+		for g := vec; g < ng; g++ {
+			var lut [16]float32
+			for k, v := range d.base {
+				lut[k] = (v - offs[g]) * muls[g]
+			}
+			e0 := g * gs
+			e1 := min(nc, e0+gs)
+			for e := e0; e < e1; e++ {
+				c := c0 + e
+				out[e] = lut[(row[c>>1]>>(4*(c&1)))&15]
+			}
+		}
+	}
 }

@@ -6,12 +6,101 @@ import xcpu "golang.org/x/sys/cpu"
 
 // haveSIMD reports whether the AVX2+FMA assembly kernels can run (decided
 // once from CPUID; immutable afterwards).
-var haveSIMD = xcpu.X86.HasAVX2 && xcpu.X86.HasFMA
+var haveSIMD = xcpu.X86.HasAVX2 && xcpu.X86.HasFMA && xcpu.X86.HasAVX
 
-func microKernelSIMD(kc int, ap, bp, c []float32, ldc int) { microKernelGo(kc, ap, bp, c, ldc) }
+// Assembly kernels (simd_amd64.s). The Go wrappers below check the slice
+// bounds the assembly relies on.
 
-func dotF32(x, y []float32) float32 { return dotGo(x, y) }
+//go:noescape
+func gemm6x16(kc int, a, b, c *float32, ldc int)
 
-func axpyF32(a float32, x, y []float32) { axpyGo(a, x, y) }
+//go:noescape
+func dotAVX(x, y *float32, n int) float32
 
-func fwhtSIMD(x []float32, log2Block int, scale float32) { fwhtGo(x, log2Block, scale) }
+//go:noescape
+func axpyAVX(a float32, x, y *float32, n int)
+
+//go:noescape
+func fwhtLow3AVX(x *float32, n int)
+
+//go:noescape
+func fwhtPassAVX(x *float32, n, h int)
+
+//go:noescape
+func scaleAVX(x *float32, n int, s float32)
+
+//go:noescape
+func lut4DecodeAVX(dst *float32, codes *byte, ngroups, gs int, base *[16]float32, muls, offs *float32)
+
+func microKernelSIMD(kc int, ap, bp, c []float32, ldc int) {
+	_ = ap[kc*gemmMR-1]
+	_ = bp[kc*gemmNR-1]
+	_ = c[(gemmMR-1)*ldc+gemmNR-1]
+	gemm6x16(kc, &ap[0], &bp[0], &c[0], ldc)
+}
+
+func dotF32(x, y []float32) float32 {
+	n := len(x)
+	if !haveSIMD || n < 16 {
+		return dotGo(x, y)
+	}
+	y = y[:n]
+	v := n &^ 7
+	s := dotAVX(&x[0], &y[0], v)
+	for i := v; i < n; i++ {
+		s += x[i] * y[i]
+	}
+	return s
+}
+
+func axpyF32(a float32, x, y []float32) {
+	n := len(x)
+	if !haveSIMD || n < 16 {
+		axpyGo(a, x, y)
+		return
+	}
+	y = y[:n]
+	v := n &^ 7
+	axpyAVX(a, &x[0], &y[0], v)
+	for i := v; i < n; i++ {
+		y[i] += a * x[i]
+	}
+}
+
+// fwhtSIMD is fwhtGo with vector butterflies; it performs the same float
+// operations in the same order, so results are bit-identical.
+func fwhtSIMD(x []float32, log2Block int, scale float32) {
+	if log2Block < 3 || len(x) == 0 {
+		fwhtGo(x, log2Block, scale)
+		return
+	}
+	bs := 1 << log2Block
+	// Chunks of whole blocks of about 2 Ki floats (8 KiB, in L1): stages
+	// 1-3 on every group of 8, then the wider stages (a stage of distance
+	// h < bs over whole blocks only pairs elements of the same block, so
+	// the operations per element are those of fwhtGo).
+	cs := max(bs, 2048)
+	for off := 0; off+bs <= len(x); off += cs {
+		n := min(cs, (len(x)-off)/bs*bs)
+		p := &x[off]
+		fwhtLow3AVX(p, n)
+		for h := 8; h < bs; h *= 2 {
+			fwhtPassAVX(p, n, h)
+		}
+		if scale != 1 {
+			scaleAVX(p, n, scale)
+		}
+	}
+}
+
+func lut4DecodeSIMD(dst []float32, codes []byte, ngroups, gs int, base *[16]float32, muls, offs []float32) {
+	if ngroups == 0 {
+		return
+	}
+	n := ngroups * gs
+	_ = dst[n-1]
+	_ = codes[n/2-1]
+	_ = muls[ngroups-1]
+	_ = offs[ngroups-1]
+	lut4DecodeAVX(&dst[0], &codes[0], ngroups, gs, base, &muls[0], &offs[0])
+}

@@ -13,3 +13,7 @@ func dotF32(x, y []float32) float32 { return dotGo(x, y) }
 func axpyF32(a float32, x, y []float32) { axpyGo(a, x, y) }
 
 func fwhtSIMD(x []float32, log2Block int, scale float32) { fwhtGo(x, log2Block, scale) }
+
+func lut4DecodeSIMD(dst []float32, codes []byte, ngroups, gs int, base *[16]float32, muls, offs []float32) {
+	panic("kernels: lut4DecodeSIMD without SIMD")
+}

@@ -1,0 +1,336 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// AVX2/FMA kernels of the CPU backend. Go declarations and bounds checks
+// are in simd_amd64.go; every kernel has a pure-Go twin the tests compare
+// against.
+
+// func gemm6x16(kc int, a, b, c *float32, ldc int)
+// C[0:6, 0:16] += Ap·Bp, Ap = kc groups of 6 floats, Bp = kc groups of 16.
+// kc >= 1. Accumulators Y4..Y15 hold the 6×16 tile (two registers a row).
+TEXT ·gemm6x16(SB), NOSPLIT, $0-40
+	MOVQ kc+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ c+24(FP), DX
+	MOVQ ldc+32(FP), R8
+	SHLQ $2, R8
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	VXORPS Y12, Y12, Y12
+	VXORPS Y13, Y13, Y13
+	VXORPS Y14, Y14, Y14
+	VXORPS Y15, Y15, Y15
+
+#define STEP(aoff, boff) \
+	VMOVUPS boff(DI), Y0 \
+	VMOVUPS boff+32(DI), Y1 \
+	VBROADCASTSS aoff(SI), Y2 \
+	VFMADD231PS Y0, Y2, Y4 \
+	VFMADD231PS Y1, Y2, Y5 \
+	VBROADCASTSS aoff+4(SI), Y3 \
+	VFMADD231PS Y0, Y3, Y6 \
+	VFMADD231PS Y1, Y3, Y7 \
+	VBROADCASTSS aoff+8(SI), Y2 \
+	VFMADD231PS Y0, Y2, Y8 \
+	VFMADD231PS Y1, Y2, Y9 \
+	VBROADCASTSS aoff+12(SI), Y3 \
+	VFMADD231PS Y0, Y3, Y10 \
+	VFMADD231PS Y1, Y3, Y11 \
+	VBROADCASTSS aoff+16(SI), Y2 \
+	VFMADD231PS Y0, Y2, Y12 \
+	VFMADD231PS Y1, Y2, Y13 \
+	VBROADCASTSS aoff+20(SI), Y3 \
+	VFMADD231PS Y0, Y3, Y14 \
+	VFMADD231PS Y1, Y3, Y15
+
+	CMPQ CX, $4
+	JLT  tail
+loop4:
+	PREFETCHT0 384(DI)
+	STEP(0, 0)
+	STEP(24, 64)
+	PREFETCHT0 448(DI)
+	STEP(48, 128)
+	STEP(72, 192)
+	ADDQ $96, SI
+	ADDQ $256, DI
+	SUBQ $4, CX
+	CMPQ CX, $4
+	JGE  loop4
+tail:
+	TESTQ CX, CX
+	JZ    store
+loop1:
+	STEP(0, 0)
+	ADDQ $24, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ  loop1
+store:
+	VADDPS (DX), Y4, Y4
+	VADDPS 32(DX), Y5, Y5
+	VMOVUPS Y4, (DX)
+	VMOVUPS Y5, 32(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Y6, Y6
+	VADDPS 32(DX), Y7, Y7
+	VMOVUPS Y6, (DX)
+	VMOVUPS Y7, 32(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Y8, Y8
+	VADDPS 32(DX), Y9, Y9
+	VMOVUPS Y8, (DX)
+	VMOVUPS Y9, 32(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Y10, Y10
+	VADDPS 32(DX), Y11, Y11
+	VMOVUPS Y10, (DX)
+	VMOVUPS Y11, 32(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Y12, Y12
+	VADDPS 32(DX), Y13, Y13
+	VMOVUPS Y12, (DX)
+	VMOVUPS Y13, 32(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Y14, Y14
+	VADDPS 32(DX), Y15, Y15
+	VMOVUPS Y14, (DX)
+	VMOVUPS Y15, 32(DX)
+	VZEROUPPER
+	RET
+
+// func dotAVX(x, y *float32, n int) float32
+// n is a positive multiple of 8.
+TEXT ·dotAVX(SB), NOSPLIT, $0-28
+	MOVQ x+0(FP), SI
+	MOVQ y+8(FP), DI
+	MOVQ n+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	CMPQ CX, $32
+	JLT  dot8
+dot32:
+	VMOVUPS (SI), Y4
+	VMOVUPS 32(SI), Y5
+	VMOVUPS 64(SI), Y6
+	VMOVUPS 96(SI), Y7
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y5, Y1
+	VFMADD231PS 64(DI), Y6, Y2
+	VFMADD231PS 96(DI), Y7, Y3
+	ADDQ $128, SI
+	ADDQ $128, DI
+	SUBQ $32, CX
+	CMPQ CX, $32
+	JGE  dot32
+dot8:
+	TESTQ CX, CX
+	JZ    dotdone
+	VMOVUPS (SI), Y4
+	VFMADD231PS (DI), Y4, Y0
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  dot8
+dotdone:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func axpyAVX(a float32, x, y *float32, n int)
+// y += a*x; n is a positive multiple of 8.
+TEXT ·axpyAVX(SB), NOSPLIT, $0-32
+	VBROADCASTSS a+0(FP), Y0
+	MOVQ x+8(FP), SI
+	MOVQ y+16(FP), DI
+	MOVQ n+24(FP), CX
+	CMPQ CX, $32
+	JLT  axpy8
+axpy32:
+	VMOVUPS (DI), Y4
+	VMOVUPS 32(DI), Y5
+	VMOVUPS 64(DI), Y6
+	VMOVUPS 96(DI), Y7
+	VFMADD231PS (SI), Y0, Y4
+	VFMADD231PS 32(SI), Y0, Y5
+	VFMADD231PS 64(SI), Y0, Y6
+	VFMADD231PS 96(SI), Y0, Y7
+	VMOVUPS Y4, (DI)
+	VMOVUPS Y5, 32(DI)
+	VMOVUPS Y6, 64(DI)
+	VMOVUPS Y7, 96(DI)
+	ADDQ $128, SI
+	ADDQ $128, DI
+	SUBQ $32, CX
+	CMPQ CX, $32
+	JGE  axpy32
+axpy8:
+	TESTQ CX, CX
+	JZ    axpydone
+	VMOVUPS (DI), Y4
+	VFMADD231PS (SI), Y0, Y4
+	VMOVUPS Y4, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JMP  axpy8
+axpydone:
+	VZEROUPPER
+	RET
+
+// func fwhtLow3AVX(x *float32, n int)
+// The first three butterfly stages (h = 1, 2, 4) on every group of 8
+// floats, in the operation order of fwhtGo. n is a multiple of 8.
+TEXT ·fwhtLow3AVX(SB), NOSPLIT, $0-16
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	SHRQ $3, CX
+	JZ   low3done
+low3:
+	VMOVUPS (SI), Y0
+	// h = 1: lanes (0,1), (2,3), ...
+	VPERMILPS $0xB1, Y0, Y1
+	VADDPS Y1, Y0, Y2
+	VSUBPS Y0, Y1, Y3
+	VBLENDPS $0xAA, Y3, Y2, Y0
+	// h = 2
+	VPERMILPS $0x4E, Y0, Y1
+	VADDPS Y1, Y0, Y2
+	VSUBPS Y0, Y1, Y3
+	VBLENDPS $0xCC, Y3, Y2, Y0
+	// h = 4
+	VPERM2F128 $0x01, Y0, Y0, Y1
+	VADDPS Y1, Y0, Y2
+	VSUBPS Y0, Y1, Y3
+	VBLENDPS $0xF0, Y3, Y2, Y0
+	VMOVUPS Y0, (SI)
+	ADDQ $32, SI
+	DECQ CX
+	JNZ  low3
+low3done:
+	VZEROUPPER
+	RET
+
+// func fwhtPassAVX(x *float32, n, h int)
+// One butterfly stage of distance h (a multiple of 8) over n floats (a
+// multiple of 2h): x[i], x[i+h] = x[i]+x[i+h], x[i]-x[i+h].
+TEXT ·fwhtPassAVX(SB), NOSPLIT, $0-24
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	MOVQ h+16(FP), DX
+	SHLQ $2, DX            // h in bytes
+	SHLQ $2, CX
+	ADDQ SI, CX            // end
+pass_outer:
+	CMPQ SI, CX
+	JGE  pass_done
+	MOVQ SI, DI
+	LEAQ (SI)(DX*1), R8    // end of the low half
+pass_inner:
+	VMOVUPS (DI), Y0
+	VMOVUPS (DI)(DX*1), Y1
+	VADDPS Y1, Y0, Y2
+	VSUBPS Y1, Y0, Y3
+	VMOVUPS Y2, (DI)
+	VMOVUPS Y3, (DI)(DX*1)
+	ADDQ $32, DI
+	CMPQ DI, R8
+	JLT  pass_inner
+	LEAQ (SI)(DX*2), SI
+	JMP  pass_outer
+pass_done:
+	VZEROUPPER
+	RET
+
+// func scaleAVX(x *float32, n int, s float32)
+// x *= s; n is a multiple of 8.
+TEXT ·scaleAVX(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS s+16(FP), Y0
+	SHRQ $3, CX
+	JZ   scaledone
+scaleloop:
+	VMULPS (SI), Y0, Y1
+	VMOVUPS Y1, (SI)
+	ADDQ $32, SI
+	DECQ CX
+	JNZ  scaleloop
+scaledone:
+	VZEROUPPER
+	RET
+
+// func lut4DecodeAVX(dst *float32, codes *byte, ngroups, gs int, base *[16]float32, muls, offs *float32)
+// Decodes ngroups groups of gs (a multiple of 16) 4-bit codes, low nibble
+// first, through the 16-entry table (base[i] − offs[g])·muls[g].
+TEXT ·lut4DecodeAVX(SB), NOSPLIT, $0-56
+	MOVQ dst+0(FP), DI
+	MOVQ codes+8(FP), SI
+	MOVQ ngroups+16(FP), BX
+	MOVQ gs+24(FP), DX
+	MOVQ base+32(FP), R9
+	MOVQ muls+40(FP), R10
+	MOVQ offs+48(FP), R11
+	SHRQ $4, DX            // 16-element steps per group
+	MOVL $0x0F0F0F0F, AX
+	MOVQ AX, X15
+	VPBROADCASTD X15, X15
+	TESTQ BX, BX
+	JZ    lutdone
+lutgroup:
+	VBROADCASTSS (R10), Y14
+	VBROADCASTSS (R11), Y11
+	VMOVUPS (R9), Y12
+	VSUBPS Y11, Y12, Y12
+	VMULPS Y14, Y12, Y12
+	VMOVUPS 32(R9), Y13
+	VSUBPS Y11, Y13, Y13
+	VMULPS Y14, Y13, Y13
+	MOVQ DX, CX
+lutstep:
+	VMOVQ (SI), X0
+	VPAND X15, X0, X1
+	VPSRLW $4, X0, X2
+	VPAND X15, X2, X2
+	VPUNPCKLBW X2, X1, X3
+	VPMOVZXBD X3, Y4
+	VPSRLDQ $8, X3, X5
+	VPMOVZXBD X5, Y5
+	VPERMPS Y12, Y4, Y6
+	VPERMPS Y13, Y4, Y7
+	VPSLLD $28, Y4, Y8
+	VBLENDVPS Y8, Y7, Y6, Y9
+	VMOVUPS Y9, (DI)
+	VPERMPS Y12, Y5, Y6
+	VPERMPS Y13, Y5, Y7
+	VPSLLD $28, Y5, Y8
+	VBLENDVPS Y8, Y7, Y6, Y9
+	VMOVUPS Y9, 32(DI)
+	ADDQ $8, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ  lutstep
+	ADDQ $4, R10
+	ADDQ $4, R11
+	DECQ BX
+	JNZ  lutgroup
+lutdone:
+	VZEROUPPER
+	RET
