@@ -1,0 +1,34 @@
+# marlin build entry points. `make test` is what CI runs (.ci/run).
+GO          ?= go
+BIN         ?= bin
+STATICCHECK ?= $(shell command -v staticcheck 2>/dev/null || echo $(HOME)/go/bin/staticcheck)
+TEST_TIMEOUT ?= 14m
+
+.PHONY: all build test bench demo schema lint clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/marlin-run ./cmd/marlin-run
+
+test:
+	$(GO) test -timeout $(TEST_TIMEOUT) ./...
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
+
+demo: build
+	$(BIN)/marlin-run run pipelines/synthetic-stats.yaml
+	$(BIN)/marlin-run status pipelines/synthetic-stats.yaml
+
+# Regenerate the checked-in JSON Schema from the registered stage configs.
+schema:
+	$(GO) run ./cmd/marlin-run schema -o schemas/pipeline.schema.json
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/marlin-llm/marlin/pipeline"
+)
+
+func runCommand() *command {
+	var fresh, resume, quiet bool
+	var workers int
+	var memory string
+	return &command{
+		Name:    "run",
+		Usage:   "[flags] JOB.yaml",
+		Summary: "run a job; continues from the workdir's checkpoints when it has a journal",
+		Job:     true,
+		Flags: func(fs *flag.FlagSet) {
+			fs.BoolVar(&fresh, "fresh", false, "discard the workdir's checkpoints and start over")
+			fs.BoolVar(&resume, "resume", true, "continue from checkpoints (the default; --fresh overrides)")
+			fs.BoolVar(&quiet, "quiet", false, "no progress display or event lines")
+			fs.IntVar(&workers, "workers", 0, "override resources.workers")
+			fs.StringVar(&memory, "memory", "", "override resources.memory (e.g. 8GiB)")
+		},
+		Run: func(ctx context.Context, a *app, args []string) error {
+			if len(args) != 1 {
+				return usagef("want exactly one job file")
+			}
+			job, err := a.loadJob(args[0])
+			if err != nil {
+				return err
+			}
+			if workers > 0 {
+				job.Resources.Workers = workers
+			}
+			if memory != "" {
+				m, err := pipeline.ParseByteSize(memory)
+				if err != nil {
+					return usagef("--memory: %v", err)
+				}
+				job.Resources.Memory = int64(m)
+			}
+			log := a.logger()
+			plan, err := pipeline.PlanJob(ctx, job, log)
+			if err != nil {
+				return err
+			}
+			store, err := pipeline.OpenStore(job.Workdir, pipeline.StoreOptions{Fresh: fresh || !resume})
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			r := &pipeline.Runner{Store: store, Log: log}
+			var prog *pipeline.Progress
+			switch {
+			case quiet:
+			case a.logFmt == "json":
+				r.Events = pipeline.JSONLines(a.Stdout)
+			case isTerminal(a.Stderr):
+				prog = pipeline.NewProgress(a.Stderr, plan)
+				r.Events = prog.Handler()
+			default:
+				r.Events = pipeline.PlainLines(a.Stderr)
+			}
+			start := time.Now()
+			stats, err := r.Run(ctx, plan)
+			if prog != nil {
+				prog.Wait()
+			}
+			if err != nil {
+				return err
+			}
+			if a.logFmt != "json" {
+				fmt.Fprintf(a.Stdout, "%s: %d tasks run, %d skipped, %d recomputed after failed verification, %s written in %.1fs; outputs in %s\n",
+					job.Name, stats.Executed, stats.Skipped, stats.Recomputed, pipeline.ByteSize(stats.Bytes), time.Since(start).Seconds(), store.OutDir())
+			}
+			return nil
+		},
+	}
+}

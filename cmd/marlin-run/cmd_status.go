@@ -1,0 +1,35 @@
+package main
+
+import (
+	"context"
+
+	"github.com/marlin-llm/marlin/pipeline"
+)
+
+func statusCommand() *command {
+	return &command{
+		Name:    "status",
+		Usage:   "JOB.yaml",
+		Summary: "show done/pending tasks per stage (reads the journal; runs nothing)",
+		Job:     true,
+		Run: func(ctx context.Context, a *app, args []string) error {
+			if len(args) != 1 {
+				return usagef("want exactly one job file")
+			}
+			job, err := a.loadJob(args[0])
+			if err != nil {
+				return err
+			}
+			plan, err := pipeline.PlanJob(ctx, job, a.logger())
+			if err != nil {
+				return err
+			}
+			store, err := pipeline.OpenStore(job.Workdir, pipeline.StoreOptions{ReadOnly: true})
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			return pipeline.WriteStatus(a.Stdout, plan, pipeline.Status(plan, store))
+		},
+	}
+}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/marlin-llm/marlin/pipeline"
+	"github.com/marlin-llm/marlin/stages"
+)
+
+// command is one subcommand. To add one, create cmd_<name>.go with a
+// constructor returning *command and add it to commands().
+type command struct {
+	// Name is the subcommand word; Usage the argument synopsis; Summary
+	// a one-line description for the help listing.
+	Name, Usage, Summary string
+	// Job marks commands that take job files; they get --set and --workdir.
+	Job bool
+	// Flags declares the command's own flags (may be nil).
+	Flags func(fs *flag.FlagSet)
+	// Run executes the command with the positional arguments.
+	Run func(ctx context.Context, app *app, args []string) error
+}
+
+// commands lists the subcommands in help order.
+func commands() []*command {
+	return []*command{
+		runCommand(),
+		planCommand(),
+		statusCommand(),
+		validateCommand(),
+		schemaCommand(),
+		kindsCommand(),
+	}
+}
+
+// app is what every command can use.
+type app struct {
+	Stdout, Stderr io.Writer
+	Registry       *pipeline.Registry
+	// set and workdir are the common job flags (--set, --workdir).
+	set     multiFlag
+	workdir string
+	logFmt  string
+}
+
+// usageError makes the CLI print the command's usage and exit 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+// multiFlag is a repeatable string flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// jobFlags registers the flags shared by commands that load a job file.
+func (a *app) jobFlags(fs *flag.FlagSet) {
+	fs.Var(&a.set, "set", "override a job field before validation: path=value (repeatable), e.g. stages.quant.with.format=nvfp4")
+	fs.StringVar(&a.workdir, "workdir", "", "override the job's workdir")
+}
+
+// loadJob loads a job file with the common flags applied.
+func (a *app) loadJob(path string) (*pipeline.Job, error) {
+	return pipeline.Load(path, a.Registry, pipeline.LoadOptions{Set: a.set, Workdir: a.workdir})
+}
+
+// logger returns the structured logger for --log-format.
+func (a *app) logger() *slog.Logger {
+	if a.logFmt == "json" {
+		return slog.New(slog.NewJSONHandler(a.Stderr, nil))
+	}
+	return slog.New(slog.NewTextHandler(a.Stderr, nil))
+}
+
+// parseInterspersed parses flags that may appear before, between or after
+// positional arguments ("run job.yaml --fresh").
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	reg, err := stages.NewRegistry()
+	if err != nil {
+		fmt.Fprintln(stderr, "marlin-run:", err)
+		return 1
+	}
+	cmds := commands()
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		printHelp(stdout, cmds)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	var cmd *command
+	for _, c := range cmds {
+		if c.Name == args[0] {
+			cmd = c
+		}
+	}
+	if cmd == nil {
+		fmt.Fprintf(stderr, "marlin-run: unknown command %q\n\n", args[0])
+		printHelp(stderr, cmds)
+		return 2
+	}
+	a := &app{Stdout: stdout, Stderr: stderr, Registry: reg}
+	fs := flag.NewFlagSet("marlin-run "+cmd.Name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&a.logFmt, "log-format", "text", "log and event format: text or json")
+	if cmd.Job {
+		a.jobFlags(fs)
+	}
+	if cmd.Flags != nil {
+		cmd.Flags(fs)
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: marlin-run %s %s\n\n%s\n\nflags:\n", cmd.Name, cmd.Usage, cmd.Summary)
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterspersed(fs, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2
+	}
+	if a.logFmt != "text" && a.logFmt != "json" {
+		fmt.Fprintf(stderr, "marlin-run %s: --log-format must be text or json\n", cmd.Name)
+		return 2
+	}
+	if err := cmd.Run(ctx, a, pos); err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintf(stderr, "marlin-run %s: %s\n", cmd.Name, ue.msg)
+			fs.Usage()
+			return 2
+		}
+		fmt.Fprintf(stderr, "marlin-run %s: %v\n", cmd.Name, err)
+		return 1
+	}
+	return 0
+}
+
+func printHelp(w io.Writer, cmds []*command) {
+	fmt.Fprintln(w, "marlin-run: run marlin quantization pipelines (YAML job files)")
+	fmt.Fprintln(w, "\nusage: marlin-run <command> [flags] [args]\n\ncommands:")
+	for _, c := range cmds {
+		fmt.Fprintf(w, "  %-10s %s\n", c.Name, c.Summary)
+	}
+	fmt.Fprintln(w, "\nrun 'marlin-run <command> -h' for a command's flags")
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

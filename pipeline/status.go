@@ -1,0 +1,74 @@
+package pipeline
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// StageStatus counts a stage's tasks by state.
+type StageStatus struct {
+	ID, Kind string
+	Total    int
+	// Done tasks have a journal record whose blob exists with the recorded
+	// size (status does not re-hash; `run` verifies digests).
+	Done int
+	// Pending tasks still have to run (or have inputs that do).
+	Pending int
+}
+
+// Status computes, without running anything, which tasks a run would skip:
+// task identities are derived in plan order from the journal's digests; a
+// task whose input is pending is pending too.
+func Status(plan *Plan, store *Store) []StageStatus {
+	digest := map[TaskRef]string{}
+	idx := map[string]int{}
+	out := make([]StageStatus, len(plan.Stages))
+	for i, sp := range plan.Stages {
+		out[i] = StageStatus{ID: sp.ID, Kind: sp.Kind, Total: len(sp.Tasks)}
+		idx[sp.ID] = i
+	}
+	for _, ref := range plan.Order {
+		t := plan.Task(ref)
+		js := plan.JobStage(ref.Stage)
+		st := &out[idx[ref.Stage]]
+		inputs := make([]string, len(t.Needs))
+		ok := true
+		for i, n := range t.Needs {
+			d, has := digest[n]
+			if !has {
+				ok = false
+				break
+			}
+			inputs[i] = d
+		}
+		if ok {
+			id := TaskID(js.Kind.Name, js.ConfigJSON, t, inputs)
+			if e, found := store.Lookup(id); found {
+				if fi, err := os.Stat(store.BlobPath(id)); err == nil && fi.Size() == e.Size {
+					digest[ref] = e.Digest
+					st.Done++
+					continue
+				}
+			}
+		}
+		st.Pending++
+	}
+	return out
+}
+
+// WriteStatus prints a status table.
+func WriteStatus(w io.Writer, plan *Plan, st []StageStatus) error {
+	done, total := 0, 0
+	for _, s := range st {
+		done += s.Done
+		total += s.Total
+	}
+	fmt.Fprintf(w, "job %s (workdir %s): %d/%d tasks done\n", plan.Job.Name, plan.Job.Workdir, done, total)
+	for _, s := range st {
+		if _, err := fmt.Fprintf(w, "  %-16s %-12s done %6d  pending %6d  total %6d\n", s.ID, s.Kind, s.Done, s.Pending, s.Total); err != nil {
+			return err
+		}
+	}
+	return nil
+}
