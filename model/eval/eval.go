@@ -74,23 +74,64 @@ type Result struct {
 
 // Perplexity scores ids with m under opts.
 func Perplexity(ctx context.Context, m *arch.Model, ids []int32, opts Options) (*Result, error) {
-	var sum float64
-	var n int
+	sc, err := Score(ctx, m, ids, opts)
+	if err != nil {
+		return nil, err
+	}
+	r := sc.Perplexity(opts.LlamaCpp)
+	return &r, nil
+}
+
+// Scores holds the negative log-likelihood of every predicted token of
+// every window, so both protocols come from one pass.
+type Scores struct {
+	Window  int
+	Windows int
+	// NLL[w*(Window-1)+p-1] is -log P(token p of window w | tokens < p).
+	NLL []float64
+}
+
+// Score runs m over the windows of ids selected by opts (opts.LlamaCpp is
+// ignored: every position is scored) and returns per-token NLLs.
+func Score(ctx context.Context, m *arch.Model, ids []int32, opts Options) (*Scores, error) {
+	sc := &Scores{}
+	V := m.Vocab()
 	err := eachWindowBatch(ctx, []*arch.Model{m}, ids, &opts, func(logits [][]float32, win []int32, seqs int) error {
 		for s := 0; s < seqs; s++ {
-			for p := opts.firstScored(); p < opts.Window; p++ {
-				row := logits[0][((s*opts.Window)+p-1)*m.Vocab():][:m.Vocab()]
-				sum -= logProb(row, win[s*opts.Window+p])
-				n++
+			for p := 1; p < opts.Window; p++ {
+				row := logits[0][((s*opts.Window)+p-1)*V:][:V]
+				sc.NLL = append(sc.NLL, -logProb(row, win[s*opts.Window+p]))
 			}
+			sc.Windows++
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
+	sc.Window = opts.Window
+	return sc, nil
+}
+
+// Perplexity aggregates the scores under the full protocol (every token but
+// the first of each window) or, with llamaCpp, llama-perplexity's (tokens
+// Window/2+1 .. Window-1).
+func (s *Scores) Perplexity(llamaCpp bool) Result {
+	first := 1
+	if llamaCpp {
+		first = s.Window/2 + 1
+	}
+	per := s.Window - 1
+	var sum float64
+	n := 0
+	for w := 0; w < s.Windows; w++ {
+		for _, v := range s.NLL[w*per+first-1 : (w+1)*per] {
+			sum += v
+			n++
+		}
+	}
 	nll := sum / float64(n)
-	return &Result{PPL: math.Exp(nll), NLL: nll, Tokens: n, Windows: n / (opts.Window - opts.firstScored())}, nil
+	return Result{PPL: math.Exp(nll), NLL: nll, Tokens: n, Windows: s.Windows}
 }
 
 // KLResult compares a model Q with a reference P on the same windows.
