@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/marlin-llm/marlin/model/internal/mmap"
 	"github.com/marlin-llm/marlin/tensor"
 )
 
@@ -65,7 +66,7 @@ func OpenFile(path string) (*File, error) {
 	if int64(n) > size-8 {
 		return nil, fmt.Errorf("safetensors: %s: header size %d past the end of the %d byte file", path, n, size)
 	}
-	data, unmap, err := mapFile(f, size)
+	data, unmap, err := mmap.Map(f, size)
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %s: %w", path, err)
 	}

@@ -1,6 +1,6 @@
 //go:build !unix
 
-package safetensors
+package mmap
 
 import (
 	"fmt"
@@ -8,8 +8,8 @@ import (
 	"os"
 )
 
-// mapFile reads the file into memory where mmap is not available.
-func mapFile(f *os.File, size int64) ([]byte, func() error, error) {
+// Map reads the file into memory where mmap is not available.
+func Map(f *os.File, size int64) ([]byte, func() error, error) {
 	if int64(int(size)) != size {
 		return nil, nil, fmt.Errorf("file of %d bytes too large to read", size)
 	}

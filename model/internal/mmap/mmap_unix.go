@@ -1,6 +1,6 @@
 //go:build unix
 
-package safetensors
+package mmap
 
 import (
 	"fmt"
@@ -9,10 +9,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// mapFile maps f's first size bytes copy-on-write: the mapping is read
+// Map maps f's first size bytes copy-on-write: the mapping is read
 // through the page cache, and a caller that writes into a tensor's Data gets
 // private pages instead of a fault (the file itself is never modified).
-func mapFile(f *os.File, size int64) ([]byte, func() error, error) {
+func Map(f *os.File, size int64) ([]byte, func() error, error) {
 	if size == 0 {
 		return nil, func() error { return nil }, nil
 	}
