@@ -1,0 +1,319 @@
+//go:build linux && cgo
+
+package shaders
+
+/*
+#cgo CFLAGS: -O2 -std=gnu11 -Wall -Wno-unused-function
+#cgo LDFLAGS: -lm
+#include <stdlib.h>
+#include "emu_kernels.h"
+#include "emu.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"unsafe"
+)
+
+// Order is the order in which the emulator resumes the threads of a
+// threadgroup between barriers. A kernel whose output depends on it has a
+// data race.
+type Order int
+
+// Orders.
+const (
+	Forward Order = C.EMU_ORDER_FORWARD
+	Reverse Order = C.EMU_ORDER_REVERSE
+	Shuffle Order = C.EMU_ORDER_SHUFFLE
+)
+
+// Orders lists every Order, for tests.
+var Orders = []Order{Forward, Reverse, Shuffle}
+
+// cmem copies Go data into C memory (kernels hold pointers to each other's
+// buffers, which cgo's rules forbid for Go memory) and frees it all at once.
+type cmem struct{ ptrs []unsafe.Pointer }
+
+func (m *cmem) alloc(n int) unsafe.Pointer {
+	p := C.calloc(C.size_t(max(n, 1)), 1)
+	if p == nil {
+		panic("shaders: emulator out of C memory")
+	}
+	m.ptrs = append(m.ptrs, p)
+	return p
+}
+
+func (m *cmem) bytes(b []byte) unsafe.Pointer {
+	p := m.alloc(len(b))
+	if len(b) > 0 {
+		copy(unsafe.Slice((*byte)(p), len(b)), b)
+	}
+	return p
+}
+
+func (m *cmem) floats(f []float32) unsafe.Pointer {
+	p := m.alloc(4 * len(f))
+	if len(f) > 0 {
+		copy(unsafe.Slice((*float32)(p), len(f)), f)
+	}
+	return p
+}
+
+func (m *cmem) uints(u []uint32) unsafe.Pointer {
+	p := m.alloc(4 * len(u))
+	if len(u) > 0 {
+		copy(unsafe.Slice((*uint32)(p), len(u)), u)
+	}
+	return p
+}
+
+func (m *cmem) free() {
+	for _, p := range m.ptrs {
+		C.free(p)
+	}
+}
+
+func floatsOut(p unsafe.Pointer, n int) []float32 {
+	out := make([]float32, n)
+	if n > 0 {
+		copy(out, unsafe.Slice((*float32)(p), n))
+	}
+	return out
+}
+
+func launch(kernel C.int, args unsafe.Pointer, l Launch, order Order) error {
+	for _, g := range l.Groups {
+		if g == 0 {
+			return nil // empty grid: nothing to run, as on the GPU
+		}
+	}
+	var buf [512]C.char
+	rc := C.mqemu_run(kernel, args, C.uint(l.Groups[0]), C.uint(l.Groups[1]), C.uint(l.Groups[2]),
+		C.uint(l.Threads[0]), C.uint(l.Threads[1]), C.uint(l.Threads[2]), C.int(order), &buf[0], C.int(len(buf)))
+	if rc != 0 {
+		return fmt.Errorf("shaders: emulating %s: %s", l.Kernel, C.GoString(&buf[0]))
+	}
+	return nil
+}
+
+func cparams(p QParams) C.mq_qparams {
+	return C.mq_qparams{
+		elem: C.uint(p.Elem), bits: C.uint(p.Bits), scale_type: C.uint(p.ScaleType), asym: C.uint(p.Asym),
+		rows: C.uint(p.Rows), cols: C.uint(p.Cols), group: C.uint(p.Group), ngroups: C.uint(p.NGroups),
+		row_bytes: C.uint(p.RowBytes), has_tscale: C.uint(p.HasTScale), tscale: C.float(p.TScale),
+		m: C.uint(p.M), ldx: C.uint(p.LDX), ldc: C.uint(p.LDC), beta: C.float(p.Beta), experts: C.uint(p.Experts),
+		has_gidx: C.uint(p.HasGIdx),
+	}
+}
+
+func (m *cmem) weights(a *C.mqemu_qargs, w Weights) {
+	a.W, a.S, a.Z = (*C.uchar)(m.bytes(w.Codes)), (*C.uchar)(m.bytes(w.Scales)), (*C.uchar)(m.bytes(w.Zeros))
+	g := make([]uint32, len(w.GIdx))
+	for i, v := range w.GIdx {
+		g[i] = uint32(v)
+	}
+	a.G = (*C.int)(m.uints(g))
+}
+
+// EmuDequant runs mq_dequant under the emulator and returns the rows×cols
+// dequantized weights.
+func EmuDequant(p QParams, w Weights, order Order) ([]float32, error) {
+	if err := w.Check(p, 1); err != nil {
+		return nil, err
+	}
+	var m cmem
+	defer m.free()
+	n := int(p.Rows) * int(p.Cols)
+	a := (*C.mqemu_qargs)(m.alloc(int(unsafe.Sizeof(C.mqemu_qargs{}))))
+	a.p = cparams(p)
+	m.weights(a, w)
+	out := m.floats(make([]float32, n))
+	a.C = (*C.float)(out)
+	if err := launch(C.MQEMU_DEQUANT, unsafe.Pointer(a), PlanDequant(p), order); err != nil {
+		return nil, err
+	}
+	return floatsOut(out, n), nil
+}
+
+// EmuGEMM runs mq_gemm (gemv false) or mq_gemv (gemv true) under the
+// emulator: C = X·Wᵀ + p.Beta·C with X of p.M×p.LDX and C of p.M×p.LDC.
+// It returns the new C.
+func EmuGEMM(p QParams, x []float32, w Weights, c []float32, gemv bool, order Order) ([]float32, error) {
+	if err := w.Check(p, 1); err != nil {
+		return nil, err
+	}
+	if p.M > 0 && (len(x) < int(p.M-1)*int(p.LDX)+int(p.Cols) || len(c) < int(p.M-1)*int(p.LDC)+int(p.Rows)) {
+		return nil, fmt.Errorf("shaders: x or c too short")
+	}
+	var m cmem
+	defer m.free()
+	a := (*C.mqemu_qargs)(m.alloc(int(unsafe.Sizeof(C.mqemu_qargs{}))))
+	a.p = cparams(p)
+	m.weights(a, w)
+	a.X = (*C.float)(m.floats(x))
+	out := m.floats(c)
+	a.C = (*C.float)(out)
+	l, k := PlanGEMM(p), C.int(C.MQEMU_GEMM)
+	if gemv {
+		l, k = PlanGEMV(p), C.MQEMU_GEMV
+	}
+	if err := launch(k, unsafe.Pointer(a), l, order); err != nil {
+		return nil, err
+	}
+	return floatsOut(out, len(c)), nil
+}
+
+// EmuMoEGEMM runs mq_moe_gemm: for expert e, output rows offsets[e] ..
+// offsets[e+1]-1 are X[rowmap[r]]·W_eᵀ (+ Beta·C). W, S, Z hold p.Experts
+// matrices back to back. C has offsets[E] rows of p.LDC.
+func EmuMoEGEMM(p QParams, x []float32, w Weights, offsets, rowmap []uint32, c []float32, order Order) ([]float32, error) {
+	e := int(p.Experts)
+	if err := w.Check(p, e); err != nil {
+		return nil, err
+	}
+	if len(offsets) != e+1 {
+		return nil, fmt.Errorf("shaders: %d offsets for %d experts", len(offsets), e)
+	}
+	maxRows := 0
+	for i := 0; i < e; i++ {
+		if offsets[i+1] < offsets[i] {
+			return nil, fmt.Errorf("shaders: offsets decrease at expert %d", i)
+		}
+		maxRows = max(maxRows, int(offsets[i+1]-offsets[i]))
+	}
+	total := int(offsets[e])
+	if len(rowmap) < total || len(c) < total*int(p.LDC) {
+		return nil, fmt.Errorf("shaders: rowmap or c too short")
+	}
+	for _, r := range rowmap[:total] {
+		if int(r)*int(p.LDX)+int(p.Cols) > len(x) {
+			return nil, fmt.Errorf("shaders: rowmap entry %d out of range", r)
+		}
+	}
+	var m cmem
+	defer m.free()
+	a := (*C.mqemu_qargs)(m.alloc(int(unsafe.Sizeof(C.mqemu_qargs{}))))
+	a.p = cparams(p)
+	m.weights(a, w)
+	a.X = (*C.float)(m.floats(x))
+	a.offsets = (*C.uint)(m.uints(offsets))
+	a.rowmap = (*C.uint)(m.uints(rowmap))
+	a.scale_bytes = C.uint(ScaleBytes(int(p.ScaleType)))
+	out := m.floats(c)
+	a.C = (*C.float)(out)
+	if err := launch(C.MQEMU_MOE_GEMM, unsafe.Pointer(a), PlanMoEGEMM(p, maxRows), order); err != nil {
+		return nil, err
+	}
+	return floatsOut(out, len(c)), nil
+}
+
+// EmuFWHT transforms x (blocks of 2^p.Log2B) under the emulator and returns
+// the result.
+func EmuFWHT(p FWHTParams, x []float32, order Order) ([]float32, error) {
+	if len(x) != int(p.Total) {
+		return nil, fmt.Errorf("shaders: fwht of %d elements, params say %d", len(x), p.Total)
+	}
+	l, err := PlanFWHT(p)
+	if err != nil {
+		return nil, err
+	}
+	var m cmem
+	defer m.free()
+	a := (*C.mqemu_fwht_args)(m.alloc(int(unsafe.Sizeof(C.mqemu_fwht_args{}))))
+	a.p = C.mq_fwht_params{total: C.uint(p.Total), log2b: C.uint(p.Log2B), scaled: C.uint(p.Scaled), scale: C.float(p.Scale)}
+	buf := m.floats(x)
+	a.x = (*C.float)(buf)
+	k := C.int(C.MQEMU_FWHT_SIMD)
+	if l.Kernel == "mq_fwht_tg" {
+		k = C.MQEMU_FWHT_TG
+	}
+	if err := launch(k, unsafe.Pointer(a), l, order); err != nil {
+		return nil, err
+	}
+	return floatsOut(buf, len(x)), nil
+}
+
+// EmuRouter runs mq_router_topk: logits are tokens×experts, bias (nil when
+// !HasBias) has experts entries. It returns the expert ids and weights,
+// tokens×k each.
+func EmuRouter(p RouterParams, logits, bias []float32, order Order) ([]uint32, []float32, error) {
+	l, err := PlanRouter(p)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(logits) != int(p.Tokens*p.Experts) || (p.HasBias != 0 && len(bias) != int(p.Experts)) {
+		return nil, nil, fmt.Errorf("shaders: router inputs of %d logits, %d biases", len(logits), len(bias))
+	}
+	var m cmem
+	defer m.free()
+	a := (*C.mqemu_router_args)(m.alloc(int(unsafe.Sizeof(C.mqemu_router_args{}))))
+	a.p = C.mq_router_params{tokens: C.uint(p.Tokens), experts: C.uint(p.Experts), k: C.uint(p.K), mode: C.uint(p.Mode),
+		has_bias: C.uint(p.HasBias), norm: C.uint(p.Norm), norm_eps: C.float(p.NormEps), scaling: C.float(p.Scaling)}
+	a.logits = (*C.float)(m.floats(logits))
+	a.bias = (*C.float)(m.floats(bias))
+	n := int(p.Tokens * p.K)
+	idx := m.alloc(4 * n)
+	wts := m.alloc(4 * n)
+	a.idx = (*C.uint)(idx)
+	a.w = (*C.float)(wts)
+	if err := launch(C.MQEMU_ROUTER, unsafe.Pointer(a), l, order); err != nil {
+		return nil, nil, err
+	}
+	ids := make([]uint32, n)
+	if n > 0 {
+		copy(ids, unsafe.Slice((*uint32)(idx), n))
+	}
+	return ids, floatsOut(wts, n), nil
+}
+
+// cSizeofQParams is sizeof(mq_qparams) as C sees it (checked by a test).
+const cSizeofQParams = C.sizeof_mq_qparams
+
+// Element functions compiled from mq_formats.h, for bit-exact tests.
+
+// CDecodeE4M3 is mq_e4m3.
+func CDecodeE4M3(c uint8) float32 { return float32(C.mq_e4m3(C.uint(c))) }
+
+// CDecodeE5M2 is mq_e5m2.
+func CDecodeE5M2(c uint8) float32 { return float32(C.mq_e5m2(C.uint(c))) }
+
+// CDecodeE8M0 is mq_e8m0.
+func CDecodeE8M0(c uint8) float32 { return float32(C.mq_e8m0(C.uint(c))) }
+
+// CDecodeE2M1 is mq_e2m1.
+func CDecodeE2M1(c uint8) float32 { return float32(C.mq_e2m1(C.uint(c))) }
+
+// CHalfToFloat is mq_half_bits_to_float (gcc's _Float16 conversion).
+func CHalfToFloat(h uint16) float32 { return float32(C.mq_half_bits_to_float(C.ushort(h))) }
+
+// CInt4Magic is mq_int4_magic.
+func CInt4Magic(nibble, zero uint32) float32 {
+	return float32(C.mq_int4_magic(C.uint(nibble), C.uint(zero)))
+}
+
+// emuSelfTest runs one of the emulator's deliberately broken kernels
+// (diverge: odd threads skip a barrier; race: a read of another thread's
+// threadgroup slot without a barrier) on one threadgroup of n threads and
+// returns the race kernel's output.
+func emuSelfTest(race bool, n int, order Order) ([]float32, error) {
+	var m cmem
+	defer m.free()
+	a := (*C.mqemu_fwht_args)(m.alloc(int(unsafe.Sizeof(C.mqemu_fwht_args{}))))
+	buf := m.floats(make([]float32, n))
+	a.x = (*C.float)(buf)
+	k := C.int(C.MQEMU_TEST_DIVERGE)
+	name := "test_diverge"
+	if race {
+		k, name = C.MQEMU_TEST_RACE, "test_race"
+	}
+	if err := launch(k, unsafe.Pointer(a), Launch{name, [3]int{1, 1, 1}, [3]int{n, 1, 1}}, order); err != nil {
+		return nil, err
+	}
+	return floatsOut(buf, n), nil
+}
+
+// CLevel is mq_level: the unscaled value of a code of an element encoding.
+func CLevel(elem, bits int, code, zero uint32) float32 {
+	return float32(C.mq_level(C.uint(elem), C.uint(bits), C.uint(code), C.uint(zero)))
+}
