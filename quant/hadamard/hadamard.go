@@ -133,7 +133,7 @@ func Parse(spec string, dim int) (*Rotation, error) {
 
 // fwht is the unnormalised in-place Sylvester butterfly of a power-of-two
 // length vector.
-func fwht(v []float32) {
+func fwht[T float32 | float64](v []T) {
 	n := len(v)
 	for h := 1; h < n; h <<= 1 {
 		for i := 0; i < n; i += h << 1 {
@@ -153,10 +153,10 @@ func (r *Rotation) check(x []float32, rows int) error {
 }
 
 // vec maps one vector v (len Dim) to R·v (transpose false) or Rᵀ·v.
-func (r *Rotation) vec(v []float32, transpose bool) {
+func vec[T float32 | float64](r *Rotation, v []T, transpose bool) {
 	if r.signs != nil && !transpose {
 		for i := range v {
-			v[i] *= r.signs[i]
+			v[i] *= T(r.signs[i])
 		}
 	}
 	for _, sp := range r.spans {
@@ -165,14 +165,14 @@ func (r *Rotation) vec(v []float32, transpose bool) {
 		}
 		b := v[sp[0] : sp[0]+sp[1]]
 		fwht(b)
-		s := float32(1 / math.Sqrt(float64(sp[1])))
+		s := T(1 / math.Sqrt(float64(sp[1])))
 		for i := range b {
 			b[i] *= s
 		}
 	}
 	if r.signs != nil && transpose {
 		for i := range v {
-			v[i] *= r.signs[i]
+			v[i] *= T(r.signs[i])
 		}
 	}
 }
@@ -184,7 +184,7 @@ func (r *Rotation) Apply(x []float32, rows int) error {
 		return err
 	}
 	for i := 0; i < rows; i++ {
-		r.vec(x[i*r.dim:(i+1)*r.dim], false)
+		vec(r, x[i*r.dim:(i+1)*r.dim], false)
 	}
 	return nil
 }
@@ -195,7 +195,7 @@ func (r *Rotation) ApplyT(x []float32, rows int) error {
 		return err
 	}
 	for i := 0; i < rows; i++ {
-		r.vec(x[i*r.dim:(i+1)*r.dim], true)
+		vec(r, x[i*r.dim:(i+1)*r.dim], true)
 	}
 	return nil
 }
@@ -212,7 +212,7 @@ func (r *Rotation) ApplyColumns(w []float32, cols int) error {
 		for i := 0; i < r.dim; i++ {
 			col[i] = w[i*cols+c]
 		}
-		r.vec(col, false)
+		vec(r, col, false)
 		for i := 0; i < r.dim; i++ {
 			w[i*cols+c] = col[i]
 		}
@@ -229,10 +229,35 @@ func (r *Rotation) Matrix() []float64 {
 	for j := 0; j < d; j++ {
 		clear(e)
 		e[j] = 1
-		r.vec(e, false) // column j of R is R·e_j
+		vec(r, e, false) // column j of R is R·e_j
 		for i := 0; i < d; i++ {
 			m[i*d+j] = float64(e[i])
 		}
 	}
 	return m
+}
+
+// ConjugateSym returns R·H·Rᵀ for a symmetric row-major Dim×Dim float64
+// matrix h (h is not modified): the Hessian of rotated activations
+// x → R·x, given the Hessian of the original ones.
+func (r *Rotation) ConjugateSym(h []float64) ([]float64, error) {
+	d := r.dim
+	if len(h) != d*d {
+		return nil, fmt.Errorf("hadamard: %d values for a %d×%d matrix", len(h), d, d)
+	}
+	out := append([]float64(nil), h...)
+	for i := 0; i < d; i++ { // rows: H·Rᵀ
+		vec(r, out[i*d:(i+1)*d], false)
+	}
+	col := make([]float64, d)
+	for c := 0; c < d; c++ { // columns: R·(H·Rᵀ)
+		for i := 0; i < d; i++ {
+			col[i] = out[i*d+c]
+		}
+		vec(r, col, false)
+		for i := 0; i < d; i++ {
+			out[i*d+c] = col[i]
+		}
+	}
+	return out, nil
 }

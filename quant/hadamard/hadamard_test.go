@@ -251,3 +251,38 @@ func matmulT(x, w []float32, n, in, out int) []float64 {
 	}
 	return y
 }
+
+// TestConjugateSym: R·H·Rᵀ is the Hessian of rotated activations.
+func TestConjugateSym(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	const d, n = 48, 200
+	r, _ := New(d, 32, 11)
+	x := randVec(rng, n*d)
+	hess := func(x []float32) []float64 {
+		h := make([]float64, d*d)
+		for t := 0; t < n; t++ {
+			for i := 0; i < d; i++ {
+				for j := 0; j < d; j++ {
+					h[i*d+j] += 2 * float64(x[t*d+i]) * float64(x[t*d+j]) / n
+				}
+			}
+		}
+		return h
+	}
+	h := hess(x)
+	got, err := r.ConjugateSym(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	xr := append([]float32(nil), x...)
+	_ = r.Apply(xr, n)
+	want := hess(xr)
+	for i := range want {
+		if math.Abs(got[i]-want[i]) > 1e-4 {
+			t.Fatalf("(R·H·Rᵀ)[%d] = %v, Hessian of rotated x = %v", i, got[i], want[i])
+		}
+	}
+	if _, err := r.ConjugateSym(h[:10]); err == nil {
+		t.Error("ragged matrix accepted")
+	}
+}
