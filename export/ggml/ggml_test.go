@@ -33,6 +33,7 @@ func TestGoldenLlamaQuantize(t *testing.T) {
 	for _, tc := range []struct{ typ, file string }{
 		{"Q8_0", "attn_k.q8_0"}, {"Q4_0", "attn_k.q4_0"}, {"Q5_0", "attn_k.q5_0"},
 		{"MXFP4", "attn_k.mxfp4"}, {"Q4_K", "attn_k.q4_k"}, {"Q6_K", "attn_k.q6_k"},
+		{"Q5_1", "attn_k.q5_1"}, {"Q5_K", "attn_k.q5_k"},
 	} {
 		t.Run(tc.typ, func(t *testing.T) {
 			enc, err := Lookup(tc.typ)
@@ -96,6 +97,38 @@ func decode(t *testing.T, typ string, b []byte, n int) []float32 {
 				blk[j+16] = float32(hi-16) * d
 			}
 			y = append(y, blk[:]...)
+		}
+	case "Q5_1":
+		for o := 0; o < len(b); o += SizeQ5_1 {
+			d, m := h(o), h(o+2)
+			qh := binary.LittleEndian.Uint32(b[o+4:])
+			var blk [32]float32
+			for j := 0; j < 16; j++ {
+				lo := int(b[o+8+j]&15) | int(qh>>j&1)<<4
+				hi := int(b[o+8+j]>>4) | int(qh>>(j+16)&1)<<4
+				blk[j] = float32(lo)*d + m
+				blk[j+16] = float32(hi)*d + m
+			}
+			y = append(y, blk[:]...)
+		}
+	case "Q5_K":
+		for o := 0; o < len(b); o += SizeQ5_K {
+			d, dmin := h(o), h(o+2)
+			sc := b[o+4 : o+16]
+			qh := b[o+16 : o+48]
+			q := b[o+48 : o+SizeQ5_K]
+			for j := 0; j < 4; j++ {
+				s1, m1 := scaleMinK4(2*j, sc)
+				s2, m2 := scaleMinK4(2*j+1, sc)
+				for l := 0; l < 32; l++ {
+					hb := float32(qh[l] >> (2 * j) & 1 * 16)
+					y = append(y, d*float32(s1)*(float32(q[32*j+l]&15)+hb)-dmin*float32(m1))
+				}
+				for l := 0; l < 32; l++ {
+					hb := float32(qh[l] >> (2*j + 1) & 1 * 16)
+					y = append(y, d*float32(s2)*(float32(q[32*j+l]>>4)+hb)-dmin*float32(m2))
+				}
+			}
 		}
 	case "MXFP4":
 		for o := 0; o < len(b); o += SizeMXFP4 {
@@ -168,7 +201,7 @@ func TestRoundTripError(t *testing.T) {
 		typ     string
 		maxRMSE float64 // relative RMS error bound
 	}{
-		{"Q8_0", 0.01}, {"Q6_K", 0.03}, {"Q5_0", 0.06}, {"Q4_K", 0.12}, {"Q4_0", 0.14}, {"MXFP4", 0.2},
+		{"Q8_0", 0.01}, {"Q6_K", 0.03}, {"Q5_K", 0.06}, {"Q5_1", 0.08}, {"Q5_0", 0.06}, {"Q4_K", 0.12}, {"Q4_0", 0.14}, {"MXFP4", 0.2},
 	} {
 		enc, _ := Lookup(tc.typ)
 		b, err := enc.Encode(nil, x)

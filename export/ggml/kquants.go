@@ -306,3 +306,97 @@ func EncodeQ6_K(dst []byte, x []float32) {
 		}
 	}
 }
+
+// EncodeQ5_K writes len(x)/256 Q5_K blocks to dst (quantize_row_q5_K_ref):
+// as Q4_K with 5-bit elements (make_qkx2_quants with nmax 31 and 16
+// candidate scales), the fifth bits in qh.
+func EncodeQ5_K(dst []byte, x []float32) {
+	var (
+		L       [QKK]uint8
+		Laux    [32]uint8
+		weights [32]float32
+		mins    [QKK / 32]float32
+		scales  [QKK / 32]float32
+	)
+	nb := len(x) / QKK
+	for i := 0; i < nb; i++ {
+		xb := x[i*QKK : (i+1)*QKK]
+		b := dst[i*SizeQ5_K : (i+1)*SizeQ5_K]
+		var maxScale, maxMin float32
+		for j := 0; j < QKK/32; j++ {
+			xs := xb[32*j : 32*j+32]
+			var sumX2 float32
+			for _, v := range xs {
+				sumX2 += float32(v * v)
+			}
+			avX := float32(math.Sqrt(float64(sumX2 / 32)))
+			for l, v := range xs {
+				weights[l] = avX + absf(v)
+			}
+			scales[j], mins[j] = makeQKX2Quants(31, xs, weights[:], L[32*j:32*j+32], Laux[:], -0.5, 0.1, 15)
+			if scales[j] > maxScale {
+				maxScale = scales[j]
+			}
+			if mins[j] > maxMin {
+				maxMin = mins[j]
+			}
+		}
+		var invScale, invMin float32
+		if maxScale > 0 {
+			invScale = 63 / maxScale
+		}
+		if maxMin > 0 {
+			invMin = 63 / maxMin
+		}
+		sc := b[4 : 4+kScaleSize]
+		for j := 0; j < QKK/32; j++ {
+			ls := min(uint8(nearestInt(float32(invScale*scales[j]))), 63)
+			lm := min(uint8(nearestInt(float32(invMin*mins[j]))), 63)
+			if j < 4 {
+				sc[j] = ls
+				sc[j+4] = lm
+			} else {
+				sc[j+4] = ls&0xf | (lm&0xf)<<4
+				sc[j-4] |= (ls >> 4) << 6
+				sc[j] |= (lm >> 4) << 6
+			}
+		}
+		binary.LittleEndian.PutUint16(b[0:], fp16(maxScale/63))
+		binary.LittleEndian.PutUint16(b[2:], fp16(maxMin/63))
+		dAll := fp32(binary.LittleEndian.Uint16(b[0:]))
+		mAll := fp32(binary.LittleEndian.Uint16(b[2:]))
+		for j := 0; j < QKK/32; j++ {
+			s, m := scaleMinK4(j, sc)
+			d := float32(dAll * float32(s))
+			if d == 0 {
+				continue
+			}
+			dm := float32(mAll * float32(m))
+			for ii := 0; ii < 32; ii++ {
+				l := nearestInt(float32(xb[32*j+ii]+dm) / d)
+				L[32*j+ii] = uint8(clampI(l, 0, 31))
+			}
+		}
+		qh := b[4+kScaleSize : 4+kScaleSize+QKK/8]
+		ql := b[4+kScaleSize+QKK/8:]
+		clear(qh)
+		m1, m2 := uint8(1), uint8(2)
+		for n := 0; n < QKK; n += 64 {
+			for j := 0; j < 32; j++ {
+				l1, l2 := L[n+j], L[n+j+32]
+				if l1 > 15 {
+					l1 -= 16
+					qh[j] |= m1
+				}
+				if l2 > 15 {
+					l2 -= 16
+					qh[j] |= m2
+				}
+				ql[j] = l1 | l2<<4
+			}
+			m1 <<= 2
+			m2 <<= 2
+			ql = ql[32:]
+		}
+	}
+}

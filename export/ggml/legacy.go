@@ -14,12 +14,15 @@ const (
 	SizeQ4_0   = 2 + QK4_0/2 // half d; 16 bytes of nibbles
 	QK5_0      = 32
 	SizeQ5_0   = 2 + 4 + QK5_0/2 // half d; 32 high bits; 16 bytes of nibbles
+	QK5_1      = 32
+	SizeQ5_1   = 2 + 2 + 4 + QK5_1/2 // half d, half m; 32 high bits; 16 bytes of nibbles
 	QK8_0      = 32
 	SizeQ8_0   = 2 + QK8_0 // half d; 32 int8
 	QKMXFP4    = 32
 	SizeMXFP4  = 1 + QKMXFP4/2 // E8M0 exponent; 16 bytes of nibbles
 	QKK        = 256
 	SizeQ4_K   = 2 + 2 + 12 + QKK/2         // half d, half dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles
+	SizeQ5_K   = 2 + 2 + 12 + QKK/8 + QKK/2 // d, dmin, scales, qh, qs
 	SizeQ6_K   = QKK/2 + QKK/4 + QKK/16 + 2 // ql, qh, int8 scales, half d
 	kScaleSize = 12
 )
@@ -123,6 +126,54 @@ func trunc31(v float32) uint8 {
 	}
 	if v < 0 {
 		return 0
+	}
+	return uint8(int32(v))
+}
+
+// EncodeQ5_1 writes len(x)/32 Q5_1 blocks to dst (quantize_row_q5_1_ref):
+// d = (max−min)/31, m = min, q = (uint8)((x−min)/d + 0.5).
+func EncodeQ5_1(dst []byte, x []float32) {
+	nb := len(x) / QK5_1
+	for i := 0; i < nb; i++ {
+		xb := x[i*QK5_1 : (i+1)*QK5_1]
+		min, max := float32(math.MaxFloat32), float32(-math.MaxFloat32)
+		for _, v := range xb {
+			if v < min {
+				min = v
+			}
+			if v > max {
+				max = v
+			}
+		}
+		d := (max - min) / 31
+		var id float32
+		if d != 0 {
+			id = 1 / d
+		}
+		b := dst[i*SizeQ5_1 : (i+1)*SizeQ5_1]
+		binary.LittleEndian.PutUint16(b, fp16(d))
+		binary.LittleEndian.PutUint16(b[2:], fp16(min))
+		var qh uint32
+		for j := 0; j < QK5_1/2; j++ {
+			x0 := float32(float32(xb[j]-min) * id)
+			x1 := float32(float32(xb[QK5_1/2+j]-min) * id)
+			xi0 := truncU8(x0 + 0.5)
+			xi1 := truncU8(x1 + 0.5)
+			b[8+j] = xi0&0x0f | (xi1&0x0f)<<4
+			qh |= uint32(xi0>>4&1) << j
+			qh |= uint32(xi1>>4&1) << (j + QK5_1/2)
+		}
+		binary.LittleEndian.PutUint32(b[4:], qh)
+	}
+}
+
+// truncU8 is the (uint8_t) conversion of a v in [0, 32) (Q5_1), kept total.
+func truncU8(v float32) uint8 {
+	if !(v >= 0) {
+		return 0
+	}
+	if v >= 255 {
+		return 255
 	}
 	return uint8(int32(v))
 }
