@@ -236,3 +236,41 @@ func TestScaleSearch(t *testing.T) {
 		}
 	}
 }
+
+// TestMRGPTQ: on a layer with outlier input channels and heavy-tailed
+// weights, MR-GPTQ (rotation + GPTQ + scale search) beats plain GPTQ and
+// RTN on the FP4 grids, and the un-rotated weight's error (measured with
+// the original H) equals the rotated-basis error.
+func TestMRGPTQ(t *testing.T) {
+	L := genLayer(t, 21, 64, 256, 1024, -1)
+	for _, name := range []string{"mxfp4", "nvfp4"} {
+		f := lookup(t, name, 0)
+		base := rtnErr(t, L, f)
+		_, plain, err := QuantizeFormat(context.Background(), f32s(L.w), L.rows, L.cols, L.h, f, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mr, err := QuantizeMR(context.Background(), f32s(L.w), L.rows, L.cols, L.h, f, 0, MROptions())
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := mr.Unrotate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		orig, err := LayerError(L.w, f64s(q), L.rows, L.cols, L.h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: rtn %.4f gptq %.4f mr-gptq %.4f (original basis %.4f)", name, base, plain.Err, mr.Result.Err, orig)
+		if d := orig/mr.Result.Err - 1; d > 1e-3 || d < -1e-3 {
+			t.Errorf("%s: error in the original basis %.6g vs rotated %.6g", name, orig, mr.Result.Err)
+		}
+		if !(mr.Result.Err < plain.Err && plain.Err < base) {
+			t.Errorf("%s: want mr-gptq < gptq < rtn, got %.4f, %.4f, %.4f", name, mr.Result.Err, plain.Err, base)
+		}
+		if mr.Packed.GIdx != nil {
+			t.Errorf("%s: MR-GPTQ result needs g_idx", name)
+		}
+	}
+}
