@@ -1,0 +1,5 @@
+package pipeline
+
+import "runtime"
+
+func runtimeYield() { runtime.Gosched() }
