@@ -1,0 +1,279 @@
+package llamacpp
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/marlin-llm/marlin/model/hfconfig"
+)
+
+// Role classifies a GGUF tensor for type recipes.
+type Role uint8
+
+// Tensor roles.
+const (
+	RoleOther     Role = iota
+	RoleNorm           // 1-D weights and biases: always F32
+	RoleRouter         // MoE router (ffn_gate_inp) and its bias: always F32
+	RoleEmbed          // token_embd
+	RoleOutput         // output (lm_head)
+	RoleAttnQ          // attn_q, attn_q_a, attn_q_b
+	RoleAttnK          // attn_k
+	RoleAttnV          // attn_v
+	RoleAttnKV         // attn_kv_a_mqa, attn_k_b, attn_v_b
+	RoleAttnOut        // attn_output
+	RoleFFNGateUp      // ffn_gate, ffn_up (dense, experts, shared)
+	RoleFFNDown        // ffn_down (dense, experts, shared)
+)
+
+// op says how a GGUF tensor's data is made from its sources.
+type op uint8
+
+const (
+	opCopy  op = iota // one source, same element order
+	opStack           // sources are experts 0..E-1, concatenated
+	opKB              // MLA kv_b_proj → per-head k_b, transposed
+	opVB              // MLA kv_b_proj → per-head v_b
+)
+
+// Tensor is one tensor of the GGUF file being planned.
+type Tensor struct {
+	// Name is llama.cpp's tensor name ("blk.3.ffn_down_exps.weight").
+	Name string
+	// Dims are the GGUF dimensions, innermost first (ggml's ne).
+	Dims []int
+	// Role and Layer (−1 outside blocks) drive type recipes.
+	Role  Role
+	Layer int
+	// Sources are the Hugging Face tensor names the data comes from.
+	Sources []string
+	op      op
+	heads   int // opKB/opVB: number of heads; nope and v dims below
+	nope, v int
+}
+
+// Rows is the number of rows (product of all dims but the first).
+func (t *Tensor) Rows() int {
+	r := 1
+	for _, d := range t.Dims[1:] {
+		r *= d
+	}
+	return r
+}
+
+// Elements is the tensor's element count.
+func (t *Tensor) Elements() int { return t.Dims[0] * t.Rows() }
+
+var (
+	layerRe  = regexp.MustCompile(`^model\.layers\.(\d+)\.(.+)$`)
+	expertRe = regexp.MustCompile(`^mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$`)
+)
+
+// simple maps per-layer Hugging Face suffixes to llama.cpp names and roles.
+var simple = map[string]struct {
+	name string
+	role Role
+}{
+	"input_layernorm.weight":                  {"attn_norm.weight", RoleNorm},
+	"post_attention_layernorm.weight":         {"ffn_norm.weight", RoleNorm},
+	"self_attn.q_proj.weight":                 {"attn_q.weight", RoleAttnQ},
+	"self_attn.k_proj.weight":                 {"attn_k.weight", RoleAttnK},
+	"self_attn.v_proj.weight":                 {"attn_v.weight", RoleAttnV},
+	"self_attn.o_proj.weight":                 {"attn_output.weight", RoleAttnOut},
+	"self_attn.q_norm.weight":                 {"attn_q_norm.weight", RoleNorm},
+	"self_attn.k_norm.weight":                 {"attn_k_norm.weight", RoleNorm},
+	"self_attn.q_a_proj.weight":               {"attn_q_a.weight", RoleAttnQ},
+	"self_attn.q_a_layernorm.weight":          {"attn_q_a_norm.weight", RoleNorm},
+	"self_attn.q_b_proj.weight":               {"attn_q_b.weight", RoleAttnQ},
+	"self_attn.kv_a_proj_with_mqa.weight":     {"attn_kv_a_mqa.weight", RoleAttnKV},
+	"self_attn.kv_a_layernorm.weight":         {"attn_kv_a_norm.weight", RoleNorm},
+	"mlp.gate_proj.weight":                    {"ffn_gate.weight", RoleFFNGateUp},
+	"mlp.up_proj.weight":                      {"ffn_up.weight", RoleFFNGateUp},
+	"mlp.down_proj.weight":                    {"ffn_down.weight", RoleFFNDown},
+	"mlp.gate.weight":                         {"ffn_gate_inp.weight", RoleRouter},
+	"mlp.gate.e_score_correction_bias":        {"exp_probs_b.bias", RoleRouter},
+	"mlp.shared_experts.gate_proj.weight":     {"ffn_gate_shexp.weight", RoleFFNGateUp},
+	"mlp.shared_experts.up_proj.weight":       {"ffn_up_shexp.weight", RoleFFNGateUp},
+	"mlp.shared_experts.down_proj.weight":     {"ffn_down_shexp.weight", RoleFFNDown},
+	"mlp.shared_expert.gate_proj.weight":      {"ffn_gate_shexp.weight", RoleFFNGateUp},
+	"mlp.shared_expert.up_proj.weight":        {"ffn_up_shexp.weight", RoleFFNGateUp},
+	"mlp.shared_expert.down_proj.weight":      {"ffn_down_shexp.weight", RoleFFNDown},
+	"self_attn.kv_b_proj.weight":              {"", RoleAttnKV}, // split, see Map
+	"mlp.experts.e_score_correction_bias":     {"exp_probs_b.bias", RoleRouter},
+	"mlp.gate.e_score_correction_bias.weight": {"exp_probs_b.bias", RoleRouter},
+}
+
+// Map plans the GGUF tensors of a checkpoint: llama.cpp's names, GGUF
+// dimensions and the Hugging Face sources, in the order llama.cpp's
+// converter writes them (source order; a stacked expert tensor at its last
+// expert, k_b then v_b at kv_b_proj). names is the checkpoint's tensor list
+// in storage order and shape gives each one's shape.
+func Map(cfg *hfconfig.Config, names []string, shape func(string) []int) ([]*Tensor, error) {
+	arch, err := ArchName(cfg)
+	if err != nil {
+		return nil, err
+	}
+	_ = arch
+	nExp := cfg.MoE.NumExperts
+	var out []*Tensor
+	seen := map[string]bool{}
+	// pending expert stacks: gguf name → sources by expert.
+	stacks := map[string][]string{}
+	emit := func(t *Tensor) error {
+		if seen[t.Name] {
+			return fmt.Errorf("llamacpp: two sources map to %s", t.Name)
+		}
+		seen[t.Name] = true
+		out = append(out, t)
+		return nil
+	}
+	for _, name := range names {
+		shp := shape(name)
+		if len(shp) == 0 || len(shp) > 2 {
+			return nil, fmt.Errorf("llamacpp: %s: unsupported shape %v", name, shp)
+		}
+		dims := reverse(shp)
+		switch name {
+		case "model.embed_tokens.weight":
+			if err := emit(&Tensor{Name: "token_embd.weight", Dims: dims, Role: RoleEmbed, Layer: -1, Sources: []string{name}}); err != nil {
+				return nil, err
+			}
+			continue
+		case "lm_head.weight":
+			if cfg.TieWordEmbeddings {
+				continue // llama.cpp reuses token_embd
+			}
+			if err := emit(&Tensor{Name: "output.weight", Dims: dims, Role: RoleOutput, Layer: -1, Sources: []string{name}}); err != nil {
+				return nil, err
+			}
+			continue
+		case "model.norm.weight":
+			if err := emit(&Tensor{Name: "output_norm.weight", Dims: dims, Role: RoleNorm, Layer: -1, Sources: []string{name}}); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		m := layerRe.FindStringSubmatch(name)
+		if m == nil {
+			return nil, fmt.Errorf("llamacpp: no llama.cpp name for tensor %q", name)
+		}
+		layer, err := strconv.Atoi(m[1])
+		if err != nil || layer >= cfg.NumLayers {
+			if layer >= cfg.NumLayers && cfg.NumLayers > 0 {
+				// MTP / next-n layers beyond num_hidden_layers: llama.cpp's
+				// converter drops them too.
+				continue
+			}
+			return nil, fmt.Errorf("llamacpp: %s: bad layer index", name)
+		}
+		suffix := m[2]
+		blk := "blk." + m[1] + "."
+		if em := expertRe.FindStringSubmatch(suffix); em != nil {
+			e, _ := strconv.Atoi(em[1])
+			if nExp <= 0 || e >= nExp {
+				return nil, fmt.Errorf("llamacpp: %s: expert %d out of range (config has %d experts)", name, e, nExp)
+			}
+			gname := blk + "ffn_" + em[2] + "_exps.weight"
+			srcs := stacks[gname]
+			if srcs == nil {
+				srcs = make([]string, nExp)
+			}
+			if srcs[e] != "" {
+				return nil, fmt.Errorf("llamacpp: expert tensor %s appears twice", name)
+			}
+			srcs[e] = name
+			stacks[gname] = srcs
+			complete := true
+			for _, s := range srcs {
+				complete = complete && s != ""
+			}
+			if !complete {
+				continue
+			}
+			first := shape(srcs[0])
+			for _, s := range srcs[1:] {
+				if !equalInts(shape(s), first) {
+					return nil, fmt.Errorf("llamacpp: %s: experts have different shapes %v and %v", gname, first, shape(s))
+				}
+			}
+			role := RoleFFNGateUp
+			if em[2] == "down" {
+				role = RoleFFNDown
+			}
+			delete(stacks, gname)
+			if err := emit(&Tensor{Name: gname, Dims: append(reverse(first), nExp), Role: role, Layer: layer, Sources: srcs, op: opStack}); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		s, ok := simple[suffix]
+		if !ok {
+			return nil, fmt.Errorf("llamacpp: no llama.cpp name for tensor %q", name)
+		}
+		if suffix == "self_attn.kv_b_proj.weight" {
+			ml := cfg.MLA
+			if ml == nil {
+				return nil, fmt.Errorf("llamacpp: %s in a model without MLA settings", name)
+			}
+			h, nope, v, r := cfg.NumHeads, ml.QKNopeHeadDim, ml.VHeadDim, ml.KVLoRARank
+			if len(shp) != 2 || shp[0] != h*(nope+v) || shp[1] != r {
+				return nil, fmt.Errorf("llamacpp: %s: shape %v, want [%d, %d] (heads·(nope+v), kv_lora_rank)", name, shp, h*(nope+v), r)
+			}
+			if err := emit(&Tensor{Name: blk + "attn_k_b.weight", Dims: []int{nope, r, h}, Role: RoleAttnKV, Layer: layer, Sources: []string{name}, op: opKB, heads: h, nope: nope, v: v}); err != nil {
+				return nil, err
+			}
+			if err := emit(&Tensor{Name: blk + "attn_v_b.weight", Dims: []int{r, v, h}, Role: RoleAttnKV, Layer: layer, Sources: []string{name}, op: opVB, heads: h, nope: nope, v: v}); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		role := s.role
+		if len(shp) == 1 && role != RoleRouter {
+			role = RoleNorm
+		}
+		if err := emit(&Tensor{Name: blk + s.name, Dims: dims, Role: role, Layer: layer, Sources: []string{name}}); err != nil {
+			return nil, err
+		}
+	}
+	if len(stacks) > 0 {
+		var missing []string
+		for g := range stacks {
+			missing = append(missing, g)
+		}
+		sort.Strings(missing)
+		return nil, fmt.Errorf("llamacpp: incomplete expert sets for %s", strings.Join(missing, ", "))
+	}
+	if !seen["token_embd.weight"] {
+		return nil, fmt.Errorf("llamacpp: checkpoint has no model.embed_tokens.weight")
+	}
+	if !seen["output_norm.weight"] {
+		return nil, fmt.Errorf("llamacpp: checkpoint has no model.norm.weight")
+	}
+	if !cfg.TieWordEmbeddings && !seen["output.weight"] {
+		return nil, fmt.Errorf("llamacpp: checkpoint has no lm_head.weight and tie_word_embeddings is false")
+	}
+	return out, nil
+}
+
+func reverse(s []int) []int {
+	r := make([]int, len(s))
+	for i, v := range s {
+		r[len(s)-1-i] = v
+	}
+	return r
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

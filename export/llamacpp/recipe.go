@@ -1,0 +1,229 @@
+package llamacpp
+
+import (
+	"fmt"
+	"path"
+	"sort"
+	"strings"
+
+	"github.com/marlin-llm/marlin/model/gguf"
+)
+
+// Recipes lists the gguf_type values AssignTypes accepts. Every recipe
+// keeps 1-D tensors (norms, biases) and MoE routers in F32, as llama.cpp's
+// converter and llama-quantize do.
+//
+//   - f32, f16, bf16: every matrix in that float type (f16 is what
+//     llama.cpp's converter writes by default).
+//   - q8_0, q4_0, q5_0, q5_1, mxfp4, q4_k, q5_k, q6_k: every matrix in that
+//     block type ("pure", like llama-quantize --pure); a matrix whose rows
+//     do not fill whole blocks falls back as llama-quantize does (q4_k →
+//     q5_0, q5_k → q5_1, q6_k → q8_0, then f16).
+//   - q4_k_m: llama-quantize's Q4_K_M mixture (llama_tensor_get_type for
+//     LLAMA_FTYPE_MOSTLY_Q4_K_M): Q4_K by default, Q6_K for the output
+//     matrix (or tied embeddings) and for attn_v / ffn_down in the layers
+//     use_more_bits picks, Q8_0 attn_k/attn_v and Q5_K attn_output in
+//     8-expert models, with the same shape fallbacks.
+var Recipes = []string{"f32", "f16", "bf16", "q8_0", "q4_0", "q5_0", "q5_1", "mxfp4", "q4_k", "q5_k", "q6_k", "q4_k_m"}
+
+// Rule overrides the type of the tensors whose llama.cpp name or Hugging
+// Face source name matches Match (path.Match glob, e.g. "*.ffn_down_exps.*"
+// or "model.layers.*.mlp.gate.weight"). Rules are tried in order; the first
+// match wins.
+type Rule struct {
+	Match string `yaml:"match" json:"match"`
+	Type  string `yaml:"type" json:"type"`
+}
+
+// ValidateRecipe checks a recipe name and rules without a model.
+func ValidateRecipe(recipe string, rules []Rule) error {
+	if !contains(Recipes, strings.ToLower(recipe)) {
+		return fmt.Errorf("gguf_type: unknown recipe %q (known: %s)", recipe, strings.Join(Recipes, ", "))
+	}
+	for i, r := range rules {
+		if _, err := path.Match(r.Match, ""); err != nil {
+			return fmt.Errorf("rules[%d].match: bad glob %q: %w", i, r.Match, err)
+		}
+		if _, err := parseType(r.Type); err != nil {
+			return fmt.Errorf("rules[%d].type: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// parseType parses a tensor type name; only types this package can write
+// are accepted.
+func parseType(s string) (gguf.GGMLType, error) {
+	t, err := gguf.ParseType(s)
+	if err != nil {
+		return 0, err
+	}
+	switch t {
+	case gguf.TypeF32, gguf.TypeF16, gguf.TypeBF16, gguf.TypeQ4_0, gguf.TypeQ5_0, gguf.TypeQ5_1, gguf.TypeQ8_0,
+		gguf.TypeMXFP4, gguf.TypeQ4_K, gguf.TypeQ5_K, gguf.TypeQ6_K:
+		return t, nil
+	}
+	return 0, fmt.Errorf("tensor type %s cannot be written (writable: f32, f16, bf16, q4_0, q5_0, q5_1, q8_0, mxfp4, q4_k, q5_k, q6_k)", t)
+}
+
+// AssignTypes returns the GGUF type of each planned tensor (same order as
+// ts) for a recipe, the number of experts (0 for dense models) and
+// override rules.
+func AssignTypes(ts []*Tensor, recipe string, nExpert int, rules []Rule) ([]gguf.GGMLType, error) {
+	if err := ValidateRecipe(recipe, rules); err != nil {
+		return nil, err
+	}
+	recipe = strings.ToLower(recipe)
+	tied := true
+	nAttnV := 0
+	for _, t := range ts {
+		if t.Name == "output.weight" {
+			tied = false
+		}
+		if t.Role == RoleAttnV {
+			nAttnV++
+		}
+	}
+	nLayer := 0
+	for _, t := range ts {
+		nLayer = max(nLayer, t.Layer+1)
+	}
+	out := make([]gguf.GGMLType, len(ts))
+	iAttnV, iFFNDown := 0, 0
+	for i, t := range ts {
+		if t.Role == RoleNorm || t.Role == RoleRouter || len(t.Dims) < 2 {
+			out[i] = gguf.TypeF32
+			continue
+		}
+		var typ gguf.GGMLType
+		manual := false
+		for _, r := range rules {
+			if matchAny(r.Match, t) {
+				typ, _ = parseType(r.Type)
+				manual = true
+				break
+			}
+		}
+		if !manual {
+			switch recipe {
+			case "q4_k_m":
+				typ = q4kmType(t, tied, nExpert, &iAttnV, nAttnV, &iFFNDown, nLayer)
+			default:
+				typ, _ = parseType(recipe)
+			}
+		}
+		ft, err := fallback(t, typ)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = ft
+	}
+	return out, nil
+}
+
+func matchAny(glob string, t *Tensor) bool {
+	if ok, _ := path.Match(glob, t.Name); ok {
+		return true
+	}
+	for _, s := range t.Sources {
+		if ok, _ := path.Match(glob, s); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// useMoreBits is llama.cpp's use_more_bits.
+func useMoreBits(i, n int) bool { return i < n/8 || i >= 7*n/8 || (i-n/8)%3 == 2 }
+
+// q4kmType is llama_tensor_get_type_impl for LLAMA_FTYPE_MOSTLY_Q4_K_M.
+func q4kmType(t *Tensor, tied bool, nExpert int, iAttnV *int, nAttnV int, iFFNDown *int, nLayer int) gguf.GGMLType {
+	typ := gguf.TypeQ4_K
+	switch {
+	case t.Role == RoleOutput || tied && t.Role == RoleEmbed:
+		if t.Dims[0]%256 != 0 {
+			return gguf.TypeQ8_0
+		}
+		return gguf.TypeQ6_K
+	case t.Role == RoleEmbed:
+		return typ
+	case t.Role == RoleAttnV:
+		if useMoreBits(*iAttnV, nAttnV) {
+			typ = gguf.TypeQ6_K
+		}
+		if nExpert == 8 {
+			typ = gguf.TypeQ8_0
+		}
+		*iAttnV++
+	case t.Role == RoleAttnK:
+		if nExpert == 8 {
+			typ = gguf.TypeQ8_0
+		}
+	case t.Role == RoleFFNDown:
+		layer := *iFFNDown
+		if nExpert > 1 {
+			layer = t.Layer
+		}
+		if useMoreBits(layer, nLayer) {
+			typ = gguf.TypeQ6_K
+		}
+		*iFFNDown++
+	case t.Role == RoleAttnOut && strings.HasSuffix(t.Name, "attn_output.weight"):
+		if nExpert == 8 {
+			typ = gguf.TypeQ5_K
+		}
+	}
+	return typ
+}
+
+// fallback is llama-quantize's tensor_type_fallback: a row length that
+// does not fill whole blocks moves to a type with smaller blocks.
+func fallback(t *Tensor, typ gguf.GGMLType) (gguf.GGMLType, error) {
+	info, ok := typ.Info()
+	if !ok {
+		return 0, fmt.Errorf("llamacpp: %s: unknown type %v", t.Name, typ)
+	}
+	if t.Dims[0]%info.BlockSize == 0 {
+		return typ, nil
+	}
+	next := gguf.TypeF16
+	switch typ {
+	case gguf.TypeQ4_K:
+		next = gguf.TypeQ5_0
+	case gguf.TypeQ5_K:
+		next = gguf.TypeQ5_1
+	case gguf.TypeQ6_K:
+		next = gguf.TypeQ8_0
+	}
+	if ni, _ := next.Info(); t.Dims[0]%ni.BlockSize != 0 {
+		next = gguf.TypeF16
+	}
+	return next, nil
+}
+
+// TypeSummary counts tensors per type ("Q4_K: 20, F32: 17").
+func TypeSummary(types []gguf.GGMLType) string {
+	n := map[string]int{}
+	for _, t := range types {
+		n[t.String()]++
+	}
+	var keys []string
+	for k := range n {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s: %d", k, n[k]))
+	}
+	return strings.Join(parts, ", ")
+}
