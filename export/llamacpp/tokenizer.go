@@ -39,8 +39,8 @@ type tokenizerJSON struct {
 	} `json:"added_tokens"`
 	PreTokenizer json.RawMessage `json:"pre_tokenizer"`
 	Model        struct {
-		Type   string           `json:"type"`
-		Vocab  map[string]int   `json:"vocab"`
+		Type   string            `json:"type"`
+		Vocab  map[string]int    `json:"vocab"`
 		Merges []json.RawMessage `json:"merges"`
 	} `json:"model"`
 }
@@ -285,7 +285,9 @@ func (v *Vocab) KVs() []gguf.KV {
 	return kv
 }
 
-func str(k, s string) gguf.KV { return gguf.KV{Key: k, Value: gguf.Value{Type: gguf.ValueString, V: s}} }
+func str(k, s string) gguf.KV {
+	return gguf.KV{Key: k, Value: gguf.Value{Type: gguf.ValueString, V: s}}
+}
 func u32(k string, x uint32) gguf.KV {
 	return gguf.KV{Key: k, Value: gguf.Value{Type: gguf.ValueUint32, V: x}}
 }
