@@ -15,6 +15,8 @@ func Register(reg *pipeline.Registry) error {
 	for _, k := range []pipeline.Kind{
 		SyntheticKind(),
 		StatsKind(),
+		QuantizeKind(),
+		LoadKind(),
 	} {
 		if err := reg.Register(k); err != nil {
 			return fmt.Errorf("stages: %w", err)
