@@ -317,3 +317,92 @@ func emuSelfTest(race bool, n int, order Order) ([]float32, error) {
 func CLevel(elem, bits int, code, zero uint32) float32 {
 	return float32(C.mq_level(C.uint(elem), C.uint(bits), C.uint(code), C.uint(zero)))
 }
+
+// EmuDispatch runs a kernel of marlin.metal the way the Metal bridge
+// dispatches it: bufs are its arguments in [[buffer(i)]] order (see
+// Bindings; parameter blocks as encoded by QParams.Bytes and friends), l the
+// grid. Every buffer is copied to C memory and back, so outputs land in
+// bufs. It lets the metal package's host code run on Linux unchanged.
+func EmuDispatch(l Launch, bufs [][]byte, order Order) error {
+	names, ok := Bindings[l.Kernel]
+	if !ok {
+		return fmt.Errorf("shaders: no kernel %q", l.Kernel)
+	}
+	if len(bufs) != len(names) {
+		return fmt.Errorf("shaders: %s takes %d buffers, got %d", l.Kernel, len(names), len(bufs))
+	}
+	var m cmem
+	defer m.free()
+	ptrs := make([]unsafe.Pointer, len(bufs))
+	for i, b := range bufs {
+		ptrs[i] = m.bytes(b)
+	}
+	param := func(size int) (unsafe.Pointer, error) {
+		if len(bufs[0]) != size {
+			return nil, fmt.Errorf("shaders: %s: parameter block of %d bytes, want %d", l.Kernel, len(bufs[0]), size)
+		}
+		return ptrs[0], nil
+	}
+	var args unsafe.Pointer
+	var kernel C.int
+	switch l.Kernel {
+	case "mq_dequant", "mq_gemm", "mq_gemv", "mq_moe_gemm":
+		pp, err := param(int(C.sizeof_mq_qparams))
+		if err != nil {
+			return err
+		}
+		a := (*C.mqemu_qargs)(m.alloc(int(unsafe.Sizeof(C.mqemu_qargs{}))))
+		a.p = *(*C.mq_qparams)(pp)
+		if l.Kernel == "mq_dequant" {
+			a.W, a.S, a.Z, a.G, a.C = (*C.uchar)(ptrs[1]), (*C.uchar)(ptrs[2]), (*C.uchar)(ptrs[3]), (*C.int)(ptrs[4]), (*C.float)(ptrs[5])
+			kernel = C.MQEMU_DEQUANT
+		} else {
+			a.X, a.W, a.S, a.Z, a.G, a.C = (*C.float)(ptrs[1]), (*C.uchar)(ptrs[2]), (*C.uchar)(ptrs[3]), (*C.uchar)(ptrs[4]), (*C.int)(ptrs[5]), (*C.float)(ptrs[6])
+			kernel = C.MQEMU_GEMM
+			if l.Kernel == "mq_gemv" {
+				kernel = C.MQEMU_GEMV
+			}
+		}
+		if l.Kernel == "mq_moe_gemm" {
+			if len(bufs[9]) != 4 {
+				return fmt.Errorf("shaders: mq_moe_gemm: scale_bytes of %d bytes", len(bufs[9]))
+			}
+			a.offsets, a.rowmap = (*C.uint)(ptrs[7]), (*C.uint)(ptrs[8])
+			a.scale_bytes = *(*C.uint)(ptrs[9])
+			kernel = C.MQEMU_MOE_GEMM
+		}
+		args = unsafe.Pointer(a)
+	case "mq_fwht_simd", "mq_fwht_tg":
+		pp, err := param(int(C.sizeof_mq_fwht_params))
+		if err != nil {
+			return err
+		}
+		a := (*C.mqemu_fwht_args)(m.alloc(int(unsafe.Sizeof(C.mqemu_fwht_args{}))))
+		a.p = *(*C.mq_fwht_params)(pp)
+		a.x = (*C.float)(ptrs[1])
+		kernel = C.MQEMU_FWHT_SIMD
+		if l.Kernel == "mq_fwht_tg" {
+			kernel = C.MQEMU_FWHT_TG
+		}
+		args = unsafe.Pointer(a)
+	case "mq_router_topk":
+		pp, err := param(int(C.sizeof_mq_router_params))
+		if err != nil {
+			return err
+		}
+		a := (*C.mqemu_router_args)(m.alloc(int(unsafe.Sizeof(C.mqemu_router_args{}))))
+		a.p = *(*C.mq_router_params)(pp)
+		a.logits, a.bias, a.idx, a.w = (*C.float)(ptrs[1]), (*C.float)(ptrs[2]), (*C.uint)(ptrs[3]), (*C.float)(ptrs[4])
+		kernel = C.MQEMU_ROUTER
+		args = unsafe.Pointer(a)
+	}
+	if err := launch(kernel, args, l, order); err != nil {
+		return err
+	}
+	for i, b := range bufs {
+		if len(b) > 0 {
+			copy(b, unsafe.Slice((*byte)(ptrs[i]), len(b)))
+		}
+	}
+	return nil
+}

@@ -304,3 +304,16 @@ func FromPacked(pk *quant.Packed) (QParams, Weights, error) {
 	}
 	return p, Weights{Codes: pk.Codes, Scales: pk.Scales, Zeros: pk.Zeros, GIdx: pk.GIdx}, nil
 }
+
+// Bindings lists, for each kernel of marlin.metal, the names of its
+// arguments in [[buffer(i)]] order. The host binds buffers in this order; a
+// test parses marlin.metal and checks that it agrees.
+var Bindings = map[string][]string{
+	"mq_dequant":     {"p", "W", "S", "Z", "G", "out"},
+	"mq_gemm":        {"p", "X", "W", "S", "Z", "G", "C"},
+	"mq_gemv":        {"p", "X", "W", "S", "Z", "G", "C"},
+	"mq_fwht_simd":   {"p", "x"},
+	"mq_fwht_tg":     {"p", "x"},
+	"mq_router_topk": {"p", "logits", "bias", "out_idx", "out_w"},
+	"mq_moe_gemm":    {"p", "X", "W", "S", "Z", "G", "C", "offsets", "rowmap", "scale_bytes"},
+}
