@@ -15,7 +15,6 @@ func Register(reg *pipeline.Registry) error {
 	for _, k := range []pipeline.Kind{
 		SyntheticKind(),
 		StatsKind(),
-		QuantizeKind(),
 		LoadKind(),
 	} {
 		if err := reg.Register(k); err != nil {
