@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"encoding/json"
 	"fmt"
 	"math"
 	"strconv"
@@ -93,4 +94,40 @@ func (r Report) Meta() map[string]string {
 // String is a one-line summary.
 func (r Report) String() string {
 	return fmt.Sprintf("%s %s [%d,%d]: cos %.6f sqnr %.2f dB mse %.3g maxerr %.3g %.3f bpw", r.Name, r.Format, r.Rows, r.Cols, r.Cosine, r.SQNRdB, r.MSE, r.MaxAbsErr, r.BitsPerWeight)
+}
+
+// reportJSON is Report with SQNRdB as a string, since JSON has no +Inf
+// (an exact quantization has SQNR +Inf, written "+Inf").
+type reportJSON struct {
+	Name          string  `json:"name"`
+	Format        string  `json:"format"`
+	Rows          int     `json:"rows"`
+	Cols          int     `json:"cols"`
+	MSE           float64 `json:"mse"`
+	MaxAbsErr     float64 `json:"max_abs_err"`
+	Cosine        float64 `json:"cosine"`
+	SQNRdB        string  `json:"sqnr_db"`
+	BitsPerWeight float64 `json:"bits_per_weight"`
+	NonFinite     int     `json:"nonfinite"`
+}
+
+// MarshalJSON writes the report with snake_case keys; SQNR is a string
+// ("+Inf" when exact).
+func (r Report) MarshalJSON() ([]byte, error) {
+	return json.Marshal(reportJSON{r.Name, r.Format, r.Rows, r.Cols, r.MSE, r.MaxAbsErr, r.Cosine,
+		strconv.FormatFloat(r.SQNRdB, 'g', 8, 64), r.BitsPerWeight, r.NonFinite})
+}
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (r *Report) UnmarshalJSON(b []byte) error {
+	var j reportJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	sq, err := strconv.ParseFloat(j.SQNRdB, 64)
+	if err != nil {
+		return fmt.Errorf("report sqnr_db: %w", err)
+	}
+	*r = Report{j.Name, j.Format, j.Rows, j.Cols, j.MSE, j.MaxAbsErr, j.Cosine, sq, j.BitsPerWeight, j.NonFinite}
+	return nil
 }

@@ -15,6 +15,7 @@ func Register(reg *pipeline.Registry) error {
 	for _, k := range []pipeline.Kind{
 		SyntheticKind(),
 		StatsKind(),
+		QuantizeKind(),
 		LoadKind(),
 	} {
 		if err := reg.Register(k); err != nil {

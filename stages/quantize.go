@@ -1,0 +1,397 @@
+package stages
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/marlin-llm/marlin/pipeline"
+	"github.com/marlin-llm/marlin/quant"
+	"github.com/marlin-llm/marlin/tensor"
+)
+
+// QuantSpec is one set of quantization settings: the `default:` block of the
+// quantize stage and the settings part of each rule. In a rule, only the
+// fields it sets override the default.
+type QuantSpec struct {
+	// Format is a quant format name (quant.Names: fp4, mxfp4, nvfp4, int4,
+	// int4_asym, int3, int2, nf4, nf3, fp8_e4m3, fp8_e5m2, int8, bf16, f16)
+	// or "skip" (keep the tensor exactly as it came).
+	Format string `yaml:"format,omitempty" json:"format,omitempty" jsonschema:"description=number format (fp4 mxfp4 nvfp4 int4 int4_asym int3 int3_asym int2 int2_asym int8 nf4 nf3 fp8_e4m3 fp8_e5m2 bf16 f16) or skip"`
+	// GroupSize overrides the format's group size (0: one group per row).
+	// MXFP4 (32) and NVFP4 (16) have fixed block sizes.
+	GroupSize *int `yaml:"group_size,omitempty" json:"group_size,omitempty" jsonschema:"minimum=0,description=weights per scale group along the input dim (0: per row)"`
+	// Scale overrides the scale encoding of formats with a float scale.
+	Scale string `yaml:"scale,omitempty" json:"scale,omitempty" jsonschema:"enum=f16,enum=bf16,enum=f32,description=scale encoding override for fp4/int/nf/fp8 formats"`
+	// Method is rtn (round to nearest), gptq or mr-gptq.
+	Method string `yaml:"method,omitempty" json:"method,omitempty" jsonschema:"enum=rtn,enum=gptq,enum=mr-gptq"`
+	// ScaleSearch searches clipping ratios per group for the least MSE.
+	ScaleSearch *bool `yaml:"scale_search,omitempty" json:"scale_search,omitempty"`
+	// ClipRatios overrides the scale-search grid (each in (0, 1]).
+	ClipRatios []float32 `yaml:"clip_ratios,omitempty" json:"clip_ratios,omitempty"`
+	// ActOrder (GPTQ) quantizes columns in decreasing Hessian-diagonal order
+	// and records g_idx.
+	ActOrder *bool `yaml:"actorder,omitempty" json:"actorder,omitempty"`
+	// Damp (GPTQ) is the relative dampening added to the Hessian diagonal.
+	Damp *float64 `yaml:"damp,omitempty" json:"damp,omitempty" jsonschema:"minimum=0"`
+	// BlockSize (GPTQ) is the lazy-batch column block.
+	BlockSize *int `yaml:"block_size,omitempty" json:"block_size,omitempty" jsonschema:"minimum=1"`
+	// NonFinite is error (default: a NaN/Inf weight fails the task, naming
+	// tensor and index) or pass (quantize anyway; see quant.NonFinitePass).
+	NonFinite string `yaml:"nonfinite,omitempty" json:"nonfinite,omitempty" jsonschema:"enum=error,enum=pass"`
+}
+
+// QuantRule applies settings to the tensors whose names match a glob.
+type QuantRule struct {
+	// Match is a path.Match glob on tensor names ("*.mlp.gate.weight").
+	Match     string `yaml:"match" json:"match" jsonschema:"required,description=glob on tensor names (path.Match syntax)"`
+	QuantSpec `yaml:",inline" json:",inline"`
+}
+
+// QuantizeConfig configures the quantize stage.
+type QuantizeConfig struct {
+	// Default applies to every 2-D tensor no rule matches.
+	Default QuantSpec `yaml:"default" json:"default"`
+	// Rules are tried in order; the first whose glob matches a tensor name
+	// wins and its set fields override Default. `format: skip` keeps the
+	// tensor as it is; `format: bf16` keeps it as bfloat16.
+	Rules []QuantRule `yaml:"rules,omitempty" json:"rules,omitempty"`
+}
+
+// ResolvedQuant is the effective setting for one tensor.
+type ResolvedQuant struct {
+	Skip        bool
+	Format      quant.Format
+	Method      string
+	ScaleSearch bool
+	ClipRatios  []float32
+	ActOrder    bool
+	Damp        float64
+	BlockSize   int
+	NonFinite   quant.NonFinite
+	// Rule is the index of the matching rule, -1 for the default.
+	Rule int
+}
+
+// Quantization methods.
+const (
+	MethodRTN    = "rtn"
+	MethodGPTQ   = "gptq"
+	MethodMRGPTQ = "mr-gptq"
+)
+
+func newQuantizeConfig() *QuantizeConfig {
+	return &QuantizeConfig{Default: QuantSpec{Format: "mxfp4", Method: MethodRTN}}
+}
+
+// Validate checks formats, group sizes, methods and globs; errors name the
+// field (`rules[2].format: unknown format ...`).
+func (c *QuantizeConfig) Validate() error {
+	var errs []error
+	if c.Default.Format == "" {
+		errs = append(errs, &pipeline.FieldError{Field: "default.format", Err: errors.New("required")})
+	}
+	if _, err := resolve(QuantSpec{}, c.Default, -1); err != nil {
+		errs = append(errs, prefixField("default", err))
+	}
+	for i, r := range c.Rules {
+		p := fmt.Sprintf("rules[%d]", i)
+		if r.Match == "" {
+			errs = append(errs, &pipeline.FieldError{Field: p + ".match", Err: errors.New("required")})
+		} else if err := pipeline.CheckGlob(r.Match); err != nil {
+			errs = append(errs, &pipeline.FieldError{Field: p + ".match", Err: err})
+		}
+		if _, err := resolve(c.Default, r.QuantSpec, i); err != nil {
+			errs = append(errs, prefixField(p, err))
+		}
+	}
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	if len(errs) > 1 {
+		var list pipeline.ErrorList
+		list = append(list, errs...)
+		return list
+	}
+	return nil
+}
+
+func prefixField(prefix string, err error) error {
+	var fe *pipeline.FieldError
+	if errors.As(err, &fe) {
+		return &pipeline.FieldError{Field: prefix + "." + fe.Field, Err: fe.Err}
+	}
+	return &pipeline.FieldError{Field: prefix, Err: err}
+}
+
+// Resolve returns the settings for tensor name: the first matching rule's
+// fields over the default.
+func (c *QuantizeConfig) Resolve(name string) (ResolvedQuant, error) {
+	for i, r := range c.Rules {
+		ok, err := path.Match(r.Match, name)
+		if err != nil {
+			return ResolvedQuant{}, prefixField(fmt.Sprintf("rules[%d].match", i), err)
+		}
+		if ok {
+			rq, err := resolve(c.Default, r.QuantSpec, i)
+			if err != nil {
+				return rq, prefixField(fmt.Sprintf("rules[%d]", i), err)
+			}
+			return rq, nil
+		}
+	}
+	rq, err := resolve(QuantSpec{}, c.Default, -1)
+	if err != nil {
+		return rq, prefixField("default", err)
+	}
+	return rq, nil
+}
+
+// resolve merges over onto base and checks the result.
+func resolve(base, over QuantSpec, rule int) (ResolvedQuant, error) {
+	s := base
+	if over.Format != "" {
+		s.Format = over.Format
+	}
+	if over.GroupSize != nil {
+		s.GroupSize = over.GroupSize
+	}
+	if over.Scale != "" {
+		s.Scale = over.Scale
+	}
+	if over.Method != "" {
+		s.Method = over.Method
+	}
+	if over.ScaleSearch != nil {
+		s.ScaleSearch = over.ScaleSearch
+	}
+	if over.ClipRatios != nil {
+		s.ClipRatios = over.ClipRatios
+	}
+	if over.ActOrder != nil {
+		s.ActOrder = over.ActOrder
+	}
+	if over.Damp != nil {
+		s.Damp = over.Damp
+	}
+	if over.BlockSize != nil {
+		s.BlockSize = over.BlockSize
+	}
+	if over.NonFinite != "" {
+		s.NonFinite = over.NonFinite
+	}
+	rq := ResolvedQuant{Rule: rule, Method: s.Method, Damp: 0.01, BlockSize: 128}
+	if rq.Method == "" {
+		rq.Method = MethodRTN
+	}
+	switch rq.Method {
+	case MethodRTN, MethodGPTQ, MethodMRGPTQ:
+	default:
+		return rq, &pipeline.FieldError{Field: "method", Err: fmt.Errorf("unknown method %q (known: rtn, gptq, mr-gptq)", s.Method)}
+	}
+	if strings.EqualFold(s.Format, "skip") {
+		rq.Skip = true
+		return rq, nil
+	}
+	f, err := quant.Lookup(s.Format)
+	if err != nil {
+		return rq, &pipeline.FieldError{Field: "format", Err: err}
+	}
+	if s.GroupSize != nil && f.Quantized() {
+		if f, err = f.WithGroupSize(*s.GroupSize); err != nil {
+			return rq, &pipeline.FieldError{Field: "group_size", Err: err}
+		}
+	}
+	if s.Scale != "" && f.Quantized() {
+		st, err := quant.ParseScaleType(s.Scale)
+		if err == nil {
+			f, err = f.WithScale(st)
+		}
+		if err != nil {
+			return rq, &pipeline.FieldError{Field: "scale", Err: err}
+		}
+	}
+	rq.Format = f
+	if s.ScaleSearch != nil {
+		rq.ScaleSearch = *s.ScaleSearch
+	}
+	for _, r := range s.ClipRatios {
+		if !(r > 0 && r <= 1) {
+			return rq, &pipeline.FieldError{Field: "clip_ratios", Err: fmt.Errorf("ratio %v outside (0, 1]", r)}
+		}
+	}
+	rq.ClipRatios = s.ClipRatios
+	if s.ActOrder != nil {
+		rq.ActOrder = *s.ActOrder
+	}
+	if s.Damp != nil {
+		if *s.Damp < 0 {
+			return rq, &pipeline.FieldError{Field: "damp", Err: fmt.Errorf("must be >= 0, got %v", *s.Damp)}
+		}
+		rq.Damp = *s.Damp
+	}
+	if s.BlockSize != nil {
+		if *s.BlockSize < 1 {
+			return rq, &pipeline.FieldError{Field: "block_size", Err: fmt.Errorf("must be >= 1, got %d", *s.BlockSize)}
+		}
+		rq.BlockSize = *s.BlockSize
+	}
+	switch s.NonFinite {
+	case "", "error":
+	case "pass":
+		rq.NonFinite = quant.NonFinitePass
+	default:
+		return rq, &pipeline.FieldError{Field: "nonfinite", Err: fmt.Errorf("must be error or pass, got %q", s.NonFinite)}
+	}
+	return rq, nil
+}
+
+// QuantizeKind is the "quantize" stage kind.
+func QuantizeKind() pipeline.Kind {
+	return pipeline.Kind{
+		Name:      "quantize",
+		Doc:       "quantize 2-D weights (one task per upstream tensor) with per-tensor glob rules; outputs packed tensors (quant.Packed.ToTensors) and a per-tensor error report",
+		NewConfig: func() any { return newQuantizeConfig() },
+		New: func(cfg any) (pipeline.Stage, error) {
+			c, ok := cfg.(*QuantizeConfig)
+			if !ok {
+				return nil, fmt.Errorf("quantize: config is %T", cfg)
+			}
+			if err := c.Validate(); err != nil {
+				return nil, fmt.Errorf("quantize: %w", err)
+			}
+			return &quantizeStage{cfg: *c}, nil
+		},
+	}
+}
+
+type quantizeStage struct{ cfg QuantizeConfig }
+
+// Plan makes one task per upstream task (a load task holds one tensor),
+// keyed like it. Settings are resolved from the key (the tensor name) and
+// recorded in the task Meta; at run time each tensor of the upstream output
+// is resolved by its own name.
+func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipeline.Task, error) {
+	if len(pc.Inputs) == 0 {
+		return nil, errors.New("quantize: needs an upstream stage that produces tensors (load)")
+	}
+	var tasks []*pipeline.Task
+	seen := map[string]bool{}
+	for _, in := range pc.Inputs {
+		for _, ut := range in.Tasks {
+			if seen[ut.Key] {
+				return nil, fmt.Errorf("quantize: task key %q produced by two upstream stages", ut.Key)
+			}
+			seen[ut.Key] = true
+			rq, err := s.cfg.Resolve(ut.Key)
+			if err != nil {
+				return nil, fmt.Errorf("quantize: %s: %w", ut.Key, err)
+			}
+			if !rq.Skip && rq.Method != MethodRTN {
+				return nil, fmt.Errorf("quantize: %s: method %s is not available in this build of the quantize stage yet (use rtn)", ut.Key, rq.Method)
+			}
+			var inBytes int64
+			if b, err := strconv.ParseInt(ut.Meta["bytes"], 10, 64); err == nil && b > 0 {
+				inBytes = b
+			}
+			meta := map[string]string{}
+			for k, v := range ut.Meta {
+				meta[k] = v
+			}
+			if rq.Skip {
+				meta[quant.MetaFormat] = "skip"
+			} else {
+				meta[quant.MetaFormat] = rq.Format.String()
+				meta[quant.MetaMethod] = rq.Method
+			}
+			ref := pipeline.TaskRef{Stage: in.ID, Key: ut.Key}
+			tasks = append(tasks, &pipeline.Task{
+				Key:      ut.Key,
+				Needs:    []pipeline.TaskRef{ref},
+				EstBytes: 3*inBytes + 1<<20, // input + float32 row scratch + packed output
+				Meta:     meta,
+				Run:      s.run(ref),
+			})
+		}
+	}
+	return tasks, nil
+}
+
+func (s *quantizeStage) run(ref pipeline.TaskRef) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
+		in, err := env.Input(ref)
+		if err != nil {
+			return nil, fmt.Errorf("quantize %s: %w", ref.Key, err)
+		}
+		out := &pipeline.Output{Meta: map[string]string{}}
+		var reports []quant.Report
+		for i, t := range in.Tensors {
+			ts, rep, err := s.QuantizeTensor(ctx, t)
+			if err != nil {
+				return nil, fmt.Errorf("quantize %s: %w", ref.Key, err)
+			}
+			out.Tensors = append(out.Tensors, ts...)
+			if rep != nil {
+				reports = append(reports, *rep)
+				if env.Log != nil {
+					env.Log.Info("quantized", "tensor", rep.Name, "format", rep.Format, "cosine", rep.Cosine, "sqnr_db", rep.SQNRdB, "bpw", rep.BitsPerWeight)
+				}
+			}
+			if env.Progress != nil {
+				env.Progress(int64(i+1), int64(len(in.Tensors)))
+			}
+		}
+		if len(reports) == 1 {
+			for k, v := range reports[0].Meta() {
+				out.Meta[k] = v
+			}
+		}
+		if len(reports) > 0 {
+			b, err := json.Marshal(reports)
+			if err != nil {
+				return nil, fmt.Errorf("quantize %s: report: %w", ref.Key, err)
+			}
+			out.Meta["quant.reports"] = string(b)
+		}
+		return out, nil
+	}
+}
+
+// QuantizeTensor applies the configuration to one tensor: skipped and
+// non-2-D tensors come back unchanged (nil report); others are quantized
+// with the resolved settings and returned as quant.Packed.ToTensors with
+// MetaMethod and MetaShape, plus their error report.
+func (s *quantizeStage) QuantizeTensor(ctx context.Context, t *tensor.Tensor) ([]*tensor.Tensor, *quant.Report, error) {
+	rq, err := s.cfg.Resolve(t.Name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rq.Skip || len(t.Shape) != 2 {
+		return []*tensor.Tensor{t}, nil, nil
+	}
+	if rq.Method != MethodRTN {
+		return nil, nil, fmt.Errorf("tensor %q: method %s not available in the quantize stage yet", t.Name, rq.Method)
+	}
+	opts := &quant.Options{Name: t.Name, ScaleSearch: rq.ScaleSearch, ClipRatios: rq.ClipRatios, NonFinite: rq.NonFinite}
+	p, err := quant.QuantizeTensor(ctx, t, rq.Format, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	w, err := tensor.ToFloat32(t)
+	if err != nil {
+		return nil, nil, err
+	}
+	rep, err := quant.Measure(t.Name, w, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	extra := map[string]string{quant.MetaMethod: rq.Method, quant.MetaShape: quant.FormatShape(t.Shape), "quant.source_dtype": t.DType.String()}
+	if rq.ScaleSearch {
+		extra["quant.scale_search"] = "true"
+	}
+	return p.ToTensors(t.Name, extra), &rep, nil
+}

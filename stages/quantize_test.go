@@ -1,0 +1,194 @@
+package stages
+
+import (
+	"context"
+	"encoding/json"
+	"math"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/marlin-llm/marlin/pipeline"
+	"github.com/marlin-llm/marlin/quant"
+	"github.com/marlin-llm/marlin/tensor"
+)
+
+func quantRegistry(t *testing.T) *pipeline.Registry {
+	t.Helper()
+	reg := pipeline.NewRegistry()
+	for _, k := range []pipeline.Kind{SyntheticKind(), QuantizeKind()} {
+		if err := reg.Register(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return reg
+}
+
+const quantJob = `version: 1
+stages:
+  - id: src
+    kind: synthetic
+    with:
+      dtype: BF16
+      layers: 2
+      tensors:
+        - {name: "model.layers.{layer}.mlp.up_proj.weight", shape: [64, 256]}
+        - {name: "model.layers.{layer}.mlp.gate.weight", shape: [8, 256]}
+        - {name: "model.layers.{layer}.input_layernorm.weight", shape: [256]}
+        - {name: "model.embed_tokens.weight", shape: [32, 256]}
+  - id: quant
+    kind: quantize
+    needs: [src]
+    with:
+      default: {format: mxfp4, method: rtn}
+      rules:
+        - {match: "*.mlp.gate.weight", format: bf16}
+        - {match: "model.layers.1.*", format: int4, group_size: 64, scale_search: true}
+        - {match: "*.embed_tokens.weight", format: skip}
+`
+
+func TestQuantizeStageRunsThroughRunner(t *testing.T) {
+	reg := quantRegistry(t)
+	dir := t.TempDir()
+	job, err := pipeline.LoadBytes(filepath.Join(dir, "job.yaml"), []byte(quantJob), reg, pipeline.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := pipeline.PlanJob(context.Background(), job, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := pipeline.OpenStore(filepath.Join(dir, "run"), pipeline.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r := pipeline.Runner{Store: st, Workers: 2}
+	if _, err := r.Run(context.Background(), plan); err != nil {
+		t.Fatal(err)
+	}
+	outs := map[string]*pipeline.Output{}
+	for _, e := range st.Entries() {
+		if e.Stage != "quant" {
+			continue
+		}
+		o, err := st.Get(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs[e.Key] = o
+	}
+	if len(outs) != 7 {
+		t.Fatalf("%d quantize outputs, want 7", len(outs))
+	}
+	check := func(key, format string, groupSize int) {
+		t.Helper()
+		o := outs[key]
+		p, err := quant.FromTensors(key, o.Tensors)
+		if err != nil {
+			t.Fatalf("%s: %v", key, err)
+		}
+		if p.Format.Name != format || p.Format.GroupSize != groupSize {
+			t.Errorf("%s: format %s g%d, want %s g%d", key, p.Format.Name, p.Format.GroupSize, format, groupSize)
+		}
+		main := o.Tensors[0]
+		if main.Meta[quant.MetaMethod] != "rtn" || main.Meta[quant.MetaShape] == "" {
+			t.Errorf("%s: meta %v", key, main.Meta)
+		}
+		cos, err := strconv.ParseFloat(o.Meta["report.cosine"], 64)
+		if err != nil || cos < 0.99 {
+			t.Errorf("%s: report cosine %q", key, o.Meta["report.cosine"])
+		}
+		var reps []quant.Report
+		if err := json.Unmarshal([]byte(o.Meta["quant.reports"]), &reps); err != nil || len(reps) != 1 || reps[0].Name != key {
+			t.Errorf("%s: reports %q (%v)", key, o.Meta["quant.reports"], err)
+		}
+	}
+	check("model.layers.0.mlp.up_proj.weight", "mxfp4", 32)
+	check("model.layers.1.mlp.up_proj.weight", "int4", 64)
+	check("model.layers.0.mlp.gate.weight", "bf16", 0)
+	check("model.layers.1.mlp.gate.weight", "bf16", 0) // first match wins
+	for _, key := range []string{"model.embed_tokens.weight", "model.layers.0.input_layernorm.weight"} {
+		o := outs[key]
+		if len(o.Tensors) != 1 || o.Tensors[0].DType != tensor.BF16 || o.Tensors[0].Meta[quant.MetaFormat] != "" || o.Meta["quant.reports"] != "" {
+			t.Errorf("%s should pass through unchanged: %+v", key, o.Tensors[0])
+		}
+	}
+	if s := outs["model.layers.1.mlp.up_proj.weight"].Tensors[0].Meta["quant.scale_search"]; s != "true" {
+		t.Errorf("scale search not recorded: %q", s)
+	}
+}
+
+func TestQuantizeConfigErrors(t *testing.T) {
+	reg := quantRegistry(t)
+	cases := []struct {
+		with, want string
+	}{
+		{`{default: {format: fp5}}`, `unknown format "fp5" (known: bf16, f16, fp4,`},
+		{`{default: {format: mxfp4, group_size: 64}}`, "block size is fixed at 32"},
+		{`{default: {format: int4}, rules: [{match: "[", format: bf16}]}`, "rules[0].match"},
+		{`{default: {format: int4}, rules: [{match: "*.w", format: int9}]}`, `rules[0].format`},
+		{`{default: {format: int4, method: awq}}`, "unknown method"},
+		{`{default: {format: int4, nonfinite: maybe}}`, "nonfinite"},
+		{`{default: {format: int4, clip_ratios: [1.5]}}`, "clip_ratios"},
+		{`{default: {format: mxfp4, scale: f16}}`, "scale"},
+		{`{default: {format: int4}, rules: [{format: bf16}]}`, "match"},
+		{`{default: {format: int4, bogus: 1}}`, "bogus"},
+	}
+	for _, c := range cases {
+		doc := "version: 1\nstages:\n  - {id: src, kind: synthetic, with: {tensors: [{name: a, shape: [4, 32]}]}}\n  - {id: q, kind: quantize, needs: [src], with: " + c.with + "}\n"
+		_, err := pipeline.LoadBytes("job.yaml", []byte(doc), reg, pipeline.LoadOptions{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v, want it to mention %q", c.with, err, c.want)
+		} else if !strings.Contains(err.Error(), "job.yaml:") {
+			t.Errorf("%s: error lacks file:line: %v", c.with, err)
+		}
+	}
+}
+
+func TestQuantizeRuleResolution(t *testing.T) {
+	gs := 64
+	yes := true
+	c := QuantizeConfig{
+		Default: QuantSpec{Format: "int4", Method: "rtn", ScaleSearch: &yes},
+		Rules: []QuantRule{
+			{Match: "*.gate.weight", QuantSpec: QuantSpec{Format: "bf16"}},
+			{Match: "*.down_proj.weight", QuantSpec: QuantSpec{GroupSize: &gs}},
+			{Match: "*.down_proj.*", QuantSpec: QuantSpec{Format: "skip"}},
+		},
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := c.Resolve("l.0.mlp.down_proj.weight")
+	if r.Rule != 1 || r.Format.Name != "int4" || r.Format.GroupSize != 64 || !r.ScaleSearch {
+		t.Errorf("down_proj: %+v", r)
+	}
+	r, _ = c.Resolve("l.0.mlp.down_proj.bias")
+	if !r.Skip || r.Rule != 2 {
+		t.Errorf("bias: %+v", r)
+	}
+	r, _ = c.Resolve("l.0.mlp.up_proj.weight")
+	if r.Rule != -1 || r.Format.Name != "int4" || r.Format.GroupSize != 128 {
+		t.Errorf("default: %+v", r)
+	}
+}
+
+func TestQuantizeNonFiniteNamesTensor(t *testing.T) {
+	s := &quantizeStage{cfg: QuantizeConfig{Default: QuantSpec{Format: "mxfp4"}}}
+	v := make([]float32, 4*64)
+	v[3*64+5] = float32(math.Inf(-1))
+	w, err := tensor.FromFloat32("model.layers.3.self_attn.o_proj.weight", tensor.F32, []int{4, 64}, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = s.QuantizeTensor(context.Background(), w)
+	if err == nil || !strings.Contains(err.Error(), "model.layers.3.self_attn.o_proj.weight") || !strings.Contains(err.Error(), "[3, 5]") {
+		t.Fatalf("error %v", err)
+	}
+	s.cfg.Rules = []QuantRule{{Match: "*.o_proj.weight", QuantSpec: QuantSpec{NonFinite: "pass"}}}
+	if _, rep, err := s.QuantizeTensor(context.Background(), w); err != nil || rep.NonFinite != 1 {
+		t.Fatalf("pass-through: %v %+v", err, rep)
+	}
+}
