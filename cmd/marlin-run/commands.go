@@ -37,6 +37,7 @@ func commands() []*command {
 		validateCommand(),
 		schemaCommand(),
 		kindsCommand(),
+		inspectCommand(),
 		pplCommand(),
 	}
 }
