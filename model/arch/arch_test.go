@@ -2,10 +2,8 @@ package arch
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -13,6 +11,7 @@ import (
 	"github.com/marlin-llm/marlin/internal/assets"
 	"github.com/marlin-llm/marlin/kernels"
 	"github.com/marlin-llm/marlin/model/safetensors"
+	"github.com/marlin-llm/marlin/quant"
 	"github.com/marlin-llm/marlin/tensor"
 )
 
@@ -145,21 +144,74 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-type goldenJSON struct {
-	PPL    float64          `json:"ppl_f32"`
-	Counts map[string][]int `json:"expert_token_counts_first_16_windows"`
+// scaledSoftmax is the mistake llama.cpp makes without
+// expert_gating_func: softmax scoring, then top-k, renormalise, scale.
+type scaledSoftmax struct {
+	softmaxRouter
+	scale float32
 }
 
-func readGoldenJSON(t testing.TB, name string) *goldenJSON {
-	data, err := os.ReadFile(filepath.Join(assets.Model(t, name), "golden.json"))
-	if err != nil {
-		t.Fatal(err)
+func (r *scaledSoftmax) route(rc *run, logits []float32, tokens int) ([]int32, []float32, error) {
+	idx, w, err := r.softmaxRouter.route(rc, logits, tokens)
+	for i := range w {
+		w[i] *= r.scale
 	}
-	var g goldenJSON
-	if err := json.Unmarshal(data, &g); err != nil {
-		t.Fatal(err)
+	return idx, w, err
+}
+
+// TestGLMVariantsFail shows the golden logits catch plausible GLM-4.7-Flash
+// mistakes: each variant must miss the tolerance TestGolden holds.
+func TestGLMVariantsFail(t *testing.T) {
+	g := loadGoldenOut(t, "glm47-nano")
+	variants := map[string]func(m *Model){
+		"softmax routing": func(m *Model) {
+			for _, l := range m.layers {
+				if moe, ok := l.mlp.(*MoE); ok {
+					sr := moe.router.(*sigmoidRouter)
+					moe.router = &scaledSoftmax{softmaxRouter{experts: sr.experts, k: sr.k, norm: true}, sr.scale}
+				}
+			}
+		},
+		"no routed_scaling_factor": func(m *Model) {
+			for _, l := range m.layers {
+				if moe, ok := l.mlp.(*MoE); ok {
+					moe.router.(*sigmoidRouter).scale = 1
+				}
+			}
+		},
+		"no renormalisation": func(m *Model) {
+			for _, l := range m.layers {
+				if moe, ok := l.mlp.(*MoE); ok {
+					moe.router.(*sigmoidRouter).norm = false
+				}
+			}
+		},
+		"rotate-half rope": func(m *Model) {
+			for _, l := range m.layers {
+				l.attn.(*MLAttention).style = kernels.RoPENeoX
+			}
+		},
+		"no shared expert": func(m *Model) {
+			for _, l := range m.layers {
+				if moe, ok := l.mlp.(*MoE); ok {
+					moe.shared = nil
+				}
+			}
+		},
 	}
-	return &g
+	for name, edit := range variants {
+		m := loadNano(t, "glm47-nano")
+		edit(m)
+		logits, err := m.Forward(context.Background(), g.ids, Batch{Seqs: 1, Len: len(g.ids)}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, r := relErr(logits, g.logits)
+		t.Logf("%s: max|diff|/max|golden| = %.2e", name, d/r)
+		if d <= 1e-3*r {
+			t.Errorf("%s: logits still within tolerance (%.2e)", name, d/r)
+		}
+	}
 }
 
 // TestHooks checks that the observer sees every Linear with the right
@@ -334,5 +386,68 @@ func BenchmarkPrefill(b *testing.B) {
 			}
 			b.ReportMetric(float64(len(ids)*b.N)/b.Elapsed().Seconds(), "tokens/s")
 		})
+	}
+}
+
+// TestQuantizedLinear swaps every decoder Linear of qwen3-nano for RTN
+// packed weights run by the backend's dequant-GEMM, and checks the logits
+// equal those of Dense layers holding the dequantized weights.
+func TestQuantizedLinear(t *testing.T) {
+	f, err := quant.Lookup("int4")
+	if err != nil {
+		t.Skipf("quant format int4: %v", err)
+	}
+	g := loadGoldenOut(t, "qwen3-nano")
+	ids := g.ids[:64]
+	batch := Batch{Seqs: 1, Len: len(ids)}
+	mq := loadNano(t, "qwen3-nano")
+	md := loadNano(t, "qwen3-nano")
+	n := 0
+	for _, p := range mq.Projs() {
+		if p.Layer() < 0 {
+			continue
+		}
+		w := p.Linear().(Weighted)
+		out, in := w.Dims()
+		pk, err := quant.Quantize(w.Weight(), out, in, f, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ql, err := NewQuantized(pk, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Set(ql); err != nil {
+			t.Fatal(err)
+		}
+		deq := make([]float32, out*in)
+		for r := 0; r < out; r++ {
+			pk.DequantizeRow(r, deq[r*in:(r+1)*in])
+		}
+		dl, err := NewDense(out, in, deq, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pd, _ := md.Proj(p.Name())
+		if err := pd.Set(dl); err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	lq, err := mq.Forward(context.Background(), ids, batch, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ld, err := md.Forward(context.Background(), ids, batch, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, r := relErr(lq, ld)
+	t.Logf("%d linears packed as %s: max|diff| %.3g of max|logit| %.3g", n, f.Name, d, r)
+	if d > 1e-4*r {
+		t.Errorf("packed and dequantized models differ by %.3g", d)
+	}
+	if d0, _ := relErr(ld, g.logits[:len(ld)]); d0 == 0 {
+		t.Error("quantization did not change the logits at all")
 	}
 }

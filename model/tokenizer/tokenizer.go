@@ -10,9 +10,9 @@
 // The Qwen2 split regex needs a `\s+(?!\S)` lookahead that Go's regexp lacks.
 // Any pattern is supported through github.com/dlclark/regexp2; the Qwen2
 // pattern itself is recognised and run by a hand-written scanner instead,
-// which BenchmarkSplit measures at roughly 10× regexp2's speed and which the
-// tests check against regexp2 on the goldens and by fuzzing. BPE results are
-// cached per word.
+// which BenchmarkSplit measured at 66 MB/s against regexp2's 2.4 MB/s (on 2
+// noisy shared cores); tests check it against regexp2 on the goldens and by
+// fuzzing. BPE results are cached per word.
 //
 // Invalid UTF-8 in the input is replaced by U+FFFD first (the Rust library
 // only accepts valid strings). Decode maps ids back through the byte-level
