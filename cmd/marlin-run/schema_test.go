@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/marlin-llm/marlin/pipeline"
+	"github.com/marlin-llm/marlin/stages"
+)
+
+// TestSchemaUpToDate fails when schemas/pipeline.schema.json differs from
+// what the registered stage configs generate.
+func TestSchemaUpToDate(t *testing.T) {
+	reg, err := stages.NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pipeline.GenerateSchema(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile("../../schemas/pipeline.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("schemas/pipeline.schema.json is out of date: run `make schema` and commit it")
+	}
+	// the checked-in file compiles as a JSON Schema
+	if _, err := pipeline.CompileSchema(want); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestShippedPipelinesValidate runs `marlin-run validate` over pipelines/*.yaml.
+func TestShippedPipelinesValidate(t *testing.T) {
+	files, _ := filepath.Glob("../../pipelines/*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no pipelines/*.yaml")
+	}
+	var out, errb bytes.Buffer
+	if code := runCLI(context.Background(), append([]string{"validate"}, files...), &out, &errb); code != 0 {
+		t.Fatalf("validate exit %d:\n%s", code, errb.String())
+	}
+}
+
+func TestValidateCommand(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("version: 1\nstages:\n  - {id: g, kind: synthetic, with: {tensors: [{name: w, shape: [2, 2]}]}}\n"), 0o644)
+	cases := []struct {
+		doc      string
+		contains []string
+	}{
+		// schema violations point at the value
+		{"version: 1\nstages:\n  - {id: g, kind: synthetic, with: {dtype: F8, tensors: [{name: w, shape: [2]}]}}\n",
+			[]string{"bad.yaml:3:44: stages[0].with.dtype: schema:", `bad.yaml:3:44: stages[0].with.dtype: unknown dtype "F8"`}},
+		{"version: 1\nstages:\n  - {id: g, kind: synthetic, with: {tensors: [{name: w, shape: [2]}]}}\n  - {id: s, kind: stats, needs: [g, h]}\n",
+			[]string{`bad.yaml:4:37: stages[1].needs[1]: unknown stage "h"`}},
+		{"version: 1\nstages:\n  - {id: s, kind: stats, needs: [s2]}\n  - {id: s2, kind: stats, needs: [s]}\n",
+			[]string{"cycle: s -> s2 -> s"}},
+		{"version: 1\nstages:\n  - {id: s, kind: stats, with: {match: '[a'}}\n",
+			[]string{"bad.yaml:3:40: stages[0].with.match: bad glob"}},
+		{"version: 1\nstages:\n  - {id: s, kind: frobnicate}\n", []string{`bad.yaml:3:21: stages[0].kind: unknown stage kind "quantize"`}},
+	}
+	for _, c := range cases {
+		bad := filepath.Join(dir, "bad.yaml")
+		os.WriteFile(bad, []byte(c.doc), 0o644)
+		var out, errb bytes.Buffer
+		code := runCLI(context.Background(), []string{"validate", good, bad}, &out, &errb)
+		if code != 1 {
+			t.Errorf("exit %d, want 1 for\n%s", code, c.doc)
+		}
+		msg := strings.ReplaceAll(errb.String(), dir+string(filepath.Separator), "")
+		for _, want := range c.contains {
+			if !strings.Contains(msg, want) {
+				t.Errorf("stderr %q\nlacks %q", msg, want)
+			}
+		}
+		if !strings.Contains(out.String(), "ok "+good) {
+			t.Errorf("good file not reported ok: %q", out.String())
+		}
+	}
+}
