@@ -32,8 +32,9 @@ import (
 // copy: arrow/go v17's IPC file reader fills freshly allocated buffers
 // through ReadAt (it has no mmap-backed reader), and the returned tensors'
 // Data aliases those buffers without a second copy. Allocation while
-// reading is bounded by the input size, so a corrupt length field yields an
-// error, not a huge allocation.
+// reading is bounded by the input size, and the footer's flatbuffer is
+// bounds-checked first (arrow_check.go), so a corrupt file yields an error,
+// not a panic or a huge allocation.
 
 // ArrowFormat is the value of the marlin.format schema metadata key.
 const ArrowFormat = "marlin-tensors/1"
@@ -203,6 +204,9 @@ func ReadArrow(r ReaderAtSeeker, size int64) (tensors []*Tensor, meta map[string
 			err = fmt.Errorf("read arrow: corrupt file: %v", p)
 		}
 	}()
+	if err := checkArrowFooter(r, size); err != nil {
+		return nil, nil, fmt.Errorf("read arrow: %w", err)
+	}
 	alloc := &boundedAlloc{limit: 2*size + 1<<16}
 	fr, err := ipc.NewFileReader(r, ipc.WithAllocator(alloc), ipc.WithFooterOffset(size))
 	if err != nil {

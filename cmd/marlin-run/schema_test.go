@@ -65,7 +65,7 @@ func TestValidateCommand(t *testing.T) {
 			[]string{"cycle: s -> s2 -> s"}},
 		{"version: 1\nstages:\n  - {id: s, kind: stats, with: {match: '[a'}}\n",
 			[]string{"bad.yaml:3:40: stages[0].with.match: bad glob"}},
-		{"version: 1\nstages:\n  - {id: s, kind: frobnicate}\n", []string{`bad.yaml:3:21: stages[0].kind: unknown stage kind "quantize"`}},
+		{"version: 1\nstages:\n  - {id: s, kind: frobnicate}\n", []string{`bad.yaml:3:19: stages[0].kind: unknown stage kind "frobnicate"`}},
 	}
 	for _, c := range cases {
 		bad := filepath.Join(dir, "bad.yaml")
