@@ -218,3 +218,27 @@ func TestHalfConversions(t *testing.T) {
 		t.Error("BF16 NaN")
 	}
 }
+
+// TestE2M1FastMatches: the branchless encoder of the MXFP4 fast path equals
+// EncodeE2M1 on random finite bit patterns and around every threshold.
+func TestE2M1FastMatches(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	check := func(x float32) {
+		if x-x != 0 {
+			return
+		}
+		if a, b := e2m1Fast(x), EncodeE2M1(x); a != b {
+			t.Fatalf("e2m1Fast(%v) = %d, EncodeE2M1 = %d", x, a, b)
+		}
+	}
+	for i := 0; i < 1000000; i++ {
+		check(math.Float32frombits(r.Uint32()))
+		check(float32(r.Float64()*16 - 8))
+	}
+	for _, th := range []float32{0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 8} {
+		for _, x := range []float32{th, math.Nextafter32(th, 0), math.Nextafter32(th, 100)} {
+			check(x)
+			check(-x)
+		}
+	}
+}

@@ -3,10 +3,12 @@ package quant
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/marlin-llm/marlin/tensor"
 )
@@ -72,9 +74,6 @@ func QuantizeContext(ctx context.Context, w []float32, rows, cols int, f Format,
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", opts.Name, err)
 	}
-	if err := checkFinite(w, cols, opts); err != nil {
-		return nil, err
-	}
 	if f.TensorScale {
 		var amax float32
 		for _, x := range w {
@@ -85,31 +84,33 @@ func QuantizeContext(ctx context.Context, w []float32, rows, cols int, f Format,
 		p.TensorScale = f.TensorScaleFor(amax)
 	}
 	q := newRowQuantizer(p, opts)
-	err = parallelRows(ctx, rows, opts.Workers, func(r0, r1 int) {
+	err = parallelRows(ctx, rows, opts.Workers, func(r0, r1 int) error {
 		for r := r0; r < r1; r++ {
-			q.row(r, w[r*cols:(r+1)*cols])
+			if err := q.row(r, w[r*cols:(r+1)*cols]); err != nil {
+				return err
+			}
 		}
+		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("quant: tensor %q: %w", opts.Name, err)
+		return nil, wrapTensorErr(opts.Name, err)
 	}
 	return p, nil
 }
 
-func checkFinite(w []float32, cols int, opts *Options) error {
-	if opts.NonFinite == NonFinitePass {
-		return nil
+// wrapTensorErr names the tensor unless err already does.
+func wrapTensorErr(name string, err error) error {
+	var nf *NonFiniteError
+	if errors.As(err, &nf) {
+		return err
 	}
-	for i, x := range w {
-		if x-x != 0 {
-			return &NonFiniteError{Name: opts.Name, Row: i / cols, Col: i % cols, Value: x}
-		}
-	}
-	return nil
+	return fmt.Errorf("quant: tensor %q: %w", name, err)
 }
 
-// parallelRows runs fn over [0, rows) split in chunks among workers.
-func parallelRows(ctx context.Context, rows, workers int, fn func(r0, r1 int)) error {
+// parallelRows runs fn over [0, rows) in chunks, on `workers` goroutines.
+// It returns the context's error or the error of the lowest failing chunk
+// (so errors are deterministic whatever the scheduling).
+func parallelRows(ctx context.Context, rows, workers int, fn func(r0, r1 int) error) error {
 	if workers < 0 {
 		workers = runtime.GOMAXPROCS(0)
 	}
@@ -119,42 +120,53 @@ func parallelRows(ctx context.Context, rows, workers int, fn func(r0, r1 int)) e
 			if err := ctx.Err(); err != nil {
 				return err
 			}
-			fn(r, min(r+chunk, rows))
+			if err := fn(r, min(r+chunk, rows)); err != nil {
+				return err
+			}
 		}
 		return nil
 	}
+	chunk := max(1, min(64, (rows+4*workers-1)/(4*workers)))
+	nchunks := (rows + chunk - 1) / chunk
+	errs := make([]error, nchunks)
+	var next atomic.Int64
 	var wg sync.WaitGroup
-	chunk := max(1, (rows+4*workers-1)/(4*workers))
-	next := make(chan int)
 	for i := 0; i < workers; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for r := range next {
-				fn(r, min(r+chunk, rows))
+			for {
+				c := int(next.Add(1) - 1)
+				if c >= nchunks || ctx.Err() != nil {
+					return
+				}
+				r := c * chunk
+				errs[c] = fn(r, min(r+chunk, rows))
 			}
 		}()
 	}
-	var err error
-	for r := 0; r < rows; r += chunk {
-		if err = ctx.Err(); err != nil {
-			break
-		}
-		next <- r
-	}
-	close(next)
 	wg.Wait()
-	return err
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // rowQuantizer quantizes one row at a time into a Packed.
 type rowQuantizer struct {
-	p   *Packed
-	fit *FitOptions
+	p      *Packed
+	fit    *FitOptions
+	reject bool // NaN/Inf is an error
+	name   string
 }
 
 func newRowQuantizer(p *Packed, opts *Options) *rowQuantizer {
-	q := &rowQuantizer{p: p}
+	q := &rowQuantizer{p: p, reject: opts.NonFinite == NonFiniteReject, name: opts.Name}
 	if opts.ScaleSearch {
 		r := opts.ClipRatios
 		if len(r) == 0 {
@@ -165,71 +177,117 @@ func newRowQuantizer(p *Packed, opts *Options) *rowQuantizer {
 	return q
 }
 
-func (q *rowQuantizer) row(r int, w []float32) {
+// nonFinite returns the error for the first NaN/Inf of row r.
+func (q *rowQuantizer) nonFinite(r int, w []float32) error {
+	for c, x := range w {
+		if x-x != 0 {
+			return &NonFiniteError{Name: q.name, Row: r, Col: c, Value: x}
+		}
+	}
+	return nil
+}
+
+// row quantizes row r (w holds its float32 weights).
+func (q *rowQuantizer) row(r int, w []float32) error {
 	p := q.p
 	f := p.Format
 	rb := p.RowBytes()
 	out := p.Codes[r*rb : (r+1)*rb]
+	if f.Scale == ScaleE8M0 && f.Elem == ElemE2M1 && q.fit == nil && f.GroupSize == 32 {
+		if !mxfp4Row(w, out, p.Scales[r*p.Groups():(r+1)*p.Groups()]) && q.reject {
+			return q.nonFinite(r, w)
+		}
+		return nil
+	}
+	if q.reject {
+		if err := q.nonFinite(r, w); err != nil {
+			return err
+		}
+	}
 	switch f.Elem {
 	case ElemBF16:
 		for c, x := range w {
 			binary.LittleEndian.PutUint16(out[2*c:], EncodeBF16(x))
 		}
-		return
+		return nil
 	case ElemF16:
 		for c, x := range w {
 			binary.LittleEndian.PutUint16(out[2*c:], EncodeF16(x))
 		}
-		return
-	}
-	if f.Scale == ScaleE8M0 && f.Elem == ElemE2M1 && q.fit == nil && f.GroupSize == 32 {
-		mxfp4Row(w, out, p.Scales[r*p.Groups():(r+1)*p.Groups()])
-		return
+		return nil
 	}
 	g := f.Group(p.Cols)
 	for gi := 0; gi*g < p.Cols; gi++ {
 		c0, c1 := gi*g, min((gi+1)*g, p.Cols)
 		gs := f.FitGroup(w[c0:c1], p.TensorScale, q.fit)
 		p.SetGroup(r, gi, gs)
-		if f.Bits == 4 && f.Elem == ElemE2M1 && !gs.NaN && gs.Mul != 0 && c0%2 == 0 {
-			e2m1Group(w[c0:c1], out[c0/2:], gs.Mul)
-			continue
+		// Fast paths for finite rows (checked above in reject mode; pass
+		// mode needs QuantizeValue's NaN rules).
+		if q.reject && gs.Mul != 0 && c0%2 == 0 && f.Bits == 4 {
+			switch f.Elem {
+			case ElemE2M1:
+				e2m1Group(w[c0:c1], out[c0/2:], gs.Mul)
+				continue
+			case ElemInt:
+				int4Group(w[c0:c1], out[c0/2:], gs, f.Asym)
+				continue
+			}
 		}
 		for c := c0; c < c1; c++ {
 			code, _ := f.QuantizeValue(w[c], gs)
 			setBits(out, c, f.Bits, uint32(code))
 		}
 	}
+	return nil
 }
 
-// e2m1Group encodes x/mul to E2M1 nibbles (low first) into out.
+// e2m1Group encodes w/mul to E2M1 nibbles (low first) into out (finite
+// inputs; division as in the reference definitions).
 func e2m1Group(w []float32, out []byte, mul float32) {
 	n := len(w)
 	i := 0
 	for ; i+1 < n; i += 2 {
-		out[i/2] = EncodeE2M1(w[i]/mul) | EncodeE2M1(w[i+1]/mul)<<4
+		out[i/2] = e2m1Fast(w[i]/mul) | e2m1Fast(w[i+1]/mul)<<4
 	}
 	if i < n {
 		out[i/2] = out[i/2]&0xf0 | EncodeE2M1(w[i]/mul)
 	}
 }
 
+// int4Group is QuantizeValue for 4-bit integers over a group of finite
+// weights, packed two per byte.
+func int4Group(w []float32, out []byte, gs GroupScale, asym bool) {
+	lo, hi, off := float32(-8), float32(7), float32(8)
+	if asym {
+		lo, hi, off = -float32(gs.Zero), 15-float32(gs.Zero), float32(gs.Zero)
+	}
+	q := func(x float32) uint8 {
+		v := min(max(x/gs.Mul, lo), hi)
+		return uint8(roundEven(v) + off)
+	}
+	n := len(w)
+	i := 0
+	for ; i+1 < n; i += 2 {
+		out[i/2] = q(w[i]) | q(w[i+1])<<4
+	}
+	if i < n {
+		out[i/2] = out[i/2]&0xf0 | q(w[i])
+	}
+}
+
 // mxfp4Row is the MXFP4 fast path: blocks of 32, E8M0 scale from the block
-// absmax's exponent, elements multiplied by the exact power of two 2^-e.
-func mxfp4Row(w []float32, out, scales []byte) {
+// absmax's exponent, elements multiplied by the exact power of two 2^-e. It
+// returns false when the row holds NaN/Inf (those blocks get the NaN scale).
+func mxfp4Row(w []float32, out, scales []byte) bool {
+	finite := true
 	for b := 0; b*32 < len(w); b++ {
 		blk := w[b*32 : min(b*32+32, len(w))]
 		var amaxBits uint32
-		nonFinite := false
 		for _, x := range blk {
-			a := math.Float32bits(x) & 0x7fffffff
-			if a >= 0x7f800000 {
-				nonFinite = true
-				continue
-			}
-			amaxBits = max(amaxBits, a)
+			amaxBits = max(amaxBits, math.Float32bits(x)&0x7fffffff)
 		}
-		if nonFinite {
+		if amaxBits >= 0x7f800000 {
+			finite = false
 			scales[b] = E8M0NaN
 			for i := range blk {
 				setBits(out, b*32+i, 4, 0)
@@ -238,13 +296,12 @@ func mxfp4Row(w []float32, out, scales []byte) {
 		}
 		e := MXSharedExp(math.Float32frombits(amaxBits), 2)
 		scales[b] = EncodeE8M0(e)
-		inv := float32(math.Ldexp(1, -e)) // exact: -e in [-127, 127]
-		o := out[b*16:]
+		inv := math.Float32frombits(uint32(127-e) << 23) // 2^-e, exact: -e in [-125, 127]
 		if len(blk) == 32 {
-			for i := 0; i < 32; i += 2 {
-				lo := math.Float32bits(blk[i] * inv)
-				hi := math.Float32bits(blk[i+1] * inv)
-				o[i/2] = uint8(lo>>28)&8 | e2m1Mag(lo&0x7fffffff) | (uint8(hi>>28)&8|e2m1Mag(hi&0x7fffffff))<<4
+			o := out[b*16 : b*16+16]
+			blk := blk[:32]
+			for i := range o {
+				o[i] = e2m1Fast(blk[2*i]*inv) | e2m1Fast(blk[2*i+1]*inv)<<4
 			}
 			continue
 		}
@@ -252,6 +309,19 @@ func mxfp4Row(w []float32, out, scales []byte) {
 			setBits(out, b*32+i, 4, uint32(EncodeE2M1(x*inv)))
 		}
 	}
+	return finite
+}
+
+// e2m1Fast is EncodeE2M1 without branches (finite input): the a >= 1 path
+// rounds the float32 mantissa to one bit, the a < 1 path adds 2^22 so that
+// float32 addition rounds a to a multiple of 0.5; a mask selects.
+func e2m1Fast(x float32) uint8 {
+	b := math.Float32bits(x)
+	a := b & 0x7fffffff
+	norm := uint32(int32(0x3f7fffff-a) >> 31) // all ones when a >= 1.0
+	hi := min((a+0x1fffff+((a>>22)&1))>>22-252, 7)
+	lo := math.Float32bits(math.Float32frombits(a)+4194304) - 0x4a800000
+	return uint8(b>>28)&8 | uint8(hi&norm|lo&^norm)
 }
 
 // QuantizeTensor quantizes a 2-D (or N-D, flattened to [prod(shape[:-1]),
@@ -278,8 +348,9 @@ func QuantizeTensor(ctx context.Context, t *tensor.Tensor, f Format, opts *Optio
 	switch t.DType {
 	case tensor.BF16:
 		conv = func(dst []float32, src []byte) {
+			src = src[:2*len(dst)]
 			for i := range dst {
-				dst[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(src[2*i:])) << 16)
+				dst[i] = math.Float32frombits(uint32(src[2*i])<<16 | uint32(src[2*i+1])<<24)
 			}
 		}
 	case tensor.F16:
@@ -302,37 +373,44 @@ func QuantizeTensor(ctx context.Context, t *tensor.Tensor, f Format, opts *Optio
 		return nil, fmt.Errorf("tensor %q: %w", o.Name, err)
 	}
 	es := t.DType.Size()
-	if f.TensorScale || o.NonFinite == NonFiniteReject {
-		// One streaming pass: tensor absmax and the finiteness check.
+	if f.TensorScale {
+		// One streaming pass for the tensor absmax (finite values only;
+		// NaN/Inf are reported by the row pass below).
 		var amax float32
-		buf := make([]float32, cols)
-		for r := 0; r < rows; r++ {
-			conv(buf, t.Data[r*cols*es:(r+1)*cols*es])
-			for c, x := range buf {
-				if x-x != 0 {
-					if o.NonFinite == NonFiniteReject {
-						return nil, &NonFiniteError{Name: o.Name, Row: r, Col: c, Value: x}
-					}
-					continue
+		if t.DType == tensor.BF16 {
+			var m uint16
+			for i := 0; i+1 < len(t.Data); i += 2 {
+				if a := binary.LittleEndian.Uint16(t.Data[i:]) & 0x7fff; a < 0x7f80 {
+					m = max(m, a)
 				}
-				amax = max(amax, abs32(x))
+			}
+			amax = DecodeBF16(m)
+		} else {
+			buf := make([]float32, cols)
+			for r := 0; r < rows; r++ {
+				conv(buf, t.Data[r*cols*es:(r+1)*cols*es])
+				for _, x := range buf {
+					if x-x == 0 {
+						amax = max(amax, abs32(x))
+					}
+				}
 			}
 		}
 		p.TensorScale = f.TensorScaleFor(amax)
 	}
 	q := newRowQuantizer(p, &o)
-	err = parallelRows(ctx, rows, o.Workers, func(r0, r1 int) {
+	err = parallelRows(ctx, rows, o.Workers, func(r0, r1 int) error {
 		buf := make([]float32, cols)
 		for r := r0; r < r1; r++ {
 			conv(buf, t.Data[r*cols*es:(r+1)*cols*es])
-			q.row(r, buf)
+			if err := q.row(r, buf); err != nil {
+				return err
+			}
 		}
+		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("quant: tensor %q: %w", o.Name, err)
-	}
-	if !f.TensorScale {
-		p.TensorScale = 0
+		return nil, wrapTensorErr(o.Name, err)
 	}
 	return p, nil
 }

@@ -192,3 +192,29 @@ func TestQuantizeNonFiniteNamesTensor(t *testing.T) {
 		t.Fatalf("pass-through: %v %+v", err, rep)
 	}
 }
+
+// TestQuantizeSchemaInlinesRuleSettings: a rule's settings (embedded
+// QuantSpec) must appear as its own properties in the generated schema.
+func TestQuantizeSchemaInlinesRuleSettings(t *testing.T) {
+	raw, err := pipeline.GenerateSchema(quantRegistry(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		Defs map[string]struct {
+			Properties map[string]json.RawMessage `json:"properties"`
+		} `json:"$defs"`
+	}
+	if err := json.Unmarshal(raw, &s); err != nil {
+		t.Fatal(err)
+	}
+	rule, ok := s.Defs["stages.QuantRule"]
+	if !ok {
+		t.Fatalf("no stages.QuantRule definition in schema")
+	}
+	for _, p := range []string{"match", "format", "group_size", "method", "scale_search", "actorder", "nonfinite"} {
+		if _, ok := rule.Properties[p]; !ok {
+			t.Errorf("rule schema lacks %q: %v", p, rule.Properties)
+		}
+	}
+}
