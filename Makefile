@@ -32,3 +32,10 @@ lint:
 
 clean:
 	rm -rf $(BIN)
+
+# Kernel benchmarks side by side with numpy/OpenBLAS (ratios and goals of
+# issue 7). Needs python3-numpy and libopenblas0.
+.PHONY: bench-kernels
+bench: bench-kernels
+bench-kernels:
+	/usr/bin/python3 scripts/bench_numpy.py

@@ -3,6 +3,7 @@ package kernels
 import (
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/marlin-llm/marlin/quant"
 )
@@ -58,6 +59,10 @@ func (c *cpu) DequantGEMM(m int, x []float32, ldx int, w *quant.Packed, beta flo
 	}
 	scaleC(m, rows, beta, cm, ldc)
 	dec := newTileDecoder(w, c.simd)
+	if dec.lut4 && c.simd && dec.gs%16 == 0 && m < dqBigM {
+		c.dequantGEMVFused(m, x, ldx, dec, cm, ldc)
+		return nil
+	}
 
 	tr, tc := 1, dec.tileCols(dqTileFloats)
 	if m >= dqBigM {
@@ -98,6 +103,57 @@ func (c *cpu) DequantGEMM(m int, x []float32, ldx int, w *quant.Packed, beta flo
 		}
 	})
 	return nil
+}
+
+// dequantGEMVFused computes C += X·Wᵀ for small m with the fused 4-bit
+// decode-and-dot kernel: no weight tile is written to memory at all.
+func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm []float32, ldc int) {
+	p := d.p
+	rows, cols, gs := p.Rows, p.Cols, d.gs
+	nfull := cols / gs
+	vc := nfull * gs
+	ngAll := p.Groups()
+	xd := make([]float32, m*vc)
+	for i := 0; i < m; i++ {
+		deinterleave16(xd[i*vc:(i+1)*vc], x[i*ldx:i*ldx+vc])
+	}
+	rb := p.RowBytes()
+	tasks := (rows + dqTaskRows - 1) / dqTaskRows
+	parallelFor(c.threadsFor(m*rows*cols/4), tasks, func(_, t int) {
+		scratch := make([]float32, 2*ngAll)
+		muls, offs := scratch[:ngAll], scratch[ngAll:]
+		for r := t * dqTaskRows; r < min(rows, (t+1)*dqTaskRows); r++ {
+			d.rowScales(r, 0, muls, offs)
+			row := p.Codes[r*rb : (r+1)*rb]
+			var lut [16]float32
+			if vc < cols { // short last group: Go
+				for k, v := range d.base {
+					lut[k] = (v - offs[nfull]) * muls[nfull]
+				}
+			}
+			for i := 0; i < m; i++ {
+				s := lut4DotSIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, &d.base, muls, offs)
+				xi := x[i*ldx : i*ldx+cols]
+				for col := vc; col < cols; col++ {
+					s += xi[col] * lut[(row[col>>1]>>(4*(col&1)))&15]
+				}
+				cm[i*ldc+r] += s
+			}
+		}
+	})
+}
+
+// deinterleave16 writes x (a multiple of 16 long) to dst with each run of
+// 16 elements reordered as its 8 even then its 8 odd elements.
+func deinterleave16(dst, x []float32) {
+	for j := 0; j+16 <= len(x); j += 16 {
+		s := (*[16]float32)(x[j:])
+		o := (*[16]float32)(dst[j:])
+		for i := 0; i < 8; i++ {
+			o[i] = s[2*i]
+			o[8+i] = s[2*i+1]
+		}
+	}
 }
 
 // gemmSingle is C += alpha*op(A)·op(B) on the calling goroutine only.
@@ -192,6 +248,57 @@ func (d *tileDecoder) scratch() int {
 	return 2 * ng
 }
 
+// f16Table maps every binary16 code to quant.DecodeF16's float32 (built
+// once on first use, read-only afterwards).
+var f16Table = sync.OnceValue(func() *[1 << 16]float32 {
+	var t [1 << 16]float32
+	for i := range t {
+		t[i] = quant.DecodeF16(uint16(i))
+	}
+	return &t
+})
+
+// rowScales writes the multipliers and offsets of groups g0..g0+len(muls)
+// of row r (lut4 only).
+func (d *tileDecoder) rowScales(r, g0 int, muls, offs []float32) {
+	p := d.p
+	f := p.Format
+	si := r*p.Groups() + g0
+	sc := p.Scales
+	switch f.Scale {
+	case quant.ScaleE8M0, quant.ScaleE4M3:
+		for g := range muls {
+			muls[g] = d.mul1[sc[si+g]]
+		}
+	case quant.ScaleF16:
+		t := f16Table()
+		for g := range muls {
+			muls[g] = t[uint16(sc[2*(si+g)])|uint16(sc[2*(si+g)+1])<<8]
+		}
+	case quant.ScaleBF16:
+		for g := range muls {
+			muls[g] = quant.DecodeBF16(uint16(sc[2*(si+g)]) | uint16(sc[2*(si+g)+1])<<8)
+		}
+	default:
+		for g := range muls {
+			j := 4 * (si + g)
+			muls[g] = mulOf(f, uint32(sc[j])|uint32(sc[j+1])<<8|uint32(sc[j+2])<<16|uint32(sc[j+3])<<24, p.TensorScale)
+		}
+	}
+	switch {
+	case f.Elem != quant.ElemInt:
+		clear(offs)
+	case f.Asym:
+		for g := range offs {
+			offs[g] = float32(p.Zeros[si+g])
+		}
+	default:
+		for g := range offs {
+			offs[g] = 8
+		}
+	}
+}
+
 // decode writes W[r0:r0+nr, c0:c0+nc] to dst (leading dimension ldd). For
 // lut4, c0 is a multiple of the group size; otherwise the tile is whole rows.
 func (d *tileDecoder) decode(dst []float32, ldd, r0, nr, c0, nc int, scratch []float32) {
@@ -202,40 +309,15 @@ func (d *tileDecoder) decode(dst []float32, ldd, r0, nr, c0, nc int, scratch []f
 		}
 		return
 	}
-	f := p.Format
 	gs := d.gs
-	ngRow := p.Groups()
 	g0 := c0 / gs
 	ng := (nc + gs - 1) / gs
 	muls := scratch[:ng]
 	offs := scratch[ng : 2*ng]
 	rb := p.RowBytes()
-	sb := f.Scale.Bytes()
 	for i := 0; i < nr; i++ {
 		r := r0 + i
-		// Group multipliers and offsets of this tile row.
-		for g := 0; g < ng; g++ {
-			si := r*ngRow + g0 + g
-			var code uint32
-			switch sb {
-			case 1:
-				muls[g] = d.mul1[p.Scales[si]]
-			case 2:
-				code = uint32(p.Scales[2*si]) | uint32(p.Scales[2*si+1])<<8
-				muls[g] = mulOf(f, code, p.TensorScale)
-			case 4:
-				code = uint32(p.Scales[4*si]) | uint32(p.Scales[4*si+1])<<8 | uint32(p.Scales[4*si+2])<<16 | uint32(p.Scales[4*si+3])<<24
-				muls[g] = mulOf(f, code, p.TensorScale)
-			}
-			switch {
-			case f.Elem != quant.ElemInt:
-				offs[g] = 0
-			case f.Asym:
-				offs[g] = float32(p.Zeros[si])
-			default:
-				offs[g] = 8
-			}
-		}
+		d.rowScales(r, g0, muls, offs)
 		row := p.Codes[r*rb : (r+1)*rb]
 		out := dst[i*ldd : i*ldd+nc]
 		// Whole groups of a multiple of 16 elements go to the vector

@@ -104,3 +104,20 @@ func lut4DecodeSIMD(dst []float32, codes []byte, ngroups, gs int, base *[16]floa
 	_ = offs[ngroups-1]
 	lut4DecodeAVX(&dst[0], &codes[0], ngroups, gs, base, &muls[0], &offs[0])
 }
+
+//go:noescape
+func lut4DotAVX(x *float32, codes *byte, ngroups, gs int, base *[16]float32, muls, offs *float32) float32
+
+// lut4DotSIMD returns Σ w·x over ngroups whole groups (gs a multiple of 16);
+// xd is x de-interleaved per 16 elements (see deinterleave16).
+func lut4DotSIMD(xd []float32, codes []byte, ngroups, gs int, base *[16]float32, muls, offs []float32) float32 {
+	if ngroups == 0 {
+		return 0
+	}
+	n := ngroups * gs
+	_ = xd[n-1]
+	_ = codes[n/2-1]
+	_ = muls[ngroups-1]
+	_ = offs[ngroups-1]
+	return lut4DotAVX(&xd[0], &codes[0], ngroups, gs, base, &muls[0], &offs[0])
+}

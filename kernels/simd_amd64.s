@@ -334,3 +334,90 @@ lutstep:
 lutdone:
 	VZEROUPPER
 	RET
+
+// func lut4DotAVX(x *float32, codes *byte, ngroups, gs int, base *[16]float32, muls, offs *float32) float32
+// Returns Σ w[e]·x[e] over ngroups groups of gs (a multiple of 16) 4-bit
+// codes, w = table (base[i] − offs[g])·muls[g] as in lut4DecodeAVX. x is
+// de-interleaved per 16 elements: the 8 even elements, then the 8 odd ones
+// (so the low and high nibbles of 8 code bytes meet their x directly).
+TEXT ·lut4DotAVX(SB), NOSPLIT, $0-60
+	MOVQ x+0(FP), DI
+	MOVQ codes+8(FP), SI
+	MOVQ ngroups+16(FP), BX
+	MOVQ gs+24(FP), DX
+	MOVQ base+32(FP), R9
+	MOVQ muls+40(FP), R10
+	MOVQ offs+48(FP), R11
+	SHRQ $4, DX
+	MOVL $0x0F, AX
+	MOVQ AX, X15
+	VPBROADCASTD X15, Y15
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VMOVUPS (R9), Y10
+	VMOVUPS 32(R9), Y11
+	TESTQ BX, BX
+	JZ    dotlutdone
+dotlutgroup:
+	VBROADCASTSS (R10), Y14
+	VBROADCASTSS (R11), Y9
+	VSUBPS Y9, Y10, Y12
+	VMULPS Y14, Y12, Y12
+	VSUBPS Y9, Y11, Y13
+	VMULPS Y14, Y13, Y13
+	MOVQ DX, CX
+dotlutstep:
+	// Even steps accumulate into Y0/Y1, odd ones into Y2/Y3, to halve the
+	// FMA dependency chains.
+	VPMOVZXBD (SI), Y4
+	VPAND Y15, Y4, Y5
+	VPSRLD $4, Y4, Y6
+	VPERMPS Y12, Y5, Y7
+	VPERMPS Y13, Y5, Y8
+	VPSLLD $28, Y5, Y5
+	VBLENDVPS Y5, Y8, Y7, Y7
+	VFMADD231PS (DI), Y7, Y0
+	VPERMPS Y12, Y6, Y8
+	VPERMPS Y13, Y6, Y9
+	VPSLLD $28, Y6, Y6
+	VBLENDVPS Y6, Y9, Y8, Y8
+	VFMADD231PS 32(DI), Y8, Y1
+	ADDQ $8, SI
+	ADDQ $64, DI
+	DECQ CX
+	JZ   dotlutnext
+	VPMOVZXBD (SI), Y4
+	VPAND Y15, Y4, Y5
+	VPSRLD $4, Y4, Y6
+	VPERMPS Y12, Y5, Y7
+	VPERMPS Y13, Y5, Y8
+	VPSLLD $28, Y5, Y5
+	VBLENDVPS Y5, Y8, Y7, Y7
+	VFMADD231PS (DI), Y7, Y2
+	VPERMPS Y12, Y6, Y8
+	VPERMPS Y13, Y6, Y9
+	VPSLLD $28, Y6, Y6
+	VBLENDVPS Y6, Y9, Y8, Y8
+	VFMADD231PS 32(DI), Y8, Y3
+	ADDQ $8, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ  dotlutstep
+dotlutnext:
+	ADDQ $4, R10
+	ADDQ $4, R11
+	DECQ BX
+	JNZ  dotlutgroup
+dotlutdone:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+56(FP)
+	RET

@@ -17,3 +17,7 @@ func fwhtSIMD(x []float32, log2Block int, scale float32) { fwhtGo(x, log2Block, 
 func lut4DecodeSIMD(dst []float32, codes []byte, ngroups, gs int, base *[16]float32, muls, offs []float32) {
 	panic("kernels: lut4DecodeSIMD without SIMD")
 }
+
+func lut4DotSIMD(xd []float32, codes []byte, ngroups, gs int, base *[16]float32, muls, offs []float32) float32 {
+	panic("kernels: lut4DotSIMD without SIMD")
+}
