@@ -19,9 +19,11 @@
 //   - Embed, Layer and Head run the model one stage at a time, so sequential
 //     GPTQ can calibrate layer L on the outputs of quantized layers < L.
 //
-// Weights are converted to F32 when the model is built, so a model needs
-// 4 bytes per parameter; run real checkpoints layer by layer through packed
-// Linears.
+// By default weights are converted to F32 when the model is built (4 bytes
+// per parameter, fastest). With Options.Lazy, projections and embeddings
+// stay views of the mmapped checkpoint and are converted per use (Lazy), so
+// large checkpoints run within the page cache; norms and routers' biases are
+// always F32 copies (they are small).
 package arch
 
 import (
@@ -29,6 +31,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/marlin-llm/marlin/kernels"
@@ -74,6 +77,11 @@ type Routing struct {
 type Options struct {
 	// Backend runs the math; nil opens kernels "auto".
 	Backend kernels.Backend
+	// Lazy keeps projection and embedding weights as stored (views of the
+	// mmapped files) and converts them per use (see Lazy), instead of
+	// holding an F32 copy of the model. Load then keeps the files open
+	// until Model.Close; with Build the source must outlive the model.
+	Lazy bool
 }
 
 // TensorSource yields checkpoint tensors by name (a safetensors.Checkpoint,
@@ -106,7 +114,9 @@ type Model struct {
 	b      kernels.Backend
 	vocab  int
 	hidden int
-	embed  []float32 // vocab×hidden
+	embed  []float32      // vocab×hidden (nil when lazy)
+	embedT *tensor.Tensor // stored embeddings when lazy
+	closer func() error   // closes the checkpoint Load opened lazily
 	layers []*DecoderLayer
 	norm   *RMSNorm
 	lmHead *Proj
@@ -137,8 +147,26 @@ func Load(dir string, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("arch: %w", err)
 	}
-	defer ck.Close()
-	return Build(cfg, ck, opts)
+	m, err := Build(cfg, ck, opts)
+	if err != nil || !opts.Lazy {
+		if cerr := ck.Close(); err == nil && cerr != nil {
+			return nil, fmt.Errorf("arch: %w", cerr)
+		}
+		return m, err
+	}
+	m.closer = ck.Close
+	return m, nil
+}
+
+// Close releases the files a lazily loaded model reads; the model must not
+// be used afterwards. It is a no-op for other models.
+func (m *Model) Close() error {
+	if m.closer == nil {
+		return nil
+	}
+	err := m.closer()
+	m.closer = nil
+	return err
 }
 
 // Build builds a model from a parsed config and a tensor source.
@@ -160,9 +188,13 @@ func Build(cfg *hfconfig.Config, src TensorSource, opts Options) (*Model, error)
 			return nil, fmt.Errorf("arch: %w", err)
 		}
 	}
-	w := &weights{src: src}
+	w := &weights{src: src, lazy: opts.Lazy}
 	m := &Model{cfg: cfg, b: b, vocab: cfg.VocabSize, hidden: cfg.HiddenSize, byName: map[string]*Proj{}}
-	m.embed = w.get("model.embed_tokens.weight", cfg.VocabSize, cfg.HiddenSize)
+	if opts.Lazy {
+		m.embedT = w.stored("model.embed_tokens.weight", cfg.VocabSize, cfg.HiddenSize)
+	} else {
+		m.embed = w.get("model.embed_tokens.weight", cfg.VocabSize, cfg.HiddenSize)
+	}
 	layers, err := bld(cfg, w)
 	if err != nil {
 		return nil, fmt.Errorf("arch: %s: %w", cfg.ModelType, err)
@@ -170,12 +202,19 @@ func Build(cfg *hfconfig.Config, src TensorSource, opts Options) (*Model, error)
 	m.layers = layers
 	m.norm = w.norm("model.norm.weight", cfg.HiddenSize, cfg.RMSNormEps)
 	if cfg.TieWordEmbeddings {
-		if m.embed != nil {
-			d, err := NewDense(cfg.VocabSize, cfg.HiddenSize, m.embed, nil)
-			if err != nil {
-				return nil, err
-			}
-			m.lmHead = &Proj{name: "lm_head", layer: -1, expert: -1, lin: d}
+		var lin Linear
+		var err error
+		switch {
+		case m.embed != nil:
+			lin, err = NewDense(cfg.VocabSize, cfg.HiddenSize, m.embed, nil)
+		case m.embedT != nil:
+			lin, err = NewLazy(m.embedT)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if lin != nil {
+			m.lmHead = &Proj{name: "lm_head", layer: -1, expert: -1, lin: lin}
 		}
 	} else {
 		m.lmHead = w.proj("lm_head", -1, -1, cfg.VocabSize, cfg.HiddenSize)
@@ -237,7 +276,19 @@ func (m *Model) Embed(ids []int32) ([]float32, error) {
 		if id < 0 || int(id) >= m.vocab {
 			return nil, fmt.Errorf("arch: token %d at position %d outside the vocabulary of %d", id, t, m.vocab)
 		}
-		copy(h[t*m.hidden:(t+1)*m.hidden], m.embed[int(id)*m.hidden:])
+		dst := h[t*m.hidden : (t+1)*m.hidden]
+		if m.embed != nil {
+			copy(dst, m.embed[int(id)*m.hidden:])
+			continue
+		}
+		sz := m.embedT.DType.Size()
+		row := m.embedT.Data[int(id)*m.hidden*sz : (int(id)+1)*m.hidden*sz]
+		if err := tensor.DecodeFloat32(dst, m.embedT.DType, row); err != nil {
+			return nil, fmt.Errorf("arch: embeddings: %w", err)
+		}
+		if i := firstNonFinite(dst); i >= 0 {
+			return nil, fmt.Errorf("arch: embedding of token %d holds %v", id, dst[i])
+		}
 	}
 	return h, nil
 }
@@ -396,6 +447,7 @@ func (n *RMSNorm) apply(b kernels.Backend, dst, x []float32) error {
 // missing or malformed tensor at once.
 type weights struct {
 	src  TensorSource
+	lazy bool
 	errs []error
 }
 
@@ -443,10 +495,36 @@ func (w *weights) norm(name string, n int, eps float64) *RMSNorm {
 	return &RMSNorm{w: w.get(name, n), eps: float32(eps)}
 }
 
-// proj loads name+".weight" (out×in) as a Dense slot.
+// stored returns the named tensor as stored after checking its shape.
+func (w *weights) stored(name string, shape ...int) *tensor.Tensor {
+	t, err := w.src.Tensor(name)
+	if err != nil {
+		w.fail(err)
+		return nil
+	}
+	if !slices.Equal(t.Shape, shape) {
+		w.fail(fmt.Errorf("tensor %s has shape %v, want %v", name, t.Shape, shape))
+		return nil
+	}
+	if _, err := NewLazy(t); err != nil {
+		w.fail(err)
+		return nil
+	}
+	return t
+}
+
+// proj loads name+".weight" (out×in) as a Dense slot, or a Lazy one.
 func (w *weights) proj(name string, layer, expert, out, in int) *Proj {
-	v := w.get(name+".weight", out, in)
 	p := &Proj{name: name, layer: layer, expert: expert}
+	if w.lazy {
+		if t := w.stored(name+".weight", out, in); t != nil {
+			p.lin, _ = NewLazy(t)
+			return p
+		}
+		p.lin = &Dense{out: out, in: in, w: make([]float32, out*in)}
+		return p
+	}
+	v := w.get(name+".weight", out, in)
 	if v == nil {
 		p.lin = &Dense{out: out, in: in, w: make([]float32, out*in)}
 		return p

@@ -9,6 +9,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 
 	"github.com/marlin-llm/marlin/model/arch"
 )
@@ -96,14 +98,18 @@ type Scores struct {
 func Score(ctx context.Context, m *arch.Model, ids []int32, opts Options) (*Scores, error) {
 	sc := &Scores{}
 	V := m.Vocab()
+	per := opts.Window - 1
 	err := eachWindowBatch(ctx, []*arch.Model{m}, ids, &opts, func(logits [][]float32, win []int32, seqs int) error {
-		for s := 0; s < seqs; s++ {
-			for p := 1; p < opts.Window; p++ {
-				row := logits[0][((s*opts.Window)+p-1)*V:][:V]
-				sc.NLL = append(sc.NLL, -logProb(row, win[s*opts.Window+p]))
-			}
-			sc.Windows++
-		}
+		base := len(sc.NLL)
+		sc.NLL = append(sc.NLL, make([]float64, seqs*per)...)
+		nll := sc.NLL[base:]
+		// Rows are independent: split them over the cores.
+		parallelRows(seqs*per, func(i int) {
+			s, p := i/per, i%per+1
+			row := logits[0][((s*opts.Window)+p-1)*V:][:V]
+			nll[i] = -logProb(row, win[s*opts.Window+p])
+		})
+		sc.Windows += seqs
 		return nil
 	})
 	if err != nil {
@@ -232,6 +238,22 @@ func eachWindowBatch(ctx context.Context, models []*arch.Model, ids []int32, opt
 		}
 	}
 	return nil
+}
+
+// parallelRows calls fn(0..n-1) from GOMAXPROCS goroutines.
+func parallelRows(n int, fn func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; i < n; i += workers {
+				fn(i)
+			}
+		}(w)
+	}
+	wg.Wait()
 }
 
 // logProb returns log softmax(row)[tok].
