@@ -44,7 +44,20 @@ type Hessian struct {
 	prec Precision
 	h32  []float32
 	h64  []float64
+	gemm GemmFunc
+	buf  []float32
 }
+
+// GemmFunc computes C = alpha·op(A)·op(B) + beta·C (kernels.Backend.Sgemm's
+// signature), used to form each batch's XᵀX with a fast backend.
+type GemmFunc func(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, beta float32, c []float32, ldc int) error
+
+// UseGemm makes Add form each batch's XᵀX with g (for example a
+// kernels.Backend's Sgemm: multi-threaded SIMD) in float32, then fold it
+// into the running mean in the Hessian's precision. Without it Add uses
+// gonum's SYRK in the Hessian's precision.
+func (h *Hessian) UseGemm(g GemmFunc) { h.gemm = g }
 
 // NewHessian returns an empty Hessian for inputs of width cols.
 func NewHessian(cols int, prec Precision) (*Hessian, error) {
@@ -86,6 +99,27 @@ func (h *Hessian) Add(x []float32, rows int) error {
 	total := h.n + int64(rows)
 	keep := float64(h.n) / float64(total)
 	alpha := 2 / float64(total)
+	if h.gemm != nil {
+		c := h.cols
+		if h.buf == nil {
+			h.buf = make([]float32, c*c)
+		}
+		if err := h.gemm(true, false, c, c, rows, 1, x, c, x, c, 0, h.buf, c); err != nil {
+			return fmt.Errorf("gptq: hessian add: %w", err)
+		}
+		for i := 0; i < c; i++ {
+			for j := i; j < c; j++ {
+				k := i*c + j
+				if h.prec == F64 {
+					h.h64[k] = keep*h.h64[k] + alpha*float64(h.buf[k])
+				} else {
+					h.h32[k] = float32(keep*float64(h.h32[k]) + alpha*float64(h.buf[k]))
+				}
+			}
+		}
+		h.n = total
+		return nil
+	}
 	if h.prec == F64 {
 		a := make([]float64, len(x))
 		for i, v := range x {
@@ -218,4 +252,16 @@ func HessianFromTensor(t *tensor.Tensor) (*Hessian, error) {
 		}
 	}
 	return h, nil
+}
+
+// MergeWeighted folds o into h as if o's mean had been accumulated over
+// samples tokens (instead of o's own count), for shrinking a sparse
+// Hessian towards a pooled one.
+func (h *Hessian) MergeWeighted(o *Hessian, samples int64) error {
+	if samples <= 0 {
+		return nil
+	}
+	c := *o
+	c.n = samples
+	return h.Merge(&c)
 }

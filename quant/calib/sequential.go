@@ -1,0 +1,295 @@
+package calib
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+
+	"github.com/marlin-llm/marlin/model/arch"
+	"github.com/marlin-llm/marlin/quant/gptq"
+)
+
+// Options configure calibration runs.
+type Options struct {
+	// Window is the number of tokens per calibration sample.
+	Window int
+	// Batch is how many samples one forward call runs (default 8).
+	Batch int
+	// Precision of the Hessian accumulation (default F32).
+	Precision gptq.Precision
+	// TrueSequential quantizes a layer's sub-layers one group at a time
+	// (q/k/v, then o, then gate/up, then down, ...), each calibrated on
+	// the outputs of the already-quantized groups before it.
+	TrueSequential bool
+	// Progress, when set, receives a line per finished step.
+	Progress func(msg string)
+}
+
+func (o *Options) batch() int {
+	if o.Batch <= 0 {
+		return 8
+	}
+	return o.Batch
+}
+
+// QuantizeFunc quantizes projs with their Hessians (keyed by Proj.Name) and
+// must replace each Proj's Linear with its quantized version, so that later
+// calibration sees quantized outputs.
+type QuantizeFunc func(ctx context.Context, projs []*arch.Proj, hess map[string]*gptq.Hessian) error
+
+// Report summarises a calibration run.
+type Report struct {
+	// Tokens is the number of calibration tokens.
+	Tokens int `json:"tokens"`
+	// Experts is the coverage of every routed expert projection.
+	Experts []ExpertCoverage `json:"experts,omitempty"`
+	// RouterCounts are the tokens routed to each expert, per router.
+	RouterCounts map[string][]int64 `json:"router_counts,omitempty"`
+	// Passes is the number of layer forward passes run.
+	Passes int `json:"passes"`
+}
+
+func checkIDs(m *arch.Model, ids []int32, win int) (int, error) {
+	if win <= 0 || len(ids) < win || len(ids)%win != 0 {
+		return 0, fmt.Errorf("calib: %d tokens is not a whole number of windows of %d", len(ids), win)
+	}
+	for i, id := range ids {
+		if id < 0 || int(id) >= m.Vocab() {
+			return 0, fmt.Errorf("calib: token %d at %d outside the vocabulary of %d", id, i, m.Vocab())
+		}
+	}
+	return len(ids) / win, nil
+}
+
+// Collect runs the full-precision model over ids (windows of opts.Window
+// tokens) and returns the Hessians of the Linears want accepts, with the
+// expert policy applied, and the coverage report (non-sequential
+// calibration).
+func Collect(ctx context.Context, m *arch.Model, ids []int32, opts Options, want func(name string) bool) (map[string]*gptq.Hessian, *Report, error) {
+	n, err := checkIDs(m, ids, opts.Window)
+	if err != nil {
+		return nil, nil, err
+	}
+	c := NewCollector(opts.Precision, wantWithRouters(want))
+	c.UseGemm(m.Backend().Sgemm)
+	hooks := c.Hooks()
+	for s := 0; s < n; s += opts.batch() {
+		k := min(opts.batch(), n-s)
+		b := arch.Batch{Seqs: k, Len: opts.Window}
+		if _, err := m.Forward(ctx, ids[s*opts.Window:(s+k)*opts.Window], b, hooks); err != nil {
+			return nil, nil, fmt.Errorf("calib: %w", err)
+		}
+		if err := c.Err(); err != nil {
+			return nil, nil, err
+		}
+	}
+	hess := c.Hessians()
+	var names []string
+	cols := map[string]int{}
+	for _, p := range m.Projs() {
+		if want == nil || want(p.Name()) {
+			names = append(names, p.Name())
+			_, in := p.Linear().Dims()
+			cols[p.Name()] = in
+		}
+	}
+	cov, err := ExpertPolicy(hess, names, cols, opts.Precision)
+	if err != nil {
+		return nil, nil, err
+	}
+	rep := &Report{Tokens: len(ids), Experts: cov, RouterCounts: c.RouterCounts(), Passes: m.NumLayers()}
+	return hess, rep, nil
+}
+
+var routerRe = regexp.MustCompile(`\.mlp\.gate$`)
+
+// wantWithRouters also collects MoE routers' inputs (the pooled Hessian of
+// the expert policy).
+func wantWithRouters(want func(string) bool) func(string) bool {
+	return func(n string) bool { return routerRe.MatchString(n) || want == nil || want(n) }
+}
+
+var layerPrefixRe = regexp.MustCompile(`^model\.layers\.\d+\.`)
+var expertIdxRe = regexp.MustCompile(`\.experts\.\d+\.`)
+
+// role strips the layer and expert indices from a projection name.
+func role(name string) string {
+	r := layerPrefixRe.ReplaceAllString(name, "")
+	return expertIdxRe.ReplaceAllString(r, ".experts.*.")
+}
+
+// stages groups a layer's projections, in execution order, into true-
+// sequential stages: projections reading the same input (aliases) or
+// sharing a role (the same projection of different experts) share a stage.
+func stages(order []string, alias map[string]string) [][]string {
+	stageOf := map[string]int{}
+	var out [][]string
+	for i, n := range order {
+		s := -1
+		if a, ok := alias[n]; ok {
+			if st, ok := stageOf[role(a)]; ok {
+				s = st
+			}
+		}
+		if st, ok := stageOf[role(n)]; ok && s < 0 {
+			s = st
+		}
+		if s < 0 && i > 0 {
+			// gate_proj/up_proj of one expert: same input as the previous call.
+			if a, ok := alias[n]; ok && a == order[i-1] {
+				s = stageOf[role(order[i-1])]
+			}
+		}
+		if s < 0 {
+			s = len(out)
+			out = append(out, nil)
+		}
+		stageOf[role(n)] = s
+		out[s] = append(out[s], n)
+	}
+	return out
+}
+
+// Sequential calibrates and quantizes m layer by layer: the hidden states of
+// all calibration windows are kept, each layer's Linears (those include
+// accepts) are calibrated on the current hidden states, i.e. the outputs of
+// the already-quantized layers before it, quantized by fn, and the layer is
+// re-run with its quantized weights to produce the next layer's inputs.
+func Sequential(ctx context.Context, m *arch.Model, ids []int32, opts Options, include func(*arch.Proj) bool, fn QuantizeFunc) (*Report, error) {
+	n, err := checkIDs(m, ids, opts.Window)
+	if err != nil {
+		return nil, err
+	}
+	W, Hd := opts.Window, m.Hidden()
+	h, err := m.Embed(ids)
+	if err != nil {
+		return nil, fmt.Errorf("calib: %w", err)
+	}
+	rep := &Report{Tokens: len(ids), RouterCounts: map[string][]int64{}}
+	// runLayer runs layer l over all windows; with keep the hidden states
+	// are not advanced (a calibration pass on a scratch copy).
+	runLayer := func(l int, hooks *arch.Hooks, keep bool) error {
+		rep.Passes++
+		buf := make([]float32, opts.batch()*W*Hd)
+		for s := 0; s < n; s += opts.batch() {
+			k := min(opts.batch(), n-s)
+			x := h[s*W*Hd : (s+k)*W*Hd]
+			if keep {
+				x = buf[:len(x)]
+				copy(x, h[s*W*Hd:(s+k)*W*Hd])
+			}
+			if err := m.Layer(ctx, l, x, arch.Batch{Seqs: k, Len: W}, hooks); err != nil {
+				return fmt.Errorf("calib: %w", err)
+			}
+		}
+		return nil
+	}
+	for l := 0; l < m.NumLayers(); l++ {
+		projs := map[string]*arch.Proj{}
+		cols := map[string]int{}
+		for _, p := range m.LayerProjs(l) {
+			if include == nil || include(p) {
+				projs[p.Name()] = p
+				_, cols[p.Name()] = p.Linear().Dims()
+			}
+		}
+		want := func(name string) bool { _, ok := projs[name]; return ok }
+		c := NewCollector(opts.Precision, wantWithRouters(want))
+		c.UseGemm(m.Backend().Sgemm)
+		if err := runLayer(l, c.Hooks(), true); err != nil {
+			return nil, err
+		}
+		if err := c.Err(); err != nil {
+			return nil, err
+		}
+		for k, v := range c.RouterCounts() {
+			rep.RouterCounts[k] = v
+		}
+		groups := [][]string{nil}
+		for _, name := range c.Order() {
+			if want(name) {
+				groups[0] = append(groups[0], name)
+			}
+		}
+		if opts.TrueSequential {
+			groups = nil
+			for _, g := range stages(c.Order(), c.alias) {
+				var keep []string
+				for _, name := range g {
+					if want(name) {
+						keep = append(keep, name)
+					}
+				}
+				if keep != nil {
+					groups = append(groups, keep)
+				}
+			}
+		}
+		// Projections that never ran (experts without tokens) join the
+		// group of their role, or the last group.
+		inGroup := map[string]bool{}
+		for _, g := range groups {
+			for _, name := range g {
+				inGroup[name] = true
+			}
+		}
+		for _, p := range m.LayerProjs(l) {
+			name := p.Name()
+			if !want(name) || inGroup[name] {
+				continue
+			}
+			gi := len(groups) - 1
+			for i, g := range groups {
+				for _, o := range g {
+					if role(o) == role(name) {
+						gi = i
+					}
+				}
+			}
+			groups[gi] = append(groups[gi], name)
+		}
+		hess := c.Hessians()
+		for gi, g := range groups {
+			if gi > 0 {
+				c = NewCollector(opts.Precision, wantWithRouters(func(name string) bool {
+					for _, o := range g {
+						if o == name {
+							return true
+						}
+					}
+					return false
+				}))
+				c.UseGemm(m.Backend().Sgemm)
+				if err := runLayer(l, c.Hooks(), true); err != nil {
+					return nil, err
+				}
+				if err := c.Err(); err != nil {
+					return nil, err
+				}
+				hess = c.Hessians()
+			}
+			cov, err := ExpertPolicy(hess, g, cols, opts.Precision)
+			if err != nil {
+				return nil, err
+			}
+			rep.Experts = append(rep.Experts, cov...)
+			ps := make([]*arch.Proj, 0, len(g))
+			for _, name := range g {
+				if hess[name] == nil {
+					return nil, fmt.Errorf("calib: %s received no calibration input", name)
+				}
+				ps = append(ps, projs[name])
+			}
+			if err := fn(ctx, ps, hess); err != nil {
+				return nil, err
+			}
+			if opts.Progress != nil {
+				opts.Progress(fmt.Sprintf("layer %d group %d: %d projections quantized", l, gi, len(ps)))
+			}
+		}
+		if err := runLayer(l, nil, false); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}
