@@ -98,8 +98,8 @@ type Scores struct {
 func Score(ctx context.Context, m *arch.Model, ids []int32, opts Options) (*Scores, error) {
 	sc := &Scores{}
 	V := m.Vocab()
-	per := opts.Window - 1
 	err := eachWindowBatch(ctx, []*arch.Model{m}, ids, &opts, func(logits [][]float32, win []int32, seqs int) error {
+		per := opts.Window - 1 // opts has its defaults by now
 		base := len(sc.NLL)
 		sc.NLL = append(sc.NLL, make([]float64, seqs*per)...)
 		nll := sc.NLL[base:]
