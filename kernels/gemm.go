@@ -246,10 +246,12 @@ func gemv1(transB bool, n, k int, alpha float32, a []float32, lda int, transA bo
 		j0 := t * chunk
 		j1 := min(n, j0+chunk)
 		dst := c[j0:j1]
-		for p, xp := range x {
-			if xp != 0 {
-				axpyF32(xp, b[p*ldb+j0:p*ldb+j1], dst)
-			}
+		p := 0
+		for ; p+4 <= k; p += 4 {
+			axpy4F32((*[4]float32)(x[p:]), b[p*ldb+j0:], ldb, dst)
+		}
+		for ; p < k; p++ {
+			axpyF32(x[p], b[p*ldb+j0:p*ldb+j1], dst)
 		}
 	})
 }

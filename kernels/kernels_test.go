@@ -74,30 +74,32 @@ func TestSgemm(t *testing.T) {
 		{13, 33, 300}, {121, 35, 19}, {2, 700, 9}, {130, 530, 520}, {1, 600, 513},
 		{3, 4100, 2}, {250, 20, 600},
 	}
-	for _, be := range backends() {
-		for _, s := range shapes {
-			for _, tA := range []bool{false, true} {
-				for _, tB := range []bool{false, true} {
-					for _, ab := range [][2]float32{{1, 0}, {-0.5, 1}, {2, 0.25}} {
-						alpha, beta := ab[0], ab[1]
+	bes := backends()
+	for _, s := range shapes {
+		for _, tA := range []bool{false, true} {
+			for _, tB := range []bool{false, true} {
+				for _, ab := range [][2]float32{{1, 0}, {-0.5, 1}, {2, 0.25}} {
+					alpha, beta := ab[0], ab[1]
+					// Leading dimensions larger than the rows to catch ld bugs.
+					ar, ac := s.m, s.k
+					if tA {
+						ar, ac = s.k, s.m
+					}
+					br, bc := s.k, s.n
+					if tB {
+						br, bc = s.n, s.k
+					}
+					lda, ldb, ldc := ac+3, bc+1, s.n+2
+					a := randSlice(r, (ar-1)*lda+ac)
+					b := randSlice(r, (br-1)*ldb+bc)
+					c0 := randSlice(r, (s.m-1)*ldc+s.n)
+					if beta == 0 {
+						c0[0] = float32(math.NaN()) // must not propagate
+					}
+					want, mag := refGemm(tA, tB, s.m, s.n, s.k, alpha, a, lda, b, ldb, beta, c0, ldc)
+					for _, be := range bes {
 						name := fmt.Sprintf("%s/%dx%dx%d/tA=%v/tB=%v/a=%v/b=%v", bname(be), s.m, s.n, s.k, tA, tB, alpha, beta)
-						// Leading dimensions larger than the rows to catch ld bugs.
-						ar, ac := s.m, s.k
-						if tA {
-							ar, ac = s.k, s.m
-						}
-						br, bc := s.k, s.n
-						if tB {
-							br, bc = s.n, s.k
-						}
-						lda, ldb, ldc := ac+3, bc+1, s.n+2
-						a := randSlice(r, (ar-1)*lda+ac)
-						b := randSlice(r, (br-1)*ldb+bc)
-						c := randSlice(r, (s.m-1)*ldc+s.n)
-						if beta == 0 {
-							c[0] = float32(math.NaN()) // must not propagate
-						}
-						want, mag := refGemm(tA, tB, s.m, s.n, s.k, alpha, a, lda, b, ldb, beta, c, ldc)
+						c := append([]float32(nil), c0...)
 						if err := be.Sgemm(tA, tB, s.m, s.n, s.k, alpha, a, lda, b, ldb, beta, c, ldc); err != nil {
 							t.Fatalf("%s: %v", name, err)
 						}

@@ -29,6 +29,9 @@ func BenchmarkLut4DotRow(b *testing.B) {
 	muls := make([]float32, n/32)
 	offs := make([]float32, n/32)
 	var base [16]float32
+	if !haveSIMD {
+		b.Skip("no SIMD kernels")
+	}
 	for b.Loop() {
 		lut4DotSIMD(x, codes, n/32, 32, &base, muls, offs)
 	}

@@ -121,3 +121,21 @@ func lut4DotSIMD(xd []float32, codes []byte, ngroups, gs int, base *[16]float32,
 	_ = offs[ngroups-1]
 	return lut4DotAVX(&xd[0], &codes[0], ngroups, gs, base, &muls[0], &offs[0])
 }
+
+//go:noescape
+func axpy4AVX(x *[4]float32, b *float32, ldb int, y *float32, n int)
+
+// axpy4F32 computes y[j] += Σ_{i<4} x[i]·b[i*ldb+j] for j < len(y).
+func axpy4F32(x *[4]float32, b []float32, ldb int, y []float32) {
+	n := len(y)
+	if !haveSIMD || n < 16 {
+		axpy4Go(x, b, ldb, y)
+		return
+	}
+	_ = b[3*ldb+n-1]
+	v := n &^ 7
+	axpy4AVX(x, &b[0], ldb, &y[0], v)
+	for j := v; j < n; j++ {
+		y[j] += x[0]*b[j] + x[1]*b[ldb+j] + x[2]*b[2*ldb+j] + x[3]*b[3*ldb+j]
+	}
+}

@@ -21,3 +21,5 @@ func lut4DecodeSIMD(dst []float32, codes []byte, ngroups, gs int, base *[16]floa
 func lut4DotSIMD(xd []float32, codes []byte, ngroups, gs int, base *[16]float32, muls, offs []float32) float32 {
 	panic("kernels: lut4DotSIMD without SIMD")
 }
+
+func axpy4F32(x *[4]float32, b []float32, ldb int, y []float32) { axpy4Go(x, b, ldb, y) }

@@ -25,3 +25,12 @@ func axpyGo(a float32, x, y []float32) {
 		y[i] += a * v
 	}
 }
+
+// axpy4Go computes y[j] += Σ_{i<4} x[i]·b[i*ldb+j] for j < len(y).
+func axpy4Go(x *[4]float32, b []float32, ldb int, y []float32) {
+	n := len(y)
+	b0, b1, b2, b3 := b[:n], b[ldb:ldb+n], b[2*ldb:2*ldb+n], b[3*ldb:3*ldb+n]
+	for j := range y {
+		y[j] += x[0]*b0[j] + x[1]*b1[j] + x[2]*b2[j] + x[3]*b3[j]
+	}
+}
