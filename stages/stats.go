@@ -167,7 +167,8 @@ func (s Stats) Map() map[string]string {
 }
 
 // TensorStats computes Stats for a tensor of any dtype tensor.DecodeFloat32
-// supports, in chunks of 64Ki elements (two-pass-free: sums in float64).
+// supports, in chunks of 64Ki elements, with Welford's update in float64
+// (numerically stable for data with a large mean).
 func TensorStats(ctx context.Context, t *tensor.Tensor) (Stats, error) {
 	if err := t.Validate(); err != nil {
 		return Stats{}, err
@@ -177,7 +178,7 @@ func TensorStats(ctx context.Context, t *tensor.Tensor) (Stats, error) {
 	st := Stats{Count: int64(n), Min: math.Inf(1), Max: math.Inf(-1)}
 	const chunk = 1 << 16
 	buf := make([]float32, min(chunk, n))
-	var sum, sumsq float64
+	var mean, m2, sumsq float64 // Welford's running mean and M2
 	for off := 0; off < n; off += chunk {
 		if err := ctx.Err(); err != nil {
 			return Stats{}, err
@@ -197,7 +198,9 @@ func TensorStats(ctx context.Context, t *tensor.Tensor) (Stats, error) {
 				continue
 			}
 			st.Finites++
-			sum += v
+			d := v - mean
+			mean += d / float64(st.Finites)
+			m2 += d * (v - mean)
 			sumsq += v * v
 			st.Min = math.Min(st.Min, v)
 			st.Max = math.Max(st.Max, v)
@@ -210,8 +213,8 @@ func TensorStats(ctx context.Context, t *tensor.Tensor) (Stats, error) {
 		return st, nil
 	}
 	k := float64(st.Finites)
-	st.Mean = sum / k
+	st.Mean = mean
 	st.RMS = math.Sqrt(sumsq / k)
-	st.Std = math.Sqrt(math.Max(0, sumsq/k-st.Mean*st.Mean))
+	st.Std = math.Sqrt(m2 / k) // population standard deviation
 	return st, nil
 }
