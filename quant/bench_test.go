@@ -3,6 +3,7 @@ package quant
 import (
 	"context"
 	"encoding/binary"
+	"syscall"
 	"testing"
 
 	"github.com/marlin-llm/marlin/tensor"
@@ -28,12 +29,27 @@ func BenchmarkQuantizeBF16(b *testing.B) {
 		}{{"1core", 1}, {"allcores", -1}} {
 			b.Run(name+"/"+mode.name, func(b *testing.B) {
 				b.SetBytes(int64(len(data)))
+				cpu0 := cpuSeconds()
 				for i := 0; i < b.N; i++ {
 					if _, err := QuantizeTensor(context.Background(), t, f, &Options{Workers: mode.workers}); err != nil {
 						b.Fatal(err)
 					}
 				}
+				// Throughput per CPU-second: meaningful on a loaded machine
+				// where wall-clock MB/s is not.
+				if cpu := cpuSeconds() - cpu0; cpu > 0 {
+					b.ReportMetric(float64(len(data))*float64(b.N)/cpu/1e9, "GB/cpu-s")
+				}
 			})
 		}
 	}
+}
+
+// cpuSeconds is the process's user+system CPU time.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }

@@ -322,10 +322,8 @@ func nearestLevel(levels []float32, x float32) uint8 {
 	return uint8(lo - 1)
 }
 
-// roundEven rounds x to the nearest integer, ties to even, for |x| < 2^22.
+// roundEven rounds x to the nearest integer, ties to even (ROUNDSD on
+// amd64 CPUs with SSE4.1).
 func roundEven(x float32) float32 {
-	if x >= 0 {
-		return (x + 12582912) - 12582912
-	}
-	return -((-x + 12582912) - 12582912)
+	return float32(math.RoundToEven(float64(x)))
 }

@@ -72,23 +72,26 @@ func (f Format) TensorScaleFor(absmax float32) float32 {
 //
 // where enc rounds to the scale type (RNE). For bf16/f16 it returns Mul 1.
 func (f Format) FitGroup(w []float32, tensorScale float32, opt *FitOptions) GroupScale {
-	var amax, lo, hi float32
-	nonFinite := false
+	// Fast scan: the largest magnitude's bits (branch-free); NaN/Inf show
+	// up as bits >= 0x7f800000 and take the careful loop.
+	var amaxBits uint32
 	for _, x := range w {
-		if x-x != 0 { // NaN or Inf
-			nonFinite = true
-			continue
-		}
-		if x < lo {
-			lo = x
-		}
-		if x > hi {
-			hi = x
-		}
+		amaxBits = max(amaxBits, math.Float32bits(x)&0x7fffffff)
 	}
-	amax = hi
-	if -lo > amax {
-		amax = -lo
+	nonFinite := amaxBits >= 0x7f800000
+	var amax, lo, hi float32
+	if nonFinite || f.Asym {
+		for _, x := range w {
+			if x-x != 0 { // NaN or Inf
+				continue
+			}
+			lo = min(lo, x)
+			hi = max(hi, x)
+		}
+		amax = max(hi, -lo)
+	} else {
+		amax = math.Float32frombits(amaxBits)
+		lo, hi = -amax, amax
 	}
 	if nonFinite && f.Scale == ScaleE8M0 {
 		return GroupScale{Code: E8M0NaN, Mul: float32(math.NaN()), NaN: true}

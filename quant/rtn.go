@@ -247,7 +247,10 @@ func e2m1Group(w []float32, out []byte, mul float32) {
 	n := len(w)
 	i := 0
 	for ; i+1 < n; i += 2 {
-		out[i/2] = e2m1Fast(w[i]/mul) | e2m1Fast(w[i+1]/mul)<<4
+		lo := math.Float32bits(w[i] / mul)
+		hi := math.Float32bits(w[i+1] / mul)
+		out[i/2] = uint8(lo>>28)&8 | uint8(hi>>24)&0x80 |
+			uint8(e2m1MagFast(lo&0x7fffffff)) | uint8(e2m1MagFast(hi&0x7fffffff))<<4
 	}
 	if i < n {
 		out[i/2] = out[i/2]&0xf0 | EncodeE2M1(w[i]/mul)
@@ -255,23 +258,24 @@ func e2m1Group(w []float32, out []byte, mul float32) {
 }
 
 // int4Group is QuantizeValue for 4-bit integers over a group of finite
-// weights, packed two per byte.
+// weights, packed two per byte. Clamping before rounding is the same as
+// after, since the bounds are integers.
 func int4Group(w []float32, out []byte, gs GroupScale, asym bool) {
 	lo, hi, off := float32(-8), float32(7), float32(8)
 	if asym {
 		lo, hi, off = -float32(gs.Zero), 15-float32(gs.Zero), float32(gs.Zero)
 	}
-	q := func(x float32) uint8 {
-		v := min(max(x/gs.Mul, lo), hi)
-		return uint8(roundEven(v) + off)
-	}
+	mul := gs.Mul
 	n := len(w)
 	i := 0
 	for ; i+1 < n; i += 2 {
-		out[i/2] = q(w[i]) | q(w[i+1])<<4
+		a := min(max(w[i]/mul, lo), hi)
+		b := min(max(w[i+1]/mul, lo), hi)
+		out[i/2] = uint8(roundEven(a)+off) | uint8(roundEven(b)+off)<<4
 	}
 	if i < n {
-		out[i/2] = out[i/2]&0xf0 | q(w[i])
+		a := min(max(w[i]/mul, lo), hi)
+		out[i/2] = out[i/2]&0xf0 | uint8(roundEven(a)+off)
 	}
 }
 
@@ -301,7 +305,10 @@ func mxfp4Row(w []float32, out, scales []byte) bool {
 			o := out[b*16 : b*16+16]
 			blk := blk[:32]
 			for i := range o {
-				o[i] = e2m1Fast(blk[2*i]*inv) | e2m1Fast(blk[2*i+1]*inv)<<4
+				lo := math.Float32bits(blk[2*i] * inv)
+				hi := math.Float32bits(blk[2*i+1] * inv)
+				o[i] = uint8(lo>>28)&8 | uint8(hi>>24)&0x80 |
+					uint8(e2m1MagFast(lo&0x7fffffff)) | uint8(e2m1MagFast(hi&0x7fffffff))<<4
 			}
 			continue
 		}
@@ -312,16 +319,22 @@ func mxfp4Row(w []float32, out, scales []byte) bool {
 	return finite
 }
 
-// e2m1Fast is EncodeE2M1 without branches (finite input): the a >= 1 path
-// rounds the float32 mantissa to one bit, the a < 1 path adds 2^22 so that
-// float32 addition rounds a to a multiple of 0.5; a mask selects.
+// e2m1Fast is EncodeE2M1 without branches (finite input).
 func e2m1Fast(x float32) uint8 {
 	b := math.Float32bits(x)
-	a := b & 0x7fffffff
+	return uint8(b>>28)&8 | uint8(e2m1MagFast(b&0x7fffffff))
+}
+
+// e2m1MagFast encodes the magnitude bits a of a finite float32: the
+// a >= 1 path rounds the float32 mantissa to one bit (RNE on the bits), the
+// a < 1 path adds 2^22 so that float32 addition rounds a to a multiple of
+// 0.5; a mask selects. Saturation clamps the bits at 6.0 first.
+func e2m1MagFast(a uint32) uint32 {
+	a = min(a, 0x40c00000)
 	norm := uint32(int32(0x3f7fffff-a) >> 31) // all ones when a >= 1.0
-	hi := min((a+0x1fffff+((a>>22)&1))>>22-252, 7)
+	hi := (a+0x1fffff+((a>>22)&1))>>22 - 252
 	lo := math.Float32bits(math.Float32frombits(a)+4194304) - 0x4a800000
-	return uint8(b>>28)&8 | uint8(hi&norm|lo&^norm)
+	return hi&norm | lo&^norm
 }
 
 // QuantizeTensor quantizes a 2-D (or N-D, flattened to [prod(shape[:-1]),

@@ -139,6 +139,10 @@ func TestPerplexityTable(t *testing.T) {
 		fmt.Sscan(v, &nCalib)
 	}
 	const window = 256
+	evalWindows := 64
+	if v := os.Getenv("MARLIN_PPL_WINDOWS"); v != "" {
+		fmt.Sscan(v, &evalWindows)
+	}
 	out := map[string]map[string][2]float64{}
 	for _, model := range strings.Split(models, ",") {
 		valid := tokenize(t, model, "valid.txt")
@@ -163,11 +167,11 @@ func TestPerplexityTable(t *testing.T) {
 			}
 			qt := time.Since(start)
 			ctx := context.Background()
-			p, err := eval.Perplexity(ctx, m, valid, eval.Options{Window: 256, Windows: 64})
+			p, err := eval.Perplexity(ctx, m, valid, eval.Options{Window: 256, Windows: evalWindows})
 			if err != nil {
 				t.Fatal(err)
 			}
-			pl, err := eval.Perplexity(ctx, m, valid, eval.Options{Window: 256, Windows: 64, LlamaCpp: true})
+			pl, err := eval.Perplexity(ctx, m, valid, eval.Options{Window: 256, Windows: evalWindows, LlamaCpp: true})
 			if err != nil {
 				t.Fatal(err)
 			}
