@@ -211,3 +211,37 @@ func BenchmarkBF16ToF32(b *testing.B) {
 		}
 	}
 }
+
+func TestBF16WidenPaths(t *testing.T) {
+	buf := make([]uint16, 64)
+	for i := range buf {
+		buf[i] = uint16(i*2654435761>>7) | 1
+	}
+	for off := range 4 {
+		for n := 0; n+off <= len(buf); n++ {
+			src := buf[off : off+n]
+			dst := make([]uint32, n+1)
+			for doff := range 2 {
+				d := dst[doff : doff+n]
+				bf16Widen(d, src)
+				for i := range n {
+					if d[i] != uint32(src[i])<<16 {
+						t.Fatalf("off %d/%d n %d: element %d = %#x", off, doff, n, i, d[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+func BenchmarkBF16ToF32InCache(b *testing.B) {
+	const n = 16 << 10
+	src := make([]byte, 2*n)
+	dst := make([]float32, n)
+	b.SetBytes(2 * n)
+	for b.Loop() {
+		if err := DecodeFloat32(dst, BF16, src); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

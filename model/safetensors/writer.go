@@ -219,6 +219,9 @@ func (w *Writer) Close() error {
 	w.closed = true
 	err := w.bw.Flush()
 	if err == nil {
+		err = w.f.Chmod(0o644) // CreateTemp makes 0600; models are shared files
+	}
+	if err == nil {
 		err = w.f.Sync()
 	}
 	if cerr := w.f.Close(); err == nil {

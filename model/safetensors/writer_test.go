@@ -2,8 +2,11 @@ package safetensors
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -324,4 +327,48 @@ func FuzzOpen(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestReadPythonWritten reads a file written by Python's safetensors 0.8.0
+// (testdata/py.safetensors, made by testdata/pycheck.py on the device
+// machine) and compares it with the manifest Python wrote beside it.
+func TestReadPythonWritten(t *testing.T) {
+	b, err := os.ReadFile("testdata/py_manifest.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var man struct {
+		Tensors map[string]struct {
+			DType  string `json:"dtype"`
+			Shape  []int  `json:"shape"`
+			SHA256 string `json:"sha256"`
+		} `json:"tensors"`
+		Metadata map[string]string `json:"metadata"`
+	}
+	if err := json.Unmarshal(b, &man); err != nil {
+		t.Fatal(err)
+	}
+	ck, err := Open("testdata/py.safetensors")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	if len(ck.Names()) != len(man.Tensors) {
+		t.Errorf("%d tensors, manifest %d", len(ck.Names()), len(man.Tensors))
+	}
+	for k, v := range man.Metadata {
+		if ck.Metadata()[k] != v {
+			t.Errorf("metadata %s = %q, want %q", k, ck.Metadata()[k], v)
+		}
+	}
+	for name, w := range man.Tensors {
+		tt, err := ck.Tensor(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.Sum256(tt.Data)
+		if tt.DType.String() != w.DType || fmt.Sprint(tt.Shape) != fmt.Sprint(w.Shape) || hex.EncodeToString(h[:]) != w.SHA256 {
+			t.Errorf("%s: %s%v, want %s%v (or bytes differ)", name, tt.DType, tt.Shape, w.DType, w.Shape)
+		}
+	}
 }
