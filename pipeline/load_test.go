@@ -182,3 +182,28 @@ func FuzzParseByteSize(f *testing.F) {
 		}
 	})
 }
+
+func TestSchemaValidatorPositions(t *testing.T) {
+	reg := testRegistry(t)
+	sv, err := NewSchemaValidator(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ doc, want string }{
+		{goodHeader + "  - id: a\n    kind: fake\n    with: {format: fp5}\n", "s.yaml:6:20: stages[0].with.format: schema: value must be one of"},
+		{goodHeader + "  - id: a\n    kind: fake\n    with:\n      rules: [{format: fp4}]\n", "s.yaml:7:15: stages[0].with.rules[0]: schema: missing property 'match'"},
+		{goodHeader + "  - id: a\n    kind: fake\n    with: {count: -1}\n", "s.yaml:6:19: stages[0].with.count: schema: minimum"},
+		{goodHeader + "  - id: a\n    kind: fake\n    extra: 1\n", "s.yaml:6:5: stages[0].extra: schema: additional properties 'extra' not allowed"},
+		{"version: 1\nresources: {memory: lots}\nstages:\n  - {id: a, kind: fake}\n", "s.yaml:2:21: resources.memory: schema:"},
+		{"version: 1\nstages: []\n", "s.yaml:2:9: stages: schema: minItems"},
+	}
+	for _, c := range cases {
+		err := sv.ValidateBytes("s.yaml", []byte(c.doc), LoadOptions{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("err = %v\nwant %q", err, c.want)
+		}
+	}
+	if err := sv.ValidateBytes("s.yaml", []byte(goodHeader+"  - {id: a, kind: fake, with: {format: int4, rules: [{match: '*'}]}}\n"), LoadOptions{}); err != nil {
+		t.Errorf("valid doc: %v", err)
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/invopop/jsonschema"
 	sjs "github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
 	"golang.org/x/text/language"
 	"golang.org/x/text/message"
 	"gopkg.in/yaml.v3"
@@ -166,6 +167,12 @@ func (v *SchemaValidator) ValidateBytes(name string, data []byte, opts LoadOptio
 			return
 		}
 		n, pth := nodeAt(root, e.InstanceLocation)
+		if ap, ok := e.ErrorKind.(*kind.AdditionalProperties); ok && len(ap.Properties) == 1 {
+			// point at the unknown key itself
+			if _, k := mapGet(n, ap.Properties[0]); k != nil {
+				n, pth = k, joinPath(pth, ap.Properties[0])
+			}
+		}
 		msg := "schema: " + e.ErrorKind.LocalizedString(p)
 		key := pth + "\x00" + msg
 		if seen[key] {
