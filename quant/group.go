@@ -30,6 +30,8 @@ type FitOptions struct {
 	// the group's range (absmax·r, or [min·r, max·r] for asymmetric
 	// formats) and the candidate with the least (weighted) squared error
 	// wins; ties keep the earlier ratio. Include 1 to allow no clipping.
+	// For E8M0 scales (MXFP4) any non-empty list instead tries the OCP
+	// exponent and its two neighbours.
 	ClipRatios []float32
 	// Weights optionally weighs each element's squared error (e.g. the
 	// Hessian diagonal in GPTQ); nil means all ones.
@@ -101,6 +103,22 @@ func (f Format) FitGroup(w []float32, tensorScale float32, opt *FitOptions) Grou
 	}
 	best := GroupScale{}
 	bestErr := math.Inf(1)
+	if f.Scale == ScaleE8M0 {
+		// Power-of-two scales: clipping ratios in (0, 1] can only lower
+		// the exponent by one; search the OCP exponent and its neighbours.
+		gs0 := f.fitRange(amax, lo, hi, tensorScale)
+		for _, d := range []int{0, -1, 1} {
+			c := int(gs0.Code) + d
+			if c < 0 || c > 254 {
+				continue
+			}
+			gs := GroupScale{Code: uint32(c), Mul: DecodeE8M0(uint8(c))}
+			if e := f.groupError(w, gs, opt.Weights); e < bestErr {
+				best, bestErr = gs, e
+			}
+		}
+		return best
+	}
 	var prev GroupScale
 	for i, r := range opt.ClipRatios {
 		gs := f.fitRange(amax*r, lo*r, hi*r, tensorScale)
