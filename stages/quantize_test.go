@@ -3,12 +3,14 @@ package stages
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/marlin-llm/marlin/internal/assets"
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
 	"github.com/marlin-llm/marlin/tensor"
@@ -217,4 +219,89 @@ func TestQuantizeSchemaInlinesRuleSettings(t *testing.T) {
 			t.Errorf("rule schema lacks %q: %v", p, rule.Properties)
 		}
 	}
+}
+
+// TestQuantizeQwen3NanoThroughLoad runs load → quantize on qwen3-nano
+// (MXFP4 default, routers/norms/embeddings as the rules say) and checks
+// every quantized weight's report cosine (>= 0.99) and its round trip.
+func TestQuantizeQwen3NanoThroughLoad(t *testing.T) {
+	dir := assets.Model(t, "qwen3-nano")
+	reg := pipeline.NewRegistry()
+	for _, k := range []pipeline.Kind{LoadKind(), QuantizeKind()} {
+		if err := reg.Register(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	doc := fmt.Sprintf(`version: 1
+stages:
+  - {id: load, kind: load, with: {path: %q}}
+  - id: quant
+    kind: quantize
+    needs: [load]
+    with:
+      default: {format: mxfp4}
+      rules:
+        - {match: "model.embed_tokens.weight", format: bf16}
+        - {match: "*.mlp.down_proj.weight", format: int4, group_size: 128}
+`, dir)
+	wd := t.TempDir()
+	job, err := pipeline.LoadBytes(filepath.Join(wd, "job.yaml"), []byte(doc), reg, pipeline.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := pipeline.PlanJob(context.Background(), job, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := pipeline.OpenStore(filepath.Join(wd, "run"), pipeline.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := (&pipeline.Runner{Store: st, Workers: 2}).Run(context.Background(), plan); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var sum float64
+	formats := map[string]int{}
+	for _, e := range st.Entries() {
+		if e.Stage != "quant" {
+			continue
+		}
+		o, err := st.Get(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range o.Tensors {
+			if !quant.IsPacked(tt) {
+				continue
+			}
+			p, err := quant.FromTensors(tt.Name, o.Tensors)
+			if err != nil {
+				t.Fatalf("%s: %v", tt.Name, err)
+			}
+			formats[p.Format.Name]++
+		}
+		if o.Meta["quant.reports"] == "" {
+			continue
+		}
+		var reps []quant.Report
+		if err := json.Unmarshal([]byte(o.Meta["quant.reports"]), &reps); err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range reps {
+			if r.Format != "bf16" && r.Cosine < 0.99 {
+				t.Errorf("%s: cosine %.5f", r.Name, r.Cosine)
+			}
+			if strings.HasPrefix(r.Name, "model.layers.") {
+				n++
+				sum += r.Cosine
+			}
+		}
+	}
+	// qwen3-nano: 4 layers × (q,k,v,o,gate,up) MXFP4 + 4 down_proj INT4 + the BF16 embedding
+	if formats["mxfp4"] != 24 || formats["int4"] != 4 || formats["bf16"] != 1 || n != 28 {
+		t.Errorf("formats %v, %d layer weights", formats, n)
+	}
+	t.Logf("qwen3-nano through load+quantize: average cosine of %d layer weights %.6f", n, sum/float64(n))
 }
