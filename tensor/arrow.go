@@ -28,12 +28,14 @@ import (
 //	marlin.meta     JSON object of the set's metadata (string → string)
 //
 // Writing is zero-copy: the data column's value buffer aliases Tensor.Data
-// and the IPC writer streams it straight to w. Reading makes exactly one
-// copy: arrow/go v17's IPC file reader fills freshly allocated buffers
-// through ReadAt (it has no mmap-backed reader), and the returned tensors'
-// Data aliases those buffers without a second copy. Allocation while
-// reading is bounded by the input size, and the footer's flatbuffer is
-// bounds-checked first (arrow_check.go), so a corrupt file yields an error,
+// and the IPC writer streams it straight to w. Reading is not: arrow/go
+// v17's IPC file reader has no mmap-backed mode; it reads each record
+// batch's body into a fresh buffer and then copies every column buffer out
+// of it, so a read costs two copies of the data (profiled: memmove is ~65%
+// of BenchmarkArrowWriteRead). The returned tensors' Data aliases the
+// reader's buffers (no third copy). Allocation while reading is bounded by
+// the input size, and the footer's flatbuffer is bounds-checked first
+// (arrow_check.go), so a corrupt file yields an error,
 // not a panic or a huge allocation.
 
 // ArrowFormat is the value of the marlin.format schema metadata key.
