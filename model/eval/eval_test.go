@@ -12,6 +12,7 @@ import (
 	"github.com/marlin-llm/marlin/kernels"
 	"github.com/marlin-llm/marlin/model/arch"
 	"github.com/marlin-llm/marlin/model/tokenizer"
+	"github.com/marlin-llm/marlin/quant"
 )
 
 type goldenJSON struct {
@@ -165,5 +166,59 @@ func TestPerplexityShort(t *testing.T) {
 	}
 	if _, err := Perplexity(ctx, m, []int32{1, 2, 99999, 3}, Options{Window: 4}); err == nil {
 		t.Error("out-of-vocabulary token accepted")
+	}
+}
+
+// TestKLOrdering compares qwen3-nano with RTN-quantized copies of itself:
+// KL must be positive, larger for int2 than for int4, and the reference
+// perplexity must equal Perplexity's.
+func TestKLOrdering(t *testing.T) {
+	p, ids, _ := setup(t, "qwen3-nano")
+	ctx := context.Background()
+	opts := Options{Windows: 1}
+	ref, err := Perplexity(ctx, p, ids, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kls []float64
+	for _, format := range []string{"int8", "int4", "int2"} {
+		q, _, _ := setup(t, "qwen3-nano")
+		f, err := quant.Lookup(format)
+		if err != nil {
+			t.Skipf("format %s: %v", format, err)
+		}
+		for _, pr := range q.Projs() {
+			if pr.Layer() < 0 {
+				continue
+			}
+			w := pr.Linear().(arch.Weighted)
+			out, in := w.Dims()
+			pk, err := quant.Quantize(w.Weight(), out, in, f, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ql, err := arch.NewQuantized(pk, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := pr.Set(ql); err != nil {
+				t.Fatal(err)
+			}
+		}
+		k, err := KL(ctx, p, q, ids, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: KL %.5f (max %.4f), top-1 %.3f, ppl %.4f vs %.4f", format, k.KL, k.MaxKL, k.Top1, k.Q.PPL, k.P.PPL)
+		if math.Abs(k.P.PPL/ref.PPL-1) > 1e-12 || k.P.Tokens != ref.Tokens {
+			t.Errorf("reference ppl %v differs from Perplexity's %v", k.P, ref)
+		}
+		if !(k.KL > 0) || k.MaxKL < k.KL || k.Top1 <= 0 || k.Top1 > 1 {
+			t.Errorf("%s: implausible %+v", format, k)
+		}
+		kls = append(kls, k.KL)
+	}
+	if !(kls[0] < kls[1] && kls[1] < kls[2]) {
+		t.Errorf("KL not increasing with coarser quantization: int8 %g, int4 %g, int2 %g", kls[0], kls[1], kls[2])
 	}
 }

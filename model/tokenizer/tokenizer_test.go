@@ -270,10 +270,9 @@ func FuzzSplit(f *testing.F) {
 }
 
 func FuzzEncode(f *testing.F) {
-	dir := "../../../shared/testdata/tokenizer/tokenizer.json"
-	data, err := os.ReadFile(dir)
+	data, err := os.ReadFile(assets.Shared(f, "tokenizer", "tokenizer.json"))
 	if err != nil {
-		f.Skipf("shared assets missing: %v", err)
+		f.Fatal(err)
 	}
 	tok, err := Parse(data)
 	if err != nil {
