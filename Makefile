@@ -39,3 +39,10 @@ clean:
 bench: bench-kernels
 bench-kernels:
 	/usr/bin/python3 scripts/bench_numpy.py
+
+# Everything about the Metal backend that Linux can check (issue 12): vet
+# for darwin with and without cgo, clang checks of the Objective-C bridge and
+# the MSL library against stub headers, the emulator tests. Needs clang.
+.PHONY: metal-check
+metal-check:
+	./metal/check/metal-check.sh
