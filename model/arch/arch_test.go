@@ -223,6 +223,7 @@ func TestHooks(t *testing.T) {
 	ids := g.ids[:32]
 	batch := Batch{Seqs: 1, Len: len(ids)}
 	rows := map[string]int{}
+	byKey := map[string][]float32{}
 	var counts ExpertCounts
 	hooks := &Hooks{
 		Linear: func(name string, x []float32, r, c int) {
@@ -231,6 +232,10 @@ func TestHooks(t *testing.T) {
 				t.Errorf("hook for unknown linear %s", name)
 				return
 			}
+			if prev, ok := byKey[p.InputKey()]; ok && !slices.Equal(prev, x) {
+				t.Errorf("%s: input differs from another linear of key %s", name, p.InputKey())
+			}
+			byKey[p.InputKey()] = slices.Clone(x)
 			if _, in := p.Linear().Dims(); in != c || len(x) != r*c {
 				t.Errorf("%s: hook got %d floats as %dx%d, linear input is %d", name, len(x), r, c, in)
 			}
@@ -246,6 +251,12 @@ func TestHooks(t *testing.T) {
 		if p.Expert() < 0 && rows[p.Name()] != len(ids) {
 			t.Errorf("%s saw %d rows, want %d", p.Name(), rows[p.Name()], len(ids))
 		}
+	}
+	if n := len(byKey); n >= len(m.Projs()) || n == 0 {
+		t.Errorf("%d input keys for %d linears: no sharing", n, len(m.Projs()))
+	}
+	if p, _ := m.Proj("model.layers.1.mlp.shared_experts.up_proj"); p.InputKey() != "model.layers.1.mlp.input" {
+		t.Errorf("shared expert input key %q", p.InputKey())
 	}
 	for gate, c := range counts.Counts() {
 		total := 0

@@ -57,6 +57,7 @@ func buildGlm4MoeLite(cfg *hfconfig.Config, w *weights) ([]*DecoderLayer, error)
 		} else {
 			a.q = w.proj(p+"q_proj", l, -1, H*qk, Hd)
 		}
+		shareInput(p+"input", a.qA, a.q, a.kvA)
 		if cfg.AttentionBias {
 			w.fail(fmt.Errorf("attention_bias is not supported for %s", cfg.ModelType))
 		}
@@ -72,8 +73,10 @@ func buildGlm4MoeLite(cfg *hfconfig.Config, w *weights) ([]*DecoderLayer, error)
 			for e := 0; e < m.NumExperts; e++ {
 				moe.experts = append(moe.experts, mlp(w, fmt.Sprintf("%sexperts.%d.", mp, e), l, e, Hd, m.IntermediateSize))
 			}
+			shareInput(mp+"input", moe.gate)
 			if m.NumSharedExperts > 0 {
 				moe.shared = mlp(w, mp+"shared_experts.", l, -1, Hd, m.IntermediateSize*m.NumSharedExperts)
+				shareInput(mp+"input", moe.shared.gate, moe.shared.up)
 			}
 			d.mlp = moe
 		} else {

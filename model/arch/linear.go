@@ -124,14 +124,35 @@ func addBias(y, bias []float32, rows int) {
 // ("model.layers.0.self_attn.q_proj", "model.layers.1.mlp.experts.3.up_proj",
 // "lm_head").
 type Proj struct {
-	name   string
-	layer  int // decoder layer index, -1 for lm_head
-	expert int // routed expert index, -1 otherwise
-	lin    Linear
+	name     string
+	layer    int // decoder layer index, -1 for lm_head
+	expert   int // routed expert index, -1 otherwise
+	inputKey string
+	lin      Linear
 }
 
 // Name is the checkpoint name of the projection (weight name minus ".weight").
 func (p *Proj) Name() string { return p.name }
+
+// InputKey identifies the projection's input: projections with the same key
+// always receive identical inputs in a forward pass (q/k/v_proj, gate/up_proj
+// of one MLP, a router and its layer's shared experts), so calibration can
+// accumulate one Hessian for all of them. It defaults to Name.
+func (p *Proj) InputKey() string {
+	if p.inputKey == "" {
+		return p.name
+	}
+	return p.inputKey
+}
+
+// shareInput gives ps the input key key.
+func shareInput(key string, ps ...*Proj) {
+	for _, p := range ps {
+		if p != nil {
+			p.inputKey = key
+		}
+	}
+}
 
 // Layer is the decoder layer the projection belongs to (-1 for lm_head).
 func (p *Proj) Layer() int { return p.layer }

@@ -15,7 +15,9 @@
 //     weights via NewQuantized and the backend's dequant-GEMM);
 //   - Hooks.Linear observes each Linear's input rows (for routed experts,
 //     only the tokens routed to that expert), which is what GPTQ's Hessian
-//     needs; Hooks.Route observes router decisions (ExpertCounts);
+//     needs; Proj.InputKey tells which Linears share an input (one Hessian
+//     serves q/k/v or gate/up); Hooks.Route observes router decisions
+//     (ExpertCounts);
 //   - Embed, Layer and Head run the model one stage at a time, so sequential
 //     GPTQ can calibrate layer L on the outputs of quantized layers < L.
 //

@@ -22,16 +22,19 @@ func qwen3Attention(cfg *hfconfig.Config, w *weights, l int) *GQAttention {
 	if cfg.AttentionBias {
 		w.fail(fmt.Errorf("attention_bias is not supported for %s", cfg.ModelType))
 	}
+	shareInput(p+"input", a.q, a.k, a.v)
 	return a
 }
 
 // mlp builds a SwiGLU block whose projections are prefix+"{gate,up,down}_proj".
 func mlp(w *weights, prefix string, l, expert, hidden, inter int) *MLP {
-	return &MLP{
+	m := &MLP{
 		gate: w.proj(prefix+"gate_proj", l, expert, inter, hidden),
 		up:   w.proj(prefix+"up_proj", l, expert, inter, hidden),
 		down: w.proj(prefix+"down_proj", l, expert, hidden, inter),
 	}
+	shareInput(prefix+"input", m.gate, m.up)
+	return m
 }
 
 func decoderNorms(cfg *hfconfig.Config, w *weights, l int) (in, post *RMSNorm) {

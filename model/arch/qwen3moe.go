@@ -26,6 +26,7 @@ func buildQwen3MoE(cfg *hfconfig.Config, w *weights) ([]*DecoderLayer, error) {
 			for e := 0; e < m.NumExperts; e++ {
 				moe.experts = append(moe.experts, mlp(w, fmt.Sprintf("%sexperts.%d.", p, e), l, e, cfg.HiddenSize, m.IntermediateSize))
 			}
+			shareInput(p+"input", moe.gate)
 			d.mlp = moe
 		} else {
 			d.mlp = mlp(w, p, l, -1, cfg.HiddenSize, cfg.IntermediateSize)
