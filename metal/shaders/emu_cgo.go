@@ -287,9 +287,9 @@ func CDecodeE2M1(c uint8) float32 { return float32(C.mq_e2m1(C.uint(c))) }
 // CHalfToFloat is mq_half_bits_to_float (gcc's _Float16 conversion).
 func CHalfToFloat(h uint16) float32 { return float32(C.mq_half_bits_to_float(C.ushort(h))) }
 
-// CInt4Magic is mq_int4_magic.
-func CInt4Magic(nibble, zero uint32) float32 {
-	return float32(C.mq_int4_magic(C.uint(nibble), C.uint(zero)))
+// CIntMagic is mq_int_magic.
+func CIntMagic(code, zero uint32) float32 {
+	return float32(C.mq_int_magic(C.uint(code), C.uint(zero)))
 }
 
 // emuSelfTest runs one of the emulator's deliberately broken kernels

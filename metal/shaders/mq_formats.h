@@ -230,19 +230,22 @@ MQ_FN float mq_dq_elem(mq_qparams p, MTL_DEVICE const uchar *W, MTL_DEVICE const
   return level * mq_group_mul(p, S, gi);
 }
 
-// mq_int4_magic returns nibble − zero exactly with the magic-bias trick:
+// mq_int_magic returns code − zero exactly with the magic-bias trick:
 // 0x4B000000 is 2^23 as a float, so OR-ing a small integer into its
-// mantissa yields 2^23 + q, and subtracting 2^23 + zero leaves q − zero
-// without an integer-to-float conversion (the GPU's fast path; the half
-// variant uses 0x6400 = 1024).
-MQ_FN float mq_int4_magic(uint nibble, uint zero) {
-  return mq_as_float(0x4B000000u | nibble) - mq_as_float(0x4B000000u | zero);
+// mantissa yields 2^23 + code, and subtracting 2^23 + zero leaves
+// code − zero without an integer-to-float conversion (the classic INT4
+// dequantization trick; its half variant uses 0x6400 = 1024).
+MQ_FN float mq_int_magic(uint code, uint zero) {
+  return mq_as_float(0x4B000000u | code) - mq_as_float(0x4B000000u | zero);
 }
 
-// mq_dq_run dequantizes elements k0..k0+cnt−1 (cnt ≤ 8) of row n into out;
-// elements at k ≥ cols or n ≥ rows read as 0. Eight 4-bit elements that
-// start at an even k and lie in one group take the fast path: one 32-bit
-// word, one scale, and the magic-bias trick for integers.
+// mq_dq_run dequantizes the 8 elements k0..k0+7 of row n into out; k0 must
+// be a multiple of 8 (every caller's runs are), elements at k ≥ cols or
+// n ≥ rows read as 0. A full run inside one group (no g_idx) of 2-, 3-, 4-
+// or 8-bit codes takes the fast path: its codes are `bits` whole bytes,
+// read once into two 32-bit words (no code straddles them for these
+// widths), the group multiplier and zero point are read once, and integers
+// use the magic-bias trick. Other runs go element by element.
 MQ_FN void mq_dq_run(mq_qparams p, MTL_DEVICE const uchar *W, MTL_DEVICE const uchar *S,
                      MTL_DEVICE const uchar *Z, MTL_DEVICE const int *G, uint n, uint k0,
                      MTL_THREAD float *out) {
@@ -252,21 +255,29 @@ MQ_FN void mq_dq_run(mq_qparams p, MTL_DEVICE const uchar *W, MTL_DEVICE const u
     }
     return;
   }
-  if (p.bits == 4u && p.has_gidx == 0u && (k0 & 7u) == 0u && k0 + 8u <= p.cols &&
+  uint b = p.bits;
+  if ((b == 2u || b == 3u || b == 4u || b == 8u) && p.has_gidx == 0u && k0 + 8u <= p.cols &&
       k0 / p.group == (k0 + 7u) / p.group) {
     uint gi = n * p.ngroups + k0 / p.group;
-    MTL_DEVICE const uchar *b = W + n * p.row_bytes + (k0 >> 1);
-    uint word = (uint)b[0] | ((uint)b[1] << 8) | ((uint)b[2] << 16) | ((uint)b[3] << 24);
+    MTL_DEVICE const uchar *src = W + n * p.row_bytes + k0 / 8u * b;
+    uint lo = 0u;
+    uint hi = 0u;
+    for (uint j = 0u; j < b; j++) {
+      uint v = (uint)src[j];
+      if (j < 4u) {
+        lo |= v << (8u * j);
+      } else {
+        hi |= v << (8u * (j - 4u));
+      }
+    }
+    uint mask = (1u << b) - 1u;
     float mul = mq_group_mul(p, S, gi);
-    if (p.elem == MQ_ELEM_INT) {
-      uint zero = mq_group_zero(p, Z, gi);
-      for (uint i = 0u; i < 8u; i++) {
-        out[i] = mq_int4_magic((word >> (4u * i)) & 15u, zero) * mul;
-      }
-    } else {
-      for (uint i = 0u; i < 8u; i++) {
-        out[i] = mq_level(p.elem, 4u, (word >> (4u * i)) & 15u, 0u) * mul;
-      }
+    uint zero = mq_group_zero(p, Z, gi);
+    for (uint i = 0u; i < 8u; i++) {
+      uint sh = i * b;
+      uint code = (sh < 32u ? lo >> sh : hi >> (sh - 32u)) & mask;
+      float level = p.elem == MQ_ELEM_INT ? mq_int_magic(code, zero) : mq_level(p.elem, b, code, 0u);
+      out[i] = level * mul;
     }
     return;
   }
