@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -535,7 +536,11 @@ func TestHostileFiles(t *testing.T) {
 		{"duplicate tensor", pad(hdr(2, 0).s("t").u32(1).u64(1).u32(0).u64(0).s("t").u32(1).u64(1).u32(0).u64(32), 128), "duplicate tensor"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			before := totalAlloc()
 			_, err := Read(tc.b)
+			if d := totalAlloc() - before; d > 1<<20 {
+				t.Errorf("allocated %d bytes", d)
+			}
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("error %v does not mention %q", err, tc.want)
 			}
@@ -567,7 +572,11 @@ func FuzzRead(f *testing.F) {
 	f.Add(hdr(0, 1).s("k").u32(9).u32(8).u64(3).s("a").s("b").Bytes())
 	f.Add([]byte("GGUF"))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		before := totalAlloc()
 		g, err := Read(b)
+		if d := totalAlloc() - before; d > 1<<20+512*uint64(len(b)) {
+			t.Fatalf("parsing %d bytes allocated %d bytes", len(b), d)
+		}
 		if err != nil {
 			return
 		}
@@ -586,4 +595,11 @@ func FuzzRead(f *testing.F) {
 			}
 		}
 	})
+}
+
+// totalAlloc is the cumulative heap allocation of the process.
+func totalAlloc() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.TotalAlloc
 }

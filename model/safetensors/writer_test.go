@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -271,7 +272,11 @@ func FuzzParseHeader(f *testing.F) {
 	f.Add([]byte(`{"a":{"dtype":"F8_E4M3","shape":[4294967296,4294967296],"data_offsets":[0,0]}}`), int64(0))
 	f.Add([]byte(`{}`), int64(0))
 	f.Fuzz(func(t *testing.T, b []byte, dataLen int64) {
+		before := totalAlloc()
 		h, err := ParseHeader(b, dataLen)
+		if d := totalAlloc() - before; d > 1<<20+512*uint64(len(b)) {
+			t.Fatalf("parsing %d bytes allocated %d bytes", len(b), d)
+		}
 		if err != nil {
 			return
 		}
@@ -290,7 +295,11 @@ func FuzzParseIndex(f *testing.F) {
 	f.Add([]byte(`{"weight_map":{"a":"../etc/passwd"}}`))
 	f.Add([]byte(`{"weight_map":{"a":"s","a":"s"}}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
+		before := totalAlloc()
 		ix, err := ParseIndex(b)
+		if d := totalAlloc() - before; d > 1<<20+512*uint64(len(b)) {
+			t.Fatalf("parsing %d bytes allocated %d bytes", len(b), d)
+		}
 		if err != nil {
 			return
 		}
@@ -371,4 +380,11 @@ func TestReadPythonWritten(t *testing.T) {
 			t.Errorf("%s: %s%v, want %s%v (or bytes differ)", name, tt.DType, tt.Shape, w.DType, w.Shape)
 		}
 	}
+}
+
+// totalAlloc is the cumulative heap allocation of the process.
+func totalAlloc() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.TotalAlloc
 }
