@@ -390,12 +390,16 @@ func BenchmarkPrefill(b *testing.B) {
 			}
 			batch := Batch{Seqs: 1, Len: len(ids)}
 			b.ResetTimer()
+			cpu0 := cpuSeconds()
 			for b.Loop() {
 				if _, err := m.Forward(context.Background(), ids, batch, nil); err != nil {
 					b.Fatal(err)
 				}
 			}
 			b.ReportMetric(float64(len(ids)*b.N)/b.Elapsed().Seconds(), "tokens/s")
+			if cpu := cpuSeconds() - cpu0; cpu > 0 {
+				b.ReportMetric(float64(len(ids)*b.N)/cpu, "tokens/cpu-s")
+			}
 		})
 	}
 }

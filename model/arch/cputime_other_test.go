@@ -1,0 +1,6 @@
+//go:build !unix
+
+package arch
+
+// cpuSeconds is unavailable here; benchmarks then skip the per-CPU metric.
+func cpuSeconds() float64 { return 0 }
