@@ -25,7 +25,7 @@ type Progress struct {
 // NewProgress creates the display for a plan, writing to w (a terminal).
 func NewProgress(w io.Writer, plan *Plan) *Progress {
 	pr := &Progress{
-		p:        mpb.New(mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond)),
+		p:        mpb.New(mpb.WithOutput(w), mpb.WithAutoRefresh(), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond)),
 		bars:     map[string]*mpb.Bar{},
 		inflight: map[string]int{},
 		w:        w,

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const cliJob = `version: 1
+name: cli
+resources: {workers: 2}
+stages:
+  - {id: g, kind: synthetic, with: {seed: 1, layers: 2, tensors: [{name: "l.{layer}.w", shape: [16, 8]}]}}
+  - {id: s, kind: stats, needs: [g], with: {out: stats.json}}
+`
+
+func cli(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := runCLI(context.Background(), args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestCLIRunStatusPlan(t *testing.T) {
+	dir := t.TempDir()
+	job := filepath.Join(dir, "job.yaml")
+	os.WriteFile(job, []byte(cliJob), 0o644)
+	wd := filepath.Join(dir, "wd")
+
+	code, out, errs := cli(t, "status", "--workdir", wd, job)
+	if code != 0 || !strings.Contains(out, "0/5 tasks done") {
+		t.Fatalf("status before: %d %q %q", code, out, errs)
+	}
+	code, out, errs = cli(t, "run", job, "--workdir", wd, "--log-format", "json")
+	if code != 0 {
+		t.Fatalf("run: %d %s", code, errs)
+	}
+	counts := map[string]int{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		var e struct {
+			Event, Stage, Key string
+			Bytes             int64
+			Seconds           float64
+		}
+		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
+			t.Fatalf("bad JSON line %q: %v", sc.Text(), err)
+		}
+		counts[e.Event]++
+		if e.Event == "done" && (e.Bytes <= 0 || e.Stage == "" || e.Key == "") {
+			t.Errorf("done event lacks fields: %s", sc.Text())
+		}
+	}
+	if counts["queued"] != 5 || counts["started"] != 5 || counts["done"] != 5 {
+		t.Errorf("event counts %v", counts)
+	}
+	if _, err := os.Stat(filepath.Join(wd, "out", "stats.json")); err != nil {
+		t.Error(err)
+	}
+	code, out, _ = cli(t, "status", "--workdir", wd, job)
+	if code != 0 || !strings.Contains(out, "5/5 tasks done") {
+		t.Errorf("status after: %q", out)
+	}
+	// second run: plain lines on a non-terminal, everything skipped
+	code, out, errs = cli(t, "run", "--workdir", wd, job)
+	if code != 0 || strings.Count(errs, " skipped ") != 5 || !strings.Contains(out, "0 tasks run, 5 skipped") {
+		t.Errorf("resume: %d %q %q", code, out, errs)
+	}
+	// --set changes a config: g and s re-run
+	code, out, _ = cli(t, "run", "--quiet", "--workdir", wd, "--set", "stages.g.with.seed=2", job)
+	if code != 0 || !strings.Contains(out, "5 tasks run, 0 skipped") {
+		t.Errorf("after --set: %q", out)
+	}
+	// --fresh starts over
+	code, out, _ = cli(t, "run", "--quiet", "--fresh", "--workdir", wd, job)
+	if code != 0 || !strings.Contains(out, "5 tasks run") {
+		t.Errorf("fresh: %q", out)
+	}
+	code, out, _ = cli(t, "plan", "--format", "dot", job)
+	if code != 0 || !strings.Contains(out, `"g" -> "s" [label="2"]`) || !strings.HasPrefix(out, "digraph") {
+		t.Errorf("dot: %q", out)
+	}
+	code, out, _ = cli(t, "plan", job)
+	if code != 0 || !strings.Contains(out, "2 stages, 5 tasks") {
+		t.Errorf("plan: %q", out)
+	}
+}
+
+func TestCLIUsageAndErrors(t *testing.T) {
+	if code, _, _ := cli(t); code != 2 {
+		t.Errorf("no args: exit %d", code)
+	}
+	if code, _, errs := cli(t, "frob"); code != 2 || !strings.Contains(errs, `unknown command "frob"`) {
+		t.Errorf("unknown command: %d %q", code, errs)
+	}
+	if code, _, _ := cli(t, "run"); code != 2 {
+		t.Errorf("run without file: exit %d", code)
+	}
+	if code, _, errs := cli(t, "run", "/nonexistent/job.yaml"); code != 1 || !strings.Contains(errs, "no such file") {
+		t.Errorf("missing file: %d %q", code, errs)
+	}
+	if code, out, _ := cli(t, "kinds"); code != 0 || !strings.Contains(out, "synthetic") || !strings.Contains(out, "stats") {
+		t.Errorf("kinds: %q", out)
+	}
+	if code, out, _ := cli(t, "help"); code != 0 || !strings.Contains(out, "validate") {
+		t.Errorf("help: %q", out)
+	}
+}
