@@ -83,6 +83,14 @@ func (c *cpu) SgemmStrided(transA, transB bool, m, n, k int, alpha float32,
 			return fmt.Errorf("kernels: sgemm strided: batch %d: %w", i, err)
 		}
 	}
+	// Small matrices (attention heads): one goroutine per matrix; large
+	// ones: one matrix at a time on all threads.
+	if work := m * n * k; batch > 1 && work < 1<<22 {
+		parallelFor(min(c.threads, c.threadsFor(work*batch)), batch, func(_, i int) {
+			c.sgemmT(1, transA, transB, m, n, k, alpha, a[i*strideA:], lda, b[i*strideB:], ldb, beta, cm[i*strideC:], ldc)
+		})
+		return nil
+	}
 	for i := 0; i < batch; i++ {
 		c.sgemm(transA, transB, m, n, k, alpha, a[i*strideA:], lda, b[i*strideB:], ldb, beta, cm[i*strideC:], ldc)
 	}

@@ -16,13 +16,20 @@
 //
 // SGEMM follows the BLIS design: five loops around a 6×16 micro-kernel over
 // packed panels (KC=256, MC=120, NC=4096), with the parallel tasks being
-// (row block × column chunk) pairs inside each packed B panel. On amd64
+// (row block × column chunk) pairs inside each packed B panel; m = 1 is a
+// GEMV (dot products for op(B) = Bᵀ, 4-row axpy otherwise). On amd64
 // CPUs with AVX2 and FMA (checked once with golang.org/x/sys/cpu) the
-// micro-kernel, dot/axpy and the FWHT butterflies run in hand-written Go
-// assembly; elsewhere, and with the purego build tag, pure-Go kernels run
-// (tests compare the two). There is no AVX-512 kernel: the development and
-// CI machines (AMD Zen 3) lack AVX-512, and assembly that cannot be run
-// here cannot be tested here.
+// micro-kernel, dot/axpy, the FWHT butterflies and the 4-bit dequant
+// kernels run in hand-written Go assembly (simd_amd64.s); elsewhere, and
+// with the purego build tag, pure-Go kernels run, and the tests run both
+// and compare them with naive float64 references.
+//
+// The assembly is written by hand rather than generated with avo: it is
+// about 450 lines of straight-line AVX2 with no register allocation to
+// automate, avo is not among the modules this project can fetch, and every
+// routine has a pure-Go twin that the tests check it against. There is no
+// AVX-512 kernel: the development and CI machines (AMD Zen 3) lack
+// AVX-512, and assembly that cannot be run here cannot be tested here.
 //
 // The Cholesky, triangular solve and triangular inverse are recursive
 // (cache-oblivious) algorithms that put nearly all their flops into the
@@ -39,9 +46,16 @@
 //
 // # Dequantization
 //
-// DequantGEMM takes any QuantMatrix (the quant package's packed tensors
-// implement it). The generic path dequantizes L1/L2-sized tiles through
-// QuantMatrix.DequantizeTile and multiplies them at once, so no full F32
-// copy of the weight is ever made and the values used are bit-identical to
-// the format's own dequantization.
+// DequantGEMM takes the quant package's *quant.Packed directly (so kernels
+// imports quant; quant must never import kernels — GPTQ lives in
+// quant/gptq). For the 4-bit formats with contiguous groups (fp4, mxfp4,
+// nvfp4, int4, int4_asym, nf4) the weights are decoded from 16-entry
+// per-group tables (element − zero)·Mul built with exactly the float32
+// operations of quant.Packed.DequantizeRow: small batches (m < 8) use a
+// fused decode-and-dot kernel that never writes the weights anywhere, larger
+// batches decode L2-sized panels and run the GEMM micro-kernel on them.
+// Every other format (3/2/8-bit, fp8, bf16/f16, act-order g_idx) decodes
+// row tiles with quant.Packed.DequantizeRow itself. No full F32 copy of a
+// weight is made, and the weight values used are bit-identical to
+// quant.Packed.Dequantize (tests check every tile bit for bit).
 package kernels

@@ -23,6 +23,12 @@ const (
 // sgemm is the CPU Sgemm after validation.
 func (c *cpu) sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, cm []float32, ldc int) {
+	c.sgemmT(c.threadsFor(m*n*k), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, cm, ldc)
+}
+
+// sgemmT is sgemm on at most threads goroutines.
+func (c *cpu) sgemmT(threads int, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
+	b []float32, ldb int, beta float32, cm []float32, ldc int) {
 	if m == 0 || n == 0 {
 		return
 	}
@@ -30,7 +36,6 @@ func (c *cpu) sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32
 	if k == 0 || alpha == 0 {
 		return
 	}
-	threads := c.threadsFor(m * n * k)
 	if m == 1 {
 		gemv1(transB, n, k, alpha, a, lda, transA, b, ldb, cm, threads)
 		return

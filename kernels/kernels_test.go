@@ -144,18 +144,20 @@ func TestSgemmPaddingUntouched(t *testing.T) {
 func TestSgemmStrided(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	for _, be := range backends() {
-		m, n, k, batch := 5, 9, 11, 4
-		sa, sb, sc := m*k+3, k*n+1, m*n+2
-		a, b := randSlice(r, batch*sa), randSlice(r, batch*sb)
-		c := make([]float32, batch*sc)
-		if err := be.SgemmStrided(false, false, m, n, k, 1, a, k, sa, b, n, sb, 0, c, n, sc, batch); err != nil {
-			t.Fatal(err)
-		}
-		for bi := 0; bi < batch; bi++ {
-			want, mag := refGemm(false, false, m, n, k, 1, a[bi*sa:], k, b[bi*sb:], n, 0, nil, n)
-			for i := range want {
-				if d := math.Abs(float64(c[bi*sc+i]) - want[i]); d > 2*float64(k+2)*u32*mag[i] {
-					t.Fatalf("%s: batch %d elem %d: got %v want %v", bname(be), bi, i, c[bi*sc+i], want[i])
+		for _, sz := range [][4]int{{5, 9, 11, 4}, {161, 163, 167, 2}} {
+			m, n, k, batch := sz[0], sz[1], sz[2], sz[3]
+			sa, sb, sc := m*k+3, k*n+1, m*n+2
+			a, b := randSlice(r, batch*sa), randSlice(r, batch*sb)
+			c := make([]float32, batch*sc)
+			if err := be.SgemmStrided(false, false, m, n, k, 1, a, k, sa, b, n, sb, 0, c, n, sc, batch); err != nil {
+				t.Fatal(err)
+			}
+			for bi := 0; bi < batch; bi++ {
+				want, mag := refGemm(false, false, m, n, k, 1, a[bi*sa:], k, b[bi*sb:], n, 0, nil, n)
+				for i := range want {
+					if d := math.Abs(float64(c[bi*sc+i]) - want[i]); d > 2*float64(k+2)*u32*mag[i] {
+						t.Fatalf("%s: batch %d elem %d: got %v want %v", bname(be), bi, i, c[bi*sc+i], want[i])
+					}
 				}
 			}
 		}
