@@ -1,4 +1,4 @@
-//go:build linux && cgo
+//go:build (linux && cgo) || darwin
 
 package metal
 
@@ -10,12 +10,31 @@ import (
 	"testing"
 
 	"github.com/marlin-llm/marlin/kernels"
+	"github.com/marlin-llm/marlin/metal/shaders"
 	"github.com/marlin-llm/marlin/quant"
 )
 
-func emuBackend(t *testing.T) (*Backend, *emuDevice) {
+// recorder wraps a device and records the launches.
+type recorder struct {
+	device
+	launches []shaders.Launch
+}
+
+func (r *recorder) dispatch(l shaders.Launch, args []arg) error {
+	r.launches = append(r.launches, l)
+	for i, a := range args {
+		if len(a.data) == 0 {
+			return fmt.Errorf("%s: empty argument %d reaches the device", l.Kernel, i)
+		}
+	}
+	return r.device.dispatch(l, args)
+}
+
+// testBackend returns the backend under test with its device wrapped in a
+// recorder: the emulator on Linux, the GPU on a Mac (testDevice).
+func testBackend(t *testing.T) (*Backend, *recorder) {
 	t.Helper()
-	dev := &emuDevice{}
+	dev := &recorder{device: testDevice(t)}
 	b, err := newBackend(dev, kernels.Options{Threads: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -60,25 +79,11 @@ func quantized(t *testing.T, rng *rand.Rand, name string, rows, cols int) *quant
 	return pk
 }
 
-// TestOffMacUnavailable: off macOS, Open reports ErrUnavailable and auto
-// picks the CPU.
-func TestOffMacUnavailable(t *testing.T) {
-	if _, err := Open(kernels.Options{}); !errors.Is(err, kernels.ErrUnavailable) {
-		t.Fatalf("Open: %v, want ErrUnavailable", err)
-	}
-	if _, err := kernels.Open("metal", kernels.Options{}); !errors.Is(err, kernels.ErrUnavailable) {
-		t.Fatalf("kernels.Open(metal): %v, want ErrUnavailable", err)
-	}
-	b, err := kernels.Open("auto", kernels.Options{})
-	if err != nil || b.Name() != "cpu" {
-		t.Fatalf("auto: %v, %v; want the cpu backend", b, err)
-	}
-}
-
-// TestBackendAgainstCPU drives the backend's public methods with the
-// emulator as its GPU and compares with the CPU backend.
+// TestBackendAgainstCPU drives the backend's public methods (on the
+// emulator under Linux, on the GPU on a Mac) and compares with the CPU
+// backend: dequantization and FWHT bit for bit, products within rounding.
 func TestBackendAgainstCPU(t *testing.T) {
-	b, dev := emuBackend(t)
+	b, dev := testBackend(t)
 	cpu := cpuBackend(t)
 	rng := rand.New(rand.NewPCG(21, 22))
 	for _, name := range []string{"mxfp4", "nvfp4", "int4", "int3_asym", "fp8_e4m3", "nf4"} {
@@ -145,7 +150,7 @@ func TestBackendAgainstCPU(t *testing.T) {
 }
 
 func TestBackendErrorsAndFallbacks(t *testing.T) {
-	b, dev := emuBackend(t)
+	b, dev := testBackend(t)
 	rng := rand.New(rand.NewPCG(23, 24))
 	pk := quantized(t, rng, "int4", 8, 64)
 	c := make([]float32, 8)
@@ -189,7 +194,7 @@ func TestBackendErrorsAndFallbacks(t *testing.T) {
 }
 
 func TestRouteAndMoE(t *testing.T) {
-	b, _ := emuBackend(t)
+	b, _ := testBackend(t)
 	cpu := cpuBackend(t)
 	rng := rand.New(rand.NewPCG(25, 26))
 	const T, E, K, N, D = 11, 16, 2, 24, 64
@@ -246,7 +251,7 @@ func TestRouteAndMoE(t *testing.T) {
 			}
 			for j := 0; j < N; j++ {
 				if d := math.Abs(float64(c[int(r)*N+j] - want[j])); d > 1e-4 {
-					t.Fatalf("%s: expert %d row %d col %d: %v, cpu %v", fmt.Sprint("moe"), e, r, j, c[int(r)*N+j], want[j])
+					t.Fatalf("moe: expert %d row %d col %d: %v, cpu %v", e, r, j, c[int(r)*N+j], want[j])
 				}
 			}
 		}
