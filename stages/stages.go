@@ -17,6 +17,7 @@ func Register(reg *pipeline.Registry) error {
 		StatsKind(),
 		QuantizeKind(),
 		LoadKind(),
+		PackKind(),
 	} {
 		if err := reg.Register(k); err != nil {
 			return fmt.Errorf("stages: %w", err)
