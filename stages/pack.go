@@ -588,7 +588,9 @@ type shardResult struct {
 
 func (s *packStage) runShard(inputs []packInput, file string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
 	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
-		fail := func(err error) (*pipeline.Output, error) { return nil, fmt.Errorf("pack %s %s: %w", s.cfg.Format, file, err) }
+		fail := func(err error) (*pipeline.Output, error) {
+			return nil, fmt.Errorf("pack %s %s: %w", s.cfg.Format, file, err)
+		}
 		it := newInputTensors(env, inputs)
 		res := shardResult{File: file, Weights: map[string]string{}, Rot: map[string]string{}, Schemes: map[string]ct.Scheme{}}
 		var ts []*tensor.Tensor
@@ -685,7 +687,9 @@ func plainTensor(t *tensor.Tensor) *tensor.Tensor {
 
 func (s *packStage) runIndex(shards []pipeline.TaskRef, model string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
 	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
-		fail := func(err error) (*pipeline.Output, error) { return nil, fmt.Errorf("pack %s index: %w", s.cfg.Format, err) }
+		fail := func(err error) (*pipeline.Output, error) {
+			return nil, fmt.Errorf("pack %s index: %w", s.cfg.Format, err)
+		}
 		dir := filepath.Join(env.OutDir, s.cfg.Out)
 		weightMap := map[string]string{}
 		var total int64
@@ -796,4 +800,3 @@ func (s *packStage) runIndex(shards []pipeline.TaskRef, model string) func(conte
 		return out, nil
 	}
 }
-
