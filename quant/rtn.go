@@ -319,6 +319,95 @@ func mxfp4Row(w []float32, out, scales []byte) bool {
 	return finite
 }
 
+// mxfp4RowBF16 is the MXFP4 path for BF16 rows (src little-endian BF16,
+// cols = len(src)/2). Scaling a BF16 value by the block's power of two
+// 2^-e only shifts its exponent field, and the scaled magnitudes of a block
+// lie below 8 (the block absmax maps into [4, 8)), so the E2M1 code is a
+// table lookup on the shifted bits: e2m1BF16[max(bits − (e<<7) − 0x3E80,
+// 0)] (entry 0 is 0.25, code 0, which is also the code of everything
+// below). This is exact when e >= −124 (then BF16 subnormal
+// elements scale below 0.25 and correctly take code 0); other blocks, and a
+// trailing partial block, take the float32 path. The block absmax is a
+// SIMD-within-a-register max over four 15-bit lanes. It returns false if
+// the row holds NaN/Inf (those blocks get the NaN scale).
+func mxfp4RowBF16(src []byte, out, scales []byte) bool {
+	cols := len(src) / 2
+	finite := true
+	var tmp [32]float32
+	for b := 0; b*32 < cols; b++ {
+		n := min(32, cols-b*32)
+		if n == 32 {
+			x := (*[64]byte)(src[b*64 : b*64+64])
+			if amax := bf16BlockAmax(x); amax < 0x7f80 {
+				e := MXSharedExp(DecodeBF16(amax), 2)
+				if e >= -124 {
+					scales[b] = EncodeE8M0(e)
+					mxfp4BlockBF16(x, (*[16]byte)(out[b*16:b*16+16]), int32(0x3e80)+int32(e)<<7)
+					continue
+				}
+			}
+		}
+		blk := src[b*64 : b*64+2*n]
+		for i := 0; i < n; i++ {
+			tmp[i] = DecodeBF16(uint16(blk[2*i]) | uint16(blk[2*i+1])<<8)
+		}
+		if !mxfp4Row(tmp[:n], out[b*16:], scales[b:b+1]) {
+			finite = false
+		}
+	}
+	return finite
+}
+
+// bf16BlockAmax is the largest magnitude (bits & 0x7fff) of 32 BF16
+// values: a lane-wise max over four 15-bit lanes of 64-bit words.
+func bf16BlockAmax(x *[64]byte) uint16 {
+	// lane-wise max(m, v) for 15-bit lanes: (v|top)−m keeps the lane's
+	// top bit iff v >= m, and no borrow crosses lanes.
+	const lanes = 0x8000800080008000
+	lmax := func(m, v uint64) uint64 {
+		mask := (((v | lanes) - m) & lanes >> 15) * 0xffff
+		return v&mask | m&^mask
+	}
+	var m0, m1 uint64 // two chains for instruction-level parallelism
+	for j := 0; j < 8; j += 2 {
+		m0 = lmax(m0, binary.LittleEndian.Uint64(x[8*j:])&^lanes)
+		m1 = lmax(m1, binary.LittleEndian.Uint64(x[8*j+8:])&^lanes)
+	}
+	m := lmax(m0, m1)
+	return max(uint16(m), uint16(m>>16), uint16(m>>32), uint16(m>>48))
+}
+
+// mxfp4BlockBF16 encodes 32 BF16 values to 16 E2M1 bytes with the table;
+// off = 0x3E80 + e<<7 (see mxfp4RowBF16).
+func mxfp4BlockBF16(x *[64]byte, o *[16]byte, off int32) {
+	// Negative offsets (magnitudes below 0.25) clamp to entry 0 (0.25,
+	// code 0) without a branch; offsets stay below 640 because every
+	// element is at most the block absmax (scaled below 8).
+	enc := func(v uint32) uint8 {
+		dl := int32(v&0x7fff) - off
+		dh := int32(v>>16&0x7fff) - off
+		il := uint32(dl&^(dl>>31)) & 1023
+		ih := uint32(dh&^(dh>>31)) & 1023
+		return uint8(v>>12)&8 | uint8(v>>24)&0x80 | e2m1BF16[il] | e2m1BF16[ih]<<4
+	}
+	for i := 0; i < 8; i++ {
+		v := binary.LittleEndian.Uint64(x[8*i:])
+		o[2*i] = enc(uint32(v))
+		o[2*i+1] = enc(uint32(v >> 32))
+	}
+}
+
+// e2m1BF16 maps BF16 magnitude bits 0x3E80 (0.25) + i, i < 640 (below
+// 8.0), to E2M1 magnitude codes (built from EncodeE2M1; never modified);
+// the table is padded to 1024 entries so that a masked index needs no
+// bounds check.
+var e2m1BF16 = func() (t [1024]uint8) {
+	for i := 0; i < 640; i++ {
+		t[i] = EncodeE2M1(DecodeBF16(uint16(0x3e80 + i)))
+	}
+	return t
+}()
+
 // e2m1Fast is EncodeE2M1 without branches (finite input).
 func e2m1Fast(x float32) uint8 {
 	b := math.Float32bits(x)
@@ -412,10 +501,19 @@ func QuantizeTensor(ctx context.Context, t *tensor.Tensor, f Format, opts *Optio
 		p.TensorScale = f.TensorScaleFor(amax)
 	}
 	q := newRowQuantizer(p, &o)
+	mxBF16 := t.DType == tensor.BF16 && f.Elem == ElemE2M1 && f.Scale == ScaleE8M0 && f.GroupSize == 32 && q.fit == nil
 	err = parallelRows(ctx, rows, o.Workers, func(r0, r1 int) error {
 		buf := make([]float32, cols)
 		for r := r0; r < r1; r++ {
-			conv(buf, t.Data[r*cols*es:(r+1)*cols*es])
+			src := t.Data[r*cols*es : (r+1)*cols*es]
+			if mxBF16 {
+				g := p.Groups()
+				if mxfp4RowBF16(src, p.Codes[r*p.RowBytes():(r+1)*p.RowBytes()], p.Scales[r*g:(r+1)*g]) || !q.reject {
+					continue
+				}
+				// a NaN/Inf: let the float32 path name it
+			}
+			conv(buf, src)
 			if err := q.row(r, buf); err != nil {
 				return err
 			}

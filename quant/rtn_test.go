@@ -1,8 +1,12 @@
 package quant
 
 import (
+	"context"
 	"math/rand/v2"
+	"strings"
 	"testing"
+
+	"github.com/marlin-llm/marlin/tensor"
 )
 
 func randWeights(n int, seed uint64) []float32 {
@@ -59,5 +63,61 @@ func TestRoundTripAllFormats(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestMXFP4BF16PathMatchesFloat32Path: the BF16 lookup path of
+// QuantizeTensor gives the same bytes as the float32 path for BF16 values
+// of every magnitude (random bit patterns, subnormals, tiny and huge
+// blocks) and a partial last block.
+func TestMXFP4BF16PathMatchesFloat32Path(t *testing.T) {
+	f, _ := Lookup("mxfp4")
+	r := rand.New(rand.NewPCG(11, 12))
+	const rows, cols = 64, 32*7 + 5
+	data := make([]byte, 2*rows*cols)
+	w := make([]float32, rows*cols)
+	for i := range w {
+		var h uint16
+		blockKind := (i/cols*7 + (i%cols)/32) % 4
+		switch blockKind {
+		case 0: // any finite BF16
+			for {
+				h = uint16(r.Uint32())
+				if h&0x7f80 != 0x7f80 {
+					break
+				}
+			}
+		case 1: // subnormals and tiny normals
+			h = uint16(r.IntN(0x0400)) | uint16(r.IntN(2))<<15
+		case 2: // ordinary weights
+			h = EncodeBF16(float32(r.NormFloat64() * 0.02))
+		case 3: // exponents around the e >= -124 boundary
+			h = uint16(r.IntN(0x0300)+0x0080) | uint16(r.IntN(2))<<15
+		}
+		data[2*i], data[2*i+1] = byte(h), byte(h>>8)
+		w[i] = DecodeBF16(h)
+	}
+	tt := &tensor.Tensor{Name: "x", DType: tensor.BF16, Shape: []int{rows, cols}, Data: data}
+	a, err := QuantizeTensor(context.Background(), tt, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Quantize(w, rows, cols, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(a.Scales) != string(b.Scales) {
+		t.Error("scales differ")
+	}
+	for i := range a.Codes {
+		if a.Codes[i] != b.Codes[i] {
+			t.Fatalf("code byte %d: BF16 path %#x, float32 path %#x", i, a.Codes[i], b.Codes[i])
+		}
+	}
+	// NaN in a BF16 row: the error names the element.
+	data[2*(5*cols+7)+1] = 0x7f
+	data[2*(5*cols+7)] = 0xc0
+	if _, err := QuantizeTensor(context.Background(), tt, f, nil); err == nil || !strings.Contains(err.Error(), "[5, 7]") {
+		t.Errorf("NaN error: %v", err)
 	}
 }
