@@ -127,12 +127,10 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 			row := p.Codes[r*rb : (r+1)*rb]
 			var lut [16]float32
 			if vc < cols { // short last group: Go
-				for k, v := range d.base {
-					lut[k] = (v - offs[nfull]) * muls[nfull]
-				}
+				d.fillTable(lut[:], muls[nfull], offs[nfull])
 			}
 			for i := 0; i < m; i++ {
-				s := lut4DotSIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, &d.base, muls, offs)
+				s := lut4DotSIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, &d.base4, muls, offs)
 				xi := x[i*ldx : i*ldx+cols]
 				for col := vc; col < cols; col++ {
 					s += xi[col] * lut[(row[col>>1]>>(4*(col&1)))&15]
@@ -169,11 +167,15 @@ func (c *cpu) gemmSingle(transA, transB bool, m, n, k int, alpha float32, a []fl
 // tileDecoder dequantizes tiles of a packed weight. It is read-only after
 // construction and shared by the workers of one call.
 type tileDecoder struct {
-	p    *quant.Packed
-	simd bool
-	lut4 bool        // 4-bit contiguous-group fast path
-	gs   int         // group size (lut4)
-	base [16]float32 // element table (lut4)
+	p     *quant.Packed
+	simd  bool
+	table bool        // per-group table decode (every quantized format)
+	lut4  bool        // 4-bit codes in contiguous groups (vector kernels)
+	isInt bool        // integer elements: table entry (i − zero)·mul
+	bits  int         // code width
+	gs    int         // group size
+	base  []float32   // element value of each code (2^bits entries)
+	base4 [16]float32 // base for the 4-bit vector kernels
 	// mul1 maps a 1-byte scale code to its Mul (E8M0, E4M3·tensor scale).
 	mul1 *[256]float32
 }
@@ -181,19 +183,7 @@ type tileDecoder struct {
 func newTileDecoder(p *quant.Packed, simd bool) *tileDecoder {
 	d := &tileDecoder{p: p, simd: simd}
 	f := p.Format
-	if f.Bits != 4 || p.GIdx != nil || !f.Quantized() {
-		return d
-	}
-	switch f.Elem {
-	case quant.ElemE2M1:
-		copy(d.base[:], quant.E2M1Values[:])
-	case quant.ElemNF:
-		copy(d.base[:], quant.NF4Values[:])
-	case quant.ElemInt:
-		for i := range d.base {
-			d.base[i] = float32(i)
-		}
-	default:
+	if !f.Quantized() || f.Bits < 1 || f.Bits > 8 {
 		return d
 	}
 	switch f.Scale {
@@ -201,8 +191,23 @@ func newTileDecoder(p *quant.Packed, simd bool) *tileDecoder {
 	default:
 		return d
 	}
-	d.lut4 = true
+	d.bits = f.Bits
+	d.base = make([]float32, 1<<f.Bits)
+	for i := range d.base {
+		switch f.Elem {
+		case quant.ElemInt:
+			d.base[i] = float32(i)
+		case quant.ElemE2M1, quant.ElemNF, quant.ElemE4M3, quant.ElemE5M2:
+			d.base[i] = f.ElemValue(uint8(i), 0)
+		default:
+			return d
+		}
+	}
+	d.table = true
+	d.isInt = f.Elem == quant.ElemInt
 	d.gs = f.Group(p.Cols)
+	d.lut4 = f.Bits == 4 && p.GIdx == nil
+	copy(d.base4[:], d.base)
 	if f.Scale.Bytes() == 1 {
 		var t [256]float32
 		for code := range t {
@@ -228,24 +233,28 @@ func mulOf(f quant.Format, code uint32, tensorScale float32) float32 {
 }
 
 // tileCols returns the tile width for about want elements per row: a
-// multiple of the group size for lut4, whole rows otherwise.
+// multiple of the group size for table decoding with contiguous groups,
+// whole rows otherwise.
 func (d *tileDecoder) tileCols(want int) int {
 	cols := d.p.Cols
-	if !d.lut4 || cols <= want {
+	if !d.table || cols <= want {
 		return cols
+	}
+	if d.p.GIdx != nil {
+		return want
 	}
 	g := d.gs
 	return max(g, want/g*g)
 }
 
-// scratch is the number of floats decode needs as scratch.
+// scratch is the number of floats decode needs as scratch: multipliers and
+// offsets of every group of a row, plus one table per group.
 func (d *tileDecoder) scratch() int {
-	if !d.lut4 {
+	if !d.table {
 		return 0
 	}
-	ng := (d.tileCols(dqTileFloats) + d.gs - 1) / d.gs
-	ng = max(ng, (d.tileCols(dqBigFloats/dqBigRows)+d.gs-1)/d.gs)
-	return 2 * ng
+	ng := d.p.Groups()
+	return 2*ng + ng*len(d.base)
 }
 
 // f16Table maps every binary16 code to quant.DecodeF16's float32 (built
@@ -293,52 +302,133 @@ func (d *tileDecoder) rowScales(r, g0 int, muls, offs []float32) {
 			offs[g] = float32(p.Zeros[si+g])
 		}
 	default:
+		z := float32(int(1) << (f.Bits - 1))
 		for g := range offs {
-			offs[g] = 8
+			offs[g] = z
 		}
 	}
 }
 
 // decode writes W[r0:r0+nr, c0:c0+nc] to dst (leading dimension ldd). For
-// lut4, c0 is a multiple of the group size; otherwise the tile is whole rows.
+// contiguous groups c0 is a multiple of the group size; without table
+// decoding the tile is whole rows.
 func (d *tileDecoder) decode(dst []float32, ldd, r0, nr, c0, nc int, scratch []float32) {
 	p := d.p
-	if !d.lut4 {
+	if !d.table {
 		for i := 0; i < nr; i++ {
 			p.DequantizeRow(r0+i, dst[i*ldd:i*ldd+p.Cols])
 		}
 		return
 	}
 	gs := d.gs
+	L := len(d.base)
+	rb := p.RowBytes()
+	if p.GIdx != nil {
+		// Act-order: a table for every group of the row, looked up per
+		// column through g_idx.
+		ng := p.Groups()
+		muls, offs, luts := scratch[:ng], scratch[ng:2*ng], scratch[2*ng:2*ng+ng*L]
+		for i := 0; i < nr; i++ {
+			r := r0 + i
+			d.rowScales(r, 0, muls, offs)
+			for g := 0; g < ng; g++ {
+				d.fillTable(luts[g*L:(g+1)*L], muls[g], offs[g])
+			}
+			row := p.Codes[r*rb : (r+1)*rb]
+			out := dst[i*ldd : i*ldd+nc]
+			gidx := p.GIdx[c0 : c0+nc]
+			for e := range out {
+				out[e] = luts[int(gidx[e])*L+int(codeAt(row, c0+e, d.bits))]
+			}
+		}
+		return
+	}
 	g0 := c0 / gs
 	ng := (nc + gs - 1) / gs
 	muls := scratch[:ng]
 	offs := scratch[ng : 2*ng]
-	rb := p.RowBytes()
+	lut := scratch[2*ng : 2*ng+L]
 	for i := 0; i < nr; i++ {
 		r := r0 + i
 		d.rowScales(r, g0, muls, offs)
 		row := p.Codes[r*rb : (r+1)*rb]
 		out := dst[i*ldd : i*ldd+nc]
-		// Whole groups of a multiple of 16 elements go to the vector
-		// decoder (c0 is then even); the rest (odd group sizes, a short
-		// last group) to Go.
+		// Whole 4-bit groups of a multiple of 16 elements go to the vector
+		// decoder (c0 is then even); the rest (other widths, odd group
+		// sizes, a short last group) to Go.
 		vec := 0
-		if d.simd && gs%16 == 0 {
+		if d.lut4 && d.simd && gs%16 == 0 {
 			vec = nc / gs
-			lut4DecodeSIMD(out, row[c0/2:], vec, gs, &d.base, muls, offs)
+			lut4DecodeSIMD(out, row[c0/2:], vec, gs, &d.base4, muls, offs)
 		}
 		for g := vec; g < ng; g++ {
-			var lut [16]float32
-			for k, v := range d.base {
-				lut[k] = (v - offs[g]) * muls[g]
-			}
+			d.fillTable(lut, muls[g], offs[g])
 			e0 := g * gs
 			e1 := min(nc, e0+gs)
-			for e := e0; e < e1; e++ {
-				c := c0 + e
-				out[e] = lut[(row[c>>1]>>(4*(c&1)))&15]
-			}
+			decodeCodes(out[e0:e1], row, c0+e0, d.bits, lut)
+		}
+	}
+}
+
+// fillTable writes the dequantized value of every code for one group, with
+// the float32 operations of quant.Packed.DequantizeRow: element·mul for
+// table formats, (code − zero)·mul for integers.
+func (d *tileDecoder) fillTable(lut []float32, mul, off float32) {
+	if d.isInt {
+		for k, v := range d.base {
+			lut[k] = (v - off) * mul
+		}
+		return
+	}
+	for k, v := range d.base {
+		lut[k] = v * mul
+	}
+}
+
+// codeAt returns the bits-wide (at most 8) code of column c of a packed row (LSB-first
+// bit stream, as quant.Packed stores it).
+func codeAt(row []byte, c, bits int) uint32 {
+	switch bits {
+	case 8:
+		return uint32(row[c])
+	case 4:
+		return uint32(row[c>>1]>>(4*(c&1))) & 15
+	case 2:
+		return uint32(row[c>>2]>>(2*(c&3))) & 3
+	}
+	off := c * bits
+	i := off >> 3
+	w := uint32(row[i])
+	if i+1 < len(row) {
+		w |= uint32(row[i+1]) << 8
+	}
+	return (w >> (off & 7)) & (1<<bits - 1)
+}
+
+// decodeCodes writes lut[code] for the len(out) codes starting at column c0.
+func decodeCodes(out []float32, row []byte, c0, bits int, lut []float32) {
+	switch bits {
+	case 8:
+		for e, b := range row[c0 : c0+len(out)] {
+			out[e] = lut[b]
+		}
+	case 4:
+		e := 0
+		if c0&1 == 1 && len(out) > 0 {
+			out[0] = lut[row[c0>>1]>>4]
+			e = 1
+		}
+		for ; e+1 < len(out); e += 2 {
+			b := row[(c0+e)>>1]
+			out[e] = lut[b&15]
+			out[e+1] = lut[b>>4]
+		}
+		if e < len(out) {
+			out[e] = lut[row[(c0+e)>>1]&15]
+		}
+	default:
+		for e := range out {
+			out[e] = lut[codeAt(row, c0+e, bits)]
 		}
 	}
 }
