@@ -14,6 +14,7 @@ import (
 	"github.com/marlin-llm/marlin/model/gguf"
 	"github.com/marlin-llm/marlin/model/hfconfig"
 	"github.com/marlin-llm/marlin/model/safetensors"
+	"github.com/marlin-llm/marlin/tensor"
 )
 
 // refHeader is ../shared/testdata/gguf/*.header.json: llama.cpp's converter
@@ -247,6 +248,43 @@ func TestF16MatchesConverterFile(t *testing.T) {
 		b, _ := ref.TensorData(ti.Name)
 		if !bytes.Equal(a, b) {
 			t.Errorf("%s: data differs", ti.Name)
+		}
+	}
+}
+
+// TestReadBackInvertsExport: every Hugging Face tensor read back from an
+// F32 export (stacked experts, split kv_b) equals the checkpoint's values.
+func TestReadBackInvertsExport(t *testing.T) {
+	dir := assets.Model(t, "glm47-nano")
+	out := filepath.Join(t.TempDir(), "glm-f32.gguf")
+	p, err := ExportDir(context.Background(), dir, out, Options{Recipe: "f32"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := gguf.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ck, err := safetensors.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	rb := NewReadBack(f, p)
+	for _, name := range ck.Names() {
+		src, _ := ck.Tensor(name)
+		want, _ := CheckpointSource{ck}.Float32(context.Background(), name)
+		got, err := rb.Tensor(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got.Shape, src.Shape) {
+			t.Fatalf("%s: shape %v, want %v", name, got.Shape, src.Shape)
+		}
+		g, _ := tensor.ToFloat32(got)
+		if !reflect.DeepEqual(g, want) {
+			t.Fatalf("%s: values differ", name)
 		}
 	}
 }
