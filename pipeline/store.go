@@ -313,19 +313,15 @@ func (s *Store) Put(id string, ref TaskRef, out *Output, seconds float64) (Journ
 	return e, nil
 }
 
-// Get reads the blob of an entry. Tensor data is read with one copy (see
-// tensor.ReadArrow) and stays valid after the call.
+// Get reads the blob of an entry: one read of the file into memory, then
+// tensor.ReadArrowBytes decodes it without copying (the tensors' Data are
+// slices of that buffer and stay valid after the call).
 func (s *Store) Get(e JournalEntry) (*Output, error) {
-	f, err := os.Open(s.BlobPath(e.ID))
+	data, err := os.ReadFile(s.BlobPath(e.ID))
 	if err != nil {
 		return nil, fmt.Errorf("load %s/%s: %w", e.Stage, e.Key, err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("load %s/%s: %w", e.Stage, e.Key, err)
-	}
-	ts, meta, err := tensor.ReadArrow(f, st.Size())
+	ts, meta, err := tensor.ReadArrowBytes(data)
 	if err != nil {
 		return nil, fmt.Errorf("load %s/%s: %w", e.Stage, e.Key, err)
 	}

@@ -28,15 +28,13 @@ import (
 //	marlin.meta     JSON object of the set's metadata (string → string)
 //
 // Writing is zero-copy: the data column's value buffer aliases Tensor.Data
-// and the IPC writer streams it straight to w. Reading is not: arrow/go
-// v17's IPC file reader has no mmap-backed mode; it reads each record
-// batch's body into a fresh buffer and then copies every column buffer out
-// of it, so a read costs two copies of the data (profiled: memmove is ~65%
-// of BenchmarkArrowWriteRead). The returned tensors' Data aliases the
-// reader's buffers (no third copy). Allocation while reading is bounded by
-// the input size, and the footer's flatbuffer is bounds-checked first
-// (arrow_check.go), so a corrupt file yields an error,
-// not a panic or a huge allocation.
+// and the IPC writer streams it straight to w. Reading has two paths:
+// ReadArrowBytes (arrow_read.go) parses a blob held in memory without
+// copying (Data aliases the input); ReadArrow uses arrow/go's general IPC
+// file reader, which has no mmap-backed mode and copies every buffer twice
+// (message body, then column buffer). Both bounds-check the footer first
+// (arrow_check.go) because arrow/go trusts the counts in it; a corrupt file
+// yields an error, not a panic or a huge allocation.
 
 // ArrowFormat is the value of the marlin.format schema metadata key.
 const ArrowFormat = "marlin-tensors/1"

@@ -82,6 +82,9 @@ func checkArrowFooter(r io.ReaderAt, size int64) error {
 	fields, _, _ := b.field(schema, 1)
 	for i := 0; i < nf; i++ {
 		f, err := b.indirect(fields + 4 + 4*i)
+		if err == nil {
+			f, err = b.checkTable(f)
+		}
 		if err != nil {
 			return fmt.Errorf("field %d: %w", i, err)
 		}
@@ -142,6 +145,9 @@ func (b fbuf) checkTable(t int) (int, error) {
 // field returns the absolute position of a table's field (following the
 // uoffset for offset-typed fields) and whether it is present.
 func (b fbuf) field(t, i int) (int, bool, error) {
+	if _, err := b.checkTable(t); err != nil {
+		return 0, false, err
+	}
 	vt := t - int(int32(binary.LittleEndian.Uint32(b[t:])))
 	vsize := int(binary.LittleEndian.Uint16(b[vt:]))
 	if 4+2*i+2 > vsize {
