@@ -338,13 +338,13 @@ func mxfp4RowBF16(src []byte, out, scales []byte) bool {
 		n := min(32, cols-b*32)
 		if n == 32 {
 			x := (*[64]byte)(src[b*64 : b*64+64])
-			if amax := bf16BlockAmax(x); amax < 0x7f80 {
-				e := MXSharedExp(DecodeBF16(amax), 2)
-				if e >= -124 {
-					scales[b] = EncodeE8M0(e)
-					mxfp4BlockBF16(x, (*[16]byte)(out[b*16:b*16+16]), int32(0x3e80)+int32(e)<<7)
-					continue
-				}
+			// amax's exponent field ef gives e = floor(log2 amax) − 2 =
+			// ef − 129 and the E8M0 code e + 127 = ef − 2; ef >= 5 is
+			// e >= −124, ef <= 0xfe excludes NaN/Inf.
+			if ef := int32(bf16BlockAmax(x) >> 7); ef >= 5 && ef <= 0xfe {
+				scales[b] = uint8(ef - 2)
+				mxfp4BlockBF16(x, (*[16]byte)(out[b*16:b*16+16]), int32(0x3e80)+(ef-129)<<7)
+				continue
 			}
 		}
 		blk := src[b*64 : b*64+2*n]
