@@ -15,6 +15,12 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first Ctrl-C the run stops cleanly; restoring the
+		// default handler lets a second one kill the process at once.
+		<-ctx.Done()
+		stop()
+	}()
 	code := runCLI(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
