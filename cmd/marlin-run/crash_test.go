@@ -125,6 +125,33 @@ func TestCrashResumeByteIdentical(t *testing.T) {
 	if kills < 2 {
 		t.Fatalf("only %d kills", kills)
 	}
+	// Ctrl-C (SIGINT) mid-run stops cleanly: exit 1, "interrupted", no
+	// temporary files left behind.
+	{
+		j, _ := os.ReadFile(filepath.Join(wd, "journal.jsonl"))
+		if bytes.Count(j, []byte("\n")) < total-2 {
+			c := exec.Command(bin, "run", "--log-format", "json", "--workdir", wd, job)
+			var errb bytes.Buffer
+			c.Stderr = &errb
+			stdout, _ := c.StdoutPipe()
+			if err := c.Start(); err != nil {
+				t.Fatal(err)
+			}
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() {
+				if strings.Contains(sc.Text(), `"event":"done"`) {
+					break
+				}
+			}
+			c.Process.Signal(os.Interrupt)
+			io.Copy(io.Discard, stdout)
+			err := c.Wait()
+			if c.ProcessState.ExitCode() != 1 || !strings.Contains(errb.String(), "interrupted") {
+				t.Errorf("SIGINT: %v, stderr %q", err, errb.String())
+			}
+			tree(t, wd) // fails on temporary files
+		}
+	}
 	c = run(wd)
 	if err := c.Run(); err != nil {
 		t.Fatalf("resumed run: %v\n%s", err, c.Stderr)
