@@ -43,11 +43,13 @@
 //
 // Packed holds one quantized [Rows, Cols] weight: Codes (rows byte-aligned,
 // each row a little-endian bit stream, nibbles low first: the GPTQ int32
-// packing read byte-wise), Scales (encoded, row-major [Rows, Groups]), Zeros
-// (asymmetric), TensorScale (NVFP4) and an optional act-order GIdx. Dequantize
-// and DequantizeRow define the value of every code. ToTensors/FromTensors
+// packing read byte-wise; GPTQWords gives GPTQ's transposed qweight words),
+// Scales (encoded, row-major [Rows, Groups]), Zeros (asymmetric),
+// TensorScale (NVFP4) and an optional act-order GIdx. Dequantize and
+// DequantizeRow define the value of every code. ToTensors/FromTensors
 // convert to self-describing tensor.Tensors (Meta keys Meta*), which is what
-// the quantize stage checkpoints and the exporters read.
+// the quantize stage checkpoints and the exporters read; FromTensors
+// validates everything (fuzzed).
 //
 // # RTN
 //
@@ -58,7 +60,26 @@
 // (DefaultClipRatios) for the least squared error. NaN/Inf weights are an
 // error (*NonFiniteError, naming tensor, row and column) unless
 // Options.NonFinite is NonFinitePass. Measure produces a Report (MSE, max
-// abs error, cosine, SQNR dB, bits per weight).
+// abs error, cosine, SQNR dB, bits per weight); Summarize aggregates a
+// model's reports (average bits per weight, formats chosen).
+//
+// Speed: MXFP4 on BF16 input has a dedicated path (the block scale is a
+// power of two, so scaling only shifts BF16 exponent bits and the E2M1 code
+// is a 640-entry table lookup; block absmax is a SIMD-within-a-register
+// max), tested byte-equal to the float32 path. Other formats use branch-free
+// per-group loops (division by the scale, as the reference definitions).
+// BenchmarkQuantizeBF16 reports GB/s of BF16 input per format, single core
+// and all cores, plus GB per CPU-second for loaded machines.
+//
+// # Verification
+//
+// Known-answer tests per format (from the specs: zero, ±max, saturation,
+// subnormals, halfway ties, NaN/Inf, all-zero groups), exhaustive FP4/FP8
+// round trips, brute-force nearest-value checks, byte-equality with PyTorch
+// on 10^6 values per codec (testdata/xcheck.json, made by
+// testdata/xcheck.py: torch float8 casts, README definitions of MXFP4 and
+// NVFP4), and bit-exact dequantized weights of the golden RTN recipes on the
+// three nano models (testdata/rtn_reference.json).
 //
 // # What GPTQ uses
 //

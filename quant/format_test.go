@@ -332,3 +332,33 @@ func TestScaleSearchNeverWorse(t *testing.T) {
 		t.Logf("%s: MSE %.4g -> %.4g with scale search", n, r0.MSE, r1.MSE)
 	}
 }
+
+func TestGPTQWords(t *testing.T) {
+	f, _ := mustLookup(t, "int4").WithGroupSize(16)
+	p, _ := NewPacked(f, 2, 16)
+	for n := 0; n < 2; n++ {
+		for c := 0; c < 16; c++ {
+			p.SetCode(n, c, uint8((c+n)%16))
+		}
+	}
+	w, err := p.GPTQWords()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// word (k, n): column 8k+i of row n in nibble i
+	for k := 0; k < 2; k++ {
+		for n := 0; n < 2; n++ {
+			var want uint32
+			for i := 0; i < 8; i++ {
+				want |= uint32((8*k+i+n)%16) << (4 * i)
+			}
+			if uint32(w[k*2+n]) != want {
+				t.Errorf("word (%d, %d) = %#x, want %#x", k, n, uint32(w[k*2+n]), want)
+			}
+		}
+	}
+	p3, _ := NewPacked(mustLookup(t, "int3"), 1, 16)
+	if _, err := p3.GPTQWords(); err == nil {
+		t.Error("3-bit accepted")
+	}
+}

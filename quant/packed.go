@@ -298,3 +298,29 @@ func (p *Packed) Dequantize(dst []float32) {
 		p.DequantizeRow(r, dst[r*p.Cols:(r+1)*p.Cols])
 	}
 }
+
+// GPTQWords returns 4-bit codes in GPTQ's qweight layout: int32 words
+// [Cols/8][Rows] (row-major), word (k, n) holding the codes of columns
+// 8k..8k+7 of row n, column 8k in the lowest nibble. Since Packed rows pack
+// nibbles low first, word (k, n) is bytes 4k..4k+3 of row n read as a
+// little-endian uint32: this is a transpose of 32-bit words. Cols must be a
+// multiple of 8. (Symmetric codes are offset by 2^(B−1), the zero point
+// GPTQ stores; exporters write zeros and scales in their own layouts.)
+func (p *Packed) GPTQWords() ([]int32, error) {
+	if p.Format.Bits != 4 || !p.Format.Quantized() {
+		return nil, fmt.Errorf("quant: GPTQ words need a 4-bit format, have %s", p.Format.Name)
+	}
+	if p.Cols%8 != 0 {
+		return nil, fmt.Errorf("quant: GPTQ words need cols %% 8 == 0, have %d", p.Cols)
+	}
+	k := p.Cols / 8
+	out := make([]int32, k*p.Rows)
+	rb := p.RowBytes()
+	for n := 0; n < p.Rows; n++ {
+		row := p.Codes[n*rb : (n+1)*rb]
+		for j := 0; j < k; j++ {
+			out[j*p.Rows+n] = int32(binary.LittleEndian.Uint32(row[4*j:]))
+		}
+	}
+	return out, nil
+}

@@ -131,3 +131,47 @@ func (r *Report) UnmarshalJSON(b []byte) error {
 	*r = Report{j.Name, j.Format, j.Rows, j.Cols, j.MSE, j.MaxAbsErr, j.Cosine, sq, j.BitsPerWeight, j.NonFinite}
 	return nil
 }
+
+// Summary aggregates the reports of a model's tensors.
+type Summary struct {
+	// Tensors and Weights count the reported tensors and their elements.
+	Tensors int
+	Weights int64
+	// AvgCosine is the unweighted mean of the per-tensor cosines;
+	// MinCosine and MinCosineTensor the worst one.
+	AvgCosine       float64
+	MinCosine       float64
+	MinCosineTensor string
+	// BitsPerWeight is the storage cost averaged over all weights (each
+	// tensor weighted by its element count).
+	BitsPerWeight float64
+	// Formats counts tensors per format string.
+	Formats map[string]int
+}
+
+// Summarize aggregates reports (for the model's average bits per weight
+// and the per-format choice counts of mixed-precision rules).
+func Summarize(reps []Report) Summary {
+	s := Summary{MinCosine: math.Inf(1), Formats: map[string]int{}}
+	var bits float64
+	for _, r := range reps {
+		n := int64(r.Rows) * int64(r.Cols)
+		s.Tensors++
+		s.Weights += n
+		s.AvgCosine += r.Cosine
+		bits += r.BitsPerWeight * float64(n)
+		s.Formats[r.Format]++
+		if r.Cosine < s.MinCosine {
+			s.MinCosine, s.MinCosineTensor = r.Cosine, r.Name
+		}
+	}
+	if s.Tensors == 0 {
+		s.MinCosine = 0
+		return s
+	}
+	s.AvgCosine /= float64(s.Tensors)
+	if s.Weights > 0 {
+		s.BitsPerWeight = bits / float64(s.Weights)
+	}
+	return s
+}

@@ -121,3 +121,17 @@ func TestMXFP4BF16PathMatchesFloat32Path(t *testing.T) {
 		t.Errorf("NaN error: %v", err)
 	}
 }
+
+func TestSummarize(t *testing.T) {
+	s := Summarize([]Report{
+		{Name: "a", Format: "mxfp4", Rows: 2, Cols: 32, Cosine: 0.99, BitsPerWeight: 4.25},
+		{Name: "b", Format: "bf16", Rows: 2, Cols: 96, Cosine: 1, BitsPerWeight: 16},
+	})
+	// (64·4.25 + 192·16) / 256 = 13.0625
+	if s.Tensors != 2 || s.Weights != 256 || s.BitsPerWeight != 13.0625 || s.AvgCosine != 0.995 || s.MinCosineTensor != "a" || s.Formats["bf16"] != 1 {
+		t.Errorf("%+v", s)
+	}
+	if z := Summarize(nil); z.Tensors != 0 || z.MinCosine != 0 {
+		t.Errorf("empty: %+v", z)
+	}
+}
