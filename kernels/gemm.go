@@ -85,6 +85,10 @@ func (c *cpu) gemmBlocked(transA, transB bool, m, n, k int, alpha float32, a []f
 	defer gemmPool.Put(buf)
 	buf.ensure(threads, n)
 	kern := c.microKernel
+	// Balance the row blocks: the fewest blocks of at most gemmMC rows, of
+	// equal size rounded up to a multiple of gemmMR.
+	nmb := (m + gemmMC - 1) / gemmMC
+	mcb := ((m+nmb-1)/nmb + gemmMR - 1) / gemmMR * gemmMR
 
 	for jc := 0; jc < n; jc += gemmNC {
 		nc := min(gemmNC, n-jc)
@@ -96,7 +100,7 @@ func (c *cpu) gemmBlocked(transA, transB bool, m, n, k int, alpha float32, a []f
 				packB(buf.b[s*gemmKC*gemmNR:], transB, b, ldb, pc, kc, jc+s*gemmNR, min(gemmNR, nc-s*gemmNR))
 			})
 			// Tasks: (MC block of rows) × (chunk of columns of the panel).
-			mBlocks := (m + gemmMC - 1) / gemmMC
+			mBlocks := (m + mcb - 1) / mcb
 			chunks := (nc + gemmChunk - 1) / gemmChunk
 			lastIC := make([]int, threads)
 			for i := range lastIC {
@@ -104,8 +108,8 @@ func (c *cpu) gemmBlocked(transA, transB bool, m, n, k int, alpha float32, a []f
 			}
 			parallelFor(threads, mBlocks*chunks, func(w, t int) {
 				ib, ch := t/chunks, t%chunks
-				ic := ib * gemmMC
-				mc := min(gemmMC, m-ic)
+				ic := ib * mcb
+				mc := min(mcb, m-ic)
 				ap := buf.a[w]
 				if lastIC[w] != ic {
 					packA(ap, transA, a, lda, ic, mc, pc, kc, alpha)
