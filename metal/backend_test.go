@@ -10,17 +10,17 @@ import (
 	"testing"
 
 	"github.com/marlin-llm/marlin/kernels"
-	"github.com/marlin-llm/marlin/metal/shaders"
+	"github.com/marlin-llm/marlin/metal/launch"
 	"github.com/marlin-llm/marlin/quant"
 )
 
 // recorder wraps a device and records the launches.
 type recorder struct {
 	device
-	launches []shaders.Launch
+	launches []launch.Launch
 }
 
-func (r *recorder) dispatch(l shaders.Launch, args []arg) error {
+func (r *recorder) dispatch(l launch.Launch, args []arg) error {
 	r.launches = append(r.launches, l)
 	for i, a := range args {
 		if len(a.data) == 0 {

@@ -16,7 +16,7 @@ import (
 	"unsafe"
 
 	"github.com/marlin-llm/marlin/kernels"
-	"github.com/marlin-llm/marlin/metal/shaders"
+	"github.com/marlin-llm/marlin/metal/launch"
 )
 
 // mtlDevice is a device backed by the Objective-C bridge.
@@ -26,7 +26,7 @@ type mtlDevice struct {
 }
 
 func openDevice() (device, error) {
-	src, err := shaders.LibrarySource()
+	src, err := LibrarySource()
 	if err != nil {
 		return nil, err
 	}
@@ -46,7 +46,7 @@ func openDevice() (device, error) {
 
 func (d *mtlDevice) name() string { return d.devName }
 
-func (d *mtlDevice) dispatch(l shaders.Launch, args []arg) error {
+func (d *mtlDevice) dispatch(l launch.Launch, args []arg) error {
 	for _, g := range l.Groups {
 		if g == 0 {
 			return nil

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/marlin-llm/marlin/kernels"
+	"github.com/marlin-llm/marlin/metal/launch"
 	"github.com/marlin-llm/marlin/metal/shaders"
 )
 
@@ -18,7 +19,7 @@ type emuDevice struct {
 
 func (d *emuDevice) name() string { return "emulator" }
 
-func (d *emuDevice) dispatch(l shaders.Launch, args []arg) error {
+func (d *emuDevice) dispatch(l launch.Launch, args []arg) error {
 	bufs := make([][]byte, len(args))
 	for i, a := range args {
 		bufs[i] = a.data

@@ -7,7 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/marlin-llm/marlin/kernels"
-	"github.com/marlin-llm/marlin/metal/shaders"
+	"github.com/marlin-llm/marlin/metal/launch"
 	"github.com/marlin-llm/marlin/quant"
 )
 
@@ -22,7 +22,7 @@ type arg struct {
 // shaders emulator in the Linux tests. dispatch returns after the kernel has
 // finished, with the outputs in the out arguments' slices.
 type device interface {
-	dispatch(l shaders.Launch, args []arg) error
+	dispatch(l launch.Launch, args []arg) error
 	name() string
 }
 
@@ -101,14 +101,14 @@ func checkMat(what string, s []float32, rows, cols, ld int) error {
 
 // weightArgs turns a packed weight into kernel parameters and buffers; ok is
 // false for formats without a Metal kernel (bf16, f16).
-func weightArgs(w *quant.Packed) (shaders.QParams, shaders.Weights, bool, error) {
+func weightArgs(w *quant.Packed) (launch.QParams, launch.Weights, bool, error) {
 	if w == nil {
-		return shaders.QParams{}, shaders.Weights{}, false, fmt.Errorf("metal: nil weight: %w", kernels.ErrShape)
+		return launch.QParams{}, launch.Weights{}, false, fmt.Errorf("metal: nil weight: %w", kernels.ErrShape)
 	}
 	if !w.Format.Quantized() {
-		return shaders.QParams{}, shaders.Weights{}, false, nil
+		return launch.QParams{}, launch.Weights{}, false, nil
 	}
-	p, ws, err := shaders.FromPacked(w)
+	p, ws, err := launch.FromPacked(w)
 	if err != nil {
 		return p, ws, false, fmt.Errorf("metal: %w", err)
 	}
@@ -116,7 +116,7 @@ func weightArgs(w *quant.Packed) (shaders.QParams, shaders.Weights, bool, error)
 }
 
 // weightBufs returns the W, S, Z, G arguments.
-func weightBufs(ws shaders.Weights) []arg {
+func weightBufs(ws launch.Weights) []arg {
 	return []arg{{data: nonEmpty(ws.Codes)}, {data: nonEmpty(ws.Scales)}, {data: nonEmpty(ws.Zeros)}, {data: nonEmpty(i32bytes(ws.GIdx))}}
 }
 
@@ -149,9 +149,9 @@ func (b *Backend) DequantGEMM(m int, x []float32, ldx int, w *quant.Packed, beta
 		return b.Backend.DequantGEMM(m, x, ldx, w, beta, c, ldc)
 	}
 	p.M, p.LDX, p.LDC, p.Beta = uint32(m), uint32(ldx), uint32(ldc), beta
-	l := shaders.PlanGEMM(p)
-	if m <= shaders.GEMVMaxM {
-		l = shaders.PlanGEMV(p)
+	l := launch.PlanGEMM(p)
+	if m <= launch.GEMVMaxM {
+		l = launch.PlanGEMV(p)
 	}
 	args := append([]arg{{data: p.Bytes(), param: true}, {data: f32bytes(x[:xn])}}, weightBufs(ws)...)
 	args = append(args, arg{data: f32bytes(c[:cn]), out: true})
@@ -178,17 +178,17 @@ func (b *Backend) Dequantize(w *quant.Packed, dst []float32) error {
 	}
 	args := append([]arg{{data: p.Bytes(), param: true}}, weightBufs(ws)...)
 	args = append(args, arg{data: f32bytes(dst[:n]), out: true})
-	if err := b.dev.dispatch(shaders.PlanDequant(p), args); err != nil {
+	if err := b.dev.dispatch(launch.PlanDequant(p), args); err != nil {
 		return fmt.Errorf("metal: dequantize %s: %w", w.Format, err)
 	}
 	return nil
 }
 
 // FWHT implements kernels.Backend on the GPU for blocks up to
-// 2^shaders.FWHTMaxLog2 (larger blocks run on the CPU); results are
+// 2^launch.FWHTMaxLog2 (larger blocks run on the CPU); results are
 // bit-identical to the CPU backend's.
 func (b *Backend) FWHT(x []float32, rows, cols, log2Block int, normalize bool) error {
-	if log2Block < 0 || log2Block > shaders.FWHTMaxLog2 || rows < 0 || cols < 0 {
+	if log2Block < 0 || log2Block > launch.FWHTMaxLog2 || rows < 0 || cols < 0 {
 		return b.Backend.FWHT(x, rows, cols, log2Block, normalize)
 	}
 	bs := 1 << log2Block
@@ -199,11 +199,11 @@ func (b *Backend) FWHT(x []float32, rows, cols, log2Block int, normalize bool) e
 	if n == 0 {
 		return nil
 	}
-	fp := shaders.FWHTParams{Total: uint32(n), Log2B: uint32(log2Block)}
+	fp := launch.FWHTParams{Total: uint32(n), Log2B: uint32(log2Block)}
 	if normalize {
 		fp.Scaled, fp.Scale = 1, float32(1/math.Sqrt(float64(bs)))
 	}
-	l, err := shaders.PlanFWHT(fp)
+	l, err := launch.PlanFWHT(fp)
 	if err != nil {
 		return fmt.Errorf("metal: fwht: %w", err)
 	}
@@ -243,13 +243,13 @@ func (b *Backend) Route(logits []float32, tokens, experts int, cfg RouterConfig,
 	if tokens == 0 {
 		return nil
 	}
-	rp := shaders.RouterParams{Tokens: uint32(tokens), Experts: uint32(experts), K: uint32(cfg.K),
+	rp := launch.RouterParams{Tokens: uint32(tokens), Experts: uint32(experts), K: uint32(cfg.K),
 		NormEps: cfg.NormEps, Scaling: cfg.Scaling}
 	if rp.Scaling == 0 {
 		rp.Scaling = 1
 	}
 	if cfg.Sigmoid {
-		rp.Mode = shaders.RouterSigmoid
+		rp.Mode = launch.RouterSigmoid
 	}
 	if cfg.Normalize {
 		rp.Norm = 1
@@ -260,7 +260,7 @@ func (b *Backend) Route(logits []float32, tokens, experts int, cfg RouterConfig,
 	} else {
 		bias = make([]float32, 1)
 	}
-	l, err := shaders.PlanRouter(rp)
+	l, err := launch.PlanRouter(rp)
 	if err != nil {
 		return fmt.Errorf("metal: route: %w", err)
 	}
@@ -317,7 +317,7 @@ func (b *Backend) MoEGEMM(x []float32, ldx int, experts []*quant.Packed, offsets
 	if total == 0 {
 		return nil
 	}
-	var ws shaders.Weights
+	var ws launch.Weights
 	for e, w := range experts {
 		pe, we, ok, err := weightArgs(w)
 		if err != nil || !ok {
@@ -343,11 +343,11 @@ func (b *Backend) MoEGEMM(x []float32, ldx int, experts []*quant.Packed, offsets
 	}
 	p.Experts, p.LDX, p.LDC = uint32(len(experts)), uint32(ldx), uint32(ldc)
 	sb := make([]byte, 4)
-	sb[0] = byte(shaders.ScaleBytes(int(p.ScaleType)))
+	sb[0] = byte(launch.ScaleBytes(int(p.ScaleType)))
 	args := append([]arg{{data: p.Bytes(), param: true}, {data: f32bytes(x[:xn])}}, weightBufs(ws)...)
 	args = append(args, arg{data: f32bytes(c[:cn]), out: true}, arg{data: i32bytes(offsets)}, arg{data: i32bytes(rowmap[:total])},
 		arg{data: sb, param: true})
-	if err := b.dev.dispatch(shaders.PlanMoEGEMM(p, maxRows), args); err != nil {
+	if err := b.dev.dispatch(launch.PlanMoEGEMM(p, maxRows), args); err != nil {
 		return fmt.Errorf("metal: moe-gemm %d experts: %w", len(experts), err)
 	}
 	return nil

@@ -1,4 +1,4 @@
-package shaders
+package metal
 
 import (
 	"os"
@@ -28,7 +28,7 @@ var tgDeclRE = regexp.MustCompile(`(?m)^(\s*)threadgroup (\w+ \w+\[)`)
 
 // TestMSLParsesWithStub compiles the assembled library source, Metal side
 // of every #ifdef, with clang++ against a stand-in for the Metal standard
-// library (../check/stubs/msl) in which device and threadgroup are
+// library (check/stubs/msl) in which device and threadgroup are
 // distinct address spaces. It catches syntax errors in the MSL-only code,
 // C-isms that are not C++, wrong argument counts or types for the Metal
 // built-ins as declared in the stub, and pointers passed across address
@@ -47,7 +47,7 @@ func TestMSLParsesWithStub(t *testing.T) {
 	if err := os.WriteFile(f, []byte(src), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	stubs, err := filepath.Abs(filepath.Join("..", "check", "stubs", "msl"))
+	stubs, err := filepath.Abs(filepath.Join("check", "stubs", "msl"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package shaders
+package metal
 
 import (
 	"os"
@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/marlin-llm/marlin/metal/launch"
 )
 
 // TestHeadersReachTheGPU checks that what the Linux tests compile is what
@@ -18,7 +20,7 @@ func TestHeadersReachTheGPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	headers, err := filepath.Glob("mq_*.h")
+	headers, err := filepath.Glob(filepath.Join(shaderDir, "mq_*.h"))
 	if err != nil || len(headers) < 5 {
 		t.Fatalf("headers %v, %v", headers, err)
 	}
@@ -31,6 +33,7 @@ func TestHeadersReachTheGPU(t *testing.T) {
 		if !strings.Contains(src, body) {
 			t.Errorf("%s is not in the library source verbatim", h)
 		}
+		h = filepath.Base(h)
 		if c := strings.Count(src, "// ---- begin "+h+"\n"); c != 1 {
 			t.Errorf("%s inlined %d times", h, c)
 		}
@@ -39,7 +42,7 @@ func TestHeadersReachTheGPU(t *testing.T) {
 		t.Error("library source still has a quoted #include")
 	}
 	// The emulator compiles the same headers.
-	emu, err := os.ReadFile("emu_kernels.h")
+	emu, err := os.ReadFile(filepath.Join(shaderDir, "emu_kernels.h"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,14 +70,14 @@ var (
 )
 
 // TestBindingsMatchMetal parses the kernel signatures of marlin.metal: their
-// [[buffer(i)]] arguments must be Bindings in order, and the emulator's
+// [[buffer(i)]] arguments must be launch.Bindings in order, and the emulator's
 // entry for each kernel must call the same body function.
 func TestBindingsMatchMetal(t *testing.T) {
-	metal, err := os.ReadFile(MainFile)
+	metal, err := os.ReadFile(filepath.Join(shaderDir, MainFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	emu, err := os.ReadFile("emu_kernels.c")
+	emu, err := os.ReadFile(filepath.Join(shaderDir, "emu_kernels.c"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,9 +85,9 @@ func TestBindingsMatchMetal(t *testing.T) {
 	for _, m := range kernelRE.FindAllStringSubmatch(string(metal), -1) {
 		name, params, body := m[1], m[2], m[3]
 		seen[name] = true
-		want, ok := Bindings[name]
+		want, ok := launch.Bindings[name]
 		if !ok {
-			t.Errorf("kernel %s has no Bindings entry", name)
+			t.Errorf("kernel %s has no launch.Bindings entry", name)
 			continue
 		}
 		var got []string
@@ -95,7 +98,7 @@ func TestBindingsMatchMetal(t *testing.T) {
 			got = append(got, b[1])
 		}
 		if strings.Join(got, ",") != strings.Join(want, ",") {
-			t.Errorf("%s: buffers %v, Bindings %v", name, got, want)
+			t.Errorf("%s: buffers %v, launch.Bindings %v", name, got, want)
 		}
 		bm := bodyRE.FindStringSubmatch(body)
 		if bm == nil {
@@ -107,60 +110,23 @@ func TestBindingsMatchMetal(t *testing.T) {
 		}
 	}
 	var missing []string
-	for k := range Bindings {
+	for k := range launch.Bindings {
 		if !seen[k] {
 			missing = append(missing, k)
 		}
 	}
 	sort.Strings(missing)
 	if len(missing) > 0 {
-		t.Errorf("Bindings name kernels absent from %s: %v", MainFile, missing)
+		t.Errorf("launch.Bindings name kernels absent from %s: %v", MainFile, missing)
 	}
 	// Every launch plan names a kernel that exists.
-	p := QParams{Rows: 3, Cols: 5, M: 2}
-	fw, _ := PlanFWHT(FWHTParams{Total: 64, Log2B: 6})
-	fs, _ := PlanFWHT(FWHTParams{Total: 64, Log2B: 2})
-	rt, _ := PlanRouter(RouterParams{Tokens: 1, Experts: 4, K: 2})
-	for _, l := range []Launch{PlanDequant(p), PlanGEMM(p), PlanGEMV(p), PlanMoEGEMM(p, 3), fw, fs, rt} {
+	p := launch.QParams{Rows: 3, Cols: 5, M: 2}
+	fw, _ := launch.PlanFWHT(launch.FWHTParams{Total: 64, Log2B: 6})
+	fs, _ := launch.PlanFWHT(launch.FWHTParams{Total: 64, Log2B: 2})
+	rt, _ := launch.PlanRouter(launch.RouterParams{Tokens: 1, Experts: 4, K: 2})
+	for _, l := range []launch.Launch{launch.PlanDequant(p), launch.PlanGEMM(p), launch.PlanGEMV(p), launch.PlanMoEGEMM(p, 3), fw, fs, rt} {
 		if !seen[l.Kernel] {
 			t.Errorf("plan names kernel %q, absent from %s", l.Kernel, MainFile)
 		}
-	}
-}
-
-func TestNewQParamsRejects(t *testing.T) {
-	bad := []WeightDesc{
-		{Elem: ElemE2M1, Bits: 3, ScaleType: ScaleF16, Rows: 1, Cols: 1},
-		{Elem: 9, Bits: 4, ScaleType: ScaleF16, Rows: 1, Cols: 1},
-		{Elem: ElemInt, Bits: 4, ScaleType: 0, Rows: 1, Cols: 1},
-		{Elem: ElemInt, Bits: 4, ScaleType: ScaleF16, Rows: 0, Cols: 1},
-		{Elem: ElemInt, Bits: 4, ScaleType: ScaleF16, Rows: 1, Cols: -3},
-		{Elem: ElemE4M3, Bits: 8, ScaleType: ScaleF32, Asym: true, Rows: 1, Cols: 1},
-		{Elem: ElemInt, Bits: 4, ScaleType: ScaleF16, Rows: 1 << 25, Cols: 1},
-	}
-	for i, d := range bad {
-		if _, err := NewQParams(d); err == nil {
-			t.Errorf("case %d %+v: no error", i, d)
-		}
-	}
-	p, err := NewQParams(WeightDesc{Elem: ElemInt, Bits: 3, ScaleType: ScaleF16, Rows: 2, Cols: 37, GroupSize: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.NGroups != 3 || p.RowBytes != 14 || p.Group != 16 {
-		t.Fatalf("int3 2x37 g16: %+v", p)
-	}
-	w := Weights{Codes: make([]byte, 28), Scales: make([]byte, 12)}
-	if err := w.Check(p, 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := (Weights{Codes: make([]byte, 27), Scales: make([]byte, 12)}).Check(p, 1); err == nil {
-		t.Fatal("short codes: no error")
-	}
-	p.HasGIdx = 1
-	w.GIdx = make([]int32, 37)
-	w.GIdx[5] = 3
-	if err := w.Check(p, 1); err == nil {
-		t.Fatal("g_idx out of range: no error")
 	}
 }

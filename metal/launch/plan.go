@@ -1,4 +1,10 @@
-package shaders
+// Package launch is the host side of marlin's Metal kernels (the MSL in
+// ../shaders): the parameter blocks the kernels read (laid out as the C/MSL
+// structs of the shared headers), the buffers of a packed weight, the
+// buffer order of each kernel and the grid each dispatch uses. It is pure
+// Go, shared by the Metal bridge (package metal) and the Linux emulator
+// (package shaders), so both launch the kernels the same way.
+package launch
 
 import (
 	"encoding/binary"
@@ -78,32 +84,32 @@ func NewQParams(d WeightDesc) (QParams, error) {
 	switch d.Elem {
 	case ElemE2M1:
 		if d.Bits != 4 {
-			return p, fmt.Errorf("shaders: e2m1 with %d bits", d.Bits)
+			return p, fmt.Errorf("launch: e2m1 with %d bits", d.Bits)
 		}
 	case ElemInt:
 		if d.Bits < 2 || d.Bits > 8 {
-			return p, fmt.Errorf("shaders: int with %d bits (kernels support 2..8)", d.Bits)
+			return p, fmt.Errorf("launch: int with %d bits (kernels support 2..8)", d.Bits)
 		}
 	case ElemNF:
 		if d.Bits != 3 && d.Bits != 4 {
-			return p, fmt.Errorf("shaders: nf with %d bits", d.Bits)
+			return p, fmt.Errorf("launch: nf with %d bits", d.Bits)
 		}
 	case ElemE4M3, ElemE5M2:
 		if d.Bits != 8 {
-			return p, fmt.Errorf("shaders: fp8 with %d bits", d.Bits)
+			return p, fmt.Errorf("launch: fp8 with %d bits", d.Bits)
 		}
 	default:
-		return p, fmt.Errorf("shaders: element encoding %d has no kernel", d.Elem)
+		return p, fmt.Errorf("launch: element encoding %d has no kernel", d.Elem)
 	}
 	if ScaleBytes(d.ScaleType) == 0 {
-		return p, fmt.Errorf("shaders: scale encoding %d has no kernel", d.ScaleType)
+		return p, fmt.Errorf("launch: scale encoding %d has no kernel", d.ScaleType)
 	}
 	if d.Asym && d.Elem != ElemInt {
-		return p, fmt.Errorf("shaders: zero points on a non-integer format")
+		return p, fmt.Errorf("launch: zero points on a non-integer format")
 	}
 	if d.Rows <= 0 || d.Cols <= 0 || d.Rows > 1<<24 || d.Cols > 1<<24 ||
 		uint64(d.Rows)*uint64((d.Cols*d.Bits+7)/8) > math.MaxUint32 {
-		return p, fmt.Errorf("shaders: weight %dx%d out of range", d.Rows, d.Cols)
+		return p, fmt.Errorf("launch: weight %dx%d out of range", d.Rows, d.Cols)
 	}
 	g := d.GroupSize
 	if g <= 0 || g > d.Cols {
@@ -234,11 +240,11 @@ func PlanMoEGEMM(p QParams, maxRows int) Launch {
 // threadgroup-memory kernel up to 2^FWHTMaxLog2.
 func PlanFWHT(p FWHTParams) (Launch, error) {
 	if p.Log2B > FWHTMaxLog2 {
-		return Launch{}, fmt.Errorf("shaders: fwht block 2^%d over 2^%d", p.Log2B, FWHTMaxLog2)
+		return Launch{}, fmt.Errorf("launch: fwht block 2^%d over 2^%d", p.Log2B, FWHTMaxLog2)
 	}
 	b := 1 << p.Log2B
 	if int(p.Total)%b != 0 {
-		return Launch{}, fmt.Errorf("shaders: fwht of %d elements in blocks of %d", p.Total, b)
+		return Launch{}, fmt.Errorf("launch: fwht of %d elements in blocks of %d", p.Total, b)
 	}
 	if p.Log2B <= fwhtSIMDMaxLog {
 		return Launch{"mq_fwht_simd", [3]int{cdiv(int(p.Total), 128), 1, 1}, [3]int{128, 1, 1}}, nil
@@ -249,7 +255,7 @@ func PlanFWHT(p FWHTParams) (Launch, error) {
 // PlanRouter launches mq_router_topk (4 tokens per threadgroup).
 func PlanRouter(p RouterParams) (Launch, error) {
 	if p.Experts == 0 || p.Experts > RouterMaxE || p.K == 0 || p.K > RouterMaxK || p.K > p.Experts {
-		return Launch{}, fmt.Errorf("shaders: router with %d experts, top-%d (limits %d, %d)", p.Experts, p.K, RouterMaxE, RouterMaxK)
+		return Launch{}, fmt.Errorf("launch: router with %d experts, top-%d (limits %d, %d)", p.Experts, p.K, RouterMaxE, RouterMaxK)
 	}
 	return Launch{"mq_router_topk", [3]int{cdiv(int(p.Tokens), 4), 1, 1}, [3]int{128, 1, 1}}, nil
 }
@@ -265,16 +271,16 @@ type Weights struct {
 // every g_idx entry names a group (a kernel would read out of bounds).
 func (w Weights) Check(p QParams, experts int) error {
 	if len(w.Codes) < experts*p.WeightBytes() || len(w.Scales) < experts*p.ScaleLen() || len(w.Zeros) < experts*p.ZeroBytes() {
-		return fmt.Errorf("shaders: packed buffers too short: %d/%d/%d bytes for %d×(%d, %d, %d)",
+		return fmt.Errorf("launch: packed buffers too short: %d/%d/%d bytes for %d×(%d, %d, %d)",
 			len(w.Codes), len(w.Scales), len(w.Zeros), experts, p.WeightBytes(), p.ScaleLen(), p.ZeroBytes())
 	}
 	if p.HasGIdx != 0 {
 		if len(w.GIdx) < experts*int(p.Cols) {
-			return fmt.Errorf("shaders: g_idx has %d entries, want %d", len(w.GIdx), experts*int(p.Cols))
+			return fmt.Errorf("launch: g_idx has %d entries, want %d", len(w.GIdx), experts*int(p.Cols))
 		}
 		for i, g := range w.GIdx[:experts*int(p.Cols)] {
 			if g < 0 || uint32(g) >= p.NGroups {
-				return fmt.Errorf("shaders: g_idx[%d] = %d outside [0, %d)", i, g, p.NGroups)
+				return fmt.Errorf("launch: g_idx[%d] = %d outside [0, %d)", i, g, p.NGroups)
 			}
 		}
 	}
@@ -285,14 +291,14 @@ func (w Weights) Check(p QParams, experts int) error {
 // buffers. Formats without a kernel (bf16, f16) give an error.
 func FromPacked(pk *quant.Packed) (QParams, Weights, error) {
 	if pk == nil {
-		return QParams{}, Weights{}, fmt.Errorf("shaders: nil packed weight")
+		return QParams{}, Weights{}, fmt.Errorf("launch: nil packed weight")
 	}
 	if err := pk.Validate(); err != nil {
-		return QParams{}, Weights{}, fmt.Errorf("shaders: %w", err)
+		return QParams{}, Weights{}, fmt.Errorf("launch: %w", err)
 	}
 	f := pk.Format
 	if !f.Quantized() {
-		return QParams{}, Weights{}, fmt.Errorf("shaders: format %s is not quantized", f.Name)
+		return QParams{}, Weights{}, fmt.Errorf("launch: format %s is not quantized", f.Name)
 	}
 	p, err := NewQParams(WeightDesc{
 		Elem: int(f.Elem), Bits: f.Bits, ScaleType: int(f.Scale), Asym: f.Asym,
@@ -300,7 +306,7 @@ func FromPacked(pk *quant.Packed) (QParams, Weights, error) {
 		HasTensorScale: f.TensorScale, TensorScale: pk.TensorScale, GIdx: pk.GIdx != nil,
 	})
 	if err != nil {
-		return QParams{}, Weights{}, fmt.Errorf("shaders: format %s: %w", f, err)
+		return QParams{}, Weights{}, fmt.Errorf("launch: format %s: %w", f, err)
 	}
 	return p, Weights{Codes: pk.Codes, Scales: pk.Scales, Zeros: pk.Zeros, GIdx: pk.GIdx}, nil
 }

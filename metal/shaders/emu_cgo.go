@@ -14,6 +14,8 @@ import "C"
 import (
 	"fmt"
 	"unsafe"
+
+	"github.com/marlin-llm/marlin/metal/launch"
 )
 
 // Order is the order in which the emulator resumes the threads of a
@@ -82,7 +84,7 @@ func floatsOut(p unsafe.Pointer, n int) []float32 {
 	return out
 }
 
-func launch(kernel C.int, args unsafe.Pointer, l Launch, order Order) error {
+func run(kernel C.int, args unsafe.Pointer, l launch.Launch, order Order) error {
 	for _, g := range l.Groups {
 		if g == 0 {
 			return nil // empty grid: nothing to run, as on the GPU
@@ -97,7 +99,7 @@ func launch(kernel C.int, args unsafe.Pointer, l Launch, order Order) error {
 	return nil
 }
 
-func cparams(p QParams) C.mq_qparams {
+func cparams(p launch.QParams) C.mq_qparams {
 	return C.mq_qparams{
 		elem: C.uint(p.Elem), bits: C.uint(p.Bits), scale_type: C.uint(p.ScaleType), asym: C.uint(p.Asym),
 		rows: C.uint(p.Rows), cols: C.uint(p.Cols), group: C.uint(p.Group), ngroups: C.uint(p.NGroups),
@@ -107,7 +109,7 @@ func cparams(p QParams) C.mq_qparams {
 	}
 }
 
-func (m *cmem) weights(a *C.mqemu_qargs, w Weights) {
+func (m *cmem) weights(a *C.mqemu_qargs, w launch.Weights) {
 	a.W, a.S, a.Z = (*C.uchar)(m.bytes(w.Codes)), (*C.uchar)(m.bytes(w.Scales)), (*C.uchar)(m.bytes(w.Zeros))
 	g := make([]uint32, len(w.GIdx))
 	for i, v := range w.GIdx {
@@ -118,7 +120,7 @@ func (m *cmem) weights(a *C.mqemu_qargs, w Weights) {
 
 // EmuDequant runs mq_dequant under the emulator and returns the rows×cols
 // dequantized weights.
-func EmuDequant(p QParams, w Weights, order Order) ([]float32, error) {
+func EmuDequant(p launch.QParams, w launch.Weights, order Order) ([]float32, error) {
 	if err := w.Check(p, 1); err != nil {
 		return nil, err
 	}
@@ -130,7 +132,7 @@ func EmuDequant(p QParams, w Weights, order Order) ([]float32, error) {
 	m.weights(a, w)
 	out := m.floats(make([]float32, n))
 	a.C = (*C.float)(out)
-	if err := launch(C.MQEMU_DEQUANT, unsafe.Pointer(a), PlanDequant(p), order); err != nil {
+	if err := run(C.MQEMU_DEQUANT, unsafe.Pointer(a), launch.PlanDequant(p), order); err != nil {
 		return nil, err
 	}
 	return floatsOut(out, n), nil
@@ -139,7 +141,7 @@ func EmuDequant(p QParams, w Weights, order Order) ([]float32, error) {
 // EmuGEMM runs mq_gemm (gemv false) or mq_gemv (gemv true) under the
 // emulator: C = X·Wᵀ + p.Beta·C with X of p.M×p.LDX and C of p.M×p.LDC.
 // It returns the new C.
-func EmuGEMM(p QParams, x []float32, w Weights, c []float32, gemv bool, order Order) ([]float32, error) {
+func EmuGEMM(p launch.QParams, x []float32, w launch.Weights, c []float32, gemv bool, order Order) ([]float32, error) {
 	if err := w.Check(p, 1); err != nil {
 		return nil, err
 	}
@@ -154,11 +156,11 @@ func EmuGEMM(p QParams, x []float32, w Weights, c []float32, gemv bool, order Or
 	a.X = (*C.float)(m.floats(x))
 	out := m.floats(c)
 	a.C = (*C.float)(out)
-	l, k := PlanGEMM(p), C.int(C.MQEMU_GEMM)
+	l, k := launch.PlanGEMM(p), C.int(C.MQEMU_GEMM)
 	if gemv {
-		l, k = PlanGEMV(p), C.MQEMU_GEMV
+		l, k = launch.PlanGEMV(p), C.MQEMU_GEMV
 	}
-	if err := launch(k, unsafe.Pointer(a), l, order); err != nil {
+	if err := run(k, unsafe.Pointer(a), l, order); err != nil {
 		return nil, err
 	}
 	return floatsOut(out, len(c)), nil
@@ -167,7 +169,7 @@ func EmuGEMM(p QParams, x []float32, w Weights, c []float32, gemv bool, order Or
 // EmuMoEGEMM runs mq_moe_gemm: for expert e, output rows offsets[e] ..
 // offsets[e+1]-1 are X[rowmap[r]]·W_eᵀ (+ Beta·C). W, S, Z hold p.Experts
 // matrices back to back. C has offsets[E] rows of p.LDC.
-func EmuMoEGEMM(p QParams, x []float32, w Weights, offsets, rowmap []uint32, c []float32, order Order) ([]float32, error) {
+func EmuMoEGEMM(p launch.QParams, x []float32, w launch.Weights, offsets, rowmap []uint32, c []float32, order Order) ([]float32, error) {
 	e := int(p.Experts)
 	if err := w.Check(p, e); err != nil {
 		return nil, err
@@ -199,10 +201,10 @@ func EmuMoEGEMM(p QParams, x []float32, w Weights, offsets, rowmap []uint32, c [
 	a.X = (*C.float)(m.floats(x))
 	a.offsets = (*C.uint)(m.uints(offsets))
 	a.rowmap = (*C.uint)(m.uints(rowmap))
-	a.scale_bytes = C.uint(ScaleBytes(int(p.ScaleType)))
+	a.scale_bytes = C.uint(launch.ScaleBytes(int(p.ScaleType)))
 	out := m.floats(c)
 	a.C = (*C.float)(out)
-	if err := launch(C.MQEMU_MOE_GEMM, unsafe.Pointer(a), PlanMoEGEMM(p, maxRows), order); err != nil {
+	if err := run(C.MQEMU_MOE_GEMM, unsafe.Pointer(a), launch.PlanMoEGEMM(p, maxRows), order); err != nil {
 		return nil, err
 	}
 	return floatsOut(out, len(c)), nil
@@ -210,11 +212,11 @@ func EmuMoEGEMM(p QParams, x []float32, w Weights, offsets, rowmap []uint32, c [
 
 // EmuFWHT transforms x (blocks of 2^p.Log2B) under the emulator and returns
 // the result.
-func EmuFWHT(p FWHTParams, x []float32, order Order) ([]float32, error) {
+func EmuFWHT(p launch.FWHTParams, x []float32, order Order) ([]float32, error) {
 	if len(x) != int(p.Total) {
 		return nil, fmt.Errorf("shaders: fwht of %d elements, params say %d", len(x), p.Total)
 	}
-	l, err := PlanFWHT(p)
+	l, err := launch.PlanFWHT(p)
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +230,7 @@ func EmuFWHT(p FWHTParams, x []float32, order Order) ([]float32, error) {
 	if l.Kernel == "mq_fwht_tg" {
 		k = C.MQEMU_FWHT_TG
 	}
-	if err := launch(k, unsafe.Pointer(a), l, order); err != nil {
+	if err := run(k, unsafe.Pointer(a), l, order); err != nil {
 		return nil, err
 	}
 	return floatsOut(buf, len(x)), nil
@@ -237,8 +239,8 @@ func EmuFWHT(p FWHTParams, x []float32, order Order) ([]float32, error) {
 // EmuRouter runs mq_router_topk: logits are tokens×experts, bias (nil when
 // !HasBias) has experts entries. It returns the expert ids and weights,
 // tokens×k each.
-func EmuRouter(p RouterParams, logits, bias []float32, order Order) ([]uint32, []float32, error) {
-	l, err := PlanRouter(p)
+func EmuRouter(p launch.RouterParams, logits, bias []float32, order Order) ([]uint32, []float32, error) {
+	l, err := launch.PlanRouter(p)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -257,7 +259,7 @@ func EmuRouter(p RouterParams, logits, bias []float32, order Order) ([]uint32, [
 	wts := m.alloc(4 * n)
 	a.idx = (*C.uint)(idx)
 	a.w = (*C.float)(wts)
-	if err := launch(C.MQEMU_ROUTER, unsafe.Pointer(a), l, order); err != nil {
+	if err := run(C.MQEMU_ROUTER, unsafe.Pointer(a), l, order); err != nil {
 		return nil, nil, err
 	}
 	ids := make([]uint32, n)
@@ -307,7 +309,7 @@ func emuSelfTest(race bool, n int, order Order) ([]float32, error) {
 	if race {
 		k, name = C.MQEMU_TEST_RACE, "test_race"
 	}
-	if err := launch(k, unsafe.Pointer(a), Launch{name, [3]int{1, 1, 1}, [3]int{n, 1, 1}}, order); err != nil {
+	if err := run(k, unsafe.Pointer(a), launch.Launch{Kernel: name, Groups: [3]int{1, 1, 1}, Threads: [3]int{n, 1, 1}}, order); err != nil {
 		return nil, err
 	}
 	return floatsOut(buf, n), nil
@@ -320,11 +322,11 @@ func CLevel(elem, bits int, code, zero uint32) float32 {
 
 // EmuDispatch runs a kernel of marlin.metal the way the Metal bridge
 // dispatches it: bufs are its arguments in [[buffer(i)]] order (see
-// Bindings; parameter blocks as encoded by QParams.Bytes and friends), l the
+// launch.Bindings; parameter blocks as encoded by launch.QParams.Bytes and friends), l the
 // grid. Every buffer is copied to C memory and back, so outputs land in
 // bufs. It lets the metal package's host code run on Linux unchanged.
-func EmuDispatch(l Launch, bufs [][]byte, order Order) error {
-	names, ok := Bindings[l.Kernel]
+func EmuDispatch(l launch.Launch, bufs [][]byte, order Order) error {
+	names, ok := launch.Bindings[l.Kernel]
 	if !ok {
 		return fmt.Errorf("shaders: no kernel %q", l.Kernel)
 	}
@@ -396,7 +398,7 @@ func EmuDispatch(l Launch, bufs [][]byte, order Order) error {
 		kernel = C.MQEMU_ROUTER
 		args = unsafe.Pointer(a)
 	}
-	if err := launch(kernel, args, l, order); err != nil {
+	if err := run(kernel, args, l, order); err != nil {
 		return err
 	}
 	for i, b := range bufs {

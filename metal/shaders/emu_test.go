@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/marlin-llm/marlin/kernels"
+	"github.com/marlin-llm/marlin/metal/launch"
 	"github.com/marlin-llm/marlin/quant"
 )
 
@@ -24,18 +25,18 @@ func sameBits(a, b float32) bool {
 }
 
 func TestLayoutAgrees(t *testing.T) {
-	if cSizeofQParams != QParamsSize || len(QParams{}.Bytes()) != QParamsSize {
-		t.Fatalf("sizeof(mq_qparams) = %d, Go QParamsSize = %d, Bytes() = %d", cSizeofQParams, QParamsSize, len(QParams{}.Bytes()))
+	if cSizeofQParams != launch.QParamsSize || len(launch.QParams{}.Bytes()) != launch.QParamsSize {
+		t.Fatalf("sizeof(mq_qparams) = %d, Go launch.QParamsSize = %d, Bytes() = %d", cSizeofQParams, launch.QParamsSize, len(launch.QParams{}.Bytes()))
 	}
 	pairs := []struct {
 		name string
 		ours int
 		q    int
 	}{
-		{"e2m1", ElemE2M1, int(quant.ElemE2M1)}, {"int", ElemInt, int(quant.ElemInt)}, {"nf", ElemNF, int(quant.ElemNF)},
-		{"e4m3", ElemE4M3, int(quant.ElemE4M3)}, {"e5m2", ElemE5M2, int(quant.ElemE5M2)},
-		{"f16", ScaleF16, int(quant.ScaleF16)}, {"bf16", ScaleBF16, int(quant.ScaleBF16)}, {"f32", ScaleF32, int(quant.ScaleF32)},
-		{"e8m0", ScaleE8M0, int(quant.ScaleE8M0)}, {"e4m3 scale", ScaleE4M3, int(quant.ScaleE4M3)},
+		{"e2m1", launch.ElemE2M1, int(quant.ElemE2M1)}, {"int", launch.ElemInt, int(quant.ElemInt)}, {"nf", launch.ElemNF, int(quant.ElemNF)},
+		{"e4m3", launch.ElemE4M3, int(quant.ElemE4M3)}, {"e5m2", launch.ElemE5M2, int(quant.ElemE5M2)},
+		{"f16", launch.ScaleF16, int(quant.ScaleF16)}, {"bf16", launch.ScaleBF16, int(quant.ScaleBF16)}, {"f32", launch.ScaleF32, int(quant.ScaleF32)},
+		{"e8m0", launch.ScaleE8M0, int(quant.ScaleE8M0)}, {"e4m3 scale", launch.ScaleE4M3, int(quant.ScaleE4M3)},
 	}
 	for _, p := range pairs {
 		if p.ours != p.q {
@@ -72,11 +73,11 @@ func TestDecodersExhaustive(t *testing.T) {
 		}
 	}
 	for c := 0; c < 16; c++ {
-		if g, w := CLevel(ElemNF, 4, uint32(c), 0), quant.NF4Values[c]; !sameBits(g, w) {
+		if g, w := CLevel(launch.ElemNF, 4, uint32(c), 0), quant.NF4Values[c]; !sameBits(g, w) {
 			t.Errorf("nf4 %d: C %v, quant %v", c, g, w)
 		}
 		if c < 8 {
-			if g, w := CLevel(ElemNF, 3, uint32(c), 0), quant.NF3Values[c]; !sameBits(g, w) {
+			if g, w := CLevel(launch.ElemNF, 3, uint32(c), 0), quant.NF3Values[c]; !sameBits(g, w) {
 				t.Errorf("nf3 %d: C %v, quant %v", c, g, w)
 			}
 		}
@@ -219,7 +220,7 @@ func TestDequantBitExact(t *testing.T) {
 					pk = randomPacked(t, rng, f, sh[0], sh[1], fc.gidx)
 				}
 				name := fmt.Sprintf("%s/%dx%d/tamed=%v", fc, sh[0], sh[1], tamed)
-				p, w, err := FromPacked(pk)
+				p, w, err := launch.FromPacked(pk)
 				if err != nil {
 					t.Fatalf("%s: %v", name, err)
 				}
@@ -328,7 +329,7 @@ func TestGEMMAndGEMVAgainstCPU(t *testing.T) {
 		f := mustFormat(t, fc.name, fc.group, fc.scale)
 		for ci, gc := range gemmCases {
 			pk := tamedPacked(t, rng, f, gc.n, gc.k, fc.gidx)
-			p, w, err := FromPacked(pk)
+			p, w, err := launch.FromPacked(pk)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -348,7 +349,7 @@ func TestGEMMAndGEMVAgainstCPU(t *testing.T) {
 			deq := make([]float32, gc.n*gc.k)
 			pk.Dequantize(deq)
 			for _, gemv := range []bool{false, true} {
-				if gemv && gc.m > 2*GEMVMaxM {
+				if gemv && gc.m > 2*launch.GEMVMaxM {
 					continue // the backend uses GEMV for m ≤ 8; 9..16 covers two row blocks
 				}
 				name := fmt.Sprintf("%s/case%d(m=%d,n=%d,k=%d,beta=%g)/gemv=%v", fc, ci, gc.m, gc.n, gc.k, gc.beta, gemv)
@@ -377,7 +378,7 @@ func TestSchedulingOrderInvariance(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
 	f := mustFormat(t, "mxfp4", -1, quant.ScaleNone)
 	pk := tamedPacked(t, rng, f, 45, 100, false)
-	p, w, err := FromPacked(pk)
+	p, w, err := launch.FromPacked(pk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,7 +405,7 @@ func TestSchedulingOrderInvariance(t *testing.T) {
 	for _, lg := range []uint32{3, 8, 10} {
 		var ref []float32
 		for _, o := range Orders {
-			got, err := EmuFWHT(FWHTParams{Total: uint32(len(xs)), Log2B: lg}, xs, o)
+			got, err := EmuFWHT(launch.FWHTParams{Total: uint32(len(xs)), Log2B: lg}, xs, o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -449,7 +450,7 @@ func TestEmulatorCatchesBugs(t *testing.T) {
 func TestFWHTAgainstCPU(t *testing.T) {
 	cpu := cpuBackend(t)
 	rng := rand.New(rand.NewPCG(7, 8))
-	for lg := 0; lg <= FWHTMaxLog2; lg++ {
+	for lg := 0; lg <= launch.FWHTMaxLog2; lg++ {
 		b := 1 << lg
 		for _, rows := range []int{1, 3} {
 			cols := b * (1 + lg%3)
@@ -459,7 +460,7 @@ func TestFWHTAgainstCPU(t *testing.T) {
 				if err := cpu.FWHT(want, rows, cols, lg, norm); err != nil {
 					t.Fatal(err)
 				}
-				fp := FWHTParams{Total: uint32(rows * cols), Log2B: uint32(lg)}
+				fp := launch.FWHTParams{Total: uint32(rows * cols), Log2B: uint32(lg)}
 				if norm {
 					fp.Scaled, fp.Scale = 1, float32(1/math.Sqrt(float64(b)))
 				}
@@ -475,22 +476,22 @@ func TestFWHTAgainstCPU(t *testing.T) {
 			}
 		}
 	}
-	if _, err := EmuFWHT(FWHTParams{Total: 1 << 13, Log2B: 13}, make([]float32, 1<<13), Forward); err == nil {
+	if _, err := EmuFWHT(launch.FWHTParams{Total: 1 << 13, Log2B: 13}, make([]float32, 1<<13), Forward); err == nil {
 		t.Fatal("fwht block 2^13: no error")
 	}
-	if _, err := EmuFWHT(FWHTParams{Total: 24, Log2B: 4}, make([]float32, 24), Forward); err == nil {
+	if _, err := EmuFWHT(launch.FWHTParams{Total: 24, Log2B: 4}, make([]float32, 24), Forward); err == nil {
 		t.Fatal("fwht of 24 elements in blocks of 16: no error")
 	}
 }
 
 // routerRef computes the routing with the CPU backend's Softmax/Sigmoid and
 // TopK (ties to the lower index, as the kernel).
-func routerRef(t *testing.T, cpu kernels.Backend, p RouterParams, logits, bias []float32) ([]int32, []float32) {
+func routerRef(t *testing.T, cpu kernels.Backend, p launch.RouterParams, logits, bias []float32) ([]int32, []float32) {
 	t.Helper()
 	T, E, K := int(p.Tokens), int(p.Experts), int(p.K)
 	score := append([]float32(nil), logits...)
 	var err error
-	if p.Mode == RouterSoftmax {
+	if p.Mode == launch.RouterSoftmax {
 		err = cpu.Softmax(score, T, E)
 	} else {
 		err = cpu.Sigmoid(score, score)
@@ -529,13 +530,13 @@ func routerRef(t *testing.T, cpu kernels.Backend, p RouterParams, logits, bias [
 func TestRouterAgainstCPU(t *testing.T) {
 	cpu := cpuBackend(t)
 	rng := rand.New(rand.NewPCG(9, 10))
-	cases := []RouterParams{
-		{Tokens: 1, Experts: 1, K: 1, Mode: RouterSoftmax, Scaling: 1},
-		{Tokens: 5, Experts: 8, K: 2, Mode: RouterSoftmax, Norm: 1, Scaling: 1},
-		{Tokens: 9, Experts: 60, K: 4, Mode: RouterSoftmax, Scaling: 1},
-		{Tokens: 7, Experts: 64, K: 8, Mode: RouterSigmoid, HasBias: 1, Norm: 1, NormEps: 1e-20, Scaling: 1.8},
-		{Tokens: 3, Experts: 256, K: 8, Mode: RouterSigmoid, HasBias: 1, Norm: 1, NormEps: 1e-20, Scaling: 2.5},
-		{Tokens: 4, Experts: 33, K: 3, Mode: RouterSigmoid, Scaling: 1},
+	cases := []launch.RouterParams{
+		{Tokens: 1, Experts: 1, K: 1, Mode: launch.RouterSoftmax, Scaling: 1},
+		{Tokens: 5, Experts: 8, K: 2, Mode: launch.RouterSoftmax, Norm: 1, Scaling: 1},
+		{Tokens: 9, Experts: 60, K: 4, Mode: launch.RouterSoftmax, Scaling: 1},
+		{Tokens: 7, Experts: 64, K: 8, Mode: launch.RouterSigmoid, HasBias: 1, Norm: 1, NormEps: 1e-20, Scaling: 1.8},
+		{Tokens: 3, Experts: 256, K: 8, Mode: launch.RouterSigmoid, HasBias: 1, Norm: 1, NormEps: 1e-20, Scaling: 2.5},
+		{Tokens: 4, Experts: 33, K: 3, Mode: launch.RouterSigmoid, Scaling: 1},
 	}
 	for _, p := range cases {
 		name := fmt.Sprintf("T%d_E%d_k%d_mode%d", p.Tokens, p.Experts, p.K, p.Mode)
@@ -566,7 +567,7 @@ func TestRouterAgainstCPU(t *testing.T) {
 			}
 		}
 	}
-	if _, _, err := EmuRouter(RouterParams{Tokens: 1, Experts: 300, K: 2}, make([]float32, 300), nil, Forward); err == nil {
+	if _, _, err := EmuRouter(launch.RouterParams{Tokens: 1, Experts: 300, K: 2}, make([]float32, 300), nil, Forward); err == nil {
 		t.Fatal("300 experts: no error")
 	}
 }
@@ -579,18 +580,18 @@ func TestMoEGEMMAgainstCPU(t *testing.T) {
 		const E, N, K, T, topk = 5, 37, 96, 23, 2
 		// Stack E experts; NVFP4's tensor scale is per tensor, so all
 		// experts share the first one's.
-		var w Weights
+		var w launch.Weights
 		var pks []*quant.Packed
-		var p QParams
+		var p launch.QParams
 		for e := 0; e < E; e++ {
 			pk := tamedPacked(t, rng, f, N, K, false)
 			if e > 0 {
 				pk.TensorScale = pks[0].TensorScale
 			}
 			pks = append(pks, pk)
-			var we Weights
+			var we launch.Weights
 			var err error
-			p, we, err = FromPacked(pk)
+			p, we, err = launch.FromPacked(pk)
 			if err != nil {
 				t.Fatal(err)
 			}
