@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/marlin-llm/marlin/model/gguf"
 	"github.com/marlin-llm/marlin/tensor"
 )
 
@@ -356,4 +357,36 @@ func FuzzEncode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestDecodersAgreeWithModelGGUF checks the reference decoders above
+// against model/gguf's dequantizers (ggml's dequantize_row_* semantics),
+// bit for bit, on blocks our encoders wrote.
+func TestDecodersAgreeWithModelGGUF(t *testing.T) {
+	x := readF16(t, filepath.Join("testdata", "attn_k.f16"))
+	for _, name := range Names() {
+		typ, err := gguf.ParseType(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !gguf.CanDequantize(typ) {
+			t.Logf("%s: model/gguf has no dequantizer; skipped", name)
+			continue
+		}
+		enc, _ := Lookup(name)
+		b, err := enc.Encode(nil, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := gguf.Dequantize(typ, b, int64(len(x)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := decode(t, name, b, len(x))
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("%s: value %d: ours %v, model/gguf %v", name, i, got[i], want[i])
+			}
+		}
+	}
 }
