@@ -593,3 +593,44 @@ func TestArtifactResume(t *testing.T) {
 		}
 	}
 }
+
+func TestCompactRemovesStaleCheckpoints(t *testing.T) {
+	cnt := &counter{}
+	reg := testRegistry(t, dagKinds(cnt)...)
+	wd := t.TempDir()
+	if _, err := runPlan(t, loadPlan(t, reg, dagDoc), wd, Runner{}); err != nil {
+		t.Fatal(err)
+	}
+	changed := loadPlan(t, reg, dagDoc, "stages.b.with.format=int4")
+	if _, err := runPlan(t, changed, wd, Runner{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := OpenStore(wd, StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keep := DoneIDs(changed, st)
+	if len(keep) != 21 {
+		t.Fatalf("%d done ids", len(keep))
+	}
+	if n, _, err := st.Compact(keep, true); err != nil || n != 9 {
+		t.Fatalf("dry run: %d, %v", n, err)
+	}
+	n, freed, err := st.Compact(keep, false)
+	if err != nil || n != 9 || freed <= 0 {
+		t.Fatalf("compact: %d %d %v", n, freed, err)
+	}
+	if len(st.Entries()) != 21 {
+		t.Errorf("%d journal entries after compaction", len(st.Entries()))
+	}
+	st.Close()
+	// the current config is intact, the old one is gone
+	stats, err := runPlan(t, changed, wd, Runner{})
+	if err != nil || stats.Executed != 0 {
+		t.Errorf("after compact: %+v %v", stats, err)
+	}
+	stats, err = runPlan(t, loadPlan(t, reg, dagDoc), wd, Runner{})
+	if err != nil || stats.Executed != 9 {
+		t.Errorf("old config after compact: %+v %v", stats, err)
+	}
+}

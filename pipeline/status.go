@@ -21,6 +21,19 @@ type StageStatus struct {
 // task identities are derived in plan order from the journal's digests; a
 // task whose input is pending is pending too.
 func Status(plan *Plan, store *Store) []StageStatus {
+	st, _ := statusWalk(plan, store)
+	return st
+}
+
+// DoneIDs returns the identities of the plan's tasks that are done, as
+// Status determines them.
+func DoneIDs(plan *Plan, store *Store) map[string]bool {
+	_, ids := statusWalk(plan, store)
+	return ids
+}
+
+func statusWalk(plan *Plan, store *Store) ([]StageStatus, map[string]bool) {
+	ids := map[string]bool{}
 	digest := map[TaskRef]string{}
 	idx := map[string]int{}
 	out := make([]StageStatus, len(plan.Stages))
@@ -47,6 +60,7 @@ func Status(plan *Plan, store *Store) []StageStatus {
 			if e, found := store.Lookup(id); found {
 				if fi, err := os.Stat(store.BlobPath(id)); err == nil && fi.Size() == e.Size {
 					digest[ref] = e.Digest
+					ids[id] = true
 					st.Done++
 					continue
 				}
@@ -54,7 +68,7 @@ func Status(plan *Plan, store *Store) []StageStatus {
 		}
 		st.Pending++
 	}
-	return out
+	return out, ids
 }
 
 // WriteStatus prints a status table.

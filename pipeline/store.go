@@ -328,6 +328,76 @@ func (s *Store) Get(e JournalEntry) (*Output, error) {
 	return &Output{Tensors: ts, Meta: meta}, nil
 }
 
+// Compact keeps only the journal entries and blobs whose task identities
+// are in keep: the journal is rewritten atomically, then unreferenced blobs
+// (stale outputs of changed configs, leftovers of other jobs) are deleted.
+// With dryRun it only reports what it would remove.
+func (s *Store) Compact(keep map[string]bool, dryRun bool) (removed int, freed int64, err error) {
+	if s.readOnly {
+		return 0, 0, errors.New("compact: store is read-only")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var blobs []string
+	err = filepath.WalkDir(filepath.Join(s.dir, blobDirName), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		id := strings.TrimSuffix(d.Name(), ".arrow")
+		if !keep[id] {
+			blobs = append(blobs, p)
+			if fi, err := d.Info(); err == nil {
+				freed += fi.Size()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("compact: %w", err)
+	}
+	if dryRun {
+		return len(blobs), freed, nil
+	}
+	var buf bytes.Buffer
+	kept := map[string]JournalEntry{}
+	for _, e := range s.entries {
+		if keep[e.ID] {
+			kept[e.ID] = e
+		}
+	}
+	ids := make([]string, 0, len(kept))
+	for id := range kept {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		line, err := json.Marshal(kept[id])
+		if err != nil {
+			return 0, 0, fmt.Errorf("compact: %w", err)
+		}
+		buf.Write(line)
+		buf.WriteByte('\n')
+	}
+	if err := WriteFileAtomic(s.journalPath(), buf.Bytes()); err != nil {
+		return 0, 0, fmt.Errorf("compact: %w", err)
+	}
+	s.journal.Close()
+	f, err := os.OpenFile(s.journalPath(), os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		s.journal = nil
+		return 0, 0, fmt.Errorf("compact: reopen journal: %w", err)
+	}
+	s.journal = f
+	s.entries = kept
+	for _, p := range blobs {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return removed, freed, fmt.Errorf("compact: %w", err)
+		}
+		removed++
+	}
+	return removed, freed, nil
+}
+
 // Close releases the journal and the lock.
 func (s *Store) Close() error {
 	var err error

@@ -34,6 +34,7 @@ func commands() []*command {
 		runCommand(),
 		planCommand(),
 		statusCommand(),
+		gcCommand(),
 		validateCommand(),
 		schemaCommand(),
 		kindsCommand(),
