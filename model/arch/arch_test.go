@@ -140,6 +140,19 @@ func TestGolden(t *testing.T) {
 			}
 			check("batched logits (seq 0)", l2[:len(logits)], g.logits)
 			check("batched logits (seq 1)", l2[len(logits):], g.logits)
+
+			// Causality across attention blocks: the golden prefix followed
+			// by 172 more tokens (300 > attnBlock, not a multiple of it)
+			// must leave the prefix's logits unchanged.
+			long := slices.Clone(g.ids)
+			for i := 0; len(long) < 300; i++ {
+				long = append(long, g.ids[(i*7)%len(g.ids)])
+			}
+			l3, err := m.Forward(ctx, long, Batch{Seqs: 1, Len: len(long)}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check("prefix of a 300-token sequence", l3[:len(logits)], g.logits)
 		})
 	}
 }

@@ -1,53 +1,87 @@
 package arch
 
 import (
+	"errors"
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"github.com/marlin-llm/marlin/kernels"
 )
 
 var negInf = float32(math.Inf(-1))
 
-// Note: attend computes full L×L score blocks and zeroes the masked half;
-// a triangular GEMM would save about a third of the attention FLOPs.
+// attnBlock is the number of query rows attend handles per GEMM: block b
+// only needs the keys up to its last row, which skips most of the masked
+// upper triangle for long sequences.
+const attnBlock = 128
 
 // attend computes causal softmax attention for every sequence of the batch
 // and every query head: out[t, h] = softmax(scale·q[t,h]·k[:,g]ᵀ)·v[:,g]
 // with g = h / (heads/kvHeads). Head h of token t lives at
 // q[t*ldq+h*dqk], k[t*ldk+g*dqk], v[t*ldv+g*dv] and out[t*ldo+h*dv].
+// (sequence, head) pairs run on up to GOMAXPROCS goroutines; each writes
+// its own part of out, so the result does not depend on scheduling.
 func attend(rc *run, q []float32, ldq int, k []float32, ldk int, v []float32, ldv int,
 	heads, kvHeads, dqk, dv int, scale float32, out []float32, ldo int) error {
-	L := rc.batch.Len
 	rep := heads / kvHeads
-	scores := make([]float32, L*L)
-	for s := 0; s < rc.batch.Seqs; s++ {
+	pairs := rc.batch.Seqs * heads
+	workers := min(runtime.GOMAXPROCS(0), pairs)
+	var next atomic.Int64
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for wk := 0; wk < workers; wk++ {
+		wg.Add(1)
+		go func(wk int) {
+			defer wg.Done()
+			errs[wk] = attendPairs(rc, &next, pairs, q, ldq, k, ldk, v, ldv, heads, rep, dqk, dv, scale, out, ldo)
+		}(wk)
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// attendPairs is one attend worker: it takes (sequence, head) pairs from
+// next until none is left.
+func attendPairs(rc *run, next *atomic.Int64, pairs int, q []float32, ldq int, k []float32, ldk int,
+	v []float32, ldv int, heads, rep, dqk, dv int, scale float32, out []float32, ldo int) error {
+	L := rc.batch.Len
+	scores := make([]float32, min(attnBlock, L)*L)
+	for {
+		i := int(next.Add(1) - 1)
+		if i >= pairs {
+			return nil
+		}
 		if err := rc.ctx.Err(); err != nil {
 			return err
 		}
-		base := s * L
-		for h := 0; h < heads; h++ {
-			g := h / rep
-			if err := rc.b.Sgemm(false, true, L, L, dqk, scale, q[base*ldq+h*dqk:], ldq,
-				k[base*ldk+g*dqk:], ldk, 0, scores, L); err != nil {
+		s, h := i/heads, i%heads
+		base, g := s*L, h/rep
+		for r0 := 0; r0 < L; r0 += attnBlock {
+			r1 := min(r0+attnBlock, L) // query rows [r0, r1) see keys [0, r1)
+			rows := r1 - r0
+			if err := rc.b.Sgemm(false, true, rows, r1, dqk, scale, q[(base+r0)*ldq+h*dqk:], ldq,
+				k[base*ldk+g*dqk:], ldk, 0, scores, r1); err != nil {
 				return fmt.Errorf("attention scores: %w", err)
 			}
-			// Causal mask: row i attends to columns 0..i only; softmax just
-			// those (half the exponentials of a masked full-row softmax).
-			for i := 0; i < L; i++ {
-				row := scores[i*L : (i+1)*L]
-				if err := rc.b.Softmax(row[:i+1], 1, i+1); err != nil {
+			// Causal mask: query r0+i attends to keys 0..r0+i; softmax just
+			// those and zero the rest.
+			for i := 0; i < rows; i++ {
+				row := scores[i*r1 : (i+1)*r1]
+				n := r0 + i + 1
+				if err := rc.b.Softmax(row[:n], 1, n); err != nil {
 					return fmt.Errorf("attention softmax: %w", err)
 				}
-				clear(row[i+1:])
+				clear(row[n:])
 			}
-			if err := rc.b.Sgemm(false, false, L, dv, L, 1, scores, L, v[base*ldv+g*dv:], ldv,
-				0, out[base*ldo+h*dv:], ldo); err != nil {
+			if err := rc.b.Sgemm(false, false, rows, dv, r1, 1, scores, r1, v[base*ldv+g*dv:], ldv,
+				0, out[(base+r0)*ldo+h*dv:], ldo); err != nil {
 				return fmt.Errorf("attention values: %w", err)
 			}
 		}
 	}
-	return nil
 }
 
 // GQAttention is grouped-query attention with per-head q/k RMSNorm and
