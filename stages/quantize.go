@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -60,6 +61,10 @@ type QuantizeConfig struct {
 	// wins and its set fields override Default. `format: skip` keeps the
 	// tensor as it is; `format: bf16` keeps it as bfloat16.
 	Rules []QuantRule `yaml:"rules,omitempty" json:"rules,omitempty"`
+	// Report, when set, adds a task that writes every tensor's report and
+	// the model summary (average bits per weight, formats chosen, average
+	// and worst cosine) as JSON to this path in the output directory.
+	Report string `yaml:"report,omitempty" json:"report,omitempty" jsonschema:"description=JSON report file in the output directory (per-tensor reports and the model summary)"`
 }
 
 // ResolvedQuant is the effective setting for one tensor.
@@ -108,6 +113,9 @@ func (c *QuantizeConfig) Validate() error {
 		if _, err := resolve(c.Default, r.QuantSpec, i); err != nil {
 			errs = append(errs, prefixField(p, err))
 		}
+	}
+	if c.Report != "" && (filepath.IsAbs(c.Report) || strings.HasPrefix(filepath.Clean(c.Report), "..")) {
+		errs = append(errs, &pipeline.FieldError{Field: "report", Err: fmt.Errorf("must be a relative path inside the output directory, got %q", c.Report)})
 	}
 	if len(errs) == 1 {
 		return errs[0]
@@ -318,7 +326,71 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 			})
 		}
 	}
+	if s.cfg.Report != "" {
+		if seen[quantReportKey] {
+			return nil, fmt.Errorf("quantize: an upstream task is named %q, which the report task needs", quantReportKey)
+		}
+		refs := make([]pipeline.TaskRef, len(tasks))
+		for i, t := range tasks {
+			refs[i] = pipeline.TaskRef{Stage: pc.StageID, Key: t.Key}
+		}
+		tasks = append(tasks, &pipeline.Task{Key: quantReportKey, Needs: refs, EstBytes: 1 << 20, Run: s.runReport(refs)})
+	}
 	return tasks, nil
+}
+
+// quantReportKey is the key of the report task.
+const quantReportKey = "quantize-report"
+
+// QuantizeReport is the JSON document of the report task.
+type QuantizeReport struct {
+	Summary quant.Summary  `json:"summary"`
+	Tensors []quant.Report `json:"tensors"`
+}
+
+func (s *quantizeStage) runReport(refs []pipeline.TaskRef) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
+		var doc QuantizeReport
+		for i, r := range refs {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			o, err := env.Input(r)
+			if err != nil {
+				return nil, fmt.Errorf("quantize report: %w", err)
+			}
+			if js := o.Meta["quant.reports"]; js != "" {
+				var reps []quant.Report
+				if err := json.Unmarshal([]byte(js), &reps); err != nil {
+					return nil, fmt.Errorf("quantize report: %s: %w", r.Key, err)
+				}
+				doc.Tensors = append(doc.Tensors, reps...)
+			}
+			if env.Progress != nil {
+				env.Progress(int64(i+1), int64(len(refs)))
+			}
+		}
+		doc.Summary = quant.Summarize(doc.Tensors)
+		data, err := json.MarshalIndent(doc, "", "  ")
+		if err != nil {
+			return nil, fmt.Errorf("quantize report: %w", err)
+		}
+		if err := pipeline.WriteFileAtomic(filepath.Join(env.OutDir, s.cfg.Report), append(data, '\n')); err != nil {
+			return nil, fmt.Errorf("quantize report: %w", err)
+		}
+		sm := doc.Summary
+		if env.Log != nil {
+			env.Log.Info("quantize summary", "tensors", sm.Tensors, "bits_per_weight", sm.BitsPerWeight, "avg_cosine", sm.AvgCosine, "min_cosine", sm.MinCosine, "worst", sm.MinCosineTensor)
+		}
+		return &pipeline.Output{Meta: map[string]string{
+			"summary.tensors":           strconv.Itoa(sm.Tensors),
+			"summary.weights":           strconv.FormatInt(sm.Weights, 10),
+			"summary.bits_per_weight":   strconv.FormatFloat(sm.BitsPerWeight, 'g', 8, 64),
+			"summary.avg_cosine":        strconv.FormatFloat(sm.AvgCosine, 'g', 8, 64),
+			"summary.min_cosine":        strconv.FormatFloat(sm.MinCosine, 'g', 8, 64),
+			"summary.min_cosine_tensor": sm.MinCosineTensor,
+		}}, nil
+	}
 }
 
 func (s *quantizeStage) run(ref pipeline.TaskRef) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {

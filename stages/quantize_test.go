@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -243,6 +244,7 @@ stages:
       rules:
         - {match: "model.embed_tokens.weight", format: bf16}
         - {match: "*.mlp.down_proj.weight", format: int4, group_size: 128}
+      report: quant-report.json
 `, dir)
 	wd := t.TempDir()
 	job, err := pipeline.LoadBytes(filepath.Join(wd, "job.yaml"), []byte(doc), reg, pipeline.LoadOptions{})
@@ -304,4 +306,17 @@ stages:
 		t.Errorf("formats %v, %d layer weights", formats, n)
 	}
 	t.Logf("qwen3-nano through load+quantize: average cosine of %d layer weights %.6f", n, sum/float64(n))
+	raw, err := os.ReadFile(filepath.Join(st.OutDir(), "quant-report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep QuantizeReport
+	if err := json.Unmarshal(raw, &rep); err != nil {
+		t.Fatal(err)
+	}
+	// 24 MXFP4 + 4 INT4 layer weights and the BF16 embedding, all [*, 256] or [256, 768]
+	if rep.Summary.Tensors != 29 || len(rep.Tensors) != 29 || rep.Summary.BitsPerWeight <= 4.125 || rep.Summary.BitsPerWeight >= 16 {
+		t.Errorf("summary %+v", rep.Summary)
+	}
+	t.Logf("summary: %d tensors, %.4f bits/weight, avg cosine %.6f, worst %s %.6f", rep.Summary.Tensors, rep.Summary.BitsPerWeight, rep.Summary.AvgCosine, rep.Summary.MinCosineTensor, rep.Summary.MinCosine)
 }
