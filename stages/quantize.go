@@ -291,6 +291,9 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 	seen := map[string]bool{}
 	for _, in := range pc.Inputs {
 		for _, ut := range in.Tasks {
+			if ut.Meta[MetaInternal] == "true" {
+				continue // a calibration run, not a tensor (see calibrate.go)
+			}
 			if seen[ut.Key] {
 				return nil, fmt.Errorf("quantize: task key %q produced by two upstream stages", ut.Key)
 			}
@@ -299,8 +302,8 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 			if err != nil {
 				return nil, fmt.Errorf("quantize: %s: %w", ut.Key, err)
 			}
-			if !rq.Skip && rq.Method != MethodRTN {
-				return nil, fmt.Errorf("quantize: %s: method %s is not available in this build of the quantize stage yet (use rtn)", ut.Key, rq.Method)
+			if err := checkMethodPlan(rq, ut); err != nil { // quantize_gptq.go
+				return nil, fmt.Errorf("quantize: %s: %w", ut.Key, err)
 			}
 			var inBytes int64
 			if b, err := strconv.ParseInt(ut.Meta["bytes"], 10, 64); err == nil && b > 0 {
@@ -401,8 +404,12 @@ func (s *quantizeStage) run(ref pipeline.TaskRef) func(context.Context, *pipelin
 		}
 		out := &pipeline.Output{Meta: map[string]string{}}
 		var reports []quant.Report
+		hess := hessiansOf(in.Tensors) // quantize_gptq.go
 		for i, t := range in.Tensors {
-			ts, rep, err := s.QuantizeTensor(ctx, t)
+			if isHessian(t) {
+				continue
+			}
+			ts, rep, err := s.quantizeTensor(ctx, t, hess[t.Name])
 			if err != nil {
 				return nil, fmt.Errorf("quantize %s: %w", ref.Key, err)
 			}
@@ -438,6 +445,12 @@ func (s *quantizeStage) run(ref pipeline.TaskRef) func(context.Context, *pipelin
 // with the resolved settings and returned as quant.Packed.ToTensors with
 // MetaMethod and MetaShape, plus their error report.
 func (s *quantizeStage) QuantizeTensor(ctx context.Context, t *tensor.Tensor) ([]*tensor.Tensor, *quant.Report, error) {
+	return s.quantizeTensor(ctx, t, nil)
+}
+
+// quantizeTensor is QuantizeTensor with the weight's Hessian (nil when
+// calibration gave none) for the gptq and mr-gptq methods.
+func (s *quantizeStage) quantizeTensor(ctx context.Context, t, hessian *tensor.Tensor) ([]*tensor.Tensor, *quant.Report, error) {
 	rq, err := s.cfg.Resolve(t.Name)
 	if err != nil {
 		return nil, nil, err
@@ -445,8 +458,12 @@ func (s *quantizeStage) QuantizeTensor(ctx context.Context, t *tensor.Tensor) ([
 	if rq.Skip || len(t.Shape) != 2 {
 		return []*tensor.Tensor{t}, nil, nil
 	}
-	if rq.Method != MethodRTN {
-		return nil, nil, fmt.Errorf("tensor %q: method %s not available in the quantize stage yet", t.Name, rq.Method)
+	if rq.Method != MethodRTN && rq.Format.Quantized() {
+		ts, rep, err := quantizeWithHessian(ctx, t, hessian, rq) // quantize_gptq.go
+		if !errors.Is(err, errNoLinear) {
+			return ts, rep, err
+		}
+		rq.Method = MethodRTN // an embedding: no Hessian by design
 	}
 	opts := &quant.Options{Name: t.Name, ScaleSearch: rq.ScaleSearch, ClipRatios: rq.ClipRatios, NonFinite: rq.NonFinite}
 	p, err := quant.QuantizeTensor(ctx, t, rq.Format, opts)

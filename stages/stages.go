@@ -17,6 +17,8 @@ func Register(reg *pipeline.Registry) error {
 		StatsKind(),
 		QuantizeKind(),
 		LoadKind(),
+		RotateKind(),
+		CalibrateKind(),
 		PackKind(),
 	} {
 		if err := reg.Register(k); err != nil {

@@ -1,0 +1,175 @@
+package stages
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/marlin-llm/marlin/pipeline"
+	"github.com/marlin-llm/marlin/quant"
+	"github.com/marlin-llm/marlin/quant/gptq"
+	"github.com/marlin-llm/marlin/quant/hadamard"
+	"github.com/marlin-llm/marlin/tensor"
+)
+
+// This file is the quantize stage's hook for the Hessian-based methods
+// (gptq, mr-gptq). The calibrate stage puts each weight's Hessian next to
+// it in its task output (tensor "<weight>.hessian", Meta gptq.kind =
+// hessian) and marks the task with MetaHasHessian; the quantize stage hands
+// such pairs to quantizeWithHessian.
+
+// MetaHasHessian marks an upstream task whose output carries a Hessian for
+// its weight.
+const MetaHasHessian = "calib.hessian"
+
+// HessianSuffix names a weight's Hessian tensor.
+const HessianSuffix = ".hessian"
+
+// isHessian reports whether t is a Hessian produced by calibration.
+func isHessian(t *tensor.Tensor) bool { return t.Meta["gptq.kind"] == "hessian" }
+
+// hessiansOf maps weight names to their Hessian tensors within one output.
+func hessiansOf(ts []*tensor.Tensor) map[string]*tensor.Tensor {
+	m := map[string]*tensor.Tensor{}
+	for _, t := range ts {
+		if isHessian(t) {
+			m[t.Meta["calib.for"]] = t
+		}
+	}
+	return m
+}
+
+// checkMethodPlan fails planning when a Hessian method has no calibrated
+// input.
+func checkMethodPlan(rq ResolvedQuant, upstream *pipeline.Task) error {
+	if rq.Skip || rq.Method == MethodRTN {
+		return nil
+	}
+	if sh, err := quant.ParseShape(upstream.Meta[MetaShape]); err == nil && len(sh) != 2 {
+		return nil // only 2-D tensors are quantized
+	}
+	switch upstream.Meta[MetaHasHessian] {
+	case "true", "none":
+		return nil
+	default:
+		return fmt.Errorf("method %s needs a Hessian: put a calibrate stage between load/rotate and quantize (this tensor's upstream task has none)", rq.Method)
+	}
+}
+
+// gptqOptions turns resolved settings into GPTQ options. Groups are always
+// static (contiguous, no g_idx) so every exporter can store the result;
+// mr-gptq implies act-order and scale search (Egiazarian et al. 2025).
+func gptqOptions(rq ResolvedQuant) gptq.Options {
+	o := gptq.Options{ActOrder: rq.ActOrder, StaticGroups: true, PercDamp: rq.Damp, BlockSize: rq.BlockSize}
+	if rq.Method == MethodMRGPTQ {
+		o.ActOrder = true
+		if !rq.ScaleSearch && len(rq.ClipRatios) == 0 {
+			o.ClipRatios = gptq.DefaultClipRatios()
+		}
+	}
+	if rq.ScaleSearch || len(rq.ClipRatios) > 0 {
+		o.ClipRatios = gptq.DefaultClipRatios()
+		if len(rq.ClipRatios) > 0 {
+			o.ClipRatios = o.ClipRatios[:0]
+			for _, r := range rq.ClipRatios {
+				o.ClipRatios = append(o.ClipRatios, float64(r))
+			}
+		}
+	}
+	if o.PercDamp == 0 {
+		o.PercDamp = 0.01
+	}
+	return o
+}
+
+// hessianGPTQ runs gptq or mr-gptq on w (rows×cols) with Hessian h. For
+// mr-gptq the input is rotated with the format's group as block unless the
+// weight's input is already rotated (Meta hadamard.MetaInput, e.g. by the
+// rotate stage). It returns the packed result, the effective dequantized
+// weight in the weight's own basis (what a forward pass must use), the
+// Meta to record and the weights in the packed tensor's basis (w, or W·Rᵀ).
+func hessianGPTQ(ctx context.Context, name string, w []float32, rows, cols int, h []float64, wmeta map[string]string, rq ResolvedQuant) (*quant.Packed, []float32, map[string]string, []float32, error) {
+	opt := gptqOptions(rq)
+	meta := map[string]string{quant.MetaMethod: rq.Method, "gptq.actorder": strconv.FormatBool(opt.ActOrder),
+		"gptq.damp": strconv.FormatFloat(opt.PercDamp, 'g', -1, 64), "gptq.static_groups": "true"}
+	if len(opt.ClipRatios) > 0 {
+		meta["quant.scale_search"] = "true"
+	}
+	if rq.Method == MethodMRGPTQ && wmeta[hadamard.MetaInput] == "" {
+		r, err := gptq.QuantizeMR(ctx, w, rows, cols, h, rq.Format, 0, opt)
+		if err != nil {
+			return nil, nil, nil, nil, fmt.Errorf("tensor %q: %w", name, err)
+		}
+		eff, err := r.Unrotate()
+		if err != nil {
+			return nil, nil, nil, nil, err
+		}
+		meta[hadamard.MetaInput] = r.Rotation.Spec()
+		meta[hadamard.MetaInputPlacement] = hadamard.PlacementOnline
+		meta["gptq.err"] = strconv.FormatFloat(r.Result.Err, 'g', 8, 64)
+		wr := append([]float32(nil), w...)
+		if err := r.Rotation.Apply(wr, rows); err != nil {
+			return nil, nil, nil, nil, err
+		}
+		return r.Packed, eff, meta, wr, nil
+	}
+	p, res, err := gptq.QuantizeFormat(ctx, w, rows, cols, h, rq.Format, opt)
+	if err != nil {
+		return nil, nil, nil, nil, fmt.Errorf("tensor %q: %w", name, err)
+	}
+	meta["gptq.err"] = strconv.FormatFloat(res.Err, 'g', 8, 64)
+	return p, res.Q, meta, w, nil
+}
+
+// errNoLinear tells the caller to fall back to RTN: the tensor is not the
+// weight of a Linear (an embedding), so it has no Hessian by design.
+var errNoLinear = errors.New("not a Linear weight: no Hessian")
+
+// quantizeWithHessian is the quantize stage's gptq/mr-gptq path for one
+// weight tensor t with its Hessian tensor ht.
+func quantizeWithHessian(ctx context.Context, t, ht *tensor.Tensor, rq ResolvedQuant) ([]*tensor.Tensor, *quant.Report, error) {
+	if ht == nil && t.Meta[MetaHasHessian] == "none" {
+		return nil, nil, errNoLinear
+	}
+	if ht == nil {
+		return nil, nil, fmt.Errorf("tensor %q: method %s needs a Hessian and calibration produced none for it", t.Name, rq.Method)
+	}
+	if len(t.Shape) != 2 {
+		return nil, nil, fmt.Errorf("tensor %q: method %s needs a 2-D weight, shape %v", t.Name, rq.Method, t.Shape)
+	}
+	hs, err := gptq.HessianFromTensor(ht)
+	if err != nil {
+		return nil, nil, err
+	}
+	rows, cols := t.Shape[0], t.Shape[1]
+	if hs.Cols() != cols {
+		return nil, nil, fmt.Errorf("tensor %q: Hessian is %dx%d for %d input columns", t.Name, hs.Cols(), hs.Cols(), cols)
+	}
+	w, err := tensor.ToFloat32(t)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, _, meta, basis, err := hessianGPTQ(ctx, t.Name, w, rows, cols, hs.Matrix(), t.Meta, rq)
+	if err != nil {
+		return nil, nil, err
+	}
+	rep, err := quant.Measure(t.Name, basis, p)
+	if err != nil {
+		return nil, nil, err
+	}
+	meta[quant.MetaShape] = quant.FormatShape(t.Shape)
+	meta["quant.source_dtype"] = t.DType.String()
+	meta["gptq.samples"] = strconv.FormatInt(hs.Samples(), 10)
+	for k, v := range t.Meta {
+		if _, ok := meta[k]; !ok && (len(k) > 9 && k[:9] == "rotation.") {
+			meta[k] = v
+		}
+	}
+	return p.ToTensors(t.Name, meta), &rep, nil
+}
+
+// quantizeRTN is the quantize stage's RTN for a float32 weight.
+func quantizeRTN(ctx context.Context, name string, w []float32, rows, cols int, rq ResolvedQuant) (*quant.Packed, error) {
+	return quant.QuantizeContext(ctx, w, rows, cols, rq.Format, &quant.Options{Name: name, ScaleSearch: rq.ScaleSearch, ClipRatios: rq.ClipRatios, NonFinite: rq.NonFinite})
+}
