@@ -571,6 +571,9 @@ func FuzzRead(f *testing.F) {
 	f.Add(buf.Bytes())
 	f.Add(hdr(0, 1).s("k").u32(9).u32(8).u64(3).s("a").s("b").Bytes())
 	f.Add([]byte("GGUF"))
+	f.Add(hdr(1, 1).s(KeyAlignment).u32(4).u32(64).s("t").u32(2).u64(32).u64(1).u32(uint32(TypeMXFP4)).u64(0).Bytes())
+	f.Add(append(hdr(1, 0).s("t").u32(1).u64(256).u32(uint32(TypeQ6_K)).u64(0).Bytes(), make([]byte, 256)...))
+	f.Add(hdr(0, 2).s("b").u32(9).u32(7).u64(2).Bytes())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		before := totalAlloc()
 		g, err := Read(b)
