@@ -167,11 +167,11 @@ MQ_FN uint mq_load_code(MTL_DEVICE const uchar *W, uint row, uint k, uint bits) 
     return ((uint)W[row + (k >> 1)] >> ((k & 1u) * 4u)) & 15u;
   }
   uint bit = k * bits;
-  uint byte = bit >> 3;
+  uint at = bit >> 3;
   uint sh = bit & 7u;
-  uint v = (uint)W[row + byte] >> sh;
+  uint v = (uint)W[row + at] >> sh;
   if (sh + bits > 8u) {
-    v |= (uint)W[row + byte + 1u] << (8u - sh);
+    v |= (uint)W[row + at + 1u] << (8u - sh);
   }
   return v & ((1u << bits) - 1u);
 }
