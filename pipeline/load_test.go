@@ -207,3 +207,18 @@ func TestSchemaValidatorPositions(t *testing.T) {
 		t.Errorf("valid doc: %v", err)
 	}
 }
+
+func FuzzSetOverride(f *testing.F) {
+	for _, s := range []string{"stages.a.with.format=int4", "resources.workers=3", "stages[0].with.rules=[{match: x}]", "a.b[", "=1", "stages[9].x=1", "stages.a.with.nested.depth={"} {
+		f.Add(s)
+	}
+	reg := NewRegistry()
+	reg.MustRegister(funcKind("fake", func(*PlanContext, *fakeConfig) ([]*Task, error) { return nil, nil }))
+	doc := []byte(goodHeader + "  - {id: a, kind: fake, with: {format: fp4}}\n")
+	f.Fuzz(func(t *testing.T, set string) {
+		job, err := LoadBytes("f.yaml", doc, reg, LoadOptions{Set: []string{set}})
+		if err == nil && job == nil {
+			t.Fatal("nil job without error")
+		}
+	})
+}
