@@ -378,22 +378,29 @@ func bf16BlockAmax(x *[64]byte) uint16 {
 }
 
 // mxfp4BlockBF16 encodes 32 BF16 values to 16 E2M1 bytes with the table;
-// off = 0x3E80 + e<<7 (see mxfp4RowBF16).
+// off = 0x3E80 + e<<7 (see mxfp4RowBF16). Four values at a time share one
+// 64-bit word: lane-wise offsets (a negative offset, a magnitude below
+// 0.25, clamps to entry 0, which is 0.25 and code 0; offsets stay below 640
+// because every element is at most the block absmax, scaled below 8), four
+// table lookups, and the four sign bits gathered into nibble bit 3 by one
+// multiplication.
 func mxfp4BlockBF16(x *[64]byte, o *[16]byte, off int32) {
-	// Negative offsets (magnitudes below 0.25) clamp to entry 0 (0.25,
-	// code 0) without a branch; offsets stay below 640 because every
-	// element is at most the block absmax (scaled below 8).
-	enc := func(v uint32) uint8 {
-		dl := int32(v&0x7fff) - off
-		dh := int32(v>>16&0x7fff) - off
-		il := uint32(dl&^(dl>>31)) & 1023
-		ih := uint32(dh&^(dh>>31)) & 1023
-		return uint8(v>>12)&8 | uint8(v>>24)&0x80 | e2m1BF16[il] | e2m1BF16[ih]<<4
-	}
+	const (
+		lanes = 0x8000800080008000
+		ones  = 0x0001000100010001
+		// sign bits at 0, 16, 32, 48 → 51, 55, 59, 63; the cross products
+		// land on distinct lower bits (15, 27, 31, 39, 43, 47) or overflow.
+		gather = 1<<51 | 1<<39 | 1<<27 | 1<<15
+	)
+	off4 := uint64(off) * ones
 	for i := 0; i < 8; i++ {
 		v := binary.LittleEndian.Uint64(x[8*i:])
-		o[2*i] = enc(uint32(v))
-		o[2*i+1] = enc(uint32(v >> 32))
+		r := (v | lanes) - off4                // lane: 0x8000 + (mag − off), no borrow across lanes
+		idx := r & ((r >> 15 & ones) * 0x7fff) // lanes with a negative offset → 0
+		signs := uint16(((v >> 15 & ones) * gather >> 48) & 0x8888)
+		c := uint16(e2m1BF16[idx&1023]) | uint16(e2m1BF16[idx>>16&1023])<<4 |
+			uint16(e2m1BF16[idx>>32&1023])<<8 | uint16(e2m1BF16[idx>>48&1023])<<12
+		binary.LittleEndian.PutUint16(o[2*i:], c|signs)
 	}
 }
 
