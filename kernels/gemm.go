@@ -158,13 +158,16 @@ func packB(dst []float32, transB bool, b []float32, ldb, pc, kc, j0, nr int) {
 		return
 	}
 	// op(B)[p][j] = b[j*ldb+p]
-	if nr < gemmNR {
+	p0 := 0
+	if nr == gemmNR {
+		p0 = packBT16(dst, b[j0*ldb+pc:], ldb, kc)
+	} else {
 		clear(dst)
 	}
 	for j := 0; j < nr; j++ {
-		src := b[(j0+j)*ldb+pc : (j0+j)*ldb+pc+kc]
+		src := b[(j0+j)*ldb+pc+p0 : (j0+j)*ldb+pc+kc]
 		for p, v := range src {
-			dst[p*gemmNR+j] = v
+			dst[(p0+p)*gemmNR+j] = v
 		}
 	}
 }

@@ -47,3 +47,15 @@ func BenchmarkDotRow(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
 }
+
+func BenchmarkPackBTrans(b *testing.B) {
+	const k = 4096
+	src := make([]float32, 16*k)
+	dst := make([]float32, gemmKC*gemmNR)
+	for b.Loop() {
+		for pc := 0; pc < k; pc += gemmKC {
+			packB(dst, true, src, k, pc, gemmKC, 0, 16)
+		}
+	}
+	b.ReportMetric(float64(16*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "Gelem/s")
+}

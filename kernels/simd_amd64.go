@@ -139,3 +139,20 @@ func axpy4F32(x *[4]float32, b []float32, ldb int, y []float32) {
 		y[j] += x[0]*b[j] + x[1]*b[ldb+j] + x[2]*b[2*ldb+j] + x[3]*b[3*ldb+j]
 	}
 }
+
+//go:noescape
+func packBT16AVX(dst, src *float32, ldb, kc8 int)
+
+// packBT16 packs op(B)[p][j] = b[j*ldb+p] for 16 full columns j and the
+// first kc8*8 steps p with the AVX transpose; it returns how many steps it
+// did (0 without SIMD).
+func packBT16(dst, b []float32, ldb, kc int) int {
+	if !haveSIMD || kc < 8 {
+		return 0
+	}
+	kc8 := kc / 8
+	_ = dst[kc8*8*gemmNR-1]
+	_ = b[15*ldb+kc8*8-1]
+	packBT16AVX(&dst[0], &b[0], ldb, kc8)
+	return kc8 * 8
+}

@@ -487,3 +487,93 @@ ax4_8:
 ax4_done:
 	VZEROUPPER
 	RET
+
+// TRANSPOSE8 transposes the 8×8 block in Y0..Y7 into Y8..Y15 (row i of the
+// result in Y(8+i)); Y0..Y7 are clobbered.
+#define TRANSPOSE8 \
+	VUNPCKLPS Y1, Y0, Y8 \
+	VUNPCKHPS Y1, Y0, Y9 \
+	VUNPCKLPS Y3, Y2, Y10 \
+	VUNPCKHPS Y3, Y2, Y11 \
+	VUNPCKLPS Y5, Y4, Y12 \
+	VUNPCKHPS Y5, Y4, Y13 \
+	VUNPCKLPS Y7, Y6, Y14 \
+	VUNPCKHPS Y7, Y6, Y15 \
+	VSHUFPS $0x44, Y10, Y8, Y0 \
+	VSHUFPS $0xEE, Y10, Y8, Y1 \
+	VSHUFPS $0x44, Y11, Y9, Y2 \
+	VSHUFPS $0xEE, Y11, Y9, Y3 \
+	VSHUFPS $0x44, Y14, Y12, Y4 \
+	VSHUFPS $0xEE, Y14, Y12, Y5 \
+	VSHUFPS $0x44, Y15, Y13, Y6 \
+	VSHUFPS $0xEE, Y15, Y13, Y7 \
+	VPERM2F128 $0x20, Y4, Y0, Y8 \
+	VPERM2F128 $0x20, Y5, Y1, Y9 \
+	VPERM2F128 $0x20, Y6, Y2, Y10 \
+	VPERM2F128 $0x20, Y7, Y3, Y11 \
+	VPERM2F128 $0x31, Y4, Y0, Y12 \
+	VPERM2F128 $0x31, Y5, Y1, Y13 \
+	VPERM2F128 $0x31, Y6, Y2, Y14 \
+	VPERM2F128 $0x31, Y7, Y3, Y15
+
+// func packBT16AVX(dst, src *float32, ldb, kc8 int)
+// Packs 16 rows of src (row j at src + j·ldb) over 8·kc8 columns p into
+// dst[p·16 + j] (the transposed-B panel layout of packB).
+TEXT ·packBT16AVX(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ldb+16(FP), DX
+	MOVQ kc8+24(FP), CX
+	SHLQ $2, DX
+	LEAQ (DX)(DX*2), R12   // 3·ldb bytes
+	MOVQ SI, AX            // row 0
+	LEAQ (SI)(DX*4), BX    // row 4
+	LEAQ (BX)(DX*4), R8    // row 8
+	LEAQ (R8)(DX*4), R9    // row 12
+	TESTQ CX, CX
+	JZ    pbtdone
+pbtloop:
+	VMOVUPS (AX), Y0
+	VMOVUPS (AX)(DX*1), Y1
+	VMOVUPS (AX)(DX*2), Y2
+	VMOVUPS (AX)(R12*1), Y3
+	VMOVUPS (BX), Y4
+	VMOVUPS (BX)(DX*1), Y5
+	VMOVUPS (BX)(DX*2), Y6
+	VMOVUPS (BX)(R12*1), Y7
+	TRANSPOSE8
+	VMOVUPS Y8, (DI)
+	VMOVUPS Y9, 64(DI)
+	VMOVUPS Y10, 128(DI)
+	VMOVUPS Y11, 192(DI)
+	VMOVUPS Y12, 256(DI)
+	VMOVUPS Y13, 320(DI)
+	VMOVUPS Y14, 384(DI)
+	VMOVUPS Y15, 448(DI)
+	VMOVUPS (R8), Y0
+	VMOVUPS (R8)(DX*1), Y1
+	VMOVUPS (R8)(DX*2), Y2
+	VMOVUPS (R8)(R12*1), Y3
+	VMOVUPS (R9), Y4
+	VMOVUPS (R9)(DX*1), Y5
+	VMOVUPS (R9)(DX*2), Y6
+	VMOVUPS (R9)(R12*1), Y7
+	TRANSPOSE8
+	VMOVUPS Y8, 32(DI)
+	VMOVUPS Y9, 96(DI)
+	VMOVUPS Y10, 160(DI)
+	VMOVUPS Y11, 224(DI)
+	VMOVUPS Y12, 288(DI)
+	VMOVUPS Y13, 352(DI)
+	VMOVUPS Y14, 416(DI)
+	VMOVUPS Y15, 480(DI)
+	ADDQ $32, AX
+	ADDQ $32, BX
+	ADDQ $32, R8
+	ADDQ $32, R9
+	ADDQ $512, DI
+	DECQ CX
+	JNZ  pbtloop
+pbtdone:
+	VZEROUPPER
+	RET

@@ -23,3 +23,5 @@ func lut4DotSIMD(xd []float32, codes []byte, ngroups, gs int, base *[16]float32,
 }
 
 func axpy4F32(x *[4]float32, b []float32, ldb int, y []float32) { axpy4Go(x, b, ldb, y) }
+
+func packBT16(dst, b []float32, ldb, kc int) int { return 0 }
