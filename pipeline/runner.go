@@ -164,11 +164,23 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 		}
 		emit(Event{Type: EventStarted, Stage: st.ref.Stage, Key: st.ref.Key, Bytes: t.EstBytes})
 		start := time.Now()
+		var progMu sync.Mutex
+		var lastProg time.Time
 		env := &TaskEnv{
 			OutDir: r.Store.OutDir(),
 			Log:    log.With("task", st.ref.String()),
 			Progress: func(done, total int64) {
-				emit(Event{Type: EventProgress, Stage: st.ref.Stage, Key: st.ref.Key, Done: done, Total: total})
+				// at most one progress event per task every 100ms (and the last)
+				now := time.Now()
+				progMu.Lock()
+				skip := now.Sub(lastProg) < 100*time.Millisecond && done < total
+				if !skip {
+					lastProg = now
+				}
+				progMu.Unlock()
+				if !skip {
+					emit(Event{Type: EventProgress, Stage: st.ref.Stage, Key: st.ref.Key, Done: done, Total: total})
+				}
 			},
 			Input: func(ref TaskRef) (*Output, error) {
 				for _, n := range t.Needs {
