@@ -24,7 +24,7 @@ var kvaluesIQ4NL = [16]int8{-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25,
 func CanDequantize(t GGMLType) bool {
 	switch t {
 	case TypeF32, TypeF16, TypeBF16, TypeF64, TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1, TypeQ8_0,
-		TypeQ4_K, TypeQ6_K, TypeMXFP4, TypeIQ4_NL:
+		TypeQ2_K, TypeQ3_K, TypeQ4_K, TypeQ5_K, TypeQ6_K, TypeMXFP4, TypeIQ4_NL:
 		return true
 	}
 	return false
@@ -78,8 +78,14 @@ func DequantizeInto(dst []float32, t GGMLType, src []byte) error {
 		fn = dequantQ5_1
 	case TypeQ8_0:
 		fn = dequantQ8_0
+	case TypeQ2_K:
+		fn = dequantQ2_K
+	case TypeQ3_K:
+		fn = dequantQ3_K
 	case TypeQ4_K:
 		fn = dequantQ4_K
+	case TypeQ5_K:
+		fn = dequantQ5_K
 	case TypeQ6_K:
 		fn = dequantQ6_K
 	case TypeMXFP4:
@@ -223,5 +229,119 @@ func dequantQ6_K(y []float32, x []byte) {
 		ql = ql[64:]
 		qh = qh[32:]
 		sc = sc[8:]
+	}
+}
+
+func dequantQ2_K(y []float32, x []byte) {
+	scales := x[0:16]
+	q := x[16:80]
+	d, dmin := f16(x[80:]), f16(x[82:])
+	is := 0
+	o := 0
+	for n := 0; n < qkK; n += 128 {
+		shift := uint(0)
+		for range 4 {
+			sc := scales[is]
+			is++
+			dl, ml := d*float32(sc&0x0f), dmin*float32(sc>>4)
+			for l := range 16 {
+				y[o] = float32(dl*float32(int8((q[l]>>shift)&3))) - ml
+				o++
+			}
+			sc = scales[is]
+			is++
+			dl, ml = d*float32(sc&0x0f), dmin*float32(sc>>4)
+			for l := range 16 {
+				y[o] = float32(dl*float32(int8((q[l+16]>>shift)&3))) - ml
+				o++
+			}
+			shift += 2
+		}
+		q = q[32:]
+	}
+}
+
+func dequantQ3_K(y []float32, x []byte) {
+	hm := x[0:32]
+	q := x[32:96]
+	d := f16(x[108:])
+	const kmask1, kmask2 = 0x03030303, 0x0f0f0f0f
+	var aux [4]uint32
+	for i := range 3 {
+		aux[i] = binary.LittleEndian.Uint32(x[96+4*i:])
+	}
+	tmp := aux[2]
+	aux[2] = ((aux[0] >> 4) & kmask2) | (((tmp >> 4) & kmask1) << 4)
+	aux[3] = ((aux[1] >> 4) & kmask2) | (((tmp >> 6) & kmask1) << 4)
+	aux[0] = (aux[0] & kmask2) | (((tmp >> 0) & kmask1) << 4)
+	aux[1] = (aux[1] & kmask2) | (((tmp >> 2) & kmask1) << 4)
+	var scales [16]int8
+	for i := range scales {
+		scales[i] = int8(aux[i/4] >> (8 * (i % 4)))
+	}
+	is, o := 0, 0
+	m := uint8(1)
+	for n := 0; n < qkK; n += 128 {
+		shift := uint(0)
+		for range 4 {
+			dl := d * float32(int(scales[is])-32)
+			is++
+			for l := range 16 {
+				v := int(int8((q[l] >> shift) & 3))
+				if hm[l]&m == 0 {
+					v -= 4
+				}
+				y[o] = dl * float32(v)
+				o++
+			}
+			dl = d * float32(int(scales[is])-32)
+			is++
+			for l := range 16 {
+				v := int(int8((q[l+16] >> shift) & 3))
+				if hm[l+16]&m == 0 {
+					v -= 4
+				}
+				y[o] = dl * float32(v)
+				o++
+			}
+			shift += 2
+			m <<= 1
+		}
+		q = q[32:]
+	}
+}
+
+func dequantQ5_K(y []float32, x []byte) {
+	d, dmin := f16(x), f16(x[2:])
+	scales := x[4:16]
+	qh := x[16:48]
+	ql := x[48:176]
+	is, o := 0, 0
+	u1, u2 := uint8(1), uint8(2)
+	for j := 0; j < qkK; j += 64 {
+		sc, m := scaleMinK4(is, scales)
+		d1, m1 := d*float32(sc), dmin*float32(m)
+		sc, m = scaleMinK4(is+1, scales)
+		d2, m2 := d*float32(sc), dmin*float32(m)
+		for l := range 32 {
+			v := int(ql[l] & 0x0f)
+			if qh[l]&u1 != 0 {
+				v += 16
+			}
+			y[o] = float32(d1*float32(v)) - m1
+			o++
+		}
+		for l := range 32 {
+			v := int(ql[l] >> 4)
+			if qh[l]&u2 != 0 {
+				v += 16
+			}
+			y[o] = float32(d2*float32(v)) - m2
+			o++
+		}
+		ql = ql[32:]
+		is += 2
+		u1 <<= 2
+		u2 <<= 2
 	}
 }

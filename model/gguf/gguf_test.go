@@ -62,7 +62,7 @@ func TestTypeTable(t *testing.T) {
 // dequantize_row_* (testdata/dequant, made by testdata/gen_dequant.c from
 // blocks quantized by ggml's reference quantizers plus random bit patterns).
 func TestDequantGGMLReference(t *testing.T) {
-	for _, name := range []string{"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q6_K", "MXFP4", "IQ4_NL"} {
+	for _, name := range []string{"Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "MXFP4", "IQ4_NL"} {
 		t.Run(name, func(t *testing.T) {
 			typ, _ := ParseType(name)
 			info, _ := typ.Info()
@@ -157,7 +157,7 @@ func TestDequantKnownAnswers(t *testing.T) {
 	if _, err := Dequantize(TypeQ4_0, q40, 31); err == nil {
 		t.Error("partial block accepted")
 	}
-	if _, err := Dequantize(TypeQ2_K, make([]byte, 84), 256); err == nil {
+	if _, err := Dequantize(TypeIQ2_XXS, make([]byte, 66), 256); err == nil {
 		t.Error("unsupported type accepted")
 	}
 }

@@ -64,7 +64,10 @@ int main(int argc, char **argv) {
 	G("Q5_0", QK5_0, block_q5_0, q5_0, 0);
 	G("Q5_1", QK5_1, block_q5_1, q5_1, 0, 2);
 	G("Q8_0", QK8_0, block_q8_0, q8_0, 0);
+	G("Q2_K", QK_K, block_q2_K, q2_K, 80, 82);
+	G("Q3_K", QK_K, block_q3_K, q3_K, 108);
 	G("Q4_K", QK_K, block_q4_K, q4_K, 0, 2);
+	G("Q5_K", QK_K, block_q5_K, q5_K, 0, 2);
 	G("Q6_K", QK_K, block_q6_K, q6_K, 208);
 	G("MXFP4", QK_MXFP4, block_mxfp4, mxfp4, 0);
 	G("IQ4_NL", QK4_NL, block_iq4_nl, iq4_nl, 0);
