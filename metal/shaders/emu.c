@@ -37,6 +37,7 @@ typedef struct {
   uint nlanes;
   float fslot[2][32];
   uint uslot[2][32];
+  const void *pslot[2][32];
 } emu_simdgroup;
 
 typedef struct {
@@ -59,6 +60,7 @@ typedef struct {
   emu_entry entry;
   void *args;
   void *tgmem;
+  char err[256]; // first non-barrier error of the launch (non-uniform SIMD-group op)
 } emu_state;
 
 static _Thread_local emu_state *cur;
@@ -157,8 +159,32 @@ float emu_simd_shuffle_xor(float v, uint mask) {
   return src < g->nlanes ? g->fslot[ph][src] : 0.0f;
 }
 
+// sg_uniform checks that every lane of the SIMD group performs the same
+// simdgroup_matrix load or store (same address and stride): the GPU
+// executes it once for the whole SIMD group, so lanes that disagree (or
+// skip it, which shows as barrier divergence) are a bug.
+static void sg_uniform(const char *op, const void *p, uint stride) {
+  emu_fiber *f;
+  unsigned ph;
+  emu_simdgroup *g = my_sg(&f, &ph);
+  g->pslot[ph][f->ids.lane] = p;
+  g->uslot[ph][f->ids.lane] = stride;
+  wait_on(&g->bar);
+  for (uint i = 1; i < g->nlanes; i++) {
+    if ((g->pslot[ph][i] != g->pslot[ph][0] || g->uslot[ph][i] != g->uslot[ph][0]) &&
+        cur->err[0] == 0) {
+      snprintf(cur->err, sizeof cur->err,
+               "emu: non-uniform %s in SIMD group %u: lane 0 at %p stride %u, lane %u at %p "
+               "stride %u",
+               op, f->ids.sg, g->pslot[ph][0], g->uslot[ph][0], i, g->pslot[ph][i],
+               g->uslot[ph][i]);
+    }
+  }
+}
+
 // simdgroup_matrix<float, 8, 8>: element (r, c) is at p[r*stride + c].
 void emu_sg_load(mq_sgmat *m, const float *p, uint stride) {
+  sg_uniform("simdgroup_load", p, stride);
   for (uint r = 0; r < 8; r++) {
     for (uint c = 0; c < 8; c++) {
       m->v[r * 8 + c] = p[r * stride + c];
@@ -167,6 +193,7 @@ void emu_sg_load(mq_sgmat *m, const float *p, uint stride) {
 }
 
 void emu_sg_store(const mq_sgmat *m, float *p, uint stride) {
+  sg_uniform("simdgroup_store", p, stride);
   for (uint r = 0; r < 8; r++) {
     for (uint c = 0; c < 8; c++) {
       p[r * stride + c] = m->v[r * 8 + c];
@@ -277,6 +304,7 @@ int emu_launch(emu_entry entry, void *args, uint gx, uint gy, uint gz, uint tx, 
           makecontext(&f->ctx, fiber_main, 0);
         }
         make_order(ord, (int)n, order, x + 7919u * y + 104729u * z);
+        s.err[0] = 0;
         for (;;) {
           int alive = 0, progress = 0;
           for (unsigned long o = 0; o < n; o++) {
@@ -294,6 +322,10 @@ int emu_launch(emu_entry entry, void *args, uint gx, uint gy, uint gz, uint tx, 
             progress = 1;
           }
           if (!alive) {
+            if (s.err[0] != 0) {
+              snprintf(err, errlen, "%s (threadgroup %u,%u,%u)", s.err, x, y, z);
+              rc = -1;
+            }
             break;
           }
           if (!progress) {

@@ -294,20 +294,27 @@ func CIntMagic(code, zero uint32) float32 {
 	return float32(C.mq_int_magic(C.uint(code), C.uint(zero)))
 }
 
-// emuSelfTest runs one of the emulator's deliberately broken kernels
-// (diverge: odd threads skip a barrier; race: a read of another thread's
-// threadgroup slot without a barrier) on one threadgroup of n threads and
-// returns the race kernel's output.
-func emuSelfTest(race bool, n int, order Order) ([]float32, error) {
+// Deliberately broken kernels of the emulator's self-test.
+const (
+	selfDiverge = iota // odd threads skip a barrier
+	selfRace           // a read of another thread's threadgroup slot without a barrier
+	selfSGLoad         // lanes of a SIMD group load different matrices
+)
+
+// emuSelfTest runs one of the emulator's deliberately broken kernels on one
+// threadgroup of n threads and returns the race kernel's output.
+func emuSelfTest(which int, n int, order Order) ([]float32, error) {
 	var m cmem
 	defer m.free()
 	a := (*C.mqemu_fwht_args)(m.alloc(int(unsafe.Sizeof(C.mqemu_fwht_args{}))))
 	buf := m.floats(make([]float32, n))
 	a.x = (*C.float)(buf)
-	k := C.int(C.MQEMU_TEST_DIVERGE)
-	name := "test_diverge"
-	if race {
+	k, name := C.int(C.MQEMU_TEST_DIVERGE), "test_diverge"
+	switch which {
+	case selfRace:
 		k, name = C.MQEMU_TEST_RACE, "test_race"
+	case selfSGLoad:
+		k, name = C.MQEMU_TEST_SGLOAD, "test_sgload"
 	}
 	if err := run(k, unsafe.Pointer(a), launch.Launch{Kernel: name, Groups: [3]int{1, 1, 1}, Threads: [3]int{n, 1, 1}}, order); err != nil {
 		return nil, err

@@ -70,6 +70,13 @@ static void k_test_race(void *a, const emu_ids *id, void *tg) {
   out[id->tidx] = s[(id->tidx + 1u) % id->tptg.x]; // missing barrier
 }
 
+static void k_test_sgload(void *a, const emu_ids *id, void *tg) {
+  (void)a;
+  float *s = tg;
+  mq_sgmat m;
+  MQ_SG_LOAD(m, s + (id->lane & 1u) * 8u, 16u); // odd lanes elsewhere
+}
+
 int mqemu_run(int kernel, void *args, uint gx, uint gy, uint gz, uint tx, uint ty, uint tz,
               int order, char *err, int errlen) {
   emu_entry e;
@@ -104,6 +111,10 @@ int mqemu_run(int kernel, void *args, uint gx, uint gy, uint gz, uint tx, uint t
     break;
   case MQEMU_TEST_RACE:
     e = k_test_race;
+    tg = 1024 * sizeof(float);
+    break;
+  case MQEMU_TEST_SGLOAD:
+    e = k_test_sgload;
     tg = 1024 * sizeof(float);
     break;
   default:

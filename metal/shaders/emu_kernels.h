@@ -18,6 +18,7 @@ enum {
   // Deliberately broken kernels that test the emulator itself.
   MQEMU_TEST_DIVERGE = 100, // odd threads return before a barrier
   MQEMU_TEST_RACE = 101,    // reads a neighbour's threadgroup slot without a barrier
+  MQEMU_TEST_SGLOAD = 102,  // lanes of a SIMD group load different matrices
 };
 
 // Arguments of the quantized-weight kernels (dequant, gemm, gemv, moe_gemm).

@@ -423,18 +423,18 @@ func TestSchedulingOrderInvariance(t *testing.T) {
 }
 
 // TestEmulatorCatchesBugs checks that the emulator reports a barrier that
-// only some threads reach, and that a missing barrier shows up as
-// order-dependent output.
+// only some threads reach and a simdgroup_load whose lanes disagree, and
+// that a missing barrier shows up as order-dependent output.
 func TestEmulatorCatchesBugs(t *testing.T) {
-	_, err := emuSelfTest(false, 64, Forward)
+	_, err := emuSelfTest(selfDiverge, 64, Forward)
 	if err == nil || !strings.Contains(err.Error(), "barrier divergence") {
 		t.Fatalf("diverging kernel: err = %v, want barrier divergence", err)
 	}
-	a, err := emuSelfTest(true, 64, Forward)
+	a, err := emuSelfTest(selfRace, 64, Forward)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := emuSelfTest(true, 64, Reverse)
+	b, err := emuSelfTest(selfRace, 64, Reverse)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,6 +444,9 @@ func TestEmulatorCatchesBugs(t *testing.T) {
 	}
 	if same {
 		t.Fatalf("racy kernel gave the same output in both orders: %v", a)
+	}
+	if _, err := emuSelfTest(selfSGLoad, 64, Forward); err == nil || !strings.Contains(err.Error(), "non-uniform simdgroup_load") {
+		t.Fatalf("non-uniform simdgroup_load: err = %v", err)
 	}
 }
 
