@@ -501,6 +501,7 @@ func (s *packStage) runGGUF(inputs []packInput, model string) func(context.Conte
 		var names []string
 		shapes := map[string][]int{}
 		auto := map[string]gguf.GGMLType{}
+		packedNames := map[string]bool{}
 		for _, in := range inputs {
 			for _, n := range in.names {
 				names = append(names, n)
@@ -514,6 +515,7 @@ func (s *packStage) runGGUF(inputs []packInput, model string) func(context.Conte
 				}
 				shapes[n] = logicalShape(t, p)
 				if p != nil {
+					packedNames[n] = true
 					if typ, ok := GGMLTypeFor(p); ok {
 						auto[n] = typ
 					}
@@ -551,6 +553,21 @@ func (s *packStage) runGGUF(inputs []packInput, model string) func(context.Conte
 			if plan, err = llamacpp.NewPlan(cfg, model, names, func(n string) []int { return shapes[n] }, opt); err != nil {
 				return fail(err)
 			}
+		}
+		// Packed weights GGML cannot hold as they are are dequantized and
+		// re-encoded with the recipe's type: say so.
+		var requant []string
+		for i, t := range plan.Tensors {
+			for _, src := range t.Sources {
+				if _, ok := auto[src]; (ok && t.Direct()) || !packedNames[src] {
+					continue
+				}
+				requant = append(requant, t.Name+"→"+plan.Types[i].String())
+				break
+			}
+		}
+		if len(requant) > 0 && env.Log != nil {
+			env.Log.Warn("pack: packed weights in formats GGUF cannot store are dequantized and re-encoded", "tensors", len(requant), "first", requant[0])
 		}
 		out := filepath.Join(env.OutDir, s.cfg.Out)
 		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {

@@ -64,6 +64,11 @@ func (t *Tensor) Rows() int {
 	return r
 }
 
+// Direct reports whether the tensor's data is its sources' data in order
+// (a copy or an expert stack), so quantized blocks can be copied; the MLA
+// k_b/v_b split reorders elements and needs re-encoding.
+func (t *Tensor) Direct() bool { return t.op == opCopy || t.op == opStack }
+
 // Elements is the tensor's element count.
 func (t *Tensor) Elements() int { return t.Dims[0] * t.Rows() }
 
