@@ -262,3 +262,54 @@ func TestRouteAndMoE(t *testing.T) {
 		t.Fatalf("mixed shapes: %v", err)
 	}
 }
+
+// TestConcurrentCalls: a Backend is safe for concurrent use (kernels'
+// contract); several goroutines multiply at once and each gets its answer.
+func TestConcurrentCalls(t *testing.T) {
+	b, err := newBackend(testDevice(t), kernels.Options{Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cpu := cpuBackend(t)
+	rng := rand.New(rand.NewPCG(27, 28))
+	const workers, n, k = 4, 20, 96
+	type job struct {
+		pk   *quant.Packed
+		x    []float32
+		want []float32
+	}
+	jobs := make([]job, workers)
+	for i := range jobs {
+		pk := quantized(t, rng, []string{"mxfp4", "int4", "nf4", "fp8_e5m2"}[i], n, k)
+		x := randFloats(rng, 2*k)
+		want := make([]float32, 2*n)
+		if err := cpu.DequantGEMM(2, x, k, pk, 0, want, n); err != nil {
+			t.Fatal(err)
+		}
+		jobs[i] = job{pk, x, want}
+	}
+	errs := make(chan error, workers)
+	for _, j := range jobs {
+		go func() {
+			for rep := 0; rep < 3; rep++ {
+				got := make([]float32, 2*n)
+				if err := b.DequantGEMM(2, j.x, k, j.pk, 0, got, n); err != nil {
+					errs <- err
+					return
+				}
+				for i := range got {
+					if d := math.Abs(float64(got[i] - j.want[i])); d > 1e-4*(1+math.Abs(float64(j.want[i]))) {
+						errs <- fmt.Errorf("%s: C[%d] = %v, cpu %v", j.pk.Format, i, got[i], j.want[i])
+						return
+					}
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range jobs {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
