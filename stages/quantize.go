@@ -337,10 +337,10 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 		for i, t := range tasks {
 			refs[i] = pipeline.TaskRef{Stage: pc.StageID, Key: t.Key}
 		}
-		// "stage.internal" (MetaInternal): the task carries no model
-		// tensors, so tensor-per-task downstream stages skip it.
+		// The task carries no model tensors: tensor-per-task downstream
+		// stages skip it.
 		tasks = append(tasks, &pipeline.Task{Key: quantReportKey, Needs: refs, EstBytes: 1 << 20,
-			Meta: map[string]string{"stage.internal": "true"}, Run: s.runReport(refs)})
+			Meta: map[string]string{MetaInternal: "true"}, Run: s.runReport(refs)})
 	}
 	return tasks, nil
 }
