@@ -388,3 +388,59 @@ func totalAlloc() uint64 {
 	runtime.ReadMemStats(&ms)
 	return ms.TotalAlloc
 }
+
+// TestShardedRoundTrip writes the sharded MoE nano model again with small
+// shards and reads it back through its index.
+func TestShardedRoundTrip(t *testing.T) {
+	src, err := Open(assets.Model(t, "qwen3moe-nano"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var infos []TensorInfo
+	for _, n := range src.Names() {
+		ti, _ := src.Info(n)
+		infos = append(infos, TensorInfo{Name: n, DType: ti.DType, Shape: ti.Shape})
+	}
+	dir := t.TempDir()
+	sw, err := CreateSharded(dir, map[string]string{"format": "pt"}, infos, 2<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ti := range infos {
+		tt, _ := src.Tensor(ti.Name)
+		if err := sw.WriteTensor(ti.Name, tt.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := sw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dst, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if n := len(dst.Files()); n < 5 {
+		t.Errorf("%d shards for 10 MB in 2 MiB shards", n)
+	}
+	if dst.Metadata()["total_size"] != src.Metadata()["total_size"] {
+		t.Errorf("total_size %q, want %q", dst.Metadata()["total_size"], src.Metadata()["total_size"])
+	}
+	for _, ti := range infos {
+		a, _ := src.Tensor(ti.Name)
+		b, err := dst.Tensor(ti.Name)
+		if err != nil || !bytes.Equal(a.Data, b.Data) {
+			t.Fatalf("%s differs: %v", ti.Name, err)
+		}
+	}
+	// Closing early fails and leaves no index.
+	dir2 := t.TempDir()
+	sw, _ = CreateSharded(dir2, nil, infos, 2<<20)
+	if err := sw.Close(); err == nil {
+		t.Error("early close accepted")
+	}
+	if _, err := os.Stat(filepath.Join(dir2, IndexFile)); err == nil {
+		t.Error("index written for an incomplete checkpoint")
+	}
+}
