@@ -4,6 +4,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/marlin-llm/marlin/pipeline"
@@ -42,6 +44,14 @@ func runCommand() *command {
 					return usagef("--memory: %v", err)
 				}
 				job.Resources.Memory = int64(m)
+			}
+			if job.Resources.Memory > 0 && os.Getenv("GOMEMLIMIT") == "" {
+				// Make the Go GC keep the heap near the admission budget
+				// (by default it lets the heap grow to twice the live data).
+				// Measured on pipelines/scale-synthetic.yaml with a 128MiB
+				// budget: peak RSS 295MB without, 199MB with a limit of
+				// budget+64MiB, same run time.
+				debug.SetMemoryLimit(job.Resources.Memory + 64<<20)
 			}
 			log := a.logger()
 			plan, err := pipeline.PlanJob(ctx, job, log)
