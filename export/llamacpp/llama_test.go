@@ -8,8 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -45,8 +43,6 @@ func llamaTools(t *testing.T) string {
 	return llamaDir
 }
 
-var pplRe = regexp.MustCompile(`Final estimate: PPL = ([0-9.]+)`)
-
 // perplexity runs llama-perplexity with the protocol of
 // testdata/README.md (-c 256, 2 threads) on the first chunks windows of
 // corpus/valid.txt. The default batch is used: with -b 256 this build
@@ -54,30 +50,11 @@ var pplRe = regexp.MustCompile(`Final estimate: PPL = ([0-9.]+)`)
 // (the scores are per window either way; F16 reproduces 33.1572).
 func perplexity(t *testing.T, model string, chunks int) float64 {
 	t.Helper()
-	bin := filepath.Join(llamaTools(t), "llama-perplexity")
-	var out []byte
-	// This llama.cpp build's asynchronous logger now and then loses its
-	// last lines at exit (seen on a loaded machine); --log-file makes that
-	// rarer and a lost estimate is retried.
-	for attempt := 0; attempt < 3; attempt++ {
-		logFile := filepath.Join(t.TempDir(), "ppl.log")
-		cmd := exec.Command(bin, "-m", model, "-f", assets.Shared(t, "corpus", "valid.txt"),
-			"-c", "256", "--chunks", strconv.Itoa(chunks), "-t", "2", "--log-file", logFile)
-		var err error
-		out, err = runToFile(t, cmd)
-		if err != nil {
-			t.Fatalf("llama-perplexity %s: %v\n%s", model, err, tail(out))
-		}
-		if lf, err := os.ReadFile(logFile); err == nil {
-			out = append(out, lf...)
-		}
-		if m := pplRe.FindSubmatch(out); m != nil {
-			v, _ := strconv.ParseFloat(string(m[1]), 64)
-			return v
-		}
+	p, err := Perplexity(context.Background(), llamaTools(t), model, assets.Shared(t, "corpus", "valid.txt"), 256, chunks, 2)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("llama-perplexity %s: no estimate in output\n%s", model, tail(out))
-	return 0
+	return p
 }
 
 // complete runs llama-completion greedily and returns the generated text.
@@ -92,24 +69,6 @@ func complete(t *testing.T, model string) string {
 		t.Fatalf("llama-completion %s: %v\n%s", model, err, tail(stderr.Bytes()))
 	}
 	return stdout.String()
-}
-
-// runToFile runs cmd with stdout and stderr sent to one temporary file and
-// returns its contents.
-func runToFile(t *testing.T, cmd *exec.Cmd) ([]byte, error) {
-	t.Helper()
-	f, err := os.CreateTemp(t.TempDir(), "llama-*.log")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	cmd.Stdout, cmd.Stderr = f, f
-	runErr := cmd.Run()
-	out, err := os.ReadFile(f.Name())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return out, runErr
 }
 
 func tail(b []byte) string {
