@@ -7,7 +7,7 @@
 // Importing the package registers the backend as "metal" with
 // kernels.Register. On macOS with cgo, Open creates the default MTLDevice
 // and a command queue, and compiles the kernels from the embedded MSL
-// sources (package shaders) with newLibraryWithSource, fast math off;
+// sources of ./shaders with newLibraryWithSource, fast math off;
 // pipelines are created once per kernel and cached. Buffers whose memory
 // and length are page-aligned (mmapped weights) are wrapped without a copy
 // (newBufferWithBytesNoCopy); others are copied into shared buffers and
