@@ -362,3 +362,21 @@ func TestGPTQWords(t *testing.T) {
 		t.Error("3-bit accepted")
 	}
 }
+
+// TestPassThroughNaNCodes: with NonFinitePass, NaN encodes as the zero code
+// and ±Inf saturates to the group's range, per format family.
+func TestPassThroughNaNCodes(t *testing.T) {
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	for _, name := range []string{"int4", "int4_asym", "fp4", "nf4", "int3_asym", "nvfp4", "int2"} {
+		f, err := mustLookup(t, name).WithGroupSize(8)
+		if err != nil {
+			f = mustLookup(t, name)
+		}
+		w := make([]float32, f.Group(16))
+		copy(w, []float32{nan, inf, -inf, 1, -1})
+		_, d := dequant(t, w, 1, len(w), f, &Options{NonFinite: NonFinitePass})
+		if d[0] != 0 || !(d[1] > 0.8) || !(d[2] < -0.8) { // asym grids end near ±range
+			t.Errorf("%s: NaN/Inf/-Inf dequantized to %v", name, d[:3])
+		}
+	}
+}

@@ -270,6 +270,9 @@ func (f Format) QuantizeValue(x float32, gs GroupScale) (code uint8, deq float32
 		return code, E2M1Values[code] * gs.Mul
 	case ElemInt:
 		if f.Asym {
+			if v != v {
+				return gs.Zero, 0
+			}
 			maxq := f.Max()
 			q := roundEven(clampF(v, -maxq-1, 2*maxq+1)) + float32(gs.Zero)
 			q = clampF(q, 0, maxq)

@@ -57,6 +57,36 @@ type tableRow struct {
 	format string
 	group  int
 	scale  quant.ScaleType
+	opt    *gptq.Options // nil: the method's default
+}
+
+// sweepRows are GPTQ variants (act-order/static groups/scale search).
+func sweepRows() []tableRow {
+	var rows []tableRow
+	variants := []struct {
+		tag string
+		opt gptq.Options
+	}{
+		{"plain", gptq.Options{}},
+		{"ao-static", gptq.Options{ActOrder: true, StaticGroups: true}},
+		{"plain+search", gptq.Options{ClipRatios: gptq.DefaultClipRatios()}},
+		{"ao-static+search", gptq.Options{ActOrder: true, StaticGroups: true, ClipRatios: gptq.DefaultClipRatios()}},
+	}
+	for _, f := range []struct {
+		name  string
+		group int
+	}{{"int4", 128}, {"int3", 128}, {"mxfp4", 0}, {"nvfp4", 0}} {
+		for _, m := range []string{"gptq", "mr-gptq"} {
+			for _, v := range variants {
+				if m == "mr-gptq" && (f.name == "int4" || f.name == "int3") {
+					continue
+				}
+				o := v.opt
+				rows = append(rows, tableRow{name: fmt.Sprintf("%s %s %s", m, f.name, v.tag), method: m, format: f.name, group: f.group, opt: &o})
+			}
+		}
+	}
+	return rows
 }
 
 func format(t testing.TB, r tableRow) quant.Format {
@@ -87,6 +117,9 @@ func quantizeModel(t testing.TB, m *arch.Model, r tableRow, calib []int32, windo
 		mt.GPTQ = gptq.Options{ActOrder: true, StaticGroups: true}
 	case "mr-gptq":
 		mt.GPTQ = gptq.MROptions()
+	}
+	if r.opt != nil {
+		mt.GPTQ = *r.opt
 	}
 	if r.method == "rtn" {
 		for _, p := range m.Projs() {
@@ -119,19 +152,22 @@ func TestPerplexityTable(t *testing.T) {
 		t.Skip("set MARLIN_PPL=qwen3-nano (or a comma list) to measure the perplexity table")
 	}
 	rows := []tableRow{
-		{"f32", "none", "", 0, 0},
-		{"rtn int4-g128", "rtn", "int4", 128, quant.ScaleF32},
-		{"gptq int4-g128", "gptq", "int4", 128, 0},
-		{"rtn int3-g128", "rtn", "int3", 128, quant.ScaleF32},
-		{"gptq int3-g128", "gptq", "int3", 128, 0},
-		{"rtn int2-g64", "rtn", "int2", 64, quant.ScaleF32},
-		{"gptq int2-g64", "gptq", "int2", 64, 0},
-		{"rtn mxfp4", "rtn", "mxfp4", 0, 0},
-		{"gptq mxfp4", "gptq", "mxfp4", 0, 0},
-		{"mr-gptq mxfp4", "mr-gptq", "mxfp4", 0, 0},
-		{"rtn nvfp4", "rtn", "nvfp4", 0, 0},
-		{"gptq nvfp4", "gptq", "nvfp4", 0, 0},
-		{"mr-gptq nvfp4", "mr-gptq", "nvfp4", 0, 0},
+		{"f32", "none", "", 0, 0, nil},
+		{"rtn int4-g128", "rtn", "int4", 128, quant.ScaleF32, nil},
+		{"gptq int4-g128", "gptq", "int4", 128, 0, nil},
+		{"rtn int3-g128", "rtn", "int3", 128, quant.ScaleF32, nil},
+		{"gptq int3-g128", "gptq", "int3", 128, 0, nil},
+		{"rtn int2-g64", "rtn", "int2", 64, quant.ScaleF32, nil},
+		{"gptq int2-g64", "gptq", "int2", 64, 0, nil},
+		{"rtn mxfp4", "rtn", "mxfp4", 0, 0, nil},
+		{"gptq mxfp4", "gptq", "mxfp4", 0, 0, nil},
+		{"mr-gptq mxfp4", "mr-gptq", "mxfp4", 0, 0, nil},
+		{"rtn nvfp4", "rtn", "nvfp4", 0, 0, nil},
+		{"gptq nvfp4", "gptq", "nvfp4", 0, 0, nil},
+		{"mr-gptq nvfp4", "mr-gptq", "nvfp4", 0, 0, nil},
+	}
+	if os.Getenv("MARLIN_PPL_SWEEP") != "" {
+		rows = append(rows[:1], sweepRows()...)
 	}
 	filter := os.Getenv("MARLIN_PPL_ROWS")
 	nCalib := 128
