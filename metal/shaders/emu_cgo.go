@@ -35,15 +35,52 @@ var Orders = []Order{Forward, Reverse, Shuffle}
 
 // cmem copies Go data into C memory (kernels hold pointers to each other's
 // buffers, which cgo's rules forbid for Go memory) and frees it all at once.
-type cmem struct{ ptrs []unsafe.Pointer }
+// Every allocation is surrounded by guard bytes of 0xFF: a kernel that
+// reads past a buffer gets NaNs (which the comparisons catch), and one that
+// writes past it is reported by check.
+type cmem struct{ allocs []callocation }
+
+type callocation struct {
+	base unsafe.Pointer
+	n    int
+}
+
+// guard is the size of the 0xFF zones around each allocation.
+const guard = 256
 
 func (m *cmem) alloc(n int) unsafe.Pointer {
-	p := C.calloc(C.size_t(max(n, 1)), 1)
-	if p == nil {
+	base := C.malloc(C.size_t(n + 2*guard))
+	if base == nil {
 		panic("shaders: emulator out of C memory")
 	}
-	m.ptrs = append(m.ptrs, p)
-	return p
+	all := unsafe.Slice((*byte)(base), n+2*guard)
+	for i := range all {
+		all[i] = 0xff
+	}
+	clear(all[guard : guard+n])
+	m.allocs = append(m.allocs, callocation{base, n})
+	return unsafe.Add(base, guard)
+}
+
+// check reports a write outside any allocation's bounds.
+func (m *cmem) check(kernel string) error {
+	for i, a := range m.allocs {
+		all := unsafe.Slice((*byte)(a.base), a.n+2*guard)
+		for j, b := range all {
+			if (j < guard || j >= guard+a.n) && b != 0xff {
+				return fmt.Errorf("shaders: %s wrote out of bounds: allocation %d (%d bytes), offset %d", kernel, i, a.n, j-guard)
+			}
+		}
+	}
+	return nil
+}
+
+// run launches kernel and checks the guards.
+func (m *cmem) run(kernel C.int, args unsafe.Pointer, l launch.Launch, order Order) error {
+	if err := run(kernel, args, l, order); err != nil {
+		return err
+	}
+	return m.check(l.Kernel)
 }
 
 func (m *cmem) bytes(b []byte) unsafe.Pointer {
@@ -71,8 +108,8 @@ func (m *cmem) uints(u []uint32) unsafe.Pointer {
 }
 
 func (m *cmem) free() {
-	for _, p := range m.ptrs {
-		C.free(p)
+	for _, a := range m.allocs {
+		C.free(a.base)
 	}
 }
 
@@ -132,7 +169,7 @@ func EmuDequant(p launch.QParams, w launch.Weights, order Order) ([]float32, err
 	m.weights(a, w)
 	out := m.floats(make([]float32, n))
 	a.C = (*C.float)(out)
-	if err := run(C.MQEMU_DEQUANT, unsafe.Pointer(a), launch.PlanDequant(p), order); err != nil {
+	if err := m.run(C.MQEMU_DEQUANT, unsafe.Pointer(a), launch.PlanDequant(p), order); err != nil {
 		return nil, err
 	}
 	return floatsOut(out, n), nil
@@ -160,7 +197,7 @@ func EmuGEMM(p launch.QParams, x []float32, w launch.Weights, c []float32, gemv 
 	if gemv {
 		l, k = launch.PlanGEMV(p), C.MQEMU_GEMV
 	}
-	if err := run(k, unsafe.Pointer(a), l, order); err != nil {
+	if err := m.run(k, unsafe.Pointer(a), l, order); err != nil {
 		return nil, err
 	}
 	return floatsOut(out, len(c)), nil
@@ -204,7 +241,7 @@ func EmuMoEGEMM(p launch.QParams, x []float32, w launch.Weights, offsets, rowmap
 	a.scale_bytes = C.uint(launch.ScaleBytes(int(p.ScaleType)))
 	out := m.floats(c)
 	a.C = (*C.float)(out)
-	if err := run(C.MQEMU_MOE_GEMM, unsafe.Pointer(a), launch.PlanMoEGEMM(p, maxRows), order); err != nil {
+	if err := m.run(C.MQEMU_MOE_GEMM, unsafe.Pointer(a), launch.PlanMoEGEMM(p, maxRows), order); err != nil {
 		return nil, err
 	}
 	return floatsOut(out, len(c)), nil
@@ -230,7 +267,7 @@ func EmuFWHT(p launch.FWHTParams, x []float32, order Order) ([]float32, error) {
 	if l.Kernel == "mq_fwht_tg" {
 		k = C.MQEMU_FWHT_TG
 	}
-	if err := run(k, unsafe.Pointer(a), l, order); err != nil {
+	if err := m.run(k, unsafe.Pointer(a), l, order); err != nil {
 		return nil, err
 	}
 	return floatsOut(buf, len(x)), nil
@@ -259,7 +296,7 @@ func EmuRouter(p launch.RouterParams, logits, bias []float32, order Order) ([]ui
 	wts := m.alloc(4 * n)
 	a.idx = (*C.uint)(idx)
 	a.w = (*C.float)(wts)
-	if err := run(C.MQEMU_ROUTER, unsafe.Pointer(a), l, order); err != nil {
+	if err := m.run(C.MQEMU_ROUTER, unsafe.Pointer(a), l, order); err != nil {
 		return nil, nil, err
 	}
 	ids := make([]uint32, n)
@@ -316,7 +353,7 @@ func emuSelfTest(which int, n int, order Order) ([]float32, error) {
 	case selfSGLoad:
 		k, name = C.MQEMU_TEST_SGLOAD, "test_sgload"
 	}
-	if err := run(k, unsafe.Pointer(a), launch.Launch{Kernel: name, Groups: [3]int{1, 1, 1}, Threads: [3]int{n, 1, 1}}, order); err != nil {
+	if err := m.run(k, unsafe.Pointer(a), launch.Launch{Kernel: name, Groups: [3]int{1, 1, 1}, Threads: [3]int{n, 1, 1}}, order); err != nil {
 		return nil, err
 	}
 	return floatsOut(buf, n), nil
@@ -405,7 +442,7 @@ func EmuDispatch(l launch.Launch, bufs [][]byte, order Order) error {
 		kernel = C.MQEMU_ROUTER
 		args = unsafe.Pointer(a)
 	}
-	if err := run(kernel, args, l, order); err != nil {
+	if err := m.run(kernel, args, l, order); err != nil {
 		return err
 	}
 	for i, b := range bufs {
