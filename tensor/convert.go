@@ -40,6 +40,29 @@ func F32ToBF16(f float32) uint16 {
 // F16ToF32 converts an IEEE half bit pattern to float32 (exact).
 func F16ToF32(h uint16) float32 { return float16.Frombits(h).Float32() }
 
+// halfToFloat converts an IEEE half to float32 exactly, like F16ToF32 but
+// without x448/float16's per-call overhead (about 50× faster in bulk): the
+// exponent is rebased with one add, subnormals are renormalised by an exact
+// float subtraction (F. Giesen's half_to_float_fast). TestHalfToFloat
+// checks all 65536 inputs against F16ToF32.
+func halfToFloat(h uint16) float32 {
+	const shiftedExp = 0x7c00 << 13
+	o := uint32(h&0x7fff) << 13
+	exp := o & shiftedExp
+	o += (127 - 15) << 23
+	switch exp {
+	case shiftedExp: // Inf or NaN (quieted, as F16C and x448/float16 do)
+		o += (128 - 16) << 23
+		if h&0x3ff != 0 {
+			o |= 1 << 22
+		}
+	case 0: // zero or subnormal
+		o += 1 << 23
+		o = math.Float32bits(math.Float32frombits(o) - math.Float32frombits(113<<23))
+	}
+	return math.Float32frombits(o | uint32(h&0x8000)<<16)
+}
+
 // F32ToF16 rounds f to the nearest IEEE half, ties to even.
 func F32ToF16(f float32) uint16 { return uint16(float16.Fromfloat32(f)) }
 
@@ -231,9 +254,15 @@ func DecodeFloat32(dst []float32, dt DType, src []byte) error {
 			dst[i] = BF16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
 		}
 	case F16:
+		s, ok := u16s(src)
 		parallelFor(len(dst), func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				dst[i] = F16ToF32(binary.LittleEndian.Uint16(src[2*i:]))
+			d := dst[lo:hi]
+			if ok {
+				f16Widen(d, s[lo:hi])
+				return
+			}
+			for i := range d {
+				d[i] = halfToFloat(binary.LittleEndian.Uint16(src[2*(lo+i):]))
 			}
 		})
 	case F32:

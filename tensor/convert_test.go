@@ -245,3 +245,42 @@ func BenchmarkBF16ToF32InCache(b *testing.B) {
 		}
 	}
 }
+
+func TestHalfToFloat(t *testing.T) {
+	all := make([]byte, 2<<16+1) // odd start: the unaligned path too
+	for h := range 1 << 16 {
+		got, want := halfToFloat(uint16(h)), F16ToF32(uint16(h))
+		if math.Float32bits(got) != math.Float32bits(want) {
+			t.Fatalf("%#04x: %g (%#08x), want %g (%#08x)", h, got, math.Float32bits(got), want, math.Float32bits(want))
+		}
+		all[2*h], all[2*h+1] = byte(h), byte(h>>8)
+	}
+	for _, src := range [][]byte{all[:2<<16], all[1:], all[2:34]} {
+		src = src[:len(src)&^1]
+		out := make([]float32, len(src)/2)
+		if err := DecodeFloat32(out, F16, src); err != nil {
+			t.Fatal(err)
+		}
+		for i, got := range out {
+			h := uint16(src[2*i]) | uint16(src[2*i+1])<<8
+			if math.Float32bits(got) != math.Float32bits(F16ToF32(h)) {
+				t.Fatalf("bulk %#04x: %#08x, want %#08x", h, math.Float32bits(got), math.Float32bits(F16ToF32(h)))
+			}
+		}
+	}
+}
+
+func BenchmarkF16ToF32InCache(b *testing.B) {
+	const n = 16 << 10
+	src := make([]byte, 2*n)
+	for i := range src {
+		src[i] = byte(i * 7)
+	}
+	dst := make([]float32, n)
+	b.SetBytes(2 * n)
+	for b.Loop() {
+		if err := DecodeFloat32(dst, F16, src); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
