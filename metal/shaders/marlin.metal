@@ -1,7 +1,7 @@
 // marlin.metal: the Metal entry points. Each kernel only binds its
 // arguments, declares its threadgroup memory and calls the body from the
 // shared headers; the Linux emulator (emu_kernels.c) calls the same bodies.
-// Buffer indices and grid shapes are set by the host (shaders.Plan*).
+// Buffer indices and grid shapes are set by the host (package launch: Bindings, Plan*).
 #include "mq_compat.h"
 #include "mq_formats.h"
 #include "mq_gemm.h"

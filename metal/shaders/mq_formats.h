@@ -40,7 +40,7 @@
 
 // mq_qparams describes a packed weight and the product it takes part in.
 // Only 32-bit fields, so the layout is the same in MSL, C and Go
-// (shaders.QParams).
+// (launch.QParams).
 typedef struct {
   uint elem;       // MQ_ELEM_*
   uint bits;       // element width: 2, 3, 4 or 8
