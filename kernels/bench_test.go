@@ -40,48 +40,72 @@ func BenchmarkSgemm(b *testing.B) {
 // packedBytes is the size of a packed tensor's payload.
 func packedBytes(p *quant.Packed) int { return len(p.Codes) + len(p.Scales) + len(p.Zeros) }
 
-// BenchmarkDequantGEMV measures y = W·x for a 4096×4096 packed weight in
-// GB/s of packed bytes, next to a plain copy of the same bytes ("copy").
+// BenchmarkDequantGEMV measures y = W·x for 4096×4096 packed weights in
+// GB/s of packed bytes, next to a plain copy of the same bytes
+// ("copy-threads=N"). Like a decode step through a model's layers, each
+// iteration uses the next of dqBenchWeights different weights (about 70 MB
+// of MXFP4 in all, more than the L3 cache), so both stream from memory.
 func BenchmarkDequantGEMV(b *testing.B) {
 	const rows, cols = 4096, 4096
-	for _, name := range []string{"mxfp4", "int4", "nvfp4", "int3"} {
+	const dqBenchWeights = 8
+	for _, name := range []string{"mxfp4", "int4", "nvfp4", "nf4", "int3"} {
 		b.Run(name, func(b *testing.B) {
 			r := rand.New(rand.NewPCG(2, 2))
 			f, err := quant.Lookup(name)
 			if err != nil {
 				b.Fatal(err)
 			}
-			p, err := quant.Quantize(randSlice(r, rows*cols), rows, cols, f, nil)
+			p0, err := quant.Quantize(randSlice(r, rows*cols), rows, cols, f, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
+			ws := make([]*quant.Packed, dqBenchWeights)
+			for i := range ws {
+				// Distinct copies (same values) so that nothing stays cached.
+				p := *p0
+				p.Codes = append([]byte(nil), p0.Codes...)
+				p.Scales = append([]byte(nil), p0.Scales...)
+				p.Zeros = append([]byte(nil), p0.Zeros...)
+				ws[i] = &p
+			}
 			x := randSlice(r, cols)
 			y := make([]float32, rows)
-			nb := float64(packedBytes(p))
+			nb := float64(packedBytes(p0))
 			for _, th := range []int{1, 0} {
 				b.Run(fmt.Sprintf("threads=%d", th), func(b *testing.B) {
 					be := benchBackend(th)
+					i := 0
 					for b.Loop() {
-						if err := be.DequantGEMM(1, x, cols, p, 0, y, rows); err != nil {
+						if err := be.DequantGEMM(1, x, cols, ws[i%len(ws)], 0, y, rows); err != nil {
 							b.Fatal(err)
 						}
+						i++
 					}
 					b.ReportMetric(nb*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 				})
 				b.Run(fmt.Sprintf("copy-threads=%d", th), func(b *testing.B) {
-					src := make([]byte, int(nb))
+					srcs := make([][]byte, dqBenchWeights)
+					for i := range srcs {
+						srcs[i] = make([]byte, int(nb))
+						for j := range srcs[i] {
+							srcs[i][j] = byte(j)
+						}
+					}
 					dst := make([]byte, int(nb))
 					t := th
 					if t == 0 {
 						t = benchBackend(0).threads
 					}
-					chunk := (len(src) + t - 1) / t
+					chunk := (len(dst) + t - 1) / t
+					i := 0
 					for b.Loop() {
-						parallelFor(t, t, func(_, i int) {
-							lo := i * chunk
+						src := srcs[i%len(srcs)]
+						parallelFor(t, t, func(_, k int) {
+							lo := k * chunk
 							hi := min(len(src), lo+chunk)
 							copy(dst[lo:hi], src[lo:hi])
 						})
+						i++
 					}
 					b.ReportMetric(nb*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 				})

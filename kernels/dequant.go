@@ -113,9 +113,17 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 	nfull := cols / gs
 	vc := nfull * gs
 	ngAll := p.Groups()
+	// Two fused kernels: the bfloat16-plane one (E2M1 and integer tables,
+	// groups of a multiple of 32) and the VPERMPS table one (any 4-bit
+	// table, groups of a multiple of 16).
+	bf := d.planes != nil && gs%32 == 0
 	xd := make([]float32, m*vc)
 	for i := 0; i < m; i++ {
-		deinterleave16(xd[i*vc:(i+1)*vc], x[i*ldx:i*ldx+vc])
+		if bf {
+			deinterleave8(xd[i*vc:(i+1)*vc], x[i*ldx:i*ldx+vc])
+		} else {
+			deinterleave16(xd[i*vc:(i+1)*vc], x[i*ldx:i*ldx+vc])
+		}
 	}
 	rb := p.RowBytes()
 	tasks := (rows + dqTaskRows - 1) / dqTaskRows
@@ -130,7 +138,12 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 				d.fillTable(lut[:], muls[nfull], offs[nfull])
 			}
 			for i := 0; i < m; i++ {
-				s := lut4DotSIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, &d.base4, muls, offs)
+				var s float32
+				if bf {
+					s = lut4DotBF16SIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, d.planes, muls, offs)
+				} else {
+					s = lut4DotSIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, &d.base4, muls, offs)
+				}
 				xi := x[i*ldx : i*ldx+cols]
 				for col := vc; col < cols; col++ {
 					s += xi[col] * lut[(row[col>>1]>>(4*(col&1)))&15]
@@ -139,6 +152,17 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 			}
 		}
 	})
+}
+
+// deinterleave8 writes x (a multiple of 8 long) to dst with each run of 8
+// elements reordered as its 4 even then its 4 odd elements.
+func deinterleave8(dst, x []float32) {
+	for j := 0; j+8 <= len(x); j += 8 {
+		s := (*[8]float32)(x[j:])
+		o := (*[8]float32)(dst[j:])
+		o[0], o[1], o[2], o[3] = s[0], s[2], s[4], s[6]
+		o[4], o[5], o[6], o[7] = s[1], s[3], s[5], s[7]
+	}
 }
 
 // deinterleave16 writes x (a multiple of 16 long) to dst with each run of
@@ -178,6 +202,10 @@ type tileDecoder struct {
 	base4 [16]float32 // base for the 4-bit vector kernels
 	// mul1 maps a 1-byte scale code to its Mul (E8M0, E4M3·tensor scale).
 	mul1 *[256]float32
+	// planes holds bytes 3 and 2 of the 4-bit base values (each table twice,
+	// one per 128-bit lane) when they are exact in bfloat16 (E2M1,
+	// integers), for lut4DotBF16SIMD; nil otherwise.
+	planes *[64]byte
 }
 
 func newTileDecoder(p *quant.Packed, simd bool) *tileDecoder {
@@ -208,6 +236,19 @@ func newTileDecoder(p *quant.Packed, simd bool) *tileDecoder {
 	d.gs = f.Group(p.Cols)
 	d.lut4 = f.Bits == 4 && p.GIdx == nil
 	copy(d.base4[:], d.base)
+	if d.lut4 {
+		var pl [64]byte
+		ok := true
+		for i, v := range d.base4 {
+			b := math.Float32bits(v)
+			ok = ok && b&0xffff == 0
+			pl[i], pl[16+i] = byte(b>>24), byte(b>>24)
+			pl[32+i], pl[48+i] = byte(b>>16), byte(b>>16)
+		}
+		if ok {
+			d.planes = &pl
+		}
+	}
 	if f.Scale.Bytes() == 1 {
 		var t [256]float32
 		for code := range t {

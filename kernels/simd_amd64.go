@@ -156,3 +156,20 @@ func packBT16(dst, b []float32, ldb, kc int) int {
 	packBT16AVX(&dst[0], &b[0], ldb, kc8)
 	return kc8 * 8
 }
+
+//go:noescape
+func lut4DotBF16AVX(x *float32, codes *byte, ngroups, gs int, planes *[64]byte, muls, offs *float32) float32
+
+// lut4DotBF16SIMD returns Σ w·x over ngroups whole groups (gs a multiple of
+// 32) for bfloat16-exact element tables; xd is x permuted by deinterleave8.
+func lut4DotBF16SIMD(xd []float32, codes []byte, ngroups, gs int, planes *[64]byte, muls, offs []float32) float32 {
+	if ngroups == 0 {
+		return 0
+	}
+	n := ngroups * gs
+	_ = xd[n-1]
+	_ = codes[n/2-1]
+	_ = muls[ngroups-1]
+	_ = offs[ngroups-1]
+	return lut4DotBF16AVX(&xd[0], &codes[0], ngroups, gs, planes, &muls[0], &offs[0])
+}
