@@ -190,11 +190,10 @@ func LoadBytes(name string, data []byte, reg *Registry, opts LoadOptions) (*Job,
 	if job.Name == "" {
 		job.Name = strings.TrimSuffix(filepath.Base(name), filepath.Ext(name))
 	}
-	if v, k := mapGet(root, "version"); v == nil {
+	if v, _ := mapGet(root, "version"); v == nil {
 		errs = append(errs, d.errf(root, "version", "missing (want version: 1)"))
 	} else if spec.Version != 1 {
 		errs = append(errs, d.errf(v, "version", "unsupported version %d (want 1)", spec.Version))
-		_ = k
 	}
 	// resources
 	resNode, _ := mapGet(root, "resources")

@@ -219,11 +219,10 @@ func nodeAt(root *yaml.Node, loc []string) (*yaml.Node, string) {
 	for _, el := range loc {
 		switch cur.Kind {
 		case yaml.MappingNode:
-			v, k := mapGet(cur, el)
+			v, _ := mapGet(cur, el)
 			if v == nil {
 				return cur, p
 			}
-			_ = k
 			cur, p = v, joinPath(p, el)
 		case yaml.SequenceNode:
 			i, err := strconv.Atoi(el)
