@@ -37,15 +37,20 @@ var includeRE = regexp.MustCompile(`^\s*#\s*include\s+"([^"]+)"\s*$`)
 // would have it), ready for newLibraryWithSource, which cannot resolve
 // includes from memory. System includes (<metal_stdlib>) are left alone.
 func LibrarySource() (string, error) {
+	return assemble(Sources(), MainFile)
+}
+
+// assemble inlines the quoted includes of main from fsys.
+func assemble(fsys fs.FS, main string) (string, error) {
 	var b strings.Builder
 	seen := map[string]bool{}
-	if err := inline(&b, MainFile, seen, 0); err != nil {
-		return "", fmt.Errorf("metal: assembling %s: %w", MainFile, err)
+	if err := inline(fsys, &b, main, seen, 0); err != nil {
+		return "", fmt.Errorf("metal: assembling %s: %w", main, err)
 	}
 	return b.String(), nil
 }
 
-func inline(b *strings.Builder, name string, seen map[string]bool, depth int) error {
+func inline(fsys fs.FS, b *strings.Builder, name string, seen map[string]bool, depth int) error {
 	if depth > 16 {
 		return fmt.Errorf("include depth over 16 at %s", name)
 	}
@@ -53,14 +58,14 @@ func inline(b *strings.Builder, name string, seen map[string]bool, depth int) er
 		return nil
 	}
 	seen[name] = true
-	data, err := sources.ReadFile(shaderDir + "/" + name)
+	data, err := fs.ReadFile(fsys, name)
 	if err != nil {
 		return fmt.Errorf("read %s: %w", name, err)
 	}
 	fmt.Fprintf(b, "// ---- begin %s\n", name)
-	for i, line := range strings.Split(string(data), "\n") {
+	for i, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
 		if m := includeRE.FindStringSubmatch(line); m != nil {
-			if err := inline(b, m[1], seen, depth+1); err != nil {
+			if err := inline(fsys, b, m[1], seen, depth+1); err != nil {
 				return fmt.Errorf("%s:%d: %w", name, i+1, err)
 			}
 			continue

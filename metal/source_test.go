@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/fstest"
 
 	"github.com/marlin-llm/marlin/metal/launch"
 )
@@ -128,5 +129,28 @@ func TestBindingsMatchMetal(t *testing.T) {
 		if !seen[l.Kernel] {
 			t.Errorf("plan names kernel %q, absent from %s", l.Kernel, MainFile)
 		}
+	}
+}
+
+func TestAssembleErrors(t *testing.T) {
+	fsys := fstest.MapFS{
+		"main.metal":    {Data: []byte("#include \"a.h\"\n#include <metal_stdlib>\nkernel\n")},
+		"a.h":           {Data: []byte("#include \"b.h\"\nA\n#include \"a.h\"\n")},
+		"b.h":           {Data: []byte("B\n")},
+		"missing.metal": {Data: []byte("x\n  #  include \"nope.h\"\n")},
+		"loop.metal":    {Data: []byte("#include \"loop.metal\"\n")},
+	}
+	src, err := assemble(fsys, "main.metal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(src, "B\n// ---- end b.h\nA\n") || strings.Count(src, "begin a.h") != 1 || !strings.Contains(src, "#include <metal_stdlib>") {
+		t.Fatalf("assembled:\n%s", src)
+	}
+	if _, err := assemble(fsys, "missing.metal"); err == nil || !strings.Contains(err.Error(), "missing.metal:2") {
+		t.Fatalf("missing header: %v", err)
+	}
+	if _, err := assemble(fsys, "loop.metal"); err != nil {
+		t.Fatalf("self-include (guarded): %v", err)
 	}
 }
