@@ -121,6 +121,9 @@ func OpenStore(workdir string, opts StoreOptions) (*Store, error) {
 		return fail(fmt.Errorf("open journal: %w", err))
 	}
 	s.journal = f
+	if err := syncDir(workdir); err != nil {
+		return fail(err)
+	}
 	return s, nil
 }
 
