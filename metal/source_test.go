@@ -154,3 +154,21 @@ func TestAssembleErrors(t *testing.T) {
 		t.Fatalf("self-include (guarded): %v", err)
 	}
 }
+
+// FuzzAssemble: any source text assembles without panicking or looping
+// (includes of known, unknown and self names).
+func FuzzAssemble(f *testing.F) {
+	f.Add("#include \"a.h\"\nx\n")
+	f.Add("  #include \"main.metal\"\n#include \"zz.h\"")
+	f.Add("#include <metal_stdlib>\n#include \"")
+	f.Fuzz(func(t *testing.T, text string) {
+		fsys := fstest.MapFS{
+			"main.metal": {Data: []byte(text)},
+			"a.h":        {Data: []byte(text + "\n#include \"a.h\"\n")},
+		}
+		src, err := assemble(fsys, "main.metal")
+		if err == nil && !strings.HasPrefix(src, "// ---- begin main.metal\n") {
+			t.Fatalf("assembled %q", src)
+		}
+	})
+}
