@@ -63,6 +63,15 @@ func (c *cpu) DequantGEMM(m int, x []float32, ldx int, w *quant.Packed, beta flo
 		c.dequantGEMVFused(m, x, ldx, dec, cm, ldc)
 		return nil
 	}
+	if m >= dqBigM && dec.table && (w.GIdx != nil || gemmKC%dec.gs == 0 || cols <= gemmKC) {
+		// X is packed once per chunk of rows; W is decoded KC columns at a
+		// time straight into packed GEMM panels.
+		const chunk = 4 * gemmMC
+		for i0 := 0; i0 < m; i0 += chunk {
+			c.dequantGEMMPacked(min(chunk, m-i0), x[i0*ldx:], ldx, dec, cm[i0*ldc:], ldc)
+		}
+		return nil
+	}
 
 	tr, tc := 1, dec.tileCols(dqTileFloats)
 	if m >= dqBigM {
@@ -149,6 +158,51 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 					s += xi[col] * lut[(row[col>>1]>>(4*(col&1)))&15]
 				}
 				cm[i*ldc+r] += s
+			}
+		}
+	})
+}
+
+// dequantGEMMPacked computes C += X·Wᵀ (m ≥ dqBigM) with the GEMM
+// micro-kernel: X is packed once, and each task decodes a panel of W rows
+// gemmKC columns at a time into an L1/L2 tile, packs it as Bᵀ strips and
+// multiplies it with every packed block of X. The decoded values are those
+// of tileDecoder.decode (bit-identical to quant). Requires table decoding
+// with KC-aligned groups (or g_idx).
+func (c *cpu) dequantGEMMPacked(m int, x []float32, ldx int, d *tileDecoder, cm []float32, ldc int) {
+	p := d.p
+	rows, cols := p.Rows, p.Cols
+	nmb := (m + gemmMC - 1) / gemmMC
+	mcb := ((m+nmb-1)/nmb + gemmMR - 1) / gemmMR * gemmMR
+	nkb := (cols + gemmKC - 1) / gemmKC
+	blk := mcb * gemmKC
+	threads := c.threadsFor(m * rows * cols)
+	ap := make([]float32, nmb*nkb*blk)
+	parallelFor(threads, nmb*nkb, func(_, t int) {
+		ib, kb := t/nkb, t%nkb
+		ic, pc := ib*mcb, kb*gemmKC
+		packA(ap[t*blk:], false, x, ldx, ic, min(mcb, m-ic), pc, min(gemmKC, cols-pc), 1)
+	})
+	const panel = 4 * gemmNR // W rows per task
+	type work struct{ tile, bp, scratch []float32 }
+	bufs := make([]*work, threads)
+	parallelFor(threads, (rows+panel-1)/panel, func(wk, t int) {
+		if bufs[wk] == nil {
+			bufs[wk] = &work{make([]float32, panel*gemmKC), make([]float32, panel*gemmKC), make([]float32, d.scratch())}
+		}
+		b := bufs[wk]
+		r0 := t * panel
+		nr := min(panel, rows-r0)
+		for kb := 0; kb < nkb; kb++ {
+			pc := kb * gemmKC
+			kc := min(gemmKC, cols-pc)
+			d.decode(b.tile, kc, r0, nr, pc, kc, b.scratch)
+			for s := 0; s*gemmNR < nr; s++ {
+				packB(b.bp[s*gemmKC*gemmNR:], true, b.tile, kc, 0, kc, s*gemmNR, min(gemmNR, nr-s*gemmNR))
+			}
+			for ib := 0; ib < nmb; ib++ {
+				ic := ib * mcb
+				macroKernel(c.microKernel, kc, ap[(ib*nkb+kb)*blk:], min(mcb, m-ic), b.bp, nr, cm[ic*ldc+r0:], ldc)
 			}
 		}
 	})

@@ -166,6 +166,33 @@ func TestDequantGEMM(t *testing.T) {
 	}
 }
 
+// TestDequantGEMMTall covers the row chunking of the packed path (m larger
+// than one chunk of packed X).
+func TestDequantGEMMTall(t *testing.T) {
+	r := rand.New(rand.NewPCG(35, 36))
+	f, _ := quant.Lookup("int4")
+	rows, cols, m := 20, 300, 4*gemmMC+37
+	p, err := quant.Quantize(randSlice(r, rows*cols), rows, cols, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deq := make([]float32, rows*cols)
+	p.Dequantize(deq)
+	x := randSlice(r, m*cols)
+	for _, be := range backends() {
+		c := make([]float32, m*rows)
+		if err := be.DequantGEMM(m, x, cols, p, 0, c, rows); err != nil {
+			t.Fatal(err)
+		}
+		want, mag := refGemm(false, true, m, rows, cols, 1, x, cols, deq, cols, 0, nil, rows)
+		for i := range want {
+			if d := math.Abs(float64(c[i]) - want[i]); d > 2*float64(cols+2)*u32*mag[i] {
+				t.Fatalf("%s: C[%d] = %v want %v", bname(be), i, c[i], want[i])
+			}
+		}
+	}
+}
+
 func TestDequantGEMMErrors(t *testing.T) {
 	be := NewCPU(Options{})
 	f, _ := quant.Lookup("mxfp4")

@@ -117,29 +117,36 @@ func (c *cpu) gemmBlocked(transA, transB bool, m, n, k int, alpha float32, a []f
 				}
 				j0 := ch * gemmChunk
 				j1 := min(nc, j0+gemmChunk)
-				var tmp [gemmMR * gemmNR]float32
-				for jr := j0; jr < j1; jr += gemmNR {
-					nr := min(gemmNR, nc-jr)
-					bp := buf.b[(jr/gemmNR)*gemmKC*gemmNR:]
-					for ir := 0; ir < mc; ir += gemmMR {
-						mr := min(gemmMR, mc-ir)
-						apS := ap[(ir/gemmMR)*gemmKC*gemmMR:]
-						off := (ic+ir)*ldc + jc + jr
-						if mr == gemmMR && nr == gemmNR {
-							kern(kc, apS, bp, cm[off:], ldc)
-							continue
-						}
-						clear(tmp[:])
-						kern(kc, apS, bp, tmp[:], gemmNR)
-						for i := 0; i < mr; i++ {
-							row := cm[off+i*ldc : off+i*ldc+nr]
-							for j := range row {
-								row[j] += tmp[i*gemmNR+j]
-							}
-						}
-					}
-				}
+				macroKernel(kern, kc, ap, mc, buf.b[(j0/gemmNR)*gemmKC*gemmNR:], j1-j0, cm[ic*ldc+jc+j0:], ldc)
 			})
+		}
+	}
+}
+
+// macroKernel computes C[0:mc, 0:nc] += Ap·Bp for a packed A block (strips
+// of gemmMR rows, gemmKC apart) and packed B strips (gemmNR columns,
+// gemmKC·gemmNR apart), over kc steps.
+func macroKernel(kern microKernelFunc, kc int, ap []float32, mc int, bp []float32, nc int, cm []float32, ldc int) {
+	var tmp [gemmMR * gemmNR]float32
+	for jr := 0; jr < nc; jr += gemmNR {
+		nr := min(gemmNR, nc-jr)
+		bs := bp[(jr/gemmNR)*gemmKC*gemmNR:]
+		for ir := 0; ir < mc; ir += gemmMR {
+			mr := min(gemmMR, mc-ir)
+			as := ap[(ir/gemmMR)*gemmKC*gemmMR:]
+			off := ir*ldc + jr
+			if mr == gemmMR && nr == gemmNR {
+				kern(kc, as, bs, cm[off:], ldc)
+				continue
+			}
+			clear(tmp[:])
+			kern(kc, as, bs, tmp[:], gemmNR)
+			for i := 0; i < mr; i++ {
+				row := cm[off+i*ldc : off+i*ldc+nr]
+				for j := range row {
+					row[j] += tmp[i*gemmNR+j]
+				}
+			}
 		}
 	}
 }
