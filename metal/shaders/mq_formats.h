@@ -133,25 +133,25 @@ MQ_FN float mq_e8m0(uint c) {
 
 MQ_FN float mq_bf16_bits_to_float(uint b) { return mq_as_float((b & 0xffffu) << 16); }
 
-// mq_load_scale reads the idx-th scale of S in encoding type.
-MQ_FN float mq_load_scale(MTL_DEVICE const uchar *S, uint idx, uint type) {
-  if (type == MQ_SCALE_F16) {
+// mq_load_scale reads the idx-th scale of S in encoding stype.
+MQ_FN float mq_load_scale(MTL_DEVICE const uchar *S, uint idx, uint stype) {
+  if (stype == MQ_SCALE_F16) {
     uint b = (uint)S[2u * idx] | ((uint)S[2u * idx + 1u] << 8);
     return mq_half_bits_to_float((ushort)b);
   }
-  if (type == MQ_SCALE_BF16) {
+  if (stype == MQ_SCALE_BF16) {
     uint b = (uint)S[2u * idx] | ((uint)S[2u * idx + 1u] << 8);
     return mq_bf16_bits_to_float(b);
   }
-  if (type == MQ_SCALE_F32) {
+  if (stype == MQ_SCALE_F32) {
     uint b = (uint)S[4u * idx] | ((uint)S[4u * idx + 1u] << 8) | ((uint)S[4u * idx + 2u] << 16) |
              ((uint)S[4u * idx + 3u] << 24);
     return mq_as_float(b);
   }
-  if (type == MQ_SCALE_E8M0) {
+  if (stype == MQ_SCALE_E8M0) {
     return mq_e8m0((uint)S[idx]);
   }
-  if (type == MQ_SCALE_E4M3) {
+  if (stype == MQ_SCALE_E4M3) {
     return mq_e4m3((uint)S[idx]);
   }
   return 1.0f;
