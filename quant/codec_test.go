@@ -242,3 +242,52 @@ func TestE2M1FastMatches(t *testing.T) {
 		}
 	}
 }
+
+// TestMXFP4BlockF32MatchesEncode: the table encoder of float32 blocks
+// equals EncodeE2M1(x·2^-e) for random values, bucket starts, thresholds
+// and their neighbours, for shared exponents across the fast-path range.
+func TestMXFP4BlockF32MatchesEncode(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	specials := []float32{0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5, 6, 7.5, 0.5, 1, 3, 4}
+	var blk [32]float32
+	var out [16]byte
+	for iter := 0; iter < 20000; iter++ {
+		e := r.IntN(249) - 124 // [-124, 124]
+		scale := float32(math.Ldexp(1, e))
+		for i := range blk {
+			var v float32
+			switch r.IntN(3) {
+			case 0:
+				v = float32(r.Float64()*8) * scale
+			case 1:
+				v = specials[r.IntN(len(specials))] * scale
+				switch r.IntN(3) {
+				case 0:
+					v = math.Nextafter32(v, 0)
+				case 1:
+					v = math.Nextafter32(v, float32(math.Inf(1)))
+				}
+			case 2:
+				v = math.Float32frombits(r.Uint32() & 0x807fffff) // float32 subnormals
+			}
+			if r.IntN(2) == 0 {
+				v = -v
+			}
+			blk[i] = v
+		}
+		blk[0] = 4 * scale // pin the block exponent to e
+		amax := math.Float32frombits(f32BlockAmax(&blk))
+		if got := MXSharedExp(amax, 2); got != e {
+			// a special just below 8·2^e raised amax: still in [4, 8)·2^e
+			t.Fatalf("block exponent %d, want %d (amax %v)", got, e, amax)
+		}
+		mxfp4BlockF32(&blk, &out, mxfp4OffsetBF16(int32(e)))
+		inv := float32(math.Ldexp(1, -e))
+		for i, v := range blk {
+			want := EncodeE2M1(v * inv)
+			if got := out[i/2] >> (4 * (i % 2)) & 15; got != want {
+				t.Fatalf("e=%d v=%v (scaled %v): table %d, EncodeE2M1 %d", e, v, v*inv, got, want)
+			}
+		}
+	}
+}

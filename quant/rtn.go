@@ -287,8 +287,12 @@ func mxfp4Row(w []float32, out, scales []byte) bool {
 	for b := 0; b*32 < len(w); b++ {
 		blk := w[b*32 : min(b*32+32, len(w))]
 		var amaxBits uint32
-		for _, x := range blk {
-			amaxBits = max(amaxBits, math.Float32bits(x)&0x7fffffff)
+		if len(blk) == 32 {
+			amaxBits = f32BlockAmax((*[32]float32)(blk))
+		} else {
+			for _, x := range blk {
+				amaxBits = max(amaxBits, math.Float32bits(x)&0x7fffffff)
+			}
 		}
 		if amaxBits >= 0x7f800000 {
 			finite = false
@@ -300,6 +304,10 @@ func mxfp4Row(w []float32, out, scales []byte) bool {
 		}
 		e := MXSharedExp(math.Float32frombits(amaxBits), 2)
 		scales[b] = EncodeE8M0(e)
+		if len(blk) == 32 && e >= -124 {
+			mxfp4BlockF32((*[32]float32)(blk), (*[16]byte)(out[b*16:b*16+16]), mxfp4OffsetBF16(int32(e)))
+			continue
+		}
 		inv := math.Float32frombits(uint32(127-e) << 23) // 2^-e, exact: -e in [-125, 127]
 		if len(blk) == 32 {
 			o := out[b*16 : b*16+16]
@@ -323,9 +331,7 @@ func mxfp4Row(w []float32, out, scales []byte) bool {
 // cols = len(src)/2). Scaling a BF16 value by the block's power of two
 // 2^-e only shifts its exponent field, and the scaled magnitudes of a block
 // lie below 8 (the block absmax maps into [4, 8)), so the E2M1 code is a
-// table lookup on the shifted bits: e2m1BF16[max(bits − (e<<7) − 0x3E80,
-// 0)] (entry 0 is 0.25, code 0, which is also the code of everything
-// below). This is exact when e >= −124 (then BF16 subnormal
+// table lookup on the shifted bits (see e2m1BF16). This is exact when e >= −124 (then BF16 subnormal
 // elements scale below 0.25 and correctly take code 0); other blocks, and a
 // trailing partial block, take the float32 path. The block absmax is a
 // SIMD-within-a-register max over four 15-bit lanes. It returns false if
@@ -343,7 +349,7 @@ func mxfp4RowBF16(src []byte, out, scales []byte) bool {
 			// e >= −124, ef <= 0xfe excludes NaN/Inf.
 			if ef := int32(bf16BlockAmax(x) >> 7); ef >= 5 && ef <= 0xfe {
 				scales[b] = uint8(ef - 2)
-				mxfp4BlockBF16(x, (*[16]byte)(out[b*16:b*16+16]), int32(0x3e80)+(ef-129)<<7)
+				mxfp4BlockBF16(x, (*[16]byte)(out[b*16:b*16+16]), mxfp4OffsetBF16(ef-129))
 				continue
 			}
 		}
@@ -378,10 +384,10 @@ func bf16BlockAmax(x *[64]byte) uint16 {
 }
 
 // mxfp4BlockBF16 encodes 32 BF16 values to 16 E2M1 bytes with the table;
-// off = 0x3E80 + e<<7 (see mxfp4RowBF16). Four values at a time share one
-// 64-bit word: lane-wise offsets (a negative offset, a magnitude below
-// 0.25, clamps to entry 0, which is 0.25 and code 0; offsets stay below 640
-// because every element is at most the block absmax, scaled below 8), four
+// off = mxfp4OffsetBF16(e). Four values at a time share one 64-bit word:
+// lane-wise offsets (a negative one, a magnitude below 0.25, clamps to
+// entry 0; indices stay at most 640 because every element is at most the
+// block absmax, scaled below 8), four
 // table lookups, and the four sign bits gathered into nibble bit 3 by one
 // multiplication.
 func mxfp4BlockBF16(x *[64]byte, o *[16]byte, off int32) {
@@ -404,16 +410,55 @@ func mxfp4BlockBF16(x *[64]byte, o *[16]byte, off int32) {
 	}
 }
 
-// e2m1BF16 maps BF16 magnitude bits 0x3E80 (0.25) + i, i < 640 (below
-// 8.0), to E2M1 magnitude codes (built from EncodeE2M1; never modified);
-// the table is padded to 1024 entries so that a masked index needs no
-// bounds check.
-var e2m1BF16 = func() (t [1024]uint8) {
-	for i := 0; i < 640; i++ {
-		t[i] = EncodeE2M1(DecodeBF16(uint16(0x3e80 + i)))
+// e2m1BF16 and e2m1Up are the MXFP4 lookup tables (built from
+// EncodeE2M1; never modified). Entry 0 stands for every magnitude below
+// 0.25 (code 0); entry i >= 1 for the BF16 magnitude bits 0x3E80 + i − 1
+// (0.25 upwards; i <= 640 stays below 8.0). e2m1BF16 holds the code of that
+// exact value; e2m1Up is 1 where a float32 strictly above it but within the
+// same BF16 bucket takes the next code (the buckets starting at the ties
+// that round down: 0.25, 1.25, 2.5, 5). Thresholds have at most two
+// mantissa bits, so they always start a bucket. The tables are padded to
+// 1024 entries so that a masked index needs no bounds check.
+var e2m1BF16, e2m1Up = func() (t, up [1024]uint8) {
+	for i := 1; i <= 640; i++ {
+		v := DecodeBF16(uint16(0x3e80 + i - 1))
+		t[i] = EncodeE2M1(v)
+		up[i] = EncodeE2M1(math.Nextafter32(v, 100)) - t[i]
 	}
-	return t
+	return t, up
 }()
+
+// mxfp4OffsetBF16 is the table offset of a block with shared exponent e:
+// index = bits − off, clamped at 0 (see e2m1BF16).
+func mxfp4OffsetBF16(e int32) int32 { return 0x3e80 - 1 + e<<7 }
+
+// f32BlockAmax is the largest magnitude bits of 32 float32 values (NaN/Inf
+// give bits >= 0x7f800000); four independent chains.
+func f32BlockAmax(b *[32]float32) uint32 {
+	var m0, m1, m2, m3 uint32
+	for i := 0; i < 32; i += 4 {
+		m0 = max(m0, math.Float32bits(b[i])&0x7fffffff)
+		m1 = max(m1, math.Float32bits(b[i+1])&0x7fffffff)
+		m2 = max(m2, math.Float32bits(b[i+2])&0x7fffffff)
+		m3 = max(m3, math.Float32bits(b[i+3])&0x7fffffff)
+	}
+	return max(m0, m1, m2, m3)
+}
+
+// mxfp4BlockF32 encodes 32 float32 values (finite, block exponent e >=
+// −124) to 16 E2M1 bytes with the tables: the top 16 bits of a float32 are
+// its BF16 truncation, and nonzero low bits select e2m1Up.
+func mxfp4BlockF32(blk *[32]float32, o *[16]byte, off int32) {
+	enc := func(b uint32) uint8 {
+		d := int32(b&0x7fffffff>>16) - off
+		i := uint32(d&^(d>>31)) & 1023
+		nz := uint8((b&0xffff + 0xffff) >> 16) // 1 if the low bits are nonzero
+		return uint8(b>>28)&8 | e2m1BF16[i] + e2m1Up[i]&nz
+	}
+	for i := 0; i < 16; i++ {
+		o[i] = enc(math.Float32bits(blk[2*i])) | enc(math.Float32bits(blk[2*i+1]))<<4
+	}
+}
 
 // e2m1Fast is EncodeE2M1 without branches (finite input).
 func e2m1Fast(x float32) uint8 {
