@@ -583,7 +583,7 @@ func TestRouterAgainstCPU(t *testing.T) {
 func TestMoEGEMMAgainstCPU(t *testing.T) {
 	cpu := cpuBackend(t)
 	rng := rand.New(rand.NewPCG(11, 12))
-	for _, fc := range []fmtCase{{name: "mxfp4", group: -1}, {name: "int4_asym", group: 32}, {name: "nvfp4", group: -1}} {
+	for _, fc := range []fmtCase{{name: "mxfp4", group: -1}, {name: "int4_asym", group: 32}, {name: "nvfp4", group: -1}, {name: "int3", group: 32, gidx: true}} {
 		f := mustFormat(t, fc.name, fc.group, fc.scale)
 		const E, N, K, T, topk = 5, 37, 96, 23, 2
 		// Stack E experts; NVFP4's tensor scale is per tensor, so all
@@ -592,7 +592,7 @@ func TestMoEGEMMAgainstCPU(t *testing.T) {
 		var pks []*quant.Packed
 		var p launch.QParams
 		for e := 0; e < E; e++ {
-			pk := tamedPacked(t, rng, f, N, K, false)
+			pk := tamedPacked(t, rng, f, N, K, fc.gidx)
 			if e > 0 {
 				pk.TensorScale = pks[0].TensorScale
 			}
@@ -606,6 +606,7 @@ func TestMoEGEMMAgainstCPU(t *testing.T) {
 			w.Codes = append(w.Codes, we.Codes...)
 			w.Scales = append(w.Scales, we.Scales...)
 			w.Zeros = append(w.Zeros, we.Zeros...)
+			w.GIdx = append(w.GIdx, we.GIdx...)
 		}
 		x := randFloats(rng, T*K)
 		// Route each token to topk distinct experts; expert 3 stays cold.
