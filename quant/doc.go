@@ -63,10 +63,12 @@
 // abs error, cosine, SQNR dB, bits per weight); Summarize aggregates a
 // model's reports (average bits per weight, formats chosen).
 //
-// Speed: MXFP4 on BF16 input has a dedicated path (the block scale is a
-// power of two, so scaling only shifts BF16 exponent bits and the E2M1 code
-// is a 640-entry table lookup; block absmax is a SIMD-within-a-register
-// max), tested byte-equal to the float32 path. Other formats use branch-free
+// Speed: MXFP4 has table paths (the block scale is a power of two, so
+// scaling only shifts exponent bits and the E2M1 code is a lookup in a
+// 641-entry table indexed by the shifted BF16 bits; float32 inputs use their
+// BF16 truncation plus a round-up bit for the ties that round down; BF16
+// block absmax is a SIMD-within-a-register max), tested against
+// EncodeE2M1 and byte-equal across the BF16 and float32 paths. Other formats use branch-free
 // per-group loops (division by the scale, as the reference definitions).
 // BenchmarkQuantizeBF16 reports GB/s of BF16 input per format, single core
 // and all cores, plus GB per CPU-second for loaded machines.
