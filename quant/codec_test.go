@@ -291,3 +291,22 @@ func TestMXFP4BlockF32MatchesEncode(t *testing.T) {
 		}
 	}
 }
+
+func TestBF16BlockAmax(t *testing.T) {
+	r := rand.New(rand.NewPCG(31, 32))
+	var x [64]byte
+	for iter := 0; iter < 100000; iter++ {
+		var want uint16
+		for i := 0; i < 32; i++ {
+			h := uint16(r.Uint32())
+			if iter%2 == 0 {
+				h &= 0x80ff | uint16(r.IntN(4))<<8 // many equal high bytes
+			}
+			x[2*i], x[2*i+1] = byte(h), byte(h>>8)
+			want = max(want, h&0x7fff)
+		}
+		if got := bf16BlockAmax(&x); got != want {
+			t.Fatalf("bf16BlockAmax = %#x, want %#x", got, want)
+		}
+	}
+}

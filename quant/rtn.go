@@ -371,15 +371,18 @@ func bf16BlockAmax(x *[64]byte) uint16 {
 	// top bit iff v >= m, and no borrow crosses lanes.
 	const lanes = 0x8000800080008000
 	lmax := func(m, v uint64) uint64 {
-		mask := (((v | lanes) - m) & lanes >> 15) * 0xffff
+		ge := ((v | lanes) - m) & lanes
+		mask := ge - ge>>15 // 0x7fff in lanes where v >= m
 		return v&mask | m&^mask
 	}
-	var m0, m1 uint64 // two chains for instruction-level parallelism
-	for j := 0; j < 8; j += 2 {
+	var m0, m1, m2, m3 uint64 // four chains for instruction-level parallelism
+	for j := 0; j < 8; j += 4 {
 		m0 = lmax(m0, binary.LittleEndian.Uint64(x[8*j:])&^lanes)
 		m1 = lmax(m1, binary.LittleEndian.Uint64(x[8*j+8:])&^lanes)
+		m2 = lmax(m2, binary.LittleEndian.Uint64(x[8*j+16:])&^lanes)
+		m3 = lmax(m3, binary.LittleEndian.Uint64(x[8*j+24:])&^lanes)
 	}
-	m := lmax(m0, m1)
+	m := lmax(lmax(m0, m1), lmax(m2, m3))
 	return max(uint16(m), uint16(m>>16), uint16(m>>32), uint16(m>>48))
 }
 
