@@ -259,20 +259,45 @@ func gemv1(transB bool, n, k int, alpha float32, a []float32, lda int, transA bo
 		})
 		return
 	}
-	// c[j0:j1] += sum_p x[p] * B[p, j0:j1]; split columns among workers.
-	const chunk = 512
-	parallelFor(threads, (n+chunk-1)/chunk, func(_, t int) {
-		j0 := t * chunk
-		j1 := min(n, j0+chunk)
-		dst := c[j0:j1]
-		p := 0
-		for ; p+4 <= k; p += 4 {
-			axpy4F32((*[4]float32)(x[p:]), b[p*ldb+j0:], ldb, dst)
+	// c += Σ_p x[p]·B[p, :]: each worker streams a contiguous range of rows
+	// of B (in column blocks that keep its partial sum in L1), then the
+	// partial sums are added.
+	const colBlock = 4096
+	if threads > 1 && k >= 4*threads {
+		parts := make([][]float32, threads)
+		per := (k/threads + 3) &^ 3
+		parallelFor(threads, threads, func(_, w int) {
+			p0, p1 := min(k, w*per), min(k, (w+1)*per)
+			if w == threads-1 {
+				p1 = k
+			}
+			acc := make([]float32, n)
+			for j0 := 0; j0 < n; j0 += colBlock {
+				j1 := min(n, j0+colBlock)
+				gemvRows(x, b, ldb, p0, p1, j0, j1, acc[j0:j1])
+			}
+			parts[w] = acc
+		})
+		for _, acc := range parts {
+			axpyF32(1, acc, c[:n])
 		}
-		for ; p < k; p++ {
-			axpyF32(x[p], b[p*ldb+j0:p*ldb+j1], dst)
-		}
-	})
+		return
+	}
+	for j0 := 0; j0 < n; j0 += colBlock {
+		j1 := min(n, j0+colBlock)
+		gemvRows(x, b, ldb, 0, k, j0, j1, c[j0:j1])
+	}
+}
+
+// gemvRows computes dst += Σ_{p0≤p<p1} x[p]·B[p, j0:j1], four rows at a time.
+func gemvRows(x, b []float32, ldb, p0, p1, j0, j1 int, dst []float32) {
+	p := p0
+	for ; p+4 <= p1; p += 4 {
+		axpy4F32((*[4]float32)(x[p:]), b[p*ldb+j0:], ldb, dst)
+	}
+	for ; p < p1; p++ {
+		axpyF32(x[p], b[p*ldb+j0:p*ldb+j1], dst)
+	}
 }
 
 // checkGemm validates an Sgemm call.
