@@ -320,3 +320,22 @@ stages:
 	}
 	t.Logf("summary: %d tensors, %.4f bits/weight, avg cosine %.6f, worst %s %.6f", rep.Summary.Tensors, rep.Summary.BitsPerWeight, rep.Summary.AvgCosine, rep.Summary.MinCosineTensor, rep.Summary.MinCosine)
 }
+
+// FuzzQuantizeConfig: arbitrary rule settings validate or fail cleanly, and
+// a valid config resolves any tensor name without panicking.
+func FuzzQuantizeConfig(f *testing.F) {
+	f.Add("mxfp4", "*.gate.weight", "bf16", 64, "f32", "rtn", "pass", "model.layers.0.mlp.gate.weight")
+	f.Add("int4", "[", "skip", -1, "e8m0", "gptq", "maybe", "x")
+	f.Fuzz(func(t *testing.T, def, match, format string, gs int, scale, method, nonfinite, name string) {
+		c := QuantizeConfig{
+			Default: QuantSpec{Format: def, Method: method},
+			Rules:   []QuantRule{{Match: match, QuantSpec: QuantSpec{Format: format, GroupSize: &gs, Scale: scale, NonFinite: nonfinite}}},
+		}
+		if err := c.Validate(); err != nil {
+			return
+		}
+		if _, err := c.Resolve(name); err != nil {
+			t.Fatalf("valid config failed to resolve %q: %v", name, err)
+		}
+	})
+}
