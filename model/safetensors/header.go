@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 
 	"github.com/marlin-llm/marlin/tensor"
 )
@@ -57,9 +58,43 @@ type Header struct {
 }
 
 type rawInfo struct {
-	DType       string  `json:"dtype"`
-	Shape       []int64 `json:"shape"`
-	DataOffsets []int64 `json:"data_offsets"`
+	DType       string          `json:"dtype"`
+	Shape       json.RawMessage `json:"shape"`
+	DataOffsets json.RawMessage `json:"data_offsets"`
+}
+
+// maxArrayText bounds the JSON text of a shape or data_offsets array before
+// it is decoded, so a hostile header cannot make a huge integer slice.
+const maxArrayText = 4096
+
+func decodeInts(raw json.RawMessage, what string) ([]int64, error) {
+	if len(raw) > maxArrayText {
+		return nil, fmt.Errorf("%s: %d bytes of JSON is too long", what, len(raw))
+	}
+	t := bytes.TrimSpace(raw)
+	if len(t) == 0 || string(t) == "null" {
+		return nil, nil
+	}
+	// The array holds only integers (anything else is an error), so it is
+	// split by hand: json.Unmarshal would allocate a decoder per call,
+	// which dominates the cost of headers with a million tensors.
+	if t[0] != '[' || t[len(t)-1] != ']' {
+		return nil, fmt.Errorf("%s: want an array of integers, got %s", what, t)
+	}
+	body := bytes.TrimSpace(t[1 : len(t)-1])
+	v := []int64{}
+	if len(body) == 0 {
+		return v, nil
+	}
+	for _, f := range bytes.Split(body, []byte{','}) {
+		f = bytes.TrimSpace(f)
+		n, err := strconv.ParseInt(string(f), 10, 64)
+		if err != nil || (len(f) > 1 && (f[0] == '0' || (f[0] == '-' && f[1] == '0'))) || (len(f) > 0 && f[0] == '+') {
+			return nil, fmt.Errorf("%s: %q is not an integer", what, f)
+		}
+		v = append(v, n)
+	}
+	return v, nil
 }
 
 // ParseHeader parses and validates a safetensors JSON header for a data
@@ -144,28 +179,36 @@ func checkInfo(name string, ri rawInfo, dataLen int64) (TensorInfo, error) {
 		return ti, fmt.Errorf("tensor %q: unsupported dtype %q", name, ri.DType)
 	}
 	ti.DType = dt
-	if ri.Shape == nil {
+	shape, err := decodeInts(ri.Shape, "shape")
+	if err != nil {
+		return ti, fmt.Errorf("tensor %q: %w", name, err)
+	}
+	if shape == nil {
 		return ti, fmt.Errorf("tensor %q: missing shape", name)
 	}
-	if len(ri.Shape) > maxDims {
-		return ti, fmt.Errorf("tensor %q: %d dimensions (limit %d)", name, len(ri.Shape), maxDims)
+	if len(shape) > maxDims {
+		return ti, fmt.Errorf("tensor %q: %d dimensions (limit %d)", name, len(shape), maxDims)
 	}
 	n := int64(1)
-	ti.Shape = make([]int, len(ri.Shape))
-	for i, d := range ri.Shape {
+	ti.Shape = make([]int, len(shape))
+	for i, d := range shape {
 		if d < 0 {
-			return ti, fmt.Errorf("tensor %q: negative dimension in shape %v", name, ri.Shape)
+			return ti, fmt.Errorf("tensor %q: negative dimension in shape %v", name, shape)
 		}
 		if d != 0 && n > maxBytes/d {
-			return ti, fmt.Errorf("tensor %q: shape %v too large", name, ri.Shape)
+			return ti, fmt.Errorf("tensor %q: shape %v too large", name, shape)
 		}
 		n *= d
 		ti.Shape[i] = int(d)
 	}
-	if len(ri.DataOffsets) != 2 {
-		return ti, fmt.Errorf("tensor %q: data_offsets must have 2 entries, got %d", name, len(ri.DataOffsets))
+	offs, err := decodeInts(ri.DataOffsets, "data_offsets")
+	if err != nil {
+		return ti, fmt.Errorf("tensor %q: %w", name, err)
 	}
-	ti.Begin, ti.End = ri.DataOffsets[0], ri.DataOffsets[1]
+	if len(offs) != 2 {
+		return ti, fmt.Errorf("tensor %q: data_offsets must have 2 entries, got %d", name, len(offs))
+	}
+	ti.Begin, ti.End = offs[0], offs[1]
 	if ti.Begin < 0 || ti.End < ti.Begin {
 		return ti, fmt.Errorf("tensor %q: bad data_offsets [%d, %d]", name, ti.Begin, ti.End)
 	}
@@ -173,10 +216,10 @@ func checkInfo(name string, ri rawInfo, dataLen int64) (TensorInfo, error) {
 		return ti, fmt.Errorf("tensor %q: data_offsets [%d, %d] past the end of the %d byte data section", name, ti.Begin, ti.End, dataLen)
 	}
 	if n > maxBytes/int64(dt.Size()) {
-		return ti, fmt.Errorf("tensor %q: shape %v too large", name, ri.Shape)
+		return ti, fmt.Errorf("tensor %q: shape %v too large", name, shape)
 	}
 	if want := n * int64(dt.Size()); want != ti.End-ti.Begin {
-		return ti, fmt.Errorf("tensor %q: %s%v needs %d bytes but data_offsets span %d", name, dt, ri.Shape, want, ti.End-ti.Begin)
+		return ti, fmt.Errorf("tensor %q: %s%v needs %d bytes but data_offsets span %d", name, dt, shape, want, ti.End-ti.Begin)
 	}
 	return ti, nil
 }

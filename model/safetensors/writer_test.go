@@ -200,6 +200,7 @@ func TestHostileFiles(t *testing.T) {
 		{"offsets arity", file(`{"a":{"dtype":"U8","shape":[1],"data_offsets":[0]}}`, make([]byte, 1)), "2 entries"},
 		{"missing shape", file(`{"a":{"dtype":"U8","data_offsets":[0,1]}}`, make([]byte, 1)), "missing shape"},
 		{"bad metadata", file(`{"__metadata__":{"a":1}}`, nil), "__metadata__"},
+		{"huge shape text", file(`{"a":{"dtype":"U8","shape":[`+strings.Repeat("0,", 10000)+`0],"data_offsets":[0,0]}}`, nil), "too long"},
 		{"too many dims", file(`{"a":{"dtype":"U8","shape":[`+strings.Repeat("1,", 100)+`1],"data_offsets":[0,1]}}`, make([]byte, 1)), "dimensions"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
