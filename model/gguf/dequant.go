@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 
 	"github.com/marlin-llm/marlin/tensor"
 )
@@ -95,11 +97,33 @@ func DequantizeInto(dst []float32, t GGMLType, src []byte) error {
 	default:
 		return fmt.Errorf("dequantizing %s is not supported", t)
 	}
-	for i := range blocks {
-		fn(dst[i*bs:(i+1)*bs], src[i*ts:(i+1)*ts])
+	run := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			fn(dst[i*bs:(i+1)*bs], src[i*ts:(i+1)*ts])
+		}
 	}
+	// Large tensors are split across cores in contiguous block ranges.
+	workers := min(runtime.GOMAXPROCS(0), blocks/parallelBlocks)
+	if workers <= 1 {
+		run(0, blocks)
+		return nil
+	}
+	var wg sync.WaitGroup
+	per := (blocks + workers - 1) / workers
+	for lo := 0; lo < blocks; lo += per {
+		wg.Add(1)
+		go func(lo, hi int) {
+			defer wg.Done()
+			run(lo, hi)
+		}(lo, min(lo+per, blocks))
+	}
+	wg.Wait()
 	return nil
 }
+
+// parallelBlocks is the number of blocks per goroutine below which
+// dequantization stays on one core.
+const parallelBlocks = 4096
 
 func f16(b []byte) float32 { return tensor.F16ToF32(binary.LittleEndian.Uint16(b)) }
 

@@ -606,3 +606,30 @@ func totalAlloc() uint64 {
 	runtime.ReadMemStats(&ms)
 	return ms.TotalAlloc
 }
+
+// TestDequantParallel checks that the multi-core split gives the same
+// result as one block at a time.
+func TestDequantParallel(t *testing.T) {
+	const blocks = 3*parallelBlocks + 5
+	src := make([]byte, blocks*144)
+	for i := range src {
+		src[i] = byte(i*131 + i>>9)
+	}
+	for i := 0; i < blocks; i++ { // keep the f16 scales finite
+		src[i*144+1] &= 0x3b
+		src[i*144+3] &= 0x3b
+	}
+	got, err := Dequantize(TypeQ4_K, src, blocks*256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float32, 256)
+	for i := 0; i < blocks; i++ {
+		dequantQ4_K(want, src[i*144:(i+1)*144])
+		for j, w := range want {
+			if math.Float32bits(got[i*256+j]) != math.Float32bits(w) {
+				t.Fatalf("block %d element %d: %g, want %g", i, j, got[i*256+j], w)
+			}
+		}
+	}
+}
