@@ -78,8 +78,8 @@ func FuzzDequantGEMM(f *testing.F) {
 				mag += math.Abs(float64(w[i*c+j]))
 			}
 			got := float64(y[i])
-			if math.IsNaN(want) || math.IsInf(mag, 0) {
-				continue
+			if math.IsNaN(want) || mag > math.MaxFloat32/4 {
+				continue // NaN weights, or partial sums may overflow float32
 			}
 			if math.Abs(got-want) > 2*float64(c+2)*u32*mag {
 				t.Fatalf("%v %dx%d row %d: got %v want %v", fm, r, c, i, got, want)
