@@ -174,6 +174,7 @@ func openLoadSource(p string) (loadSource, error) {
 		}
 		fp, err := fileFingerprint(p, f.DataOffset)
 		if err != nil {
+			f.Close()
 			return nil, err
 		}
 		return &ggufSource{f: f, fp: fp}, nil
@@ -186,6 +187,7 @@ func openLoadSource(p string) (loadSource, error) {
 	for _, fpath := range ck.Files() {
 		fp, err := safetensorsFingerprint(fpath)
 		if err != nil {
+			ck.Close()
 			return nil, err
 		}
 		src.fps[fpath] = fp
