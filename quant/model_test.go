@@ -115,6 +115,7 @@ func TestRTNMatchesReference(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			x := weightF32(t, w)
 			for setting, want := range tensors[name] {
 				f := readmeRTN(t, setting)
 				p, err := QuantizeTensor(context.Background(), w, f, nil)
@@ -132,7 +133,6 @@ func TestRTNMatchesReference(t *testing.T) {
 					// A packed integer code has no −0; torch's q·scale keeps
 					// the sign of w where w rounds to 0. Restore it so that
 					// the bytes can be compared (values are equal either way).
-					x := weightF32(t, w)
 					for i, v := range deq {
 						if v == 0 && math.Signbit(float64(x[i])) {
 							deq[i] = float32(math.Copysign(0, -1))

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+
+	"github.com/marlin-llm/marlin/tensor"
 )
 
 // Report measures how well a Packed tensor reproduces the original weights.
@@ -33,14 +35,42 @@ func Measure(name string, w []float32, p *Packed) (Report, error) {
 	if len(w) != p.Rows*p.Cols {
 		return Report{}, fmt.Errorf("quant: report %q: %d weights for [%d, %d]", name, len(w), p.Rows, p.Cols)
 	}
+	return measure(name, p, func(r int, dst []float32) error {
+		copy(dst, w[r*p.Cols:(r+1)*p.Cols])
+		return nil
+	})
+}
+
+// MeasureTensor is Measure for the original tensor (BF16/F16/F32, shape
+// flattened to [Rows, Cols]), decoded one row at a time so that no float32
+// copy of the whole tensor is made.
+func MeasureTensor(t *tensor.Tensor, p *Packed) (Report, error) {
+	if err := t.Validate(); err != nil {
+		return Report{}, fmt.Errorf("quant: report: %w", err)
+	}
+	if t.NumElements() != p.Rows*p.Cols {
+		return Report{}, fmt.Errorf("quant: report %q: %d elements for [%d, %d]", t.Name, t.NumElements(), p.Rows, p.Cols)
+	}
+	es := t.DType.Size()
+	return measure(t.Name, p, func(r int, dst []float32) error {
+		return tensor.DecodeFloat32(dst, t.DType, t.Data[r*p.Cols*es:(r+1)*p.Cols*es])
+	})
+}
+
+// measure accumulates the report; orig fills one original row.
+func measure(name string, p *Packed, orig func(r int, dst []float32) error) (Report, error) {
 	rep := Report{Name: name, Format: p.Format.String(), Rows: p.Rows, Cols: p.Cols, BitsPerWeight: p.Format.BitsPerWeight(p.Rows, p.Cols)}
 	var se, ww, qq, wq float64
 	n := 0
 	row := make([]float32, p.Cols)
+	w := make([]float32, p.Cols)
 	for r := 0; r < p.Rows; r++ {
+		if err := orig(r, w); err != nil {
+			return Report{}, fmt.Errorf("quant: report %q: %w", name, err)
+		}
 		p.DequantizeRow(r, row)
 		for c, d := range row {
-			x := w[r*p.Cols+c]
+			x := w[c]
 			if x-x != 0 {
 				rep.NonFinite++
 				continue

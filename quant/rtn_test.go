@@ -135,3 +135,27 @@ func TestSummarize(t *testing.T) {
 		t.Errorf("empty: %+v", z)
 	}
 }
+
+func TestMeasureTensorEqualsMeasure(t *testing.T) {
+	w := randWeights(16*64, 4)
+	tt, err := tensor.FromFloat32("w", tensor.F32, []int{16, 64}, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := Lookup("nf4")
+	p, err := QuantizeTensor(context.Background(), tt, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := Measure("w", w, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := MeasureTensor(tt, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a != b || a.Cosine < 0.99 {
+		t.Errorf("Measure %+v, MeasureTensor %+v", a, b)
+	}
+}

@@ -473,11 +473,7 @@ func (s *quantizeStage) quantizeTensor(ctx context.Context, t, hessian *tensor.T
 	if err != nil {
 		return nil, nil, err
 	}
-	w, err := tensor.ToFloat32(t)
-	if err != nil {
-		return nil, nil, err
-	}
-	rep, err := quant.Measure(t.Name, w, p)
+	rep, err := quant.MeasureTensor(t, p) // row by row: no float32 copy of the tensor
 	if err != nil {
 		return nil, nil, err
 	}

@@ -108,13 +108,15 @@ func format(t testing.TB, r tableRow) quant.Format {
 }
 
 // quantizeModel applies one table row to m (calibrating on calib for the
-// GPTQ family, sequentially, true-sequential).
+// GPTQ family, sequentially, true-sequential). GPTQ rows use act-order with
+// static groups and the clip-ratio scale search; MR-GPTQ rows the paper's
+// settings (gptq.MROptions) on top of the block rotation.
 func quantizeModel(t testing.TB, m *arch.Model, r tableRow, calib []int32, window int) *Report {
 	ctx := context.Background()
 	mt := &Method{Name: r.method, Format: format(t, r)}
 	switch r.method {
 	case "gptq":
-		mt.GPTQ = gptq.Options{ActOrder: true, StaticGroups: true}
+		mt.GPTQ = gptq.Options{ActOrder: true, StaticGroups: true, ClipRatios: gptq.DefaultClipRatios()}
 	case "mr-gptq":
 		mt.GPTQ = gptq.MROptions()
 	}
@@ -165,6 +167,9 @@ func TestPerplexityTable(t *testing.T) {
 		{"rtn nvfp4", "rtn", "nvfp4", 0, 0, nil},
 		{"gptq nvfp4", "gptq", "nvfp4", 0, 0, nil},
 		{"mr-gptq nvfp4", "mr-gptq", "nvfp4", 0, 0, nil},
+		{"gptq int4-g128 nosearch", "gptq", "int4", 128, 0, &gptq.Options{ActOrder: true, StaticGroups: true}},
+		{"gptq int3-g128 nosearch", "gptq", "int3", 128, 0, &gptq.Options{ActOrder: true, StaticGroups: true}},
+		{"mr-gptq mxfp4 nosearch", "mr-gptq", "mxfp4", 0, 0, &gptq.Options{ActOrder: true, StaticGroups: true}},
 	}
 	if os.Getenv("MARLIN_PPL_SWEEP") != "" {
 		rows = append(rows[:1], sweepRows()...)
