@@ -254,3 +254,46 @@ func (p *Plan) WriteDot(w io.Writer) error {
 	_, err := io.WriteString(w, b.String())
 	return err
 }
+
+// Until returns the sub-plan that runs only the given stages and the
+// stages they depend on (transitively), e.g. to iterate on an early stage
+// without running the expensive ones after it.
+func (p *Plan) Until(ids ...string) (*Plan, error) {
+	keep := map[string]bool{}
+	var visit func(id string) error
+	visit = func(id string) error {
+		js, ok := p.stages[id]
+		if !ok {
+			return fmt.Errorf("unknown stage %q", id)
+		}
+		if keep[id] {
+			return nil
+		}
+		keep[id] = true
+		for _, n := range js.Needs {
+			if err := visit(n); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, id := range ids {
+		if err := visit(id); err != nil {
+			return nil, err
+		}
+	}
+	sub := &Plan{Job: p.Job, tasks: map[TaskRef]*Task{}, stages: map[string]*JobStage{}}
+	for _, sp := range p.Stages {
+		if keep[sp.ID] {
+			sub.Stages = append(sub.Stages, sp)
+			sub.stages[sp.ID] = p.stages[sp.ID]
+		}
+	}
+	for _, ref := range p.Order {
+		if keep[ref.Stage] {
+			sub.Order = append(sub.Order, ref)
+			sub.tasks[ref] = p.tasks[ref]
+		}
+	}
+	return sub, nil
+}

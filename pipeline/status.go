@@ -15,6 +15,8 @@ type StageStatus struct {
 	Done int
 	// Pending tasks still have to run (or have inputs that do).
 	Pending int
+	// PendingKeys are the keys of the pending tasks, in plan order.
+	PendingKeys []string
 }
 
 // Status computes, without running anything, which tasks a run would skip:
@@ -67,12 +69,14 @@ func statusWalk(plan *Plan, store *Store) ([]StageStatus, map[string]bool) {
 			}
 		}
 		st.Pending++
+		st.PendingKeys = append(st.PendingKeys, ref.Key)
 	}
 	return out, ids
 }
 
-// WriteStatus prints a status table.
-func WriteStatus(w io.Writer, plan *Plan, st []StageStatus) error {
+// WriteStatus prints a status table; with listPending > 0 it also lists up
+// to that many pending task keys per stage.
+func WriteStatus(w io.Writer, plan *Plan, st []StageStatus, listPending int) error {
 	done, total := 0, 0
 	for _, s := range st {
 		done += s.Done
@@ -82,6 +86,13 @@ func WriteStatus(w io.Writer, plan *Plan, st []StageStatus) error {
 	for _, s := range st {
 		if _, err := fmt.Fprintf(w, "  %-16s %-12s done %6d  pending %6d  total %6d\n", s.ID, s.Kind, s.Done, s.Pending, s.Total); err != nil {
 			return err
+		}
+		for i, k := range s.PendingKeys {
+			if i == listPending {
+				fmt.Fprintf(w, "      ... %d more\n", len(s.PendingKeys)-i)
+				break
+			}
+			fmt.Fprintf(w, "      pending %s\n", k)
 		}
 	}
 	return nil

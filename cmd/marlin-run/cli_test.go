@@ -36,6 +36,18 @@ func TestCLIRunStatusPlan(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "0/5 tasks done") {
 		t.Fatalf("status before: %d %q %q", code, out, errs)
 	}
+	// --until runs a prefix of the graph
+	code, out, errs = cli(t, "run", "--quiet", "--until", "g", "--workdir", wd, job)
+	if code != 0 || !strings.Contains(out, "2 tasks run") {
+		t.Fatalf("--until: %d %q %q", code, out, errs)
+	}
+	if code, _, errs = cli(t, "run", "--until", "nope", "--workdir", wd, job); code != 2 || !strings.Contains(errs, `unknown stage "nope"`) {
+		t.Errorf("--until nope: %d %q", code, errs)
+	}
+	code, out, _ = cli(t, "status", "--list", "2", "--workdir", wd, job)
+	if code != 0 || !strings.Contains(out, "pending g/l.0.w") || !strings.Contains(out, "... 1 more") {
+		t.Errorf("status --list: %q", out)
+	}
 	code, out, errs = cli(t, "run", job, "--workdir", wd, "--log-format", "json")
 	if code != 0 {
 		t.Fatalf("run: %d %s", code, errs)
@@ -56,7 +68,7 @@ func TestCLIRunStatusPlan(t *testing.T) {
 			t.Errorf("done event lacks fields: %s", sc.Text())
 		}
 	}
-	if counts["queued"] != 5 || counts["started"] != 5 || counts["done"] != 5 {
+	if counts["queued"] != 5 || counts["started"] != 3 || counts["done"] != 3 || counts["skipped"] != 2 {
 		t.Errorf("event counts %v", counts)
 	}
 	if _, err := os.Stat(filepath.Join(wd, "out", "stats.json")); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/marlin-llm/marlin/pipeline"
@@ -14,7 +15,7 @@ import (
 func runCommand() *command {
 	var fresh, resume, quiet bool
 	var workers int
-	var memory string
+	var memory, until string
 	return &command{
 		Name:    "run",
 		Usage:   "[flags] JOB.yaml",
@@ -26,6 +27,7 @@ func runCommand() *command {
 			fs.BoolVar(&quiet, "quiet", false, "no progress display or event lines")
 			fs.IntVar(&workers, "workers", 0, "override resources.workers")
 			fs.StringVar(&memory, "memory", "", "override resources.memory (e.g. 8GiB)")
+			fs.StringVar(&until, "until", "", "run only these stages (comma-separated ids) and what they need")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {
 			if len(args) != 1 {
@@ -57,6 +59,11 @@ func runCommand() *command {
 			plan, err := pipeline.PlanJob(ctx, job, log)
 			if err != nil {
 				return err
+			}
+			if until != "" {
+				if plan, err = plan.Until(strings.Split(until, ",")...); err != nil {
+					return usagef("--until: %v", err)
+				}
 			}
 			store, err := pipeline.OpenStore(job.Workdir, pipeline.StoreOptions{Fresh: fresh || !resume})
 			if err != nil {

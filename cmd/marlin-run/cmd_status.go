@@ -2,16 +2,21 @@ package main
 
 import (
 	"context"
+	"flag"
 
 	"github.com/marlin-llm/marlin/pipeline"
 )
 
 func statusCommand() *command {
+	var list int
 	return &command{
 		Name:    "status",
 		Usage:   "JOB.yaml",
 		Summary: "show done/pending tasks per stage (reads the journal; runs nothing)",
 		Job:     true,
+		Flags: func(fs *flag.FlagSet) {
+			fs.IntVar(&list, "list", 0, "also list up to N pending task keys per stage")
+		},
 		Run: func(ctx context.Context, a *app, args []string) error {
 			if len(args) != 1 {
 				return usagef("want exactly one job file")
@@ -29,7 +34,7 @@ func statusCommand() *command {
 				return err
 			}
 			defer store.Close()
-			return pipeline.WriteStatus(a.Stdout, plan, pipeline.Status(plan, store))
+			return pipeline.WriteStatus(a.Stdout, plan, pipeline.Status(plan, store), list)
 		},
 	}
 }
