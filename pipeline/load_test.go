@@ -10,8 +10,9 @@ import (
 
 const goodHeader = "version: 1\nname: t\nstages:\n"
 
-// TestLoadErrorsCarryPosition loads broken job files and checks that the
-// first error names file:line:col and the field path exactly.
+// TestLoadErrorsCarryPosition writes broken job files, loads them, and
+// checks that the first error names file:line:col and the field path
+// exactly.
 func TestLoadErrorsCarryPosition(t *testing.T) {
 	reg := testRegistry(t)
 	cases := []struct {
@@ -67,7 +68,12 @@ func TestLoadErrorsCarryPosition(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := LoadBytes("bad.yaml", []byte(c.doc), reg, LoadOptions{Getenv: func(string) (string, bool) { return "", false }})
+			dir := t.TempDir()
+			file := filepath.Join(dir, "bad.yaml")
+			if err := os.WriteFile(file, []byte(c.doc), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(file, reg, LoadOptions{Getenv: func(string) (string, bool) { return "", false }})
 			if err == nil {
 				t.Fatalf("no error for:\n%s", c.doc)
 			}
@@ -75,7 +81,7 @@ func TestLoadErrorsCarryPosition(t *testing.T) {
 			if !errors.As(err, &list) || len(list) == 0 {
 				t.Fatalf("error is %T, want ErrorList: %v", err, err)
 			}
-			first := list[0].Error()
+			first := strings.TrimPrefix(list[0].Error(), dir+string(filepath.Separator))
 			if !strings.HasPrefix(first, c.want) {
 				t.Errorf("error %q\nwant prefix %q", first, c.want)
 			}
