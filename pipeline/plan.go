@@ -222,7 +222,11 @@ func (p *Plan) WriteText(w io.Writer) error {
 		if len(js.Needs) > 0 {
 			needs = strings.Join(js.Needs, ", ")
 		}
-		if _, err := fmt.Fprintf(w, "  %-16s kind=%-12s tasks=%-6d est=%-10s max_task=%-10s needs: %s\n", sp.ID, sp.Kind, len(sp.Tasks), ByteSize(est), ByteSize(maxEst), needs); err != nil {
+		note := ""
+		if m := p.Job.Resources.Memory; m > 0 && maxEst > m {
+			note = fmt.Sprintf("  [largest task exceeds memory %s: runs alone]", ByteSize(m))
+		}
+		if _, err := fmt.Fprintf(w, "  %-16s kind=%-12s tasks=%-6d est=%-10s max_task=%-10s needs: %s%s\n", sp.ID, sp.Kind, len(sp.Tasks), ByteSize(est), ByteSize(maxEst), needs, note); err != nil {
 			return err
 		}
 	}
