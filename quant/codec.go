@@ -295,31 +295,44 @@ func NormalMap(k int, offset float64) []float64 {
 	return v
 }
 
-// nearestLevel returns the index of the level nearest to x in a sorted
-// table; a tie goes to the even index.
-func nearestLevel(levels []float32, x float32) uint8 {
-	// binary search for the first level >= x
-	lo, hi := 0, len(levels)
-	for lo < hi {
-		m := (lo + hi) / 2
-		if levels[m] < x {
-			lo = m + 1
-		} else {
-			hi = m
+// NF4Mid and NF3Mid are the decision thresholds of the NF codes, padded
+// with +Inf; EncodeNF returns the number of thresholds strictly below x, so
+// a value exactly on a threshold takes the lower code. NF4Mid holds the
+// float32 literals of bitsandbytes' NF4 decision tree (dQuantizeNF4), the
+// midpoints of adjacent levels (tested to lie within one float32 step of
+// the exact midpoints); NF3Mid holds the float64 midpoints of NF3Values
+// rounded to float32.
+var (
+	NF4Mid = [16]float32{
+		-0.8480964004993439, -0.6106329262256622, -0.4599952697753906, -0.33967943489551544,
+		-0.23460740596055984, -0.13791173323988914, -0.045525018125772476, 0.03979014977812767,
+		0.1202552504837513, 0.2035212516784668, 0.2920137718319893, 0.3893125355243683,
+		0.5016634166240692, 0.6427869200706482, 0.8614784181118011, float32(math.Inf(1)),
+	}
+	NF3Mid = nfMids(NF3Values[:])
+)
+
+func nfMids(levels []float32) (m [16]float32) {
+	for i := range m {
+		m[i] = float32(math.Inf(1))
+	}
+	for i := 0; i+1 < len(levels); i++ {
+		m[i] = float32((float64(levels[i]) + float64(levels[i+1])) / 2)
+	}
+	return m
+}
+
+// EncodeNF returns the NF code of x (already divided by the group scale)
+// for a table of 2^bits levels with thresholds mid (NF4Mid or NF3Mid): a
+// branch-free binary search counting the thresholds below x. NaN gives 0.
+func EncodeNF(x float32, mid *[16]float32, bits int) uint8 {
+	idx := 0
+	for s := 1 << (bits - 1); s > 0; s >>= 1 {
+		if x > mid[idx+s-1] {
+			idx += s
 		}
 	}
-	if lo == 0 {
-		return 0
-	}
-	if lo == len(levels) {
-		return uint8(len(levels) - 1)
-	}
-	dl := x - levels[lo-1]
-	dh := levels[lo] - x
-	if dh < dl || (dh == dl && lo%2 == 0) {
-		return uint8(lo)
-	}
-	return uint8(lo - 1)
+	return uint8(idx)
 }
 
 // roundEven rounds x to the nearest integer, ties to even (ROUNDSD on

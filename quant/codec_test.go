@@ -310,3 +310,41 @@ func TestBF16BlockAmax(t *testing.T) {
 		}
 	}
 }
+
+// TestEncodeNFIsNearest: EncodeNF picks the nearest NF level (float64
+// distances) for random values, and the lower level exactly on a midpoint.
+func TestEncodeNFIsNearest(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	for _, c := range []struct {
+		levels []float32
+		mid    *[16]float32
+		bits   int
+	}{{NF4Values[:], &NF4Mid, 4}, {NF3Values[:], &NF3Mid, 3}} {
+		for i := 0; i < 100000; i++ {
+			x := float32(r.Float64()*2.4 - 1.2)
+			got := EncodeNF(x, c.mid, c.bits)
+			best := 0
+			for j, l := range c.levels {
+				if math.Abs(float64(x-l)) < math.Abs(float64(x-c.levels[best])) {
+					best = j
+				}
+			}
+			if int(got) != best && math.Abs(float64(x-c.levels[got])) != math.Abs(float64(x-c.levels[best])) {
+				t.Fatalf("%d-bit EncodeNF(%v) = %d, nearest %d", c.bits, x, got, best)
+			}
+		}
+		for j := 0; j+1 < len(c.levels); j++ {
+			if got := EncodeNF(c.mid[j], c.mid, c.bits); int(got) != j {
+				t.Errorf("%d-bit: midpoint %d encodes to %d", c.bits, j, got)
+			}
+		}
+	}
+	// bitsandbytes' literals are the midpoints of the NF4 levels
+	exact := nfMids(NF4Values[:])
+	for i := 0; i < 15; i++ {
+		lo, hi := math.Nextafter32(exact[i], -2), math.Nextafter32(exact[i], 2)
+		if NF4Mid[i] < lo || NF4Mid[i] > hi {
+			t.Errorf("NF4 threshold %d = %v, midpoint %v", i, NF4Mid[i], exact[i])
+		}
+	}
+}

@@ -242,7 +242,8 @@ func clampF(x, lo, hi float32) float32 {
 //	  definitions; exact for MXFP4 where Mul is a power of two)
 //	int sym: q = clamp(rne(x/Mul), −2^(B−1), 2^(B−1)−1), code = q + 2^(B−1)
 //	int asym: code = clamp(rne(x/Mul) + zero, 0, 2^B−1)
-//	nf: code = index of the nearest level to x/Mul (ties to even index)
+//	nf: code = number of level midpoints below x/Mul (EncodeNF; a tie takes
+//	  the lower level, as bitsandbytes)
 //
 // dequantized = value(code) · Mul (ints: (code − zero) · Mul). A group with
 // Mul == 0 yields the zero code. NaN input encodes as the zero code except
@@ -289,7 +290,7 @@ func (f Format) QuantizeValue(x float32, gs GroupScale) (code uint8, deq float32
 		if v != v {
 			v = 0
 		}
-		code = nearestLevel(tab, v)
+		code = EncodeNF(v, f.nfMid(), f.Bits)
 		return code, tab[code] * gs.Mul
 	case ElemE4M3:
 		code = EncodeE4M3(v)
@@ -310,9 +311,17 @@ func (f Format) zeroCode(gs GroupScale) uint8 {
 		}
 		return uint8(1 << (f.Bits - 1))
 	case ElemNF:
-		return nearestLevel(f.nfTable(), 0)
+		return EncodeNF(0, f.nfMid(), f.Bits)
 	}
 	return 0
+}
+
+// nfMid returns the thresholds of an NF format.
+func (f Format) nfMid() *[16]float32 {
+	if f.Bits == 3 {
+		return &NF3Mid
+	}
+	return &NF4Mid
 }
 
 // nfTable returns the level table of an NF format.
