@@ -324,13 +324,16 @@ func nfMids(levels []float32) (m [16]float32) {
 
 // EncodeNF returns the NF code of x (already divided by the group scale)
 // for a table of 2^bits levels with thresholds mid (NF4Mid or NF3Mid): a
-// branch-free binary search counting the thresholds below x. NaN gives 0.
+// branch-free binary search counting the thresholds below x (x > m exactly
+// when m − x is negative, so the sign bit of the float32 difference is the
+// comparison). NaN gives 0.
 func EncodeNF(x float32, mid *[16]float32, bits int) uint8 {
-	idx := 0
-	for s := 1 << (bits - 1); s > 0; s >>= 1 {
-		if x > mid[idx+s-1] {
-			idx += s
-		}
+	if x != x {
+		return 0
+	}
+	idx := uint32(0)
+	for s := uint32(1) << (bits - 1); s > 0; s >>= 1 {
+		idx += (math.Float32bits(mid[(idx+s-1)&15]-x) >> 31) * s
 	}
 	return uint8(idx)
 }

@@ -231,6 +231,9 @@ func (q *rowQuantizer) row(r int, w []float32) error {
 			case ElemInt:
 				int4Group(w[c0:c1], out[c0/2:], gs, f.Asym)
 				continue
+			case ElemNF:
+				nf4Group(w[c0:c1], out[c0/2:], gs.Mul)
+				continue
 			}
 		}
 		for c := c0; c < c1; c++ {
@@ -254,6 +257,18 @@ func e2m1Group(w []float32, out []byte, mul float32) {
 	}
 	if i < n {
 		out[i/2] = out[i/2]&0xf0 | EncodeE2M1(w[i]/mul)
+	}
+}
+
+// nf4Group is QuantizeValue for NF4 over a group of finite weights.
+func nf4Group(w []float32, out []byte, mul float32) {
+	n := len(w)
+	i := 0
+	for ; i+1 < n; i += 2 {
+		out[i/2] = EncodeNF(w[i]/mul, &NF4Mid, 4) | EncodeNF(w[i+1]/mul, &NF4Mid, 4)<<4
+	}
+	if i < n {
+		out[i/2] = out[i/2]&0xf0 | EncodeNF(w[i]/mul, &NF4Mid, 4)
 	}
 }
 

@@ -159,3 +159,33 @@ func TestMeasureTensorEqualsMeasure(t *testing.T) {
 		t.Errorf("Measure %+v, MeasureTensor %+v", a, b)
 	}
 }
+
+// TestFastPathsMatchQuantizeValue: on finite weights the per-format group
+// loops (taken when NaN/Inf are rejected) give the same bytes as the
+// generic FitGroup + QuantizeValue path (taken in pass-through mode).
+func TestFastPathsMatchQuantizeValue(t *testing.T) {
+	w := randWeights(8*256, 77)
+	w[5] = 0.1 // outliers, and exact-zero group below
+	for i := 256; i < 256+64; i++ {
+		w[i] = 0
+	}
+	for _, name := range Names() {
+		f, _ := Lookup(name)
+		for _, g := range []int{f.GroupSize, 64} {
+			if ff, err := f.WithGroupSize(g); err == nil {
+				f = ff
+			}
+			a, err := Quantize(w, 8, 256, f, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := Quantize(w, 8, 256, f, &Options{NonFinite: NonFinitePass})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(a.Codes) != string(b.Codes) || string(a.Scales) != string(b.Scales) || string(a.Zeros) != string(b.Zeros) {
+				t.Errorf("%s g%d: fast path bytes differ from QuantizeValue's", name, f.GroupSize)
+			}
+		}
+	}
+}
