@@ -23,19 +23,23 @@ func parallelFor(threads, n int, body func(worker, i int)) {
 		return
 	}
 	var next atomic.Int64
+	work := func(w int) {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= n {
+				return
+			}
+			body(w, i)
+		}
+	}
 	var wg sync.WaitGroup
-	wg.Add(threads)
-	for w := 0; w < threads; w++ {
+	wg.Add(threads - 1)
+	for w := 1; w < threads; w++ {
 		go func(w int) {
 			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				body(w, i)
-			}
+			work(w)
 		}(w)
 	}
+	work(0) // the caller is worker 0
 	wg.Wait()
 }

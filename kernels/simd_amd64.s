@@ -16,6 +16,27 @@ TEXT ·gemm6x16(SB), NOSPLIT, $0-40
 	MOVQ c+24(FP), DX
 	MOVQ ldc+32(FP), R8
 	SHLQ $2, R8
+	// Prefetch the C tile (6 rows of 64 bytes, possibly straddling two
+	// lines each): for large C it is not in cache, and its load at the end
+	// would otherwise stall.
+	MOVQ DX, AX
+	PREFETCHT0 (AX)
+	PREFETCHT0 63(AX)
+	ADDQ R8, AX
+	PREFETCHT0 (AX)
+	PREFETCHT0 63(AX)
+	ADDQ R8, AX
+	PREFETCHT0 (AX)
+	PREFETCHT0 63(AX)
+	ADDQ R8, AX
+	PREFETCHT0 (AX)
+	PREFETCHT0 63(AX)
+	ADDQ R8, AX
+	PREFETCHT0 (AX)
+	PREFETCHT0 63(AX)
+	ADDQ R8, AX
+	PREFETCHT0 (AX)
+	PREFETCHT0 63(AX)
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
@@ -656,4 +677,94 @@ bfdone:
 	VHADDPS X0, X0, X0
 	VZEROUPPER
 	MOVSS X0, ret+56(FP)
+	RET
+
+// func lut4DotBF16SAVX(x *float32, codes *byte, ngroups, gs int, planes *[64]byte, scales *byte, sw int, tab *float32, off float32) float32
+// lut4DotBF16AVX with the group multipliers looked up here from the raw
+// scale codes (sw = 1 or 2 bytes each) in tab (code → Mul) and one
+// constant offset, which saves a pass over the row's scales in Go.
+// Σ w[e]·x[e] over ngroups groups of gs (a multiple of 32) 4-bit codes,
+// w = (base[code] − offs[g])·muls[g], for element tables whose values are
+// exact in bfloat16 (E2M1, small integers): planes holds byte 3 (first 32
+// bytes) and byte 2 (last 32) of each base value's float32 bits, each
+// 16-byte table repeated for both lanes. VPSHUFB then rebuilds the base
+// values without any per-group table, and one VMULPS applies the scale, so
+// w = fl((base − off)·mul) exactly as quant computes it. x is permuted per
+// 8 elements: the 4 even ones, then the 4 odd ones (deinterleave8).
+TEXT ·lut4DotBF16SAVX(SB), NOSPLIT, $0-76
+	MOVQ x+0(FP), DI
+	MOVQ codes+8(FP), SI
+	MOVQ ngroups+16(FP), BX
+	MOVQ gs+24(FP), DX
+	MOVQ planes+32(FP), R9
+	MOVQ scales+40(FP), R10
+	MOVQ sw+48(FP), R11
+	MOVQ tab+56(FP), R12
+	VBROADCASTSS off+64(FP), Y10
+	SHRQ $5, DX
+	MOVL $0x0F0F0F0F, AX
+	MOVQ AX, X15
+	VPBROADCASTD X15, X15
+	VMOVDQU (R9), Y14
+	VMOVDQU 32(R9), Y13
+	VPXOR Y12, Y12, Y12
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	TESTQ BX, BX
+	JZ    bfsdone
+bfsgroup:
+	CMPQ R11, $1
+	JNE  bfs2
+	MOVBQZX (R10), AX
+	JMP  bfsmul
+bfs2:
+	MOVWQZX (R10), AX
+bfsmul:
+	VBROADCASTSS (R12)(AX*4), Y11
+	MOVQ DX, CX
+bfsstep:
+	VMOVDQU (SI), X4
+	VPSRLW $4, X4, X5
+	VPAND X15, X4, X4
+	VPAND X15, X5, X5
+	VINSERTI128 $1, X5, Y4, Y4
+	VPSHUFB Y4, Y14, Y5
+	VPSHUFB Y4, Y13, Y6
+	VPUNPCKLBW Y5, Y6, Y7
+	VPUNPCKHBW Y5, Y6, Y8
+	VPUNPCKLWD Y7, Y12, Y4
+	VPUNPCKHWD Y7, Y12, Y5
+	VPUNPCKLWD Y8, Y12, Y6
+	VPUNPCKHWD Y8, Y12, Y7
+	VSUBPS Y10, Y4, Y4
+	VSUBPS Y10, Y5, Y5
+	VSUBPS Y10, Y6, Y6
+	VSUBPS Y10, Y7, Y7
+	VMULPS Y11, Y4, Y4
+	VMULPS Y11, Y5, Y5
+	VMULPS Y11, Y6, Y6
+	VMULPS Y11, Y7, Y7
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y5, Y1
+	VFMADD231PS 64(DI), Y6, Y2
+	VFMADD231PS 96(DI), Y7, Y3
+	ADDQ $16, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ  bfsstep
+	ADDQ R11, R10
+	DECQ BX
+	JNZ  bfsgroup
+bfsdone:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+72(FP)
 	RET
