@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/marlin-llm/marlin/internal/assets"
@@ -235,4 +236,28 @@ func TestPlanErrors(t *testing.T) {
 	if _, _, err := Apply(Op{Name: "x", Role: Keep}, make([]float32, 5), []int{2, 3}, nil, rot); err == nil {
 		t.Error("ragged tensor accepted")
 	}
+}
+
+// FuzzPlan: arbitrary tensor names never panic the planner, and every
+// planned reader's norm is one of the names.
+func FuzzPlan(f *testing.F) {
+	f.Add("model.layers.0.self_attn.q_proj.weight\nmodel.layers.0.input_layernorm.weight", true)
+	f.Add("lm_head.weight\nmodel.layers.1.mlp.experts.7.up_proj.weight", false)
+	f.Add("model.layers.x.mlp.gate.weight\n\n", true)
+	f.Fuzz(func(t *testing.T, list string, tied bool) {
+		names := append(strings.Split(list, "\n"), EmbedName, FinalNorm)
+		ops, err := Plan(names, tied)
+		if err != nil {
+			return
+		}
+		have := map[string]bool{}
+		for _, n := range names {
+			have[n] = true
+		}
+		for _, op := range ops {
+			if op.Norm != "" && !have[op.Norm] {
+				t.Fatalf("%s folds missing norm %s", op.Name, op.Norm)
+			}
+		}
+	})
 }
