@@ -48,14 +48,27 @@
 //
 // DequantGEMM takes the quant package's *quant.Packed directly (so kernels
 // imports quant; quant must never import kernels — GPTQ lives in
-// quant/gptq). For the 4-bit formats with contiguous groups (fp4, mxfp4,
-// nvfp4, int4, int4_asym, nf4) the weights are decoded from 16-entry
-// per-group tables (element − zero)·Mul built with exactly the float32
-// operations of quant.Packed.DequantizeRow: small batches (m < 8) use a
-// fused decode-and-dot kernel that never writes the weights anywhere, larger
-// batches decode L2-sized panels and run the GEMM micro-kernel on them.
-// Every other format (3/2/8-bit, fp8, bf16/f16, act-order g_idx) decodes
-// row tiles with quant.Packed.DequantizeRow itself. No full F32 copy of a
-// weight is made, and the weight values used are bit-identical to
-// quant.Packed.Dequantize (tests check every tile bit for bit).
+// quant/gptq). Every weight value used is fl((element − zero)·Mul) with
+// Mul exactly as quant.Packed.Group computes it, i.e. bit-identical to
+// quant.Packed.Dequantize (tests compare every decoded tile bit for bit;
+// only the summation order of the dot products differs). The paths:
+//
+//   - m < 8 (decode GEMV), 4-bit codes in contiguous groups: fused
+//     decode-and-dot assembly that never stores a weight. For E2M1 and
+//     integer tables (fp4, mxfp4, int4, int4_asym) with groups of a
+//     multiple of 32, VPSHUFB rebuilds the element values from their two
+//     bfloat16 bytes and one VMULPS applies the group's Mul (read from the
+//     raw E8M0/E4M3/F16 scale codes in the kernel itself); NF4, NVFP4
+//     (groups of 16) and the rest use per-group 16-entry tables with
+//     VPERMPS.
+//   - m ≥ 8 (prefill, calibration): X is packed once and W is decoded
+//     gemmKC columns at a time straight into packed GEMM panels, which the
+//     SGEMM micro-kernel consumes; decoding costs one pass over W however
+//     large m is.
+//   - every other shape or format (3/2/8-bit, fp8, act-order g_idx, odd
+//     group sizes): per-group tables of 2^bits values in Go, decoded into
+//     L1/L2-sized tiles; bf16/f16 tiles come from
+//     quant.Packed.DequantizeRow itself.
+//
+// No full F32 copy of a weight is ever made.
 package kernels
