@@ -8,22 +8,16 @@ import (
 	"github.com/marlin-llm/marlin/quant"
 )
 
-// Dequantizing GEMM/GEMV on quant.Packed weights.
+// Dequantizing GEMM/GEMV on quant.Packed weights; the paths and the
+// bit-exactness argument are described in the package documentation.
 //
-// Weights are decoded tile by tile into a per-worker buffer that stays in
-// L1/L2 and is multiplied at once (dot products for small batches, the GEMM
-// micro-kernel for larger ones). Two decoders exist:
-//
-//   - lut4: 4-bit formats with contiguous groups (fp4, mxfp4, nvfp4, int4,
-//     int4_asym, nf4). Per group it builds the 16-entry table
-//     (base[i] − off)·mul, where base is the element table (E2M1, NF4, or
-//     0..15 for integers), off is 0 for tables and the zero point for
-//     integers, and mul is the group's Mul (decoded scale, times the tensor
-//     scale for NVFP4). These are exactly the float32 operations of
-//     quant.Packed.DequantizeRow, so the values are bit-identical. The
-//     nibble decode runs in assembly when available.
-//   - rows: every other format (3/2/8-bit, fp8, bf16/f16, act-order g_idx)
-//     decodes whole rows with quant.Packed.DequantizeRow itself.
+// tileDecoder turns packed codes into float32 tiles: for every quantized
+// format it builds, per group, the table (base[i] − off)·mul (integers) or
+// base[i]·mul (element tables), where base is the element table (E2M1, NF,
+// FP8, or 0..2^b−1 for integers), off the group's zero point (2^(b−1) for
+// symmetric integers) and mul the group's Mul — exactly the float32
+// operations of quant.Packed.DequantizeRow. bf16/f16 rows are decoded by
+// quant itself.
 
 // Tile sizes: small batches use row tiles of dqTileFloats elements and dot
 // products; batches of at least dqBigM rows dequantize panels of dqBigRows
