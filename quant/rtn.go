@@ -355,7 +355,15 @@ func mxfp4RowBF16(src []byte, out, scales []byte) bool {
 	cols := len(src) / 2
 	finite := true
 	var tmp [32]float32
+	nFull := cols / 32
 	for b := 0; b*32 < cols; b++ {
+		if b < nFull {
+			// AVX2 where available: runs of ordinary blocks.
+			if k := mxfp4BlocksFast(src[b*64:], out[b*16:], scales[b:], nFull-b); k > 0 {
+				b += k - 1
+				continue
+			}
+		}
 		n := min(32, cols-b*32)
 		if n == 32 {
 			x := (*[64]byte)(src[b*64 : b*64+64])
