@@ -31,6 +31,14 @@ type Options struct {
 	// group's scale; the one with the smallest H-weighted rounding error
 	// wins. Empty: clip 1 (absmax).
 	ClipRatios []float64 `json:"clip_ratios,omitempty" yaml:"clip_ratios,omitempty"`
+	// HessianWeightedSearch weighs each column's rounding error by diag(H)
+	// in the static-group scale search (Σ_c H_cc·(w_c−q_c)², the diagonal
+	// part of the layer error) instead of the plain squared error. It
+	// lowers the layer error on synthetic layers with outlier channels
+	// (10-20% for INT4/NVFP4) but moved the nano models' perplexity only
+	// within noise (±0.05), so it is off by default. Dynamic groups always
+	// weigh by 1/d², the GPTQ loss of the column.
+	HessianWeightedSearch bool `json:"hessian_weighted_search,omitempty" yaml:"hessian_weighted_search,omitempty"`
 }
 
 // DefaultClipRatios is a scale-search grid: 1, 0.98, ..., 0.70.
@@ -158,14 +166,22 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 	scales := make([]Scale, rows*ngroups)
 	if opt.StaticGroups {
 		buf := make([]float64, gs)
+		wts := make([]float64, gs)
 		for g := 0; g < ngroups; g++ {
 			c0, c1 := g*gs, min((g+1)*gs, cols)
+			var hw []float64
+			if opt.HessianWeightedSearch {
+				hw = wts[:c1-c0]
+				for c := c0; c < c1; c++ {
+					hw[c-c0] = H[c*cols+c]
+				}
+			}
 			for r := 0; r < rows; r++ {
 				vals := buf[:c1-c0]
 				for c := c0; c < c1; c++ {
 					vals[c-c0] = wt[c*rows+r]
 				}
-				scales[r*ngroups+g] = fitGroup(grid, vals, nil, clips)
+				scales[r*ngroups+g] = fitGroup(grid, vals, hw, clips)
 			}
 		}
 	}

@@ -274,3 +274,25 @@ func TestMRGPTQ(t *testing.T) {
 		}
 	}
 }
+
+// TestHessianWeightedSearch: weighing the static-group scale search by
+// diag(H) lowers the layer error on layers with outlier input channels.
+func TestHessianWeightedSearch(t *testing.T) {
+	L := genLayer(t, 22, 64, 512, 2048, -1)
+	for _, name := range []string{"int4", "nvfp4"} {
+		f := lookup(t, name, 0)
+		var errs [2]float64
+		for i, hw := range []bool{false, true} {
+			o := Options{ActOrder: true, StaticGroups: true, ClipRatios: DefaultClipRatios(), HessianWeightedSearch: hw}
+			_, r, err := QuantizeFormat(context.Background(), f32s(L.w), L.rows, L.cols, L.h, f, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			errs[i] = r.Err
+		}
+		t.Logf("%s: plain search %.4f, diag(H)-weighted %.4f", name, errs[0], errs[1])
+		if !(errs[1] < errs[0]) {
+			t.Errorf("%s: weighted search %.4f not below plain %.4f", name, errs[1], errs[0])
+		}
+	}
+}
