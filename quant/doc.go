@@ -68,7 +68,12 @@
 // 641-entry table indexed by the shifted BF16 bits; float32 inputs use their
 // BF16 truncation plus a round-up bit for the ties that round down; BF16
 // block absmax is a SIMD-within-a-register max), tested against
-// EncodeE2M1 and byte-equal across the BF16 and float32 paths. Other formats use branch-free
+// EncodeE2M1 and byte-equal across the BF16 and float32 paths. On amd64
+// with AVX2, runs of ordinary BF16 blocks go through an assembly encoder
+// (mxfp4_amd64.s: the seven E2M1 thresholds, shifted by the block exponent,
+// compared in 16-bit lanes), tested byte-equal to the Go path; assembly is
+// used because Go does not vectorise and this loop is the quantize stage's
+// hot path for the default format. Other formats use branch-free
 // per-group loops (division by the scale, as the reference definitions).
 // BenchmarkQuantizeBF16 reports GB/s of BF16 input per format, single core
 // and all cores, plus GB per CPU-second for loaded machines.
