@@ -54,6 +54,16 @@ type Collector struct {
 	counts  map[string][]int64
 	err     error
 	gemm    gptq.GemmFunc
+	keys    map[string]string // name → arch.Proj.InputKey (nil: detect by pointer)
+	byKey   map[string]string // input key → first name seen
+}
+
+// UseInputKeys makes projections with the same input key (arch.Proj
+// InputKey: q/k/v, gate/up, a router and its shared experts) share one
+// Hessian, instead of detecting shared inputs by buffer identity.
+func (c *Collector) UseInputKeys(keys map[string]string) {
+	c.keys = keys
+	c.byKey = map[string]string{}
 }
 
 // UseGemm makes the collector's Hessians form XᵀX with g (see
@@ -89,7 +99,15 @@ func (c *Collector) linear(name string, x []float32, rows, cols int) {
 	if !c.seen[name] {
 		c.seen[name] = true
 		c.order = append(c.order, name)
-		if prev != "" && prevKey == key && c.want(prev) {
+		if c.keys != nil {
+			if k, ok := c.keys[name]; ok {
+				if first, ok := c.byKey[k]; ok {
+					c.alias[name] = c.canonical(first)
+				} else {
+					c.byKey[k] = name
+				}
+			}
+		} else if prev != "" && prevKey == key && c.want(prev) {
 			c.alias[name] = c.canonical(prev)
 		}
 	}
@@ -288,4 +306,13 @@ func shrink(h, pool *gptq.Hessian, m int64, prec gptq.Precision) (*gptq.Hessian,
 		return nil, err
 	}
 	return out, nil
+}
+
+// inputKeys maps every projection of m to its input key.
+func inputKeys(m *arch.Model) map[string]string {
+	k := map[string]string{}
+	for _, p := range m.Projs() {
+		k[p.Name()] = p.InputKey()
+	}
+	return k
 }

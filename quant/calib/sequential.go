@@ -72,6 +72,7 @@ func Collect(ctx context.Context, m *arch.Model, ids []int32, opts Options, want
 	}
 	c := NewCollector(opts.Precision, wantWithRouters(want))
 	c.UseGemm(m.Backend().Sgemm)
+	c.UseInputKeys(inputKeys(m))
 	hooks := c.Hooks()
 	for s := 0; s < n; s += opts.batch() {
 		k := min(opts.batch(), n-s)
@@ -166,6 +167,7 @@ func Sequential(ctx context.Context, m *arch.Model, ids []int32, opts Options, i
 		return nil, fmt.Errorf("calib: %w", err)
 	}
 	rep := &Report{Tokens: len(ids), RouterCounts: map[string][]int64{}}
+	keys := inputKeys(m)
 	// runLayer runs layer l over all windows; with keep the hidden states
 	// are not advanced (a calibration pass on a scratch copy).
 	runLayer := func(l int, hooks *arch.Hooks, keep bool) error {
@@ -196,6 +198,7 @@ func Sequential(ctx context.Context, m *arch.Model, ids []int32, opts Options, i
 		want := func(name string) bool { _, ok := projs[name]; return ok }
 		c := NewCollector(opts.Precision, wantWithRouters(want))
 		c.UseGemm(m.Backend().Sgemm)
+		c.UseInputKeys(keys)
 		if err := runLayer(l, c.Hooks(), true); err != nil {
 			return nil, err
 		}
@@ -260,6 +263,7 @@ func Sequential(ctx context.Context, m *arch.Model, ids []int32, opts Options, i
 					return false
 				}))
 				c.UseGemm(m.Backend().Sgemm)
+				c.UseInputKeys(keys)
 				if err := runLayer(l, c.Hooks(), true); err != nil {
 					return nil, err
 				}
