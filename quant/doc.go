@@ -73,7 +73,9 @@
 // (mxfp4_amd64.s: the seven E2M1 thresholds, shifted by the block exponent,
 // compared in 16-bit lanes), tested byte-equal to the Go path; assembly is
 // used because Go does not vectorise and this loop is the quantize stage's
-// hot path for the default format. Other formats use branch-free
+// hot path for the default format. fp4/nvfp4 groups likewise divide and
+// encode 16 weights at a time in AVX2 (e2m1_amd64.s; VDIVPS rounds as the
+// scalar division). Other formats use branch-free
 // per-group loops (division by the scale, as the reference definitions).
 // BenchmarkQuantizeBF16 reports GB/s of BF16 input per format, single core
 // and all cores, plus GB per CPU-second for loaded machines.

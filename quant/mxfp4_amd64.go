@@ -27,3 +27,21 @@ func mxfp4BlocksFast(src, out, scales []byte, n int) int {
 	_ = scales[n-1]
 	return mxfp4BlocksAVX2(&src[0], &out[0], &scales[0], n)
 }
+
+// e2m1DivAVX2 encodes E2M1(w[i]/mul) for n (a multiple of 16) finite
+// weights into n/2 bytes, low nibble first: e2m1Group's loop in AVX2.
+//
+//go:noescape
+func e2m1DivAVX2(w *float32, out *byte, n int, mul float32)
+
+// e2m1DivFast runs e2m1DivAVX2 on the largest multiple of 16 of len(w)
+// where the CPU has AVX2 and returns how many weights it encoded.
+func e2m1DivFast(w []float32, out []byte, mul float32) int {
+	n := len(w) &^ 15
+	if !haveAVX2 || n == 0 {
+		return 0
+	}
+	_ = out[n/2-1]
+	e2m1DivAVX2(&w[0], &out[0], n, mul)
+	return n
+}

@@ -68,3 +68,46 @@ func TestMXFP4AVX2MatchesGo(t *testing.T) {
 		}
 	}
 }
+
+// TestE2M1DivAVX2MatchesEncode: the AVX2 divide-and-encode equals
+// EncodeE2M1(w/mul) on thresholds, their neighbours, signed zeros,
+// saturation and random values, for several scales.
+func TestE2M1DivAVX2MatchesEncode(t *testing.T) {
+	if !haveAVX2 {
+		t.Skip("no AVX2 on this CPU")
+	}
+	r := rand.New(rand.NewPCG(61, 62))
+	specials := []float32{0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 3.5, 4, 5, 6, 7, 100}
+	w := make([]float32, 64)
+	out := make([]byte, 32)
+	for iter := 0; iter < 5000; iter++ {
+		mul := float32(math.Ldexp(1+r.Float64(), r.IntN(40)-20))
+		if iter%3 == 0 {
+			mul = float32(math.Ldexp(1, r.IntN(40)-20)) // exact multiples hit the ties
+		}
+		for i := range w {
+			v := specials[r.IntN(len(specials))] * mul
+			switch r.IntN(4) {
+			case 0:
+				v = math.Nextafter32(v, 0)
+			case 1:
+				v = math.Nextafter32(v, float32(math.Inf(1)))
+			case 2:
+				v = float32(r.NormFloat64()) * 3 * mul
+			}
+			if r.IntN(2) == 0 {
+				v = -v
+			}
+			w[i] = v
+		}
+		if n := e2m1DivFast(w, out, mul); n != 64 {
+			t.Fatalf("encoded %d of 64", n)
+		}
+		for i, v := range w {
+			want := EncodeE2M1(v / mul)
+			if got := out[i/2] >> (4 * (i % 2)) & 15; got != want {
+				t.Fatalf("w=%v mul=%v (v=%v): AVX2 %d, EncodeE2M1 %d", v, mul, v/mul, got, want)
+			}
+		}
+	}
+}

@@ -248,7 +248,7 @@ func (q *rowQuantizer) row(r int, w []float32) error {
 // inputs; division as in the reference definitions).
 func e2m1Group(w []float32, out []byte, mul float32) {
 	n := len(w)
-	i := 0
+	i := e2m1DivFast(w, out, mul) // AVX2 where available
 	for ; i+1 < n; i += 2 {
 		lo := math.Float32bits(w[i] / mul)
 		hi := math.Float32bits(w[i+1] / mul)
