@@ -129,22 +129,6 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 		}
 	}
 	rb := p.RowBytes()
-	// With 1-byte (E8M0, E4M3) or F16 scales and a constant offset, the
-	// kernel reads the scale codes itself through a code → Mul table.
-	var stab []float32
-	sw := p.Format.Scale.Bytes()
-	var soff float32
-	if bf && !p.Format.Asym {
-		switch {
-		case sw == 1:
-			stab = d.mul1[:]
-		case p.Format.Scale == quant.ScaleF16:
-			stab = f16Table()[:]
-		}
-		if p.Format.Elem == quant.ElemInt {
-			soff = float32(int(1) << (p.Format.Bits - 1))
-		}
-	}
 	tasks := (rows + dqTaskRows - 1) / dqTaskRows
 	parallelFor(c.threadsFor(m*rows*cols/4), tasks, func(_, t int) {
 		scratch := make([]float32, 2*ngAll)
@@ -152,18 +136,13 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 		for r := t * dqTaskRows; r < min(rows, (t+1)*dqTaskRows); r++ {
 			row := p.Codes[r*rb : (r+1)*rb]
 			var lut [16]float32
-			if stab == nil || vc < cols {
-				d.rowScales(r, 0, muls, offs)
-			}
+			d.rowScales(r, 0, muls, offs)
 			if vc < cols { // short last group: Go
 				d.fillTable(lut[:], muls[nfull], offs[nfull])
 			}
 			for i := 0; i < m; i++ {
 				var s float32
 				switch {
-				case stab != nil:
-					sc := p.Scales[r*ngAll*sw : (r*ngAll+nfull)*sw]
-					s = lut4DotBF16ScalesSIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, d.planes, sc, sw, stab, soff)
 				case bf:
 					s = lut4DotBF16SIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, d.planes, muls, offs)
 				default:

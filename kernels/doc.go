@@ -57,8 +57,7 @@
 //     decode-and-dot assembly that never stores a weight. For E2M1 and
 //     integer tables (fp4, mxfp4, int4, int4_asym) with groups of a
 //     multiple of 32, VPSHUFB rebuilds the element values from their two
-//     bfloat16 bytes and one VMULPS applies the group's Mul (read from the
-//     raw E8M0/E4M3/F16 scale codes in the kernel itself); NF4, NVFP4
+//     bfloat16 bytes and one VMULPS applies the group's Mul; NF4, NVFP4
 //     (groups of 16) and the rest use per-group 16-entry tables with
 //     VPERMPS.
 //   - m ≥ 8 (prefill, calibration): X is packed once and W is decoded

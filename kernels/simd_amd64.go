@@ -173,21 +173,3 @@ func lut4DotBF16SIMD(xd []float32, codes []byte, ngroups, gs int, planes *[64]by
 	_ = offs[ngroups-1]
 	return lut4DotBF16AVX(&xd[0], &codes[0], ngroups, gs, planes, &muls[0], &offs[0])
 }
-
-//go:noescape
-func lut4DotBF16SAVX(x *float32, codes *byte, ngroups, gs int, planes *[64]byte, scales *byte, sw int, tab *float32, off float32) float32
-
-// lut4DotBF16ScalesSIMD is lut4DotBF16SIMD reading the raw scale codes
-// (sw bytes each, little-endian) through tab (code → Mul) with a constant
-// offset.
-func lut4DotBF16ScalesSIMD(xd []float32, codes []byte, ngroups, gs int, planes *[64]byte, scales []byte, sw int, tab []float32, off float32) float32 {
-	if ngroups == 0 {
-		return 0
-	}
-	n := ngroups * gs
-	_ = xd[n-1]
-	_ = codes[n/2-1]
-	_ = scales[ngroups*sw-1]
-	_ = tab[1<<(8*sw)-1]
-	return lut4DotBF16SAVX(&xd[0], &codes[0], ngroups, gs, planes, &scales[0], sw, &tab[0], off)
-}

@@ -29,7 +29,3 @@ func packBT16(dst, b []float32, ldb, kc int) int { return 0 }
 func lut4DotBF16SIMD(xd []float32, codes []byte, ngroups, gs int, planes *[64]byte, muls, offs []float32) float32 {
 	panic("kernels: lut4DotBF16SIMD without SIMD")
 }
-
-func lut4DotBF16ScalesSIMD(xd []float32, codes []byte, ngroups, gs int, planes *[64]byte, scales []byte, sw int, tab []float32, off float32) float32 {
-	panic("kernels: lut4DotBF16ScalesSIMD without SIMD")
-}
