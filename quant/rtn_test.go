@@ -2,6 +2,7 @@ package quant
 
 import (
 	"context"
+	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -188,4 +189,43 @@ func TestFastPathsMatchQuantizeValue(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestParallelRowsDeterministic: any worker count gives the same bytes,
+// and the NaN error names the first bad element in row order.
+func TestParallelRowsDeterministic(t *testing.T) {
+	const rows, cols = 200, 96
+	w := randWeights(rows*cols, 13)
+	for _, name := range []string{"mxfp4", "nvfp4", "int4_asym", "nf3"} {
+		f, _ := Lookup(name)
+		a, err := Quantize(w, rows, cols, f, &Options{Workers: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := Quantize(w, rows, cols, f, &Options{Workers: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(a.Codes) != string(b.Codes) || string(a.Scales) != string(b.Scales) || string(a.Zeros) != string(b.Zeros) || a.TensorScale != b.TensorScale {
+			t.Errorf("%s: parallel result differs", name)
+		}
+	}
+	bad := append([]float32(nil), w...)
+	bad[150*cols+3] = float32(math.NaN())
+	bad[40*cols+9] = float32(math.Inf(1))
+	for i := 0; i < 20; i++ {
+		_, err := Quantize(bad, rows, cols, mustLookupT(t, "mxfp4"), &Options{Name: "x", Workers: 8})
+		if err == nil || !strings.Contains(err.Error(), "[40, 9]") {
+			t.Fatalf("error %v, want the element at [40, 9]", err)
+		}
+	}
+}
+
+func mustLookupT(t *testing.T, name string) Format {
+	t.Helper()
+	f, err := Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
