@@ -147,6 +147,9 @@ func (s *packStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 	var maxBytes int64
 	for _, in := range pc.Inputs {
 		for _, t := range in.Tasks {
+			if t.Meta[MetaInternal] == "true" {
+				continue // a report or calibration task: no model tensors
+			}
 			names := []string{t.Key}
 			if list := t.Meta[MetaTensors]; list != "" {
 				names = strings.Split(list, ",")

@@ -271,3 +271,32 @@ func TestPackConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestPackSkipsQuantizeReport: a quantize stage with a report adds an
+// internal task (no tensors); pack after it must ignore that task instead
+// of failing on a missing tensor.
+func TestPackSkipsQuantizeReport(t *testing.T) {
+	model, err := filepath.Abs(filepath.Join("..", "demo", "qwen3-nano"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	job := `  - {id: load, kind: load, with: {path: ` + model + `}}
+  - {id: quant, kind: quantize, needs: [load], with: {default: {format: mxfp4, method: rtn}, report: q.json}}
+  - {id: pack, kind: pack, needs: [quant], with: {format: gguf, out: m.gguf, model: ` + model + `}}
+`
+	out, _ := runPackJob(t, dir, job)
+	f, err := gguf.Open(filepath.Join(out, "m.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if len(f.Tensors) == 0 {
+		t.Fatal("no tensors in the GGUF")
+	}
+	for _, ti := range f.Tensors {
+		if strings.Contains(ti.Name, "report") {
+			t.Errorf("report task exported as tensor %q", ti.Name)
+		}
+	}
+}
