@@ -44,7 +44,9 @@ type Backend interface {
 
 	// Softmax replaces each of rows rows of cols elements of x by its
 	// softmax, computed stably (max subtracted). -Inf entries get 0; a row
-	// that is entirely -Inf becomes all zeros.
+	// that is entirely -Inf becomes all zeros. Like SiLUMul and Sigmoid it
+	// uses a float32 exp accurate to about 3 ulp whose results below the
+	// smallest normal float (~1.2e-38) are 0.
 	Softmax(x []float32, rows, cols int) error
 
 	// SiLUMul writes dst[i] = silu(gate[i]) * up[i] (the SwiGLU activation,

@@ -65,7 +65,8 @@ func (c *cpu) Softmax(x []float32, rows, cols int) error {
 	return nil
 }
 
-// softmaxRow replaces row by its softmax (max-subtracted, float64 sum).
+// softmaxRow replaces row by its softmax (max subtracted, vector exp,
+// float64 sum).
 func softmaxRow(row []float32) {
 	m := float32(math.Inf(-1))
 	for _, v := range row {
@@ -77,10 +78,12 @@ func softmaxRow(row []float32) {
 		clear(row)
 		return
 	}
+	for i := range row {
+		row[i] -= m
+	}
+	expF32(row, row)
 	var sum float64
-	for i, v := range row {
-		e := float32(math.Exp(float64(v - m)))
-		row[i] = e
+	for _, e := range row {
 		sum += float64(e)
 	}
 	inv := float32(1 / sum)
@@ -97,9 +100,18 @@ func (c *cpu) SiLUMul(dst, gate, up []float32) error {
 	const chunk = 4096
 	n := len(gate)
 	parallelFor(c.threadsFor(n*16), (n+chunk-1)/chunk, func(_, t int) {
-		for i := t * chunk; i < min(n, (t+1)*chunk); i++ {
-			g := gate[i]
-			dst[i] = g / (1 + float32(math.Exp(float64(-g)))) * up[i]
+		var e [chunk]float32
+		i0 := t * chunk
+		g := gate[i0:min(n, i0+chunk)]
+		u := up[i0 : i0+len(g)]
+		d := dst[i0 : i0+len(g)]
+		en := e[:len(g)]
+		for i, v := range g {
+			en[i] = -v
+		}
+		expF32(en, en)
+		for i, v := range g {
+			d[i] = v / (1 + en[i]) * u[i]
 		}
 	})
 	return nil
@@ -110,8 +122,13 @@ func (c *cpu) Sigmoid(dst, x []float32) error {
 	if len(dst) < len(x) {
 		return fmt.Errorf("kernels: sigmoid: dst has %d elements, x %d: %w", len(dst), len(x), ErrShape)
 	}
+	d := dst[:len(x)]
 	for i, v := range x {
-		dst[i] = float32(1 / (1 + math.Exp(-float64(v))))
+		d[i] = -v
+	}
+	expF32(d, d)
+	for i, e := range d {
+		d[i] = 1 / (1 + e)
 	}
 	return nil
 }

@@ -93,7 +93,7 @@ func TestSoftmax(t *testing.T) {
 				if sum > 0 {
 					want[i] /= sum
 				}
-				if !close32(x[i], want[i], 4*u32*want[i]+1e-30) {
+				if !close32(x[i], want[i], 10*u32*want[i]+1e-37) {
 					t.Fatalf("%s softmax(%v)[%d] = %v want %v", bname(be), row, i, x[i], want[i])
 				}
 			}
@@ -118,10 +118,11 @@ func TestSiLUMulSigmoid(t *testing.T) {
 		for i := range g {
 			s := 1 / (1 + math.Exp(-float64(g[i])))
 			want := float64(g[i]) * s * float64(u[i])
-			if !close32(dst[i], want, 8*u32*math.Abs(want)+1e-30) {
+			// exp is a ~3 ulp vector kernel; results below ~1e-38 flush to 0.
+			if !close32(dst[i], want, 12*u32*math.Abs(want)+1e-37) {
 				t.Fatalf("silu-mul[%d] (g=%v u=%v) = %v want %v", i, g[i], u[i], dst[i], want)
 			}
-			if !close32(sg[i], s, 2*u32*s+1e-44) { // subnormal results round absolutely
+			if !close32(sg[i], s, 10*u32*s+1e-37) {
 				t.Fatalf("sigmoid(%v) = %v want %v", g[i], sg[i], s)
 			}
 		}

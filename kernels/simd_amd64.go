@@ -173,3 +173,21 @@ func lut4DotBF16SIMD(xd []float32, codes []byte, ngroups, gs int, planes *[64]by
 	_ = offs[ngroups-1]
 	return lut4DotBF16AVX(&xd[0], &codes[0], ngroups, gs, planes, &muls[0], &offs[0])
 }
+
+//go:noescape
+func expAVX(dst, src *float32, n int)
+
+// expF32 writes dst[i] = e^x[i] (float32, about 2 ulp; results below the
+// smallest normal float are 0). dst may alias x.
+func expF32(dst, x []float32) {
+	n := len(x)
+	dst = dst[:n]
+	v := 0
+	if haveSIMD && n >= 8 {
+		v = n &^ 7
+		expAVX(&dst[0], &x[0], v)
+	}
+	for i := v; i < n; i++ {
+		dst[i] = expGo(x[i])
+	}
+}

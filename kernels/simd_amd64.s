@@ -311,7 +311,7 @@ TEXT ·lut4DecodeAVX(SB), NOSPLIT, $0-56
 	MOVQ offs+48(FP), R11
 	SHRQ $4, DX            // 16-element steps per group
 	MOVL $0x0F0F0F0F, AX
-	MOVQ AX, X15
+	VMOVQ AX, X15
 	VPBROADCASTD X15, X15
 	TESTQ BX, BX
 	JZ    lutdone
@@ -371,7 +371,7 @@ TEXT ·lut4DotAVX(SB), NOSPLIT, $0-60
 	MOVQ offs+48(FP), R11
 	SHRQ $4, DX
 	MOVL $0x0F, AX
-	MOVQ AX, X15
+	VMOVQ AX, X15
 	VPBROADCASTD X15, Y15
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
@@ -618,7 +618,7 @@ TEXT ·lut4DotBF16AVX(SB), NOSPLIT, $0-60
 	MOVQ offs+48(FP), R11
 	SHRQ $5, DX
 	MOVL $0x0F0F0F0F, AX
-	MOVQ AX, X15
+	VMOVQ AX, X15
 	VPBROADCASTD X15, X15
 	VMOVDQU (R9), Y14
 	VMOVDQU 32(R9), Y13
@@ -677,4 +677,154 @@ bfdone:
 	VHADDPS X0, X0, X0
 	VZEROUPPER
 	MOVSS X0, ret+56(FP)
+	RET
+
+// expconst<> holds the exp constants, each repeated 8 times (one YMM):
+//   +0: 1.9875691500e-4
+//   +32: 1.3981999507e-3
+//   +64: 8.3334519073e-3
+//   +96: 4.1665795894e-2
+//   +128: 1.6666665459e-1
+//   +160: 0.5
+//   +192: 1
+//   +224: int 127
+DATA expconst<>+0(SB)/4, $0x39506967
+DATA expconst<>+4(SB)/4, $0x39506967
+DATA expconst<>+8(SB)/4, $0x39506967
+DATA expconst<>+12(SB)/4, $0x39506967
+DATA expconst<>+16(SB)/4, $0x39506967
+DATA expconst<>+20(SB)/4, $0x39506967
+DATA expconst<>+24(SB)/4, $0x39506967
+DATA expconst<>+28(SB)/4, $0x39506967
+DATA expconst<>+32(SB)/4, $0x3AB743CE
+DATA expconst<>+36(SB)/4, $0x3AB743CE
+DATA expconst<>+40(SB)/4, $0x3AB743CE
+DATA expconst<>+44(SB)/4, $0x3AB743CE
+DATA expconst<>+48(SB)/4, $0x3AB743CE
+DATA expconst<>+52(SB)/4, $0x3AB743CE
+DATA expconst<>+56(SB)/4, $0x3AB743CE
+DATA expconst<>+60(SB)/4, $0x3AB743CE
+DATA expconst<>+64(SB)/4, $0x3C088908
+DATA expconst<>+68(SB)/4, $0x3C088908
+DATA expconst<>+72(SB)/4, $0x3C088908
+DATA expconst<>+76(SB)/4, $0x3C088908
+DATA expconst<>+80(SB)/4, $0x3C088908
+DATA expconst<>+84(SB)/4, $0x3C088908
+DATA expconst<>+88(SB)/4, $0x3C088908
+DATA expconst<>+92(SB)/4, $0x3C088908
+DATA expconst<>+96(SB)/4, $0x3D2AA9C1
+DATA expconst<>+100(SB)/4, $0x3D2AA9C1
+DATA expconst<>+104(SB)/4, $0x3D2AA9C1
+DATA expconst<>+108(SB)/4, $0x3D2AA9C1
+DATA expconst<>+112(SB)/4, $0x3D2AA9C1
+DATA expconst<>+116(SB)/4, $0x3D2AA9C1
+DATA expconst<>+120(SB)/4, $0x3D2AA9C1
+DATA expconst<>+124(SB)/4, $0x3D2AA9C1
+DATA expconst<>+128(SB)/4, $0x3E2AAAAA
+DATA expconst<>+132(SB)/4, $0x3E2AAAAA
+DATA expconst<>+136(SB)/4, $0x3E2AAAAA
+DATA expconst<>+140(SB)/4, $0x3E2AAAAA
+DATA expconst<>+144(SB)/4, $0x3E2AAAAA
+DATA expconst<>+148(SB)/4, $0x3E2AAAAA
+DATA expconst<>+152(SB)/4, $0x3E2AAAAA
+DATA expconst<>+156(SB)/4, $0x3E2AAAAA
+DATA expconst<>+160(SB)/4, $0x3F000000
+DATA expconst<>+164(SB)/4, $0x3F000000
+DATA expconst<>+168(SB)/4, $0x3F000000
+DATA expconst<>+172(SB)/4, $0x3F000000
+DATA expconst<>+176(SB)/4, $0x3F000000
+DATA expconst<>+180(SB)/4, $0x3F000000
+DATA expconst<>+184(SB)/4, $0x3F000000
+DATA expconst<>+188(SB)/4, $0x3F000000
+DATA expconst<>+192(SB)/4, $0x3F800000
+DATA expconst<>+196(SB)/4, $0x3F800000
+DATA expconst<>+200(SB)/4, $0x3F800000
+DATA expconst<>+204(SB)/4, $0x3F800000
+DATA expconst<>+208(SB)/4, $0x3F800000
+DATA expconst<>+212(SB)/4, $0x3F800000
+DATA expconst<>+216(SB)/4, $0x3F800000
+DATA expconst<>+220(SB)/4, $0x3F800000
+DATA expconst<>+224(SB)/4, $0x0000007F
+DATA expconst<>+228(SB)/4, $0x0000007F
+DATA expconst<>+232(SB)/4, $0x0000007F
+DATA expconst<>+236(SB)/4, $0x0000007F
+DATA expconst<>+240(SB)/4, $0x0000007F
+DATA expconst<>+244(SB)/4, $0x0000007F
+DATA expconst<>+248(SB)/4, $0x0000007F
+DATA expconst<>+252(SB)/4, $0x0000007F
+GLOBL expconst<>(SB), RODATA|NOPTR, $256
+
+// func expAVX(dst, src *float32, n int)
+// dst[i] = e^src[i] for n (a positive multiple of 8) floats: Cephes expf
+// (range reduction by ln 2 in two parts, degree-6 polynomial, 2^n through
+// the exponent bits in two halves), max error about 2 ulp. Results below
+// the smallest normal float become 0 (x < -87.3365, including -Inf), above
+// the largest +Inf (x > 88.7228); NaN stays NaN.
+TEXT ·expAVX(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $3, CX
+	JZ   expdone
+	MOVL $0x42B17218, AX       // 88.72283935546875
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	MOVL $0xC2AEAC50, AX       // -87.33654022216797
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	MOVL $0x3FB8AA3B, AX       // log2(e)
+	VMOVD AX, X13
+	VPBROADCASTD X13, Y13
+	MOVL $0x3F318000, AX       // C1 = 0.693359375
+	VMOVD AX, X12
+	VPBROADCASTD X12, Y12
+	MOVL $0xB95E8083, AX       // C2 = -2.12194440e-4
+	VMOVD AX, X11
+	VPBROADCASTD X11, Y11
+	MOVL $0x7F800000, AX       // +Inf
+	VMOVD AX, X10
+	VPBROADCASTD X10, Y10
+	LEAQ expconst<>(SB), R8
+expl:
+	VMOVUPS (SI), Y0                  // x
+	VCMPPS $0x1E, Y15, Y0, Y8         // x > hi (ordered)
+	VCMPPS $0x1D, Y14, Y0, Y9         // x >= lo (ordered; false for NaN)
+	VMINPS Y0, Y15, Y1                // clamp, keeping NaN
+	VMAXPS Y1, Y14, Y1
+	VMULPS Y13, Y1, Y2
+	VROUNDPS $0, Y2, Y2               // n = round(x·log2 e)
+	VFNMADD231PS Y12, Y2, Y1          // r = x − n·C1
+	VFNMADD231PS Y11, Y2, Y1          // r −= n·C2
+	VMOVUPS (R8), Y3                  // p = c0
+	VFMADD213PS 32(R8), Y1, Y3        // p = p·r + c1
+	VFMADD213PS 64(R8), Y1, Y3
+	VFMADD213PS 96(R8), Y1, Y3
+	VFMADD213PS 128(R8), Y1, Y3
+	VFMADD213PS 160(R8), Y1, Y3       // ... + 0.5
+	VMULPS Y1, Y1, Y5                 // r²
+	VFMADD213PS Y1, Y5, Y3            // p·r² + r
+	VADDPS 192(R8), Y3, Y3            // + 1
+	VCVTPS2DQ Y2, Y6                  // n, then 2^n as 2^h·2^(n−h), h = n>>1,
+	VPSRAD $1, Y6, Y5                 // so both factors stay normal floats
+	VPSUBD Y5, Y6, Y6
+	VMOVDQU 224(R8), Y4               // 127
+	VPADDD Y4, Y5, Y5
+	VPSLLD $23, Y5, Y5
+	VPADDD Y4, Y6, Y6
+	VPSLLD $23, Y6, Y6
+	VMULPS Y5, Y3, Y3
+	VMULPS Y6, Y3, Y3
+	// Below the range (and -Inf) → 0; NaN → x; above → +Inf.
+	VCMPPS $3, Y0, Y0, Y7             // unordered: x is NaN
+	VORPS Y7, Y9, Y9
+	VANDPS Y9, Y3, Y3
+	VBLENDVPS Y7, Y0, Y3, Y3
+	VBLENDVPS Y8, Y10, Y3, Y3
+	VMOVUPS Y3, (DI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  expl
+expdone:
+	VZEROUPPER
 	RET

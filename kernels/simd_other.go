@@ -29,3 +29,10 @@ func packBT16(dst, b []float32, ldb, kc int) int { return 0 }
 func lut4DotBF16SIMD(xd []float32, codes []byte, ngroups, gs int, planes *[64]byte, muls, offs []float32) float32 {
 	panic("kernels: lut4DotBF16SIMD without SIMD")
 }
+
+func expF32(dst, x []float32) {
+	dst = dst[:len(x)]
+	for i, v := range x {
+		dst[i] = expGo(v)
+	}
+}

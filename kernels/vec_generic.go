@@ -1,5 +1,7 @@
 package kernels
 
+import "math"
+
 // dotGo returns sum x[i]*y[i] over len(x) (y at least as long), with four
 // partial sums.
 func dotGo(x, y []float32) float32 {
@@ -33,4 +35,13 @@ func axpy4Go(x *[4]float32, b []float32, ldb int, y []float32) {
 	for j := range y {
 		y[j] += x[0]*b0[j] + x[1]*b1[j] + x[2]*b2[j] + x[3]*b3[j]
 	}
+}
+
+// expGo is e^x in float32 with the conventions of expAVX: 0 below the
+// smallest normal result, +Inf above the largest.
+func expGo(x float32) float32 {
+	if x < -87.33654 {
+		return 0
+	}
+	return float32(math.Exp(float64(x)))
 }
