@@ -19,13 +19,15 @@
 // (row block × column chunk) pairs inside each packed B panel; m = 1 is a
 // GEMV (dot products for op(B) = Bᵀ, 4-row axpy otherwise). On amd64
 // CPUs with AVX2 and FMA (checked once with golang.org/x/sys/cpu) the
-// micro-kernel, dot/axpy, the FWHT butterflies and the 4-bit dequant
-// kernels run in hand-written Go assembly (simd_amd64.s); elsewhere, and
-// with the purego build tag, pure-Go kernels run, and the tests run both
-// and compare them with naive float64 references.
+// micro-kernel, the Bᵀ panel transpose, dot/axpy, the FWHT butterflies,
+// the 4-bit dequant kernels and a float32 exp (Cephes polynomial, ~3 ulp,
+// used by softmax, SiLU and sigmoid) run in hand-written Go assembly
+// (simd_amd64.s); elsewhere, and with the purego build tag, pure-Go
+// kernels run, and the tests run both and compare them with naive float64
+// references (the FWHT butterflies and dequantized tiles bit for bit).
 //
 // The assembly is written by hand rather than generated with avo: it is
-// about 450 lines of straight-line AVX2 with no register allocation to
+// about 900 lines of straight-line AVX2 with no register allocation to
 // automate, avo is not among the modules this project can fetch, and every
 // routine has a pure-Go twin that the tests check it against. There is no
 // AVX-512 kernel: the development and CI machines (AMD Zen 3) lack
