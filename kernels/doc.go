@@ -27,7 +27,7 @@
 // references (the FWHT butterflies and dequantized tiles bit for bit).
 //
 // The assembly is written by hand rather than generated with avo: it is
-// about 900 lines of straight-line AVX2 with no register allocation to
+// about 800 lines of straight-line AVX2 with no register allocation to
 // automate, avo is not among the modules this project can fetch, and every
 // routine has a pure-Go twin that the tests check it against. There is no
 // AVX-512 kernel: the development and CI machines (AMD Zen 3) lack
