@@ -1,0 +1,6 @@
+//go:build !unix
+
+package stages
+
+// dropPages is a no-op where madvise is not available.
+func dropPages(b []byte) {}
