@@ -516,6 +516,36 @@ func decodeCodes(out []float32, row []byte, c0, bits int, lut []float32) {
 		if e < len(out) {
 			out[e] = lut[row[(c0+e)>>1]&15]
 		}
+	case 2:
+		e := 0
+		for ; e < len(out) && (c0+e)&3 != 0; e++ {
+			out[e] = lut[codeAt(row, c0+e, bits)]
+		}
+		for ; e+4 <= len(out); e += 4 {
+			b := row[(c0+e)>>2]
+			o := (*[4]float32)(out[e:])
+			o[0], o[1], o[2], o[3] = lut[b&3], lut[(b>>2)&3], lut[(b>>4)&3], lut[b>>6]
+		}
+		for ; e < len(out); e++ {
+			out[e] = lut[codeAt(row, c0+e, bits)]
+		}
+	case 3:
+		// Eight codes in every three bytes.
+		e := 0
+		for ; e < len(out) && (c0+e)&7 != 0; e++ {
+			out[e] = lut[codeAt(row, c0+e, bits)]
+		}
+		lut8 := lut[:8]
+		for ; e+8 <= len(out); e += 8 {
+			i := (c0 + e) * 3 >> 3
+			w := uint32(row[i]) | uint32(row[i+1])<<8 | uint32(row[i+2])<<16
+			o := (*[8]float32)(out[e:])
+			o[0], o[1], o[2], o[3] = lut8[w&7], lut8[(w>>3)&7], lut8[(w>>6)&7], lut8[(w>>9)&7]
+			o[4], o[5], o[6], o[7] = lut8[(w>>12)&7], lut8[(w>>15)&7], lut8[(w>>18)&7], lut8[(w>>21)&7]
+		}
+		for ; e < len(out); e++ {
+			out[e] = lut[codeAt(row, c0+e, bits)]
+		}
 	default:
 		for e := range out {
 			out[e] = lut[codeAt(row, c0+e, bits)]

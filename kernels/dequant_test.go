@@ -30,6 +30,8 @@ func dqFormats(t *testing.T) []quant.Format {
 	}{
 		{"int4", 48, quant.ScaleF16}, {"int4", 0, quant.ScaleF16}, {"int4_asym", 16, quant.ScaleBF16},
 		{"fp4", 64, quant.ScaleF32}, {"nf4", 32, quant.ScaleBF16}, {"int3", 32, quant.ScaleF16},
+		// groups that start off the 8-code (3-bit) and 4-code (2-bit) byte grid
+		{"int3_asym", 12, quant.ScaleF16}, {"int2", 6, quant.ScaleF16}, {"nf3", 20, quant.ScaleF16},
 	} {
 		f, err := quant.Lookup(v.name)
 		if err != nil {
