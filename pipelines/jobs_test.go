@@ -83,15 +83,15 @@ func TestRealJobsOnNanoModels(t *testing.T) {
 		outputs    []string
 	}{
 		{"glm47-fp4.yaml", "glm47-nano", map[string]string{
-			"model.layers.1.mlp.gate.weight":                    "bf16",
-			"model.layers.1.self_attn.q_a_proj.weight":          "bf16",
+			"model.layers.1.mlp.gate.weight":                     "bf16",
+			"model.layers.1.self_attn.q_a_proj.weight":           "bf16",
 			"model.layers.1.self_attn.kv_a_proj_with_mqa.weight": "bf16",
-			"model.embed_tokens.weight":                         "bf16",
-			"lm_head.weight":                                    "bf16",
-			"model.layers.1.mlp.experts.7.down_proj.weight":     "mxfp4",
-			"model.layers.2.mlp.shared_experts.up_proj.weight":  "mxfp4",
-			"model.layers.0.mlp.gate_proj.weight":               "mxfp4",
-			"model.layers.3.self_attn.kv_b_proj.weight":         "mxfp4",
+			"model.embed_tokens.weight":                          "bf16",
+			"lm_head.weight":                                     "bf16",
+			"model.layers.1.mlp.experts.7.down_proj.weight":      "mxfp4",
+			"model.layers.2.mlp.shared_experts.up_proj.weight":   "mxfp4",
+			"model.layers.0.mlp.gate_proj.weight":                "mxfp4",
+			"model.layers.3.self_attn.kv_b_proj.weight":          "mxfp4",
 		}, []string{"GLM-4.7-Flash-MXFP4.gguf", "GLM-4.7-Flash-MXFP4/model.safetensors.index.json"}},
 		{"qwen3-4b.yaml", "qwen3-nano", map[string]string{
 			"model.layers.0.self_attn.q_proj.weight": "nvfp4",
