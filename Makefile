@@ -17,9 +17,17 @@ test:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 1x ./...
 
+# The nano demo (issue 13): bundled qwen3-nano → rotate → calibrate →
+# MR-GPTQ MXFP4 → GGUF + native → validate → benchmark, with a results table
+# and runs/nano-demo/out/report.html. Re-running resumes from checkpoints.
 demo: build
-	$(BIN)/marlin-run run pipelines/synthetic-stats.yaml
-	$(BIN)/marlin-run status pipelines/synthetic-stats.yaml
+	$(BIN)/marlin-run run pipelines/nano-demo.yaml
+
+# Scale test: a 1.3GB synthetic GLM-4.7-Flash quantized under a 256MiB
+# budget; fails when marlin-run's peak RSS exceeds budget + largest tensor.
+.PHONY: scale-test
+scale-test:
+	MARLIN_SLOW=1 $(GO) test -count=1 -v -run TestScaleSyntheticGLM47 ./pipelines/
 
 # Regenerate the checked-in JSON Schema from the registered stage configs.
 schema:
