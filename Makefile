@@ -20,12 +20,13 @@ bench:
 # The nano demo (issue 13): bundled qwen3-nano → rotate → calibrate →
 # MR-GPTQ MXFP4 → GGUF + native → validate → benchmark, with a results table
 # and runs/nano-demo/out/report.html. Re-running resumes from checkpoints.
+# DEMO_FLAGS passes run flags, e.g. DEMO_FLAGS='--workdir /tmp/demo --fresh'.
 demo: build
-	$(BIN)/marlin-run run pipelines/nano-demo.yaml
+	$(BIN)/marlin-run run $(DEMO_FLAGS) pipelines/nano-demo.yaml
 
 # Scale test: a 1.3GB synthetic GLM-4.7-Flash quantized under a 256MiB
 # budget; fails when marlin-run's peak RSS exceeds budget + largest tensor.
-.PHONY: scale-test
+.PHONY: scale-test demo-resume-check
 scale-test:
 	MARLIN_SLOW=1 $(GO) test -count=1 -v -run TestScaleSyntheticGLM47 ./pipelines/
 
@@ -54,3 +55,8 @@ bench-kernels:
 .PHONY: metal-check
 metal-check:
 	./metal/check/metal-check.sh
+
+# Interrupt `make demo` with SIGINT during GPTQ, re-run it (resume), and
+# compare the outputs' sha256 with an uninterrupted run in another workdir.
+demo-resume-check: build
+	./scripts/demo-resume-check.sh
