@@ -30,6 +30,11 @@ demo: build
 scale-test:
 	MARLIN_SLOW=1 $(GO) test -count=1 -v -run TestScaleSyntheticGLM47 ./pipelines/
 
+# Regenerate README.md's generated sections (job reference, formats table).
+.PHONY: docs
+docs:
+	$(GO) run ./internal/readme/gen
+
 # Regenerate the checked-in JSON Schema from the registered stage configs.
 schema:
 	$(GO) run ./cmd/marlin-run schema -o schemas/pipeline.schema.json
