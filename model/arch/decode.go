@@ -1,0 +1,186 @@
+package arch
+
+import (
+	"context"
+	"fmt"
+	"math"
+
+	"github.com/marlin-llm/marlin/kernels"
+)
+
+// This file is the incremental (KV-cached) decode path: Cache holds every
+// attention layer's keys and values of the tokens seen so far, and
+// Model.Decode runs only the new tokens through the model, attending to
+// the cached ones. It computes the same function as Forward on the whole
+// sequence (decode_test.go compares the two). Supported for the GQA
+// attention of qwen3 and qwen3_moe; MLA (glm4_moe_lite) is not cached yet
+// and NewCache says so.
+
+// Cache is the key/value cache of one sequence. It is not safe for
+// concurrent use.
+type Cache struct {
+	max    int
+	pos    int
+	layers []kvLayer
+}
+
+type kvLayer struct {
+	k, v []float32 // max × kvHeads·headDim
+}
+
+// NewCache returns an empty cache for sequences of up to maxLen tokens.
+func (m *Model) NewCache(maxLen int) (*Cache, error) {
+	if maxLen <= 0 {
+		return nil, fmt.Errorf("arch: cache of %d tokens", maxLen)
+	}
+	c := &Cache{max: maxLen, layers: make([]kvLayer, len(m.layers))}
+	for i, l := range m.layers {
+		a, ok := l.attn.(*GQAttention)
+		if !ok {
+			return nil, fmt.Errorf("arch: %s: incremental decoding supports grouped-query attention only (layer %d is %T)", m.cfg.ModelType, i, l.attn)
+		}
+		n := maxLen * a.kvHeads * a.hd
+		if n/maxLen != a.kvHeads*a.hd || int64(n) > 1<<31 {
+			return nil, fmt.Errorf("arch: cache of %d tokens is too large", maxLen)
+		}
+		c.layers[i] = kvLayer{k: make([]float32, n), v: make([]float32, n)}
+	}
+	return c, nil
+}
+
+// Len is the number of tokens in the cache.
+func (c *Cache) Len() int { return c.pos }
+
+// Cap is the largest number of tokens the cache holds.
+func (c *Cache) Cap() int { return c.max }
+
+// Reset empties the cache.
+func (c *Cache) Reset() { c.pos = 0 }
+
+// Decode appends ids to the cached sequence, runs them through the model
+// (prefill when the cache is empty and ids is the prompt, one step when ids
+// is one token) and returns their logits (len(ids)×vocab).
+func (m *Model) Decode(ctx context.Context, c *Cache, ids []int32) ([]float32, error) {
+	if c == nil || len(c.layers) != len(m.layers) {
+		return nil, fmt.Errorf("arch: decode: cache does not belong to this model")
+	}
+	n := len(ids)
+	if n == 0 {
+		return nil, fmt.Errorf("arch: decode: no tokens")
+	}
+	if c.pos+n > c.max {
+		return nil, fmt.Errorf("arch: decode: %d cached + %d new tokens exceed the cache of %d", c.pos, n, c.max)
+	}
+	h, err := m.Embed(ids)
+	if err != nil {
+		return nil, err
+	}
+	batch := Batch{Seqs: 1, Len: n}
+	rc := &run{ctx: ctx, b: m.b, batch: batch, hidden: m.hidden, theta: m.cfg.Rope.Theta}
+	x := make([]float32, len(h))
+	out := make([]float32, len(h))
+	for l, d := range m.layers {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if err := d.inputNorm.apply(m.b, x, h); err != nil {
+			return nil, fmt.Errorf("arch: layer %d: input_layernorm: %w", l, err)
+		}
+		if err := d.attn.(*GQAttention).decode(rc, &c.layers[l], c.pos, x, out); err != nil {
+			return nil, fmt.Errorf("arch: layer %d: %w", l, err)
+		}
+		for i, v := range out {
+			h[i] += v
+		}
+		if err := d.postNorm.apply(m.b, x, h); err != nil {
+			return nil, fmt.Errorf("arch: layer %d: post_attention_layernorm: %w", l, err)
+		}
+		if err := d.mlp.forward(rc, x, out); err != nil {
+			return nil, fmt.Errorf("arch: layer %d: %w", l, err)
+		}
+		for i, v := range out {
+			h[i] += v
+		}
+	}
+	c.pos += n
+	return m.Head(ctx, h, batch, nil)
+}
+
+// decode runs the attention of n = rc.batch.Len new tokens at positions
+// pos.., appending their keys and values to kv.
+func (a *GQAttention) decode(rc *run, kv *kvLayer, pos int, x, out []float32) error {
+	n := rc.batch.Len
+	q, err := rc.linear(a.q, x, n)
+	if err != nil {
+		return err
+	}
+	k, err := rc.linear(a.k, x, n)
+	if err != nil {
+		return err
+	}
+	v, err := rc.linear(a.v, x, n)
+	if err != nil {
+		return err
+	}
+	if a.qNorm != nil {
+		if err := a.qNorm.apply(rc.b, q, q); err != nil {
+			return fmt.Errorf("q_norm: %w", err)
+		}
+	}
+	if a.kNorm != nil {
+		if err := a.kNorm.apply(rc.b, k, k); err != nil {
+			return fmt.Errorf("k_norm: %w", err)
+		}
+	}
+	positions := make([]int, n)
+	for i := range positions {
+		positions[i] = pos + i
+	}
+	cos, sin, err := kernels.RoPETables(positions, a.hd, rc.theta)
+	if err != nil {
+		return err
+	}
+	if err := rc.b.RoPE(q, n, a.heads, a.hd, a.hd, cos, sin, kernels.RoPENeoX); err != nil {
+		return fmt.Errorf("rope q: %w", err)
+	}
+	if err := rc.b.RoPE(k, n, a.kvHeads, a.hd, a.hd, cos, sin, kernels.RoPENeoX); err != nil {
+		return fmt.Errorf("rope k: %w", err)
+	}
+	kvw := a.kvHeads * a.hd
+	copy(kv.k[pos*kvw:(pos+n)*kvw], k)
+	copy(kv.v[pos*kvw:(pos+n)*kvw], v)
+	total := pos + n
+	qw := a.heads * a.hd
+	ctx := make([]float32, n*qw)
+	scores := make([]float32, n*total)
+	scale := float32(1 / math.Sqrt(float64(a.hd)))
+	rep := a.heads / a.kvHeads
+	for h := 0; h < a.heads; h++ {
+		if err := rc.ctx.Err(); err != nil {
+			return err
+		}
+		g := h / rep
+		if err := rc.b.Sgemm(false, true, n, total, a.hd, scale, q[h*a.hd:], qw,
+			kv.k[g*a.hd:], kvw, 0, scores, total); err != nil {
+			return fmt.Errorf("attention scores: %w", err)
+		}
+		for i := 0; i < n; i++ {
+			row := scores[i*total : (i+1)*total]
+			seen := pos + i + 1 // causal: query pos+i sees keys 0..pos+i
+			if err := rc.b.Softmax(row[:seen], 1, seen); err != nil {
+				return fmt.Errorf("attention softmax: %w", err)
+			}
+			clear(row[seen:])
+		}
+		if err := rc.b.Sgemm(false, false, n, a.hd, total, 1, scores, total, kv.v[g*a.hd:], kvw,
+			0, ctx[h*a.hd:], qw); err != nil {
+			return fmt.Errorf("attention values: %w", err)
+		}
+	}
+	o, err := rc.linear(a.o, ctx, n)
+	if err != nil {
+		return err
+	}
+	copy(out, o)
+	return nil
+}
