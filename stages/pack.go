@@ -20,6 +20,7 @@ import (
 	"github.com/marlin-llm/marlin/model/safetensors"
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
+	"github.com/marlin-llm/marlin/quant/hadamard"
 	"github.com/marlin-llm/marlin/tensor"
 )
 
@@ -398,17 +399,39 @@ func (it *inputTensors) Float32(_ context.Context, name string) ([]float32, erro
 	if p != nil {
 		out := make([]float32, p.Rows*p.Cols)
 		p.Dequantize(out)
+		if r, err := onlineRotation(t, p); err != nil {
+			return nil, fmt.Errorf("tensor %q: %w", name, err)
+		} else if r != nil {
+			// codes are in the rotated basis (W·Rᵀ) and GGML has no online
+			// activation rotation: un-rotate, Q·R, before re-encoding
+			if err := r.ApplyT(out, p.Rows); err != nil {
+				return nil, fmt.Errorf("tensor %q: %w", name, err)
+			}
+		}
 		return out, nil
 	}
 	return tensor.ToFloat32(t)
 }
 
+// onlineRotation returns the input rotation of a packed weight whose
+// activation side must be rotated at run time (MR-GPTQ's o_proj/down_proj:
+// Meta rotation.input.placement = online), nil otherwise.
+func onlineRotation(t *tensor.Tensor, p *quant.Packed) (*hadamard.Rotation, error) {
+	if t.Meta[hadamard.MetaInputPlacement] != hadamard.PlacementOnline || t.Meta[hadamard.MetaInput] == "" {
+		return nil, nil
+	}
+	return hadamard.Parse(t.Meta[hadamard.MetaInput], p.Cols)
+}
+
 // Blocks implements llamacpp.BlockSource: lossless copies of packed codes
 // into GGML blocks.
 func (it *inputTensors) Blocks(_ context.Context, name string, typ gguf.GGMLType) ([]byte, bool, error) {
-	_, p, err := it.main(name)
+	t, p, err := it.main(name)
 	if err != nil || p == nil {
 		return nil, false, err
+	}
+	if t.Meta[hadamard.MetaInputPlacement] == hadamard.PlacementOnline {
+		return nil, false, nil // rotated basis: Float32 un-rotates, then re-encode
 	}
 	b, ok := TranscodeGGML(p, typ)
 	return b, ok, nil
@@ -505,6 +528,7 @@ func (s *packStage) runGGUF(inputs []packInput, model string) func(context.Conte
 		shapes := map[string][]int{}
 		auto := map[string]gguf.GGMLType{}
 		packedNames := map[string]bool{}
+		var unrotated []string
 		for _, in := range inputs {
 			for _, n := range in.names {
 				names = append(names, n)
@@ -517,6 +541,9 @@ func (s *packStage) runGGUF(inputs []packInput, model string) func(context.Conte
 					return fail(err)
 				}
 				shapes[n] = logicalShape(t, p)
+				if p != nil && t.Meta[hadamard.MetaInputPlacement] == hadamard.PlacementOnline {
+					unrotated = append(unrotated, n)
+				}
 				if p != nil {
 					packedNames[n] = true
 					if typ, ok := GGMLTypeFor(p); ok {
@@ -524,6 +551,11 @@ func (s *packStage) runGGUF(inputs []packInput, model string) func(context.Conte
 					}
 				}
 			}
+		}
+		if shapes["lm_head.weight"] != nil {
+			// an untied lm_head (the rotate stage unties it: norms folded
+			// into it) must be written even where config.json says tied
+			cfg.TieWordEmbeddings = false
 		}
 		recipe := s.cfg.GGUFType
 		if recipe == "" {
@@ -568,6 +600,9 @@ func (s *packStage) runGGUF(inputs []packInput, model string) func(context.Conte
 				requant = append(requant, t.Name+"→"+plan.Types[i].String())
 				break
 			}
+		}
+		if len(unrotated) > 0 && env.Log != nil {
+			env.Log.Warn("pack: weights with an online input rotation (MR-GPTQ) are un-rotated and re-encoded: GGML has no online rotation (the native output keeps them exact)", "tensors", len(unrotated), "first", unrotated[0])
 		}
 		if len(requant) > 0 && env.Log != nil {
 			env.Log.Warn("pack: packed weights in formats GGUF cannot store are dequantized and re-encoded", "tensors", len(requant), "first", requant[0])
@@ -626,6 +661,9 @@ func (s *packStage) runShard(inputs []packInput, file string) func(context.Conte
 				t, p, err := it.main(n)
 				if err != nil {
 					return fail(err)
+				}
+				if p != nil && s.cfg.Format != PackNative && t.Meta[hadamard.MetaInputPlacement] == hadamard.PlacementOnline {
+					return fail(fmt.Errorf("%s: its codes need an online input rotation (MR-GPTQ on a weight whose input the rotate stage does not rotate) that %s checkpoints cannot express: pack it as native or gguf, or quantize it with method gptq", n, s.cfg.Format))
 				}
 				switch s.cfg.Format {
 				case PackNative:
@@ -779,6 +817,9 @@ func (s *packStage) runIndex(shards []pipeline.TaskRef, model string) func(conte
 			}
 			if err := json.Unmarshal(b, &cfg); err != nil {
 				return fail(fmt.Errorf("config.json: %w", err))
+			}
+			if _, ok := weightMap["lm_head.weight"]; ok {
+				cfg["tie_word_embeddings"] = false // lm_head is written: loaders must use it
 			}
 			switch s.cfg.Format {
 			case PackCT:

@@ -16,6 +16,7 @@ import (
 	"github.com/marlin-llm/marlin/model/safetensors"
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
+	"github.com/marlin-llm/marlin/quant/hadamard"
 )
 
 // runPackJob runs a job (the YAML stage list) with its workdir in dir and
@@ -298,5 +299,115 @@ func TestPackSkipsQuantizeReport(t *testing.T) {
 		if strings.Contains(ti.Name, "report") {
 			t.Errorf("report task exported as tensor %q", ti.Name)
 		}
+	}
+}
+
+// TestPackMRGPTQOnlineRotation: MR-GPTQ codes of o_proj/down_proj live in a
+// rotated input basis that needs an online activation rotation. GGUF has
+// none, so pack must write them un-rotated (close to the native weight
+// times R, far from the raw codes); compressed-tensors must refuse them;
+// the lm_head that the rotate stage unties must be exported and
+// config.json must no longer say tied.
+func TestPackMRGPTQOnlineRotation(t *testing.T) {
+	model, err := filepath.Abs(filepath.Join("..", "demo", "qwen3-nano"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := filepath.Abs(filepath.Join("..", "demo", "calib.txt"))
+	dir := t.TempDir()
+	head := `  - {id: load, kind: load, with: {path: ` + model + `}}
+  - {id: rotate, kind: rotate, needs: [load], with: {method: hadamard, block: 32}}
+  - {id: calib, kind: calibrate, needs: [rotate], with: {model: ` + model + `, text: ` + text + `, samples: 2, seq_len: 64}}
+  - id: quant
+    kind: quantize
+    needs: [calib]
+    with: {default: {format: mxfp4, method: mr-gptq}, rules: [{match: "*embed_tokens*", format: bf16}, {match: lm_head.weight, format: bf16}]}
+`
+	out, _ := runPackJob(t, dir, head+`  - {id: gguf, kind: pack, needs: [quant], with: {format: gguf, out: m.gguf, model: `+model+`}}
+  - {id: native, kind: pack, needs: [quant], with: {format: native, out: nat, model: `+model+`}}
+`)
+	f, err := gguf.Open(filepath.Join(out, "m.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, ok := f.Info("output.weight"); !ok {
+		t.Error("untied lm_head missing from the GGUF (output.weight)")
+	}
+	nat, err := native.Open(filepath.Join(out, "nat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nat.Close()
+	cfg, err := os.ReadFile(filepath.Join(out, "nat", "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(cfg), `"tie_word_embeddings": false`) {
+		t.Error("native config.json still says tie_word_embeddings true")
+	}
+	const name = "model.layers.1.self_attn.o_proj.weight"
+	nt, err := nat.Tensor(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nt.Meta[hadamard.MetaInputPlacement] != hadamard.PlacementOnline {
+		t.Fatalf("%s: no online rotation in Meta %v (test premise)", name, nt.Meta)
+	}
+	raw, err := nat.Float32(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := nat.Packed(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := hadamard.Parse(nt.Meta[hadamard.MetaInput], p.Cols)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eff := append([]float32(nil), raw...)
+	if err := r.ApplyT(eff, p.Rows); err != nil {
+		t.Fatal(err)
+	}
+	g, err := f.Float32("blk.1.attn_output.weight")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cos := func(a, b []float32) float64 {
+		var ab, aa, bb float64
+		for i := range a {
+			ab += float64(a[i]) * float64(b[i])
+			aa += float64(a[i]) * float64(a[i])
+			bb += float64(b[i]) * float64(b[i])
+		}
+		return ab / math.Sqrt(aa*bb)
+	}
+	if c := cos(g, eff); c < 0.97 {
+		t.Errorf("GGUF %s vs un-rotated native weight: cosine %.4f, want ≥ 0.97", name, c)
+	}
+	if c := cos(g, raw); c > 0.5 {
+		t.Errorf("GGUF %s matches the rotated-basis codes (cosine %.4f): not un-rotated", name, c)
+	}
+
+	reg, _ := NewRegistry()
+	doc := "version: 1\nworkdir: work2\nstages:\n" + head + `  - {id: ct, kind: pack, needs: [quant], with: {format: compressed-tensors, out: ct, model: ` + model + `}}
+`
+	job, err := pipeline.LoadBytes(filepath.Join(dir, "job2.yaml"), []byte(doc), reg, pipeline.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := pipeline.PlanJob(context.Background(), job, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := pipeline.OpenStore(job.Workdir, pipeline.StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, err = (&pipeline.Runner{Store: st}).Run(context.Background(), plan)
+	if err == nil || !strings.Contains(err.Error(), "online input rotation") {
+		t.Errorf("compressed-tensors of MR-GPTQ online weights: err %v, want a refusal", err)
 	}
 }
