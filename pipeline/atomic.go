@@ -8,106 +8,39 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/marlin-llm/marlin/internal/atomicfile"
 )
 
 // AtomicFile is a file written under a temporary name in its final
 // directory and renamed into place by Commit, so readers (and a resumed
 // run) see either the old file or the complete new one, never a torn one.
-type AtomicFile struct {
-	*os.File
-	path string
-	done bool
-}
+// It is internal/atomicfile's File; CreateAtomic also creates the directory.
+type AtomicFile = atomicfile.File
 
 // tempMarker is part of every temporary file name; files containing it are
 // leftovers of a killed run and are removed when the store opens.
-const tempMarker = ".tmp-"
+const tempMarker = atomicfile.TempMarker
 
 // CreateAtomic starts writing path atomically (creating its directory).
 // Call Commit to publish or Abort to discard; Abort after Commit is a no-op,
 // so `defer f.Abort()` is the idiom.
 func CreateAtomic(path string) (*AtomicFile, error) {
-	dir, base := filepath.Split(path)
-	if dir == "" {
-		dir = "."
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", path, err)
 	}
-	f, err := os.CreateTemp(dir, "."+base+tempMarker+"*")
-	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", path, err)
-	}
-	return &AtomicFile{File: f, path: path}, nil
-}
-
-// Commit flushes the data to disk, renames the file into place and syncs
-// the directory.
-func (f *AtomicFile) Commit() error {
-	if f.done {
-		return fmt.Errorf("commit %s: already finished", f.path)
-	}
-	f.done = true
-	tmp := f.File.Name()
-	if err := f.File.Sync(); err != nil {
-		f.File.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("sync %s: %w", f.path, err)
-	}
-	if err := f.File.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("close %s: %w", f.path, err)
-	}
-	if err := os.Chmod(tmp, 0o644); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("chmod %s: %w", f.path, err)
-	}
-	if err := os.Rename(tmp, f.path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("rename %s: %w", f.path, err)
-	}
-	return syncDir(filepath.Dir(f.path))
-}
-
-// Abort discards the temporary file unless Commit already ran.
-func (f *AtomicFile) Abort() {
-	if f.done {
-		return
-	}
-	f.done = true
-	f.File.Close()
-	os.Remove(f.File.Name())
+	return atomicfile.Create(path)
 }
 
 // WriteFileAtomic writes data to path via a temporary file, fsync and
-// rename (the atomic counterpart of os.WriteFile). Stages writing final
-// artifacts into TaskEnv.OutDir must use it (or CreateAtomic).
+// rename (the atomic counterpart of os.WriteFile), creating its directory.
+// Stages writing final artifacts into TaskEnv.OutDir must use it (or
+// CreateAtomic).
 func WriteFileAtomic(path string, data []byte) error {
-	f, err := CreateAtomic(path)
-	if err != nil {
-		return err
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
 	}
-	defer f.Abort()
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return f.Commit()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil && !isNotSupported(err) {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
-}
-
-func isNotSupported(err error) bool {
-	return strings.Contains(err.Error(), "invalid argument") || strings.Contains(err.Error(), "not supported")
+	return atomicfile.WriteFile(path, data)
 }
 
 // HashFile returns the hex SHA-256 and size of a file.

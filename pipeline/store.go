@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/marlin-llm/marlin/internal/atomicfile"
 	"github.com/marlin-llm/marlin/tensor"
 )
 
@@ -121,7 +122,7 @@ func OpenStore(workdir string, opts StoreOptions) (*Store, error) {
 		return fail(fmt.Errorf("open journal: %w", err))
 	}
 	s.journal = f
-	if err := syncDir(workdir); err != nil {
+	if err := atomicfile.SyncDir(workdir); err != nil {
 		return fail(err)
 	}
 	return s, nil

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
-	"path/filepath"
+
+	"github.com/marlin-llm/marlin/internal/atomicfile"
 )
 
 // Writer streams a GGUF v3 file: declare metadata with AddKV and tensors
@@ -18,20 +18,19 @@ import (
 // with the offsets llama.cpp expects: each tensor starts at a multiple of
 // the alignment, padding is zero bytes after every tensor.
 type Writer struct {
-	bw        *bufio.Writer
-	f         *os.File // nil for NewWriter
-	path, tmp string
-	kvs       []KV
-	kvSeen    map[string]bool
-	tensors   []TensorInfo
-	tSeen     map[string]bool
-	align     uint64
-	started   bool
-	hdrLen    uint64
-	cur       int
-	curDone   uint64
-	err       error
-	closed    bool
+	bw      *bufio.Writer
+	f       *atomicfile.File // nil for NewWriter
+	kvs     []KV
+	kvSeen  map[string]bool
+	tensors []TensorInfo
+	tSeen   map[string]bool
+	align   uint64
+	started bool
+	hdrLen  uint64
+	cur     int
+	curDone uint64
+	err     error
+	closed  bool
 }
 
 // NewWriter returns a Writer that writes to w. Close flushes but does not
@@ -43,12 +42,12 @@ func NewWriter(w io.Writer) *Writer {
 // Create returns a Writer for a new file at path. Data goes to a temporary
 // file in the same directory that Close fsyncs and renames into place.
 func Create(path string) (*Writer, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	f, err := atomicfile.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("gguf: create %s: %w", path, err)
+		return nil, fmt.Errorf("gguf: %w", err)
 	}
 	w := NewWriter(f)
-	w.f, w.path, w.tmp = f, path, f.Name()
+	w.f = f
 	return w, nil
 }
 
@@ -257,23 +256,8 @@ func (w *Writer) Close() error {
 	if w.f == nil {
 		return nil
 	}
-	err := w.f.Chmod(0o644) // CreateTemp makes 0600; models are shared files
-	if err == nil {
-		err = w.f.Sync()
-	}
-	if cerr := w.f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(w.tmp, w.path)
-	}
-	if err != nil {
-		os.Remove(w.tmp)
-		return w.fail(fmt.Errorf("gguf: %s: %w", w.path, err))
-	}
-	if d, err := os.Open(filepath.Dir(w.path)); err == nil {
-		_ = d.Sync()
-		d.Close()
+	if err := w.f.Commit(); err != nil {
+		return w.fail(fmt.Errorf("gguf: %w", err))
 	}
 	return nil
 }
@@ -286,8 +270,7 @@ func (w *Writer) Abort() {
 	w.closed = true
 	w.fail(errors.New("gguf: writer aborted"))
 	if w.f != nil {
-		w.f.Close()
-		os.Remove(w.tmp)
+		w.f.Abort()
 	}
 }
 

@@ -3,8 +3,9 @@ package safetensors
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
+
+	"github.com/marlin-llm/marlin/internal/atomicfile"
 )
 
 // ShardedWriter streams a checkpoint split into shards of at most about
@@ -136,7 +137,10 @@ func (sw *ShardedWriter) Close() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(filepath.Join(sw.dir, IndexFile), append(b, '\n'))
+	if err := atomicfile.WriteFile(filepath.Join(sw.dir, IndexFile), append(b, '\n')); err != nil {
+		return fmt.Errorf("safetensors: %w", err)
+	}
+	return nil
 }
 
 // Abort discards the shard being written (finished shards stay).
@@ -147,31 +151,4 @@ func (sw *ShardedWriter) Abort() {
 	if sw.err == nil {
 		sw.err = fmt.Errorf("safetensors: sharded writer aborted")
 	}
-}
-
-// writeFileAtomic writes data to a temporary file, fsyncs it and renames
-// it to path.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("safetensors: %w", err)
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("safetensors: %s: %w", path, err)
-	}
-	return nil
 }

@@ -7,10 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 
+	"github.com/marlin-llm/marlin/internal/atomicfile"
 	"github.com/marlin-llm/marlin/tensor"
 )
 
@@ -21,14 +20,14 @@ import (
 // header is padded with spaces). The file is written to a temporary name in
 // the target directory, fsynced and renamed by Close; Abort discards it.
 type Writer struct {
-	path, tmp string
-	f         *os.File
-	bw        *bufio.Writer
-	infos     []TensorInfo
-	cur       int   // index of the tensor being written
-	curDone   int64 // bytes of infos[cur] written so far
-	err       error
-	closed    bool
+	path    string
+	f       *atomicfile.File
+	bw      *bufio.Writer
+	infos   []TensorInfo
+	cur     int   // index of the tensor being written
+	curDone int64 // bytes of infos[cur] written so far
+	err     error
+	closed  bool
 }
 
 // Create starts writing a safetensors file at path with the given
@@ -66,11 +65,11 @@ func Create(path string, metadata map[string]string, infos []TensorInfo) (*Write
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: create %s: %w", path, err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	f, err := atomicfile.Create(path)
 	if err != nil {
-		return nil, fmt.Errorf("safetensors: create %s: %w", path, err)
+		return nil, fmt.Errorf("safetensors: %w", err)
 	}
-	w := &Writer{path: path, tmp: f.Name(), f: f, bw: bufio.NewWriterSize(f, 1<<20), infos: infos}
+	w := &Writer{path: path, f: f, bw: bufio.NewWriterSize(f, 1<<20), infos: infos}
 	var pre [8]byte
 	binary.LittleEndian.PutUint64(pre[:], uint64(len(hdr)))
 	if _, err := w.bw.Write(pre[:]); err != nil {
@@ -217,27 +216,14 @@ func (w *Writer) Close() error {
 		return w.err
 	}
 	w.closed = true
-	err := w.bw.Flush()
-	if err == nil {
-		err = w.f.Chmod(0o644) // CreateTemp makes 0600; models are shared files
-	}
-	if err == nil {
-		err = w.f.Sync()
-	}
-	if cerr := w.f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(w.tmp, w.path)
-	}
-	if err != nil {
-		os.Remove(w.tmp)
+	if err := w.bw.Flush(); err != nil {
+		w.f.Abort()
 		w.err = fmt.Errorf("safetensors: %s: %w", w.path, err)
 		return w.err
 	}
-	if d, err := os.Open(filepath.Dir(w.path)); err == nil {
-		_ = d.Sync()
-		d.Close()
+	if err := w.f.Commit(); err != nil {
+		w.err = fmt.Errorf("safetensors: %w", err)
+		return w.err
 	}
 	return nil
 }
@@ -248,8 +234,7 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.closed = true
-	w.f.Close()
-	os.Remove(w.tmp)
+	w.f.Abort()
 	if w.err == nil {
 		w.err = errors.New("safetensors: writer aborted")
 	}
