@@ -20,6 +20,8 @@ func Register(reg *pipeline.Registry) error {
 		RotateKind(),
 		CalibrateKind(),
 		PackKind(),
+		ValidateKind(),
+		BenchmarkKind(),
 	} {
 		if err := reg.Register(k); err != nil {
 			return fmt.Errorf("stages: %w", err)

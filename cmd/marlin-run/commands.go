@@ -40,6 +40,8 @@ func commands() []*command {
 		kindsCommand(),
 		inspectCommand(),
 		pplCommand(),
+		generateCommand(),
+		reportCommand(),
 	}
 }
 

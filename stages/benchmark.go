@@ -1,0 +1,447 @@
+package stages
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/marlin-llm/marlin/kernels"
+	"github.com/marlin-llm/marlin/model/arch"
+	"github.com/marlin-llm/marlin/model/qmodel"
+	"github.com/marlin-llm/marlin/pipeline"
+	"github.com/marlin-llm/marlin/quant"
+	"github.com/marlin-llm/marlin/report"
+)
+
+// BenchmarkConfig configures the benchmark stage: kernel and end-to-end
+// throughput of the packed model against the F32 model of its dequantized
+// weights, per backend, and the run's report.html / report.json.
+type BenchmarkConfig struct {
+	// Packed is the native packed checkpoint directory in the output
+	// directory (a pack stage's out).
+	Packed string `yaml:"packed" json:"packed" jsonschema:"required,description=native packed checkpoint directory in the output directory (a pack stage's out)"`
+	// Backends lists kernel backends to measure (default: resources.backend).
+	Backends []string `yaml:"backends,omitempty" json:"backends,omitempty" jsonschema:"description=kernel backends to measure (default: the job's resources.backend)"`
+	// PromptTokens is the prefill length (default 64).
+	PromptTokens int `yaml:"prompt_tokens,omitempty" json:"prompt_tokens,omitempty" jsonschema:"minimum=1,description=prefill tokens (default 64)"`
+	// DecodeTokens is the number of decode steps timed (default 32).
+	DecodeTokens int `yaml:"decode_tokens,omitempty" json:"decode_tokens,omitempty" jsonschema:"minimum=1,description=decode steps (default 32)"`
+	// Repeats is how many times each measurement runs; the best counts (default 3).
+	Repeats int `yaml:"repeats,omitempty" json:"repeats,omitempty" jsonschema:"minimum=1,description=repetitions, best counts (default 3)"`
+	// Out is the JSON result file in the output directory (default benchmark.json).
+	Out string `yaml:"out,omitempty" json:"out,omitempty" jsonschema:"description=JSON result file (default benchmark.json)"`
+	// NoReport skips writing report.html and report.json.
+	NoReport bool `yaml:"no_report,omitempty" json:"no_report,omitempty" jsonschema:"description=do not write report.html / report.json"`
+}
+
+// Validate checks the fields.
+func (c *BenchmarkConfig) Validate() error {
+	var errs []error
+	if c.Packed == "" {
+		errs = append(errs, &pipeline.FieldError{Field: "packed", Err: errors.New("required")})
+	} else if filepath.IsAbs(c.Packed) || strings.HasPrefix(filepath.Clean(c.Packed), "..") {
+		errs = append(errs, &pipeline.FieldError{Field: "packed", Err: fmt.Errorf("must be a relative path inside the output directory, got %q", c.Packed)})
+	}
+	if c.Out != "" && (filepath.IsAbs(c.Out) || strings.HasPrefix(filepath.Clean(c.Out), "..")) {
+		errs = append(errs, &pipeline.FieldError{Field: "out", Err: fmt.Errorf("must be a relative path inside the output directory, got %q", c.Out)})
+	}
+	for i, b := range c.Backends {
+		switch b {
+		case "auto", "cpu", "metal":
+		default:
+			errs = append(errs, &pipeline.FieldError{Field: fmt.Sprintf("backends[%d]", i), Err: fmt.Errorf("unknown backend %q (known: auto, cpu, metal)", b)})
+		}
+	}
+	if c.PromptTokens < 0 || c.DecodeTokens < 0 || c.Repeats < 0 {
+		errs = append(errs, &pipeline.FieldError{Field: "prompt_tokens", Err: errors.New("counts must not be negative")})
+	}
+	return errors.Join(errs...)
+}
+
+// BenchmarkKind is the "benchmark" stage kind.
+func BenchmarkKind() pipeline.Kind {
+	return pipeline.Kind{
+		Name: "benchmark",
+		Doc: "dequant-GEMM/GEMV and end-to-end prefill/decode throughput of the packed model vs its F32 dequantization, " +
+			"per backend; writes the JSON results, a table and report.html/report.json",
+		NewConfig: func() any { return &BenchmarkConfig{PromptTokens: 64, DecodeTokens: 32, Repeats: 3} },
+		New: func(cfg any) (pipeline.Stage, error) {
+			c, ok := cfg.(*BenchmarkConfig)
+			if !ok {
+				return nil, fmt.Errorf("benchmark: config is %T", cfg)
+			}
+			return &benchmarkStage{cfg: *c}, nil
+		},
+	}
+}
+
+type benchmarkStage struct{ cfg BenchmarkConfig }
+
+// BenchmarkKey is the key of the benchmark stage's one task.
+const BenchmarkKey = "benchmark"
+
+func (s *benchmarkStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipeline.Task, error) {
+	if len(pc.Inputs) == 0 {
+		return nil, errors.New("benchmark: needs the pack stage that writes the native checkpoint (and optionally validate)")
+	}
+	var needs []pipeline.TaskRef
+	seen := map[pipeline.TaskRef]bool{}
+	for _, in := range pc.Inputs {
+		for _, t := range in.Tasks {
+			for _, r := range append([]pipeline.TaskRef{{Stage: in.ID, Key: t.Key}}, t.Needs...) {
+				if !seen[r] {
+					seen[r] = true
+					needs = append(needs, r)
+				}
+			}
+		}
+	}
+	backends := s.cfg.Backends
+	if len(backends) == 0 {
+		b := pc.Resources.Backend
+		if b == "" {
+			b = "auto"
+		}
+		backends = []string{b}
+	}
+	return []*pipeline.Task{{
+		Key:      BenchmarkKey,
+		Needs:    needs,
+		EstBytes: 256 << 20,
+		// Timings differ per run: the fingerprint makes every run re-measure.
+		Fingerprint: "measured " + time.Now().UTC().Format(time.RFC3339Nano),
+		Meta:        map[string]string{"backends": strings.Join(backends, ",")},
+		Run:         s.run(needs, backends, pc.StageID),
+	}}, nil
+}
+
+func (s *benchmarkStage) run(needs []pipeline.TaskRef, backends []string, stageID string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
+		fail := func(err error) (*pipeline.Output, error) { return nil, fmt.Errorf("benchmark: %w", err) }
+		packed := filepath.Join(env.OutDir, s.cfg.Packed)
+		res := &report.Benchmark{Threads: runtime.GOMAXPROCS(0),
+			Note: "best of repeats; timings on a shared machine are noisy"}
+		for _, name := range backends {
+			b, err := kernels.Open(name, kernels.Options{})
+			if err != nil {
+				return fail(err)
+			}
+			res.Backend = strings.TrimPrefix(res.Backend+","+b.Name(), ",")
+			r, err := Measure(ctx, b, packed, BenchOptions{Prompt: s.cfg.PromptTokens, Decode: s.cfg.DecodeTokens, Repeats: s.cfg.Repeats})
+			if err != nil {
+				return fail(err)
+			}
+			res.Kernels = append(res.Kernels, r.Kernels...)
+			res.E2E = append(res.E2E, r.E2E...)
+		}
+		js, err := json.Marshal(res)
+		if err != nil {
+			return fail(err)
+		}
+		out := &pipeline.Output{Meta: map[string]string{report.MetaBenchmark: string(js)}}
+		name := s.cfg.Out
+		if name == "" {
+			name = "benchmark.json"
+		}
+		pretty, _ := json.MarshalIndent(res, "", "  ")
+		if err := pipeline.WriteFileAtomic(filepath.Join(env.OutDir, name), append(pretty, '\n')); err != nil {
+			return fail(err)
+		}
+		if err := out.AddArtifact(env.OutDir, name); err != nil {
+			return fail(err)
+		}
+		var tbl strings.Builder
+		WriteBenchTable(&tbl, res)
+		if env.Log != nil {
+			env.Log.Info("benchmark\n" + tbl.String())
+		}
+		if !s.cfg.NoReport {
+			doc := &report.Doc{Name: stageID, Generated: time.Now().UTC(), Benchmark: res}
+			if err := collectReport(env, needs, doc); err != nil {
+				return fail(err)
+			}
+			files, err := report.Write(env.OutDir, doc)
+			if err != nil {
+				return fail(err)
+			}
+			for _, f := range files {
+				if err := out.AddArtifact(env.OutDir, f); err != nil {
+					return fail(err)
+				}
+			}
+		}
+		return out, nil
+	}
+}
+
+// collectReport fills doc's tensors and validation from the outputs of refs.
+func collectReport(env *pipeline.TaskEnv, refs []pipeline.TaskRef, doc *report.Doc) error {
+	var reps []quant.Report
+	for _, r := range refs {
+		o, err := env.Input(r)
+		if err != nil {
+			return err
+		}
+		if err := AddToReport(doc, o.Meta, &reps); err != nil {
+			return fmt.Errorf("%s/%s: %w", r.Stage, r.Key, err)
+		}
+	}
+	if len(reps) > 0 {
+		doc.Tensors = report.FromQuant(reps)
+		doc.Summary = report.Summarize(doc.Tensors)
+	}
+	return nil
+}
+
+// AddToReport adds what one task output's Meta holds for the report: a
+// validation, a benchmark, or quantize reports (appended to reps).
+func AddToReport(doc *report.Doc, meta map[string]string, reps *[]quant.Report) error {
+	if js := meta[report.MetaValidation]; js != "" {
+		var v report.Validation
+		if err := json.Unmarshal([]byte(js), &v); err != nil {
+			return fmt.Errorf("%s: %w", report.MetaValidation, err)
+		}
+		doc.Validation = &v
+	}
+	if js := meta[report.MetaBenchmark]; js != "" {
+		var b report.Benchmark
+		if err := json.Unmarshal([]byte(js), &b); err != nil {
+			return fmt.Errorf("%s: %w", report.MetaBenchmark, err)
+		}
+		doc.Benchmark = &b
+	}
+	if js := meta["quant.reports"]; js != "" {
+		var rs []quant.Report
+		if err := json.Unmarshal([]byte(js), &rs); err != nil {
+			return fmt.Errorf("quant.reports: %w", err)
+		}
+		*reps = append(*reps, rs...)
+	}
+	return nil
+}
+
+// BenchOptions sets the sizes of Measure.
+type BenchOptions struct {
+	Prompt, Decode, Repeats int
+}
+
+// Measure benchmarks the packed checkpoint in dir on b: dequant-GEMV and
+// GEMM of each packed format's largest projection against SGEMM on its
+// dequantized weights, and end-to-end prefill and decode (KV cache) of the
+// packed model against the F32 model of the dequantized weights.
+func Measure(ctx context.Context, b kernels.Backend, dir string, o BenchOptions) (*report.Benchmark, error) {
+	if o.Prompt <= 0 {
+		o.Prompt = 64
+	}
+	if o.Decode <= 0 {
+		o.Decode = 32
+	}
+	if o.Repeats <= 0 {
+		o.Repeats = 3
+	}
+	q, err := qmodel.Load(dir, qmodel.Options{Backend: b})
+	if err != nil {
+		return nil, err
+	}
+	defer q.Close()
+	d, err := qmodel.Load(dir, qmodel.Options{Backend: b, Dequantize: true})
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	res := &report.Benchmark{Backend: b.Name(), Threads: runtime.GOMAXPROCS(0)}
+	// Kernels: the largest packed projection of each format.
+	largest := map[string]*quant.Packed{}
+	var packedBytes, denseBytes int64
+	for _, p := range q.Projs() {
+		out, in := p.Linear().Dims()
+		denseBytes += int64(out) * int64(in) * 4
+		qz, ok := p.Linear().(*arch.Quantized)
+		if !ok {
+			continue
+		}
+		m := qz.Matrix()
+		packedBytes += int64(len(m.Codes) + len(m.Scales) + len(m.Zeros) + 4*len(m.GIdx))
+		f := m.Format.String()
+		if l := largest[f]; l == nil || m.Rows*m.Cols > l.Rows*l.Cols {
+			largest[f] = m
+		}
+	}
+	var fmts []string
+	for f := range largest {
+		fmts = append(fmts, f)
+	}
+	sort.Strings(fmts)
+	for _, f := range fmts {
+		m := largest[f]
+		w := make([]float32, m.Rows*m.Cols)
+		m.Dequantize(w)
+		wb := float64(len(m.Codes) + len(m.Scales) + len(m.Zeros))
+		for _, rows := range []int{1, o.Prompt} {
+			op := "gemm"
+			if rows == 1 {
+				op = "gemv"
+			}
+			x := make([]float32, rows*m.Cols)
+			for i := range x {
+				x[i] = float32(i%17)*0.01 - 0.08
+			}
+			y := make([]float32, rows*m.Rows)
+			flops := 2 * float64(rows) * float64(m.Rows) * float64(m.Cols)
+			tq, err := bestTime(ctx, o.Repeats, func() error { return b.DequantGEMM(rows, x, m.Cols, m, 0, y, m.Rows) })
+			if err != nil {
+				return nil, err
+			}
+			tf, err := bestTime(ctx, o.Repeats, func() error {
+				return b.Sgemm(false, true, rows, m.Rows, m.Cols, 1, x, m.Cols, w, m.Cols, 0, y, m.Rows)
+			})
+			if err != nil {
+				return nil, err
+			}
+			res.Kernels = append(res.Kernels,
+				report.KernelResult{Backend: b.Name(), Format: "f32", Op: op, Rows: rows, Out: m.Rows, In: m.Cols, Seconds: tf, GFLOPs: flops / tf / 1e9, GBs: float64(len(w)*4) / tf / 1e9},
+				report.KernelResult{Backend: b.Name(), Format: f, Op: op, Rows: rows, Out: m.Rows, In: m.Cols, Seconds: tq, GFLOPs: flops / tq / 1e9, GBs: wb / tq / 1e9})
+		}
+	}
+	label := strings.Join(fmts, "+")
+	for _, v := range []struct {
+		name  string
+		m     *arch.Model
+		bytes int64
+	}{{"f32", d.Model, denseBytes}, {label + " packed", q.Model, packedBytes + (denseBytes - 4*sumPackedWeights(q))}} {
+		pre, dec, err := e2e(ctx, v.m, o)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", v.name, err)
+		}
+		res.E2E = append(res.E2E, report.E2EResult{Backend: b.Name(), Format: v.name, PromptTokens: o.Prompt, DecodeTokens: o.Decode,
+			PrefillTokS: pre, DecodeTokS: dec, WeightBytes: v.bytes})
+	}
+	return res, nil
+}
+
+func sumPackedWeights(q *qmodel.Model) int64 {
+	var n int64
+	for _, p := range q.Projs() {
+		if qz, ok := p.Linear().(*arch.Quantized); ok {
+			n += int64(qz.Matrix().Rows) * int64(qz.Matrix().Cols)
+		}
+	}
+	return n
+}
+
+// bestTime returns the best per-call seconds of fn over repeats rounds,
+// each long enough (≥ 20 ms) to time.
+func bestTime(ctx context.Context, repeats int, fn func() error) (float64, error) {
+	if err := fn(); err != nil { // warm up
+		return 0, err
+	}
+	n := 1
+	for {
+		t0 := time.Now()
+		for i := 0; i < n; i++ {
+			if err := fn(); err != nil {
+				return 0, err
+			}
+		}
+		if el := time.Since(t0); el > 20*time.Millisecond || n > 1<<20 {
+			break
+		}
+		n *= 4
+	}
+	best := 0.0
+	for r := 0; r < repeats; r++ {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		t0 := time.Now()
+		for i := 0; i < n; i++ {
+			if err := fn(); err != nil {
+				return 0, err
+			}
+		}
+		s := time.Since(t0).Seconds() / float64(n)
+		if r == 0 || s < best {
+			best = s
+		}
+	}
+	return best, nil
+}
+
+// e2e times prefill of o.Prompt tokens and o.Decode greedy decode steps
+// with a KV cache; it returns tokens per second of each (best of repeats).
+func e2e(ctx context.Context, m *arch.Model, o BenchOptions) (prefill, decode float64, err error) {
+	ids := make([]int32, o.Prompt)
+	for i := range ids {
+		ids[i] = int32((i*7919 + 13) % m.Vocab())
+	}
+	c, err := m.NewCache(o.Prompt + o.Decode)
+	if err != nil {
+		return 0, 0, err
+	}
+	for r := 0; r < o.Repeats; r++ {
+		c.Reset()
+		t0 := time.Now()
+		logits, err := m.Decode(ctx, c, ids)
+		if err != nil {
+			return 0, 0, err
+		}
+		tp := time.Since(t0).Seconds()
+		next := Argmax(logits[(len(ids)-1)*m.Vocab():])
+		t0 = time.Now()
+		for i := 0; i < o.Decode; i++ {
+			lg, err := m.Decode(ctx, c, []int32{next})
+			if err != nil {
+				return 0, 0, err
+			}
+			next = Argmax(lg)
+		}
+		td := time.Since(t0).Seconds()
+		prefill = max(prefill, float64(o.Prompt)/tp)
+		decode = max(decode, float64(o.Decode)/td)
+	}
+	return prefill, decode, nil
+}
+
+// Argmax returns the index of the largest value (the first on ties).
+func Argmax(v []float32) int32 {
+	best := 0
+	for i, x := range v {
+		if x > v[best] {
+			best = i
+		}
+	}
+	return int32(best)
+}
+
+// WriteBenchTable prints the results as two aligned tables.
+func WriteBenchTable(w io.Writer, r *report.Benchmark) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "model\tbackend\tprompt\tprefill tok/s\tdecode tok/s\tweights MiB\tdecode vs f32\t")
+	var f32dec float64
+	for _, e := range r.E2E {
+		if e.Format == "f32" {
+			f32dec = e.DecodeTokS
+		}
+	}
+	for _, e := range r.E2E {
+		ratio := "-"
+		if f32dec > 0 {
+			ratio = fmt.Sprintf("%.2fx", e.DecodeTokS/f32dec)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%.1f\t%.2f\t%s\t\n", e.Format, e.Backend, e.PromptTokens, e.PrefillTokS, e.DecodeTokS, float64(e.WeightBytes)/(1<<20), ratio)
+	}
+	fmt.Fprintln(tw, "\t\t\t\t\t\t\t")
+	fmt.Fprintln(tw, "kernel\tformat\trows×out×in\tµs/call\tGFLOP/s\tweight GB/s\t\t")
+	for _, k := range r.Kernels {
+		fmt.Fprintf(tw, "%s\t%s\t%d×%d×%d\t%.1f\t%.2f\t%.2f\t\t\n", k.Op, k.Format, k.Rows, k.Out, k.In, 1e6*k.Seconds, k.GFLOPs, k.GBs)
+	}
+	tw.Flush()
+}

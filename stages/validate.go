@@ -1,0 +1,451 @@
+package stages
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/marlin-llm/marlin/export/native"
+	"github.com/marlin-llm/marlin/kernels"
+	"github.com/marlin-llm/marlin/model/arch"
+	"github.com/marlin-llm/marlin/model/eval"
+	"github.com/marlin-llm/marlin/model/qmodel"
+	"github.com/marlin-llm/marlin/model/safetensors"
+	"github.com/marlin-llm/marlin/model/tokenizer"
+	"github.com/marlin-llm/marlin/pipeline"
+	"github.com/marlin-llm/marlin/quant"
+	"github.com/marlin-llm/marlin/report"
+)
+
+// ValidateConfig configures the validate stage: the quantized model, run
+// from its packed weights (a native checkpoint written by `pack`) through
+// the backend's fused dequant kernels, is compared with the unquantized
+// model on a text file, and the job's thresholds gate the run.
+type ValidateConfig struct {
+	// Model is the unquantized Hugging Face model directory (reference
+	// weights and tokenizer.json), relative to the job file.
+	Model string `yaml:"model" json:"model" jsonschema:"required,description=unquantized model directory (config.json, safetensors, tokenizer.json), relative to the job file"`
+	// Packed is the native packed checkpoint directory, relative to the
+	// run's output directory (the `out:` of a `pack` stage with format native).
+	Packed string `yaml:"packed" json:"packed" jsonschema:"required,description=native packed checkpoint directory in the output directory (a pack stage's out)"`
+	// Text is the evaluation text file, relative to the job file.
+	Text string `yaml:"text" json:"text" jsonschema:"required,description=evaluation text file, relative to the job file"`
+	// Window is the tokens per evaluation window (default 128).
+	Window int `yaml:"window,omitempty" json:"window,omitempty" jsonschema:"minimum=2,description=tokens per window (default 128)"`
+	// Windows is the number of windows (default 8; 0 keeps the default).
+	Windows int `yaml:"windows,omitempty" json:"windows,omitempty" jsonschema:"minimum=0,description=number of windows (default 8)"`
+	// MaxPPLIncrease fails the run when the quantized perplexity exceeds
+	// the reference's by more than this: "3%" or a fraction (0.03).
+	MaxPPLIncrease string `yaml:"max_ppl_increase,omitempty" json:"max_ppl_increase,omitempty" jsonschema:"description=largest relative perplexity increase: 3% or 0.03"`
+	// MaxKL fails the run when the mean KL(ref ‖ quant) in nats exceeds it.
+	MaxKL *float64 `yaml:"max_kl,omitempty" json:"max_kl,omitempty" jsonschema:"minimum=0,description=largest mean KL divergence (nats)"`
+	// MinTop1 fails the run when top-1 agreement is below it (0..1).
+	MinTop1 *float64 `yaml:"min_top1,omitempty" json:"min_top1,omitempty" jsonschema:"minimum=0,maximum=1,description=smallest top-1 agreement"`
+	// MinCosine fails the run when any quantized tensor's cosine
+	// similarity to its unquantized weights is below it.
+	MinCosine *float64 `yaml:"min_cosine,omitempty" json:"min_cosine,omitempty" jsonschema:"minimum=-1,maximum=1,description=smallest per-tensor cosine similarity"`
+	// MinSQNR fails the run when any tensor's SQNR (dB) is below it.
+	MinSQNR *float64 `yaml:"min_sqnr_db,omitempty" json:"min_sqnr_db,omitempty" jsonschema:"description=smallest per-tensor SQNR in dB"`
+	// Out is the JSON result file in the output directory (default validate.json).
+	Out string `yaml:"out,omitempty" json:"out,omitempty" jsonschema:"description=JSON result file in the output directory (default validate.json)"`
+}
+
+// ParseFraction parses "3%" (= 0.03) or a plain fraction ("0.03").
+func ParseFraction(s string) (float64, error) {
+	t := strings.TrimSpace(s)
+	scale := 1.0
+	if strings.HasSuffix(t, "%") {
+		t, scale = strings.TrimSpace(strings.TrimSuffix(t, "%")), 0.01
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, fmt.Errorf("want a percentage like 3%% or a fraction like 0.03, got %q", s)
+	}
+	return v * scale, nil
+}
+
+// Validate checks the fields.
+func (c *ValidateConfig) Validate() error {
+	var errs []error
+	for _, f := range []struct{ name, v string }{{"model", c.Model}, {"packed", c.Packed}, {"text", c.Text}} {
+		if f.v == "" {
+			errs = append(errs, &pipeline.FieldError{Field: f.name, Err: errors.New("required")})
+		}
+	}
+	if c.Packed != "" && (filepath.IsAbs(c.Packed) || strings.HasPrefix(filepath.Clean(c.Packed), "..")) {
+		errs = append(errs, &pipeline.FieldError{Field: "packed", Err: fmt.Errorf("must be a relative path inside the output directory, got %q", c.Packed)})
+	}
+	if c.Out != "" && (filepath.IsAbs(c.Out) || strings.HasPrefix(filepath.Clean(c.Out), "..")) {
+		errs = append(errs, &pipeline.FieldError{Field: "out", Err: fmt.Errorf("must be a relative path inside the output directory, got %q", c.Out)})
+	}
+	if c.Window != 0 && c.Window < 2 {
+		errs = append(errs, &pipeline.FieldError{Field: "window", Err: fmt.Errorf("must be at least 2, got %d", c.Window)})
+	}
+	if c.Windows < 0 {
+		errs = append(errs, &pipeline.FieldError{Field: "windows", Err: fmt.Errorf("must not be negative, got %d", c.Windows)})
+	}
+	if c.MaxPPLIncrease != "" {
+		if _, err := ParseFraction(c.MaxPPLIncrease); err != nil {
+			errs = append(errs, &pipeline.FieldError{Field: "max_ppl_increase", Err: err})
+		}
+	}
+	for _, f := range []struct {
+		name string
+		v    *float64
+	}{{"max_kl", c.MaxKL}, {"min_top1", c.MinTop1}, {"min_cosine", c.MinCosine}, {"min_sqnr_db", c.MinSQNR}} {
+		if f.v != nil && (math.IsNaN(*f.v) || math.IsInf(*f.v, 0)) {
+			errs = append(errs, &pipeline.FieldError{Field: f.name, Err: fmt.Errorf("must be finite")})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateKind is the "validate" stage kind.
+func ValidateKind() pipeline.Kind {
+	return pipeline.Kind{
+		Name: "validate",
+		Doc: "quality gate: per-tensor weight error, perplexity, KL and top-1 agreement of the packed model " +
+			"(run through the dequant kernels) against the unquantized model; thresholds fail the run",
+		NewConfig: func() any { return &ValidateConfig{Window: 128, Windows: 8} },
+		New: func(cfg any) (pipeline.Stage, error) {
+			c, ok := cfg.(*ValidateConfig)
+			if !ok {
+				return nil, fmt.Errorf("validate: config is %T", cfg)
+			}
+			return &validateStage{cfg: *c}, nil
+		},
+	}
+}
+
+type validateStage struct{ cfg ValidateConfig }
+
+// ValidateKey is the key of the validate stage's one task.
+const ValidateKey = "validate"
+
+func (s *validateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipeline.Task, error) {
+	if len(pc.Inputs) == 0 {
+		return nil, errors.New("validate: needs the pack stage that writes the native checkpoint")
+	}
+	model, text := jobPath(pc, s.cfg.Model), jobPath(pc, s.cfg.Text)
+	fp, err := dirFingerprint(model, "config.json", "tokenizer.json")
+	if err != nil {
+		return nil, fmt.Errorf("validate: model: %w", err)
+	}
+	st, err := os.Stat(text)
+	if err != nil {
+		return nil, fmt.Errorf("validate: text: %w", err)
+	}
+	fp += fmt.Sprintf(";text:%d:%d", st.Size(), st.ModTime().UnixNano())
+	// Needs: every upstream task (the checkpoint is complete when they are
+	// done) and the tasks they read (the quantize stage's reports).
+	var needs []pipeline.TaskRef
+	seen := map[pipeline.TaskRef]bool{}
+	addRef := func(r pipeline.TaskRef) {
+		if !seen[r] {
+			seen[r] = true
+			needs = append(needs, r)
+		}
+	}
+	for _, in := range pc.Inputs {
+		for _, t := range in.Tasks {
+			addRef(pipeline.TaskRef{Stage: in.ID, Key: t.Key})
+			for _, r := range t.Needs {
+				addRef(r)
+			}
+		}
+	}
+	return []*pipeline.Task{{
+		Key:         ValidateKey,
+		Needs:       needs,
+		EstBytes:    256 << 20,
+		Fingerprint: fp,
+		Meta:        map[string]string{"backend": pc.Resources.Backend},
+		Run:         s.run(needs, model, text, pc.Resources.Backend),
+	}}, nil
+}
+
+// ValidationError is returned when thresholds fail; the run stops with it.
+type ValidationError struct{ Failed []report.Check }
+
+func (e *ValidationError) Error() string {
+	var msgs []string
+	for _, c := range e.Failed {
+		msgs = append(msgs, c.Message)
+	}
+	return "validation failed: " + strings.Join(msgs, "; ")
+}
+
+func (s *validateStage) run(needs []pipeline.TaskRef, model, text, backend string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
+		fail := func(err error) (*pipeline.Output, error) { return nil, fmt.Errorf("validate: %w", err) }
+		// Per-tensor weight error: the quantize stage's reports (measured
+		// against the weights it quantized, rotated ones included).
+		var reps []quant.Report
+		for _, r := range needs {
+			o, err := env.Input(r)
+			if err != nil {
+				return fail(err)
+			}
+			if js := o.Meta["quant.reports"]; js != "" {
+				var rs []quant.Report
+				if err := json.Unmarshal([]byte(js), &rs); err != nil {
+					return fail(fmt.Errorf("%s/%s: quant.reports: %w", r.Stage, r.Key, err))
+				}
+				reps = append(reps, rs...)
+			}
+		}
+		packed := filepath.Join(env.OutDir, s.cfg.Packed)
+		if len(reps) == 0 {
+			var err error
+			if reps, err = measurePacked(ctx, packed, model); err != nil {
+				return fail(err)
+			}
+		}
+		if backend == "" {
+			backend = "auto"
+		}
+		b, err := kernels.Open(backend, kernels.Options{})
+		if err != nil {
+			return fail(err)
+		}
+		v, err := s.modelMetrics(ctx, b, backend, model, packed, text, env)
+		if err != nil {
+			return fail(err)
+		}
+		tensors := report.FromQuant(reps)
+		v.Checks = s.checks(v, tensors)
+		js, err := json.Marshal(v)
+		if err != nil {
+			return fail(err)
+		}
+		out := &pipeline.Output{Meta: map[string]string{report.MetaValidation: string(js)}}
+		doc, err := json.MarshalIndent(struct {
+			*report.Validation
+			Tensors []report.TensorMetric `json:"tensors"`
+		}{v, tensors}, "", "  ")
+		if err != nil {
+			return fail(err)
+		}
+		name := s.cfg.Out
+		if name == "" {
+			name = "validate.json"
+		}
+		if err := pipeline.WriteFileAtomic(filepath.Join(env.OutDir, name), append(doc, '\n')); err != nil {
+			return fail(err)
+		}
+		if err := out.AddArtifact(env.OutDir, name); err != nil {
+			return fail(err)
+		}
+		if env.Log != nil {
+			env.Log.Info("validate", "ref_ppl", v.RefPPL, "quant_ppl", v.QuantPPL, "ppl_increase", v.PPLIncrease, "kl", v.KL, "top1", v.Top1)
+		}
+		var failed []report.Check
+		for _, c := range v.Checks {
+			if !c.Pass {
+				failed = append(failed, c)
+			}
+		}
+		if len(failed) > 0 {
+			return nil, &ValidationError{Failed: failed}
+		}
+		return out, nil
+	}
+}
+
+// modelMetrics runs both models over the text.
+func (s *validateStage) modelMetrics(ctx context.Context, b kernels.Backend, backend, model, packed, text string, env *pipeline.TaskEnv) (*report.Validation, error) {
+	tok, err := tokenizer.Load(filepath.Join(model, "tokenizer.json"))
+	if err != nil {
+		return nil, err
+	}
+	st, err := os.Stat(text)
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() > 1<<30 {
+		return nil, fmt.Errorf("%s is %d bytes, over the 1 GiB limit", text, st.Size())
+	}
+	raw, err := os.ReadFile(text)
+	if err != nil {
+		return nil, err
+	}
+	ids, err := tok.Encode(string(raw))
+	if err != nil {
+		return nil, fmt.Errorf("tokenize %s: %w", text, err)
+	}
+	window, windows := s.cfg.Window, s.cfg.Windows
+	if window == 0 {
+		window = 128
+	}
+	if windows == 0 {
+		windows = 8
+	}
+	if n := len(ids) / window; n < windows {
+		if n == 0 {
+			return nil, fmt.Errorf("%s has %d tokens, fewer than one window of %d", text, len(ids), window)
+		}
+		windows = n
+	}
+	ref, err := arch.Load(model, arch.Options{Backend: b})
+	if err != nil {
+		return nil, err
+	}
+	q, err := qmodel.Load(packed, qmodel.Options{Backend: b})
+	if err != nil {
+		return nil, err
+	}
+	defer q.Close()
+	if q.Packed == 0 {
+		return nil, fmt.Errorf("%s holds no packed projection", packed)
+	}
+	opts := eval.Options{Window: window, Windows: windows}
+	if env.Progress != nil {
+		opts.Progress = func(done, total int) { env.Progress(int64(done), int64(total)) }
+	}
+	kl, err := eval.KL(ctx, ref, q.Model, ids, opts)
+	if err != nil {
+		return nil, err
+	}
+	return &report.Validation{
+		Model: s.cfg.Model, Packed: s.cfg.Packed, Text: s.cfg.Text, Window: window, Windows: kl.P.Windows,
+		Tokens: kl.P.Tokens, Backend: backend, RefPPL: kl.P.PPL, QuantPPL: kl.Q.PPL,
+		PPLIncrease: (kl.Q.PPL - kl.P.PPL) / kl.P.PPL, KL: kl.KL, MaxKL: kl.MaxKL, Top1: kl.Top1,
+		Method: methodLabel(packed),
+	}, nil
+}
+
+// methodLabel names the packed model's formats and methods ("mxfp4 mr-gptq").
+func methodLabel(dir string) string {
+	nat, err := native.Open(dir)
+	if err != nil {
+		return ""
+	}
+	defer nat.Close()
+	set := map[string]bool{}
+	for _, n := range nat.Names() {
+		if !nat.IsPacked(n) {
+			continue
+		}
+		t, err := nat.Tensor(n)
+		if err != nil {
+			continue
+		}
+		set[strings.TrimSpace(t.Meta[quant.MetaFormat]+" "+t.Meta[quant.MetaMethod])] = true
+	}
+	var l []string
+	for k := range set {
+		l = append(l, k)
+	}
+	sort.Strings(l)
+	return strings.Join(l, ", ")
+}
+
+// measurePacked compares each packed weight with the reference model's
+// tensor of the same name, for weights without a folded rotation (a
+// rotated weight is not comparable with the unrotated original).
+func measurePacked(ctx context.Context, packed, model string) ([]quant.Report, error) {
+	nat, err := native.Open(packed)
+	if err != nil {
+		return nil, err
+	}
+	defer nat.Close()
+	ck, err := safetensors.Open(model)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	var reps []quant.Report
+	for _, n := range nat.Names() {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if !nat.IsPacked(n) {
+			continue
+		}
+		t, err := nat.Tensor(n)
+		if err != nil {
+			return nil, err
+		}
+		if len(native.RotationMeta(t.Meta)) > 0 {
+			continue
+		}
+		p, err := nat.Packed(n)
+		if err != nil {
+			return nil, err
+		}
+		orig, err := ck.Tensor(n)
+		if err != nil {
+			return nil, fmt.Errorf("reference model: %w", err)
+		}
+		r, err := quant.MeasureTensor(orig, p)
+		if err != nil {
+			return nil, err
+		}
+		reps = append(reps, r)
+	}
+	return reps, nil
+}
+
+// checks evaluates the thresholds.
+func (s *validateStage) checks(v *report.Validation, ts []report.TensorMetric) []report.Check {
+	var cs []report.Check
+	upper := func(metric string, val, limit float64, unit func(float64) string) {
+		c := report.Check{Metric: metric, Value: val, Limit: limit, Max: true, Pass: val <= limit}
+		if c.Pass {
+			c.Message = fmt.Sprintf("%s %s within %s", metric, unit(val), unit(limit))
+		} else {
+			c.Message = fmt.Sprintf("%s %s exceeds the limit %s by %s", metric, unit(val), unit(limit), unit(val-limit))
+		}
+		cs = append(cs, c)
+	}
+	lower := func(metric string, val, limit float64, unit func(float64) string) {
+		c := report.Check{Metric: metric, Value: val, Limit: limit, Pass: val >= limit}
+		if c.Pass {
+			c.Message = fmt.Sprintf("%s %s at least %s", metric, unit(val), unit(limit))
+		} else {
+			c.Message = fmt.Sprintf("%s %s is below the limit %s by %s", metric, unit(val), unit(limit), unit(limit-val))
+		}
+		cs = append(cs, c)
+	}
+	pct := func(x float64) string { return fmt.Sprintf("%.3f%%", 100*x) }
+	num := func(x float64) string { return strconv.FormatFloat(x, 'g', 5, 64) }
+	if s.cfg.MaxPPLIncrease != "" {
+		lim, _ := ParseFraction(s.cfg.MaxPPLIncrease)
+		upper("ppl_increase", v.PPLIncrease, lim, pct)
+	}
+	if s.cfg.MaxKL != nil {
+		upper("kl", v.KL, *s.cfg.MaxKL, num)
+	}
+	if s.cfg.MinTop1 != nil {
+		lower("top1", v.Top1, *s.cfg.MinTop1, num)
+	}
+	if s.cfg.MinCosine != nil || s.cfg.MinSQNR != nil {
+		if len(ts) == 0 {
+			cs = append(cs, report.Check{Metric: "weights", Message: "per-tensor thresholds set but no quantized tensor was measured"})
+		}
+		minC, minS := math.Inf(1), math.Inf(1)
+		var wc, ws string
+		for _, t := range ts {
+			if t.Cosine < minC {
+				minC, wc = t.Cosine, t.Name
+			}
+			if t.SQNRdB < minS {
+				minS, ws = t.SQNRdB, t.Name
+			}
+		}
+		if s.cfg.MinCosine != nil && len(ts) > 0 {
+			lower("min_cosine ("+wc+")", minC, *s.cfg.MinCosine, num)
+		}
+		if s.cfg.MinSQNR != nil && len(ts) > 0 {
+			lower("min_sqnr_db ("+ws+")", minS, *s.cfg.MinSQNR, num)
+		}
+	}
+	return cs
+}
