@@ -119,9 +119,6 @@ func build(cfg *hfconfig.Config, nat *native.Model, opts Options) (*Model, error
 			if err != nil {
 				return nil, err
 			}
-			if t.Meta[hadamard.MetaInputPlacement] == hadamard.PlacementOnline {
-				return nil, fmt.Errorf("%s needs an online Hadamard rotation of its input, which inference does not apply", name)
-			}
 			pk, err := nat.Packed(name)
 			if err != nil {
 				return nil, err
@@ -135,6 +132,15 @@ func build(cfg *hfconfig.Config, nat *native.Model, opts Options) (*Model, error
 			}
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", name, err)
+			}
+			if t.Meta[hadamard.MetaInputPlacement] == hadamard.PlacementOnline {
+				// MR-GPTQ codes in a rotated input basis (W·Rᵀ): rotate
+				// the activations at run time, x → R·x
+				r, err := hadamard.Parse(t.Meta[hadamard.MetaInput], pk.Cols)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", name, err)
+				}
+				lin = &onlineRotated{Linear: lin, r: r}
 			}
 		} else if lz, ok := p.Linear().(*arch.Lazy); ok {
 			out, in := lz.Dims()
@@ -159,4 +165,22 @@ func dense(p *quant.Packed) (*arch.Dense, error) {
 	w := make([]float32, p.Rows*p.Cols)
 	p.Dequantize(w)
 	return arch.NewDense(p.Rows, p.Cols, w, nil)
+}
+
+// onlineRotated applies an input rotation R to the activations before a
+// Linear whose weights were stored as W·Rᵀ (MR-GPTQ's o_proj/down_proj):
+// per row, (R·x)ᵀ·(W·Rᵀ)ᵀ = xᵀ·Rᵀ·R·Wᵀ = xᵀ·Wᵀ since R is orthogonal.
+type onlineRotated struct {
+	arch.Linear
+	r *hadamard.Rotation
+}
+
+// Forward implements arch.Linear.
+func (o *onlineRotated) Forward(b kernels.Backend, x []float32, rows int, y []float32) error {
+	_, in := o.Dims()
+	xr := append([]float32(nil), x[:rows*in]...)
+	if err := o.r.Apply(xr, rows); err != nil {
+		return err
+	}
+	return o.Linear.Forward(b, xr, rows, y)
 }
