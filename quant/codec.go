@@ -3,12 +3,13 @@ package quant
 import (
 	"math"
 
-	"github.com/x448/float16"
+	"github.com/marlin-llm/marlin/tensor"
 )
 
 // This file holds the element and scale codecs. Every function here is pure
 // and table-free or backed by a small exported table, so that the CPU and
-// Metal kernels can mirror it bit for bit.
+// Metal kernels can mirror it bit for bit. The FP8, F16 and BF16 codecs are
+// tensor's (the lower layer); only E5M2's saturation is added here.
 
 // E2M1Values maps the 16 FP4 E2M1 codes to their values. Bit 3 is the sign,
 // bits 2..1 the exponent (bias 1) and bit 0 the mantissa; exponent 0 is
@@ -68,57 +69,24 @@ const E5M2Max = 57344
 // ±448 and ±Inf become ±448 (code 0x7E/0xFE). Subnormals (exponent 0,
 // m/8·2^-6) are produced exactly; magnitudes at or below 2^-10 round to zero.
 // NaN becomes 0x7F with x's sign. This equals torch's float8_e4m3fn cast of
-// x clamped to [-448, 448].
-func EncodeE4M3(x float32) uint8 {
-	return encodeFP8(x, 4, 3, 0x7e, 0x7f)
-}
+// x clamped to [-448, 448]. It is tensor.F32ToE4M3.
+func EncodeE4M3(x float32) uint8 { return tensor.F32ToE4M3(x) }
 
 // EncodeE5M2 converts x to OCP FP8 E5M2 (bias 15, IEEE-like: 0x7C is +Inf,
 // 0x7D..0x7F NaN) with round-to-nearest-even and saturation: finite values
 // beyond ±57344 become ±57344 (0x7B); ±Inf stays ±Inf; NaN becomes 0x7F with
 // x's sign. This equals torch's float8_e5m2 cast of x clamped to
-// [-57344, 57344] for finite x.
+// [-57344, 57344] for finite x. It differs from tensor.F32ToE5M2 (which
+// overflows to ±Inf, as an IEEE cast does) only for finite |x| that round
+// past 57344: quantized weights and scales must stay finite.
 func EncodeE5M2(x float32) uint8 {
-	b := math.Float32bits(x)
-	if b&0x7fffffff == 0x7f800000 {
-		return uint8(b>>24)&0x80 | 0x7c
+	switch {
+	case x > E5M2Max && x <= math.MaxFloat32:
+		return 0x7b
+	case x < -E5M2Max && x >= -math.MaxFloat32:
+		return 0xfb
 	}
-	return encodeFP8(x, 5, 2, 0x7b, 0x7f)
-}
-
-// encodeFP8 is the shared FP8 encoder: ebits exponent bits, mbits mantissa
-// bits, bias 2^(ebits-1)-1, maxCode the largest finite magnitude code and
-// nanCode the NaN magnitude code.
-func encodeFP8(x float32, ebits, mbits uint, maxCode, nanCode uint8) uint8 {
-	b := math.Float32bits(x)
-	sign := uint8(b>>24) & 0x80
-	a := b & 0x7fffffff
-	if a > 0x7f800000 {
-		return sign | nanCode
-	}
-	bias := int32(1)<<(ebits-1) - 1
-	exp := int32(a>>23) - 127 // unbiased float32 exponent
-	minExp := 1 - bias        // smallest normal exponent of the FP8 format
-	var code uint32
-	if exp >= minExp {
-		// Normal: round the 23-bit mantissa to mbits (RNE) on the whole
-		// exponent|mantissa field so that a carry bumps the exponent.
-		shift := 23 - mbits
-		rebased := a - uint32(127-bias)<<23
-		code = (rebased + (1<<(shift-1) - 1) + ((rebased >> shift) & 1)) >> shift
-	} else {
-		// Subnormal in FP8: value = m · 2^(minExp-mbits). Scale exactly by a
-		// power of two into integer units and round to even.
-		if exp < minExp-int32(mbits)-2 { // below a quarter of the smallest step
-			return sign
-		}
-		v := float64(math.Float32frombits(a)) * math.Ldexp(1, int(int32(mbits)-minExp))
-		code = uint32(math.RoundToEven(v)) // may become the smallest normal: still correct
-	}
-	if code > uint32(maxCode) {
-		code = uint32(maxCode)
-	}
-	return sign | uint8(code)
+	return tensor.F32ToE5M2(x)
 }
 
 // DecodeE4M3 returns the value of an OCP FP8 E4M3 code (NaN for S.1111.111).
@@ -128,36 +96,17 @@ func DecodeE4M3(c uint8) float32 { return E4M3Values[c] }
 func DecodeE5M2(c uint8) float32 { return E5M2Values[c] }
 
 // E4M3Values and E5M2Values decode every FP8 code (NaN codes decode to NaN,
-// E5M2 0x7C/0xFC to ±Inf). They are built once from the definition:
-// exponent 0 is subnormal (m·2^(1-bias-mbits)), otherwise
-// (1+m/2^mbits)·2^(e-bias).
+// E5M2 0x7C/0xFC to ±Inf): exponent 0 is subnormal (m·2^(1-bias-mbits)),
+// otherwise (1+m/2^mbits)·2^(e-bias). They are copies of tensor's decode
+// tables, exported so that kernels can mirror them.
 var (
-	E4M3Values = fp8Table(4, 3, false)
-	E5M2Values = fp8Table(5, 2, true)
+	E4M3Values = fp8Values(tensor.E4M3ToF32)
+	E5M2Values = fp8Values(tensor.E5M2ToF32)
 )
 
-func fp8Table(ebits, mbits uint, ieee bool) (t [256]float32) {
-	bias := 1<<(ebits-1) - 1
-	for c := 0; c < 256; c++ {
-		e := (c >> mbits) & (1<<ebits - 1)
-		m := c & (1<<mbits - 1)
-		var v float64
-		switch {
-		case ieee && e == 1<<ebits-1 && m == 0:
-			v = math.Inf(1)
-		case ieee && e == 1<<ebits-1:
-			v = math.NaN()
-		case !ieee && e == 1<<ebits-1 && m == 1<<mbits-1:
-			v = math.NaN()
-		case e == 0:
-			v = math.Ldexp(float64(m), 1-bias-int(mbits))
-		default:
-			v = math.Ldexp(1+float64(m)/float64(int(1)<<mbits), e-bias)
-		}
-		if c&0x80 != 0 {
-			v = -v
-		}
-		t[c] = float32(v)
+func fp8Values(decode func(uint8) float32) (t [256]float32) {
+	for c := range t {
+		t[c] = decode(uint8(c))
 	}
 	return t
 }
@@ -220,24 +169,20 @@ func MXSharedExp(amax float32, emaxElem int) int {
 }
 
 // EncodeF16 converts x to IEEE binary16 bits with round-to-nearest-even
-// (overflow to ±Inf, as IEEE conversion does).
-func EncodeF16(x float32) uint16 { return float16.Fromfloat32(x).Bits() }
+// (overflow to ±Inf, as IEEE conversion does). It is tensor.F32ToF16.
+func EncodeF16(x float32) uint16 { return tensor.F32ToF16(x) }
 
-// DecodeF16 returns the float32 value of binary16 bits (exact).
-func DecodeF16(h uint16) float32 { return float16.Frombits(h).Float32() }
+// DecodeF16 returns the float32 value of binary16 bits (exact). It is
+// tensor.F16ToF32.
+func DecodeF16(h uint16) float32 { return tensor.F16ToF32(h) }
 
 // EncodeBF16 converts x to bfloat16 bits with round-to-nearest-even; NaN
-// stays a (quiet) NaN.
-func EncodeBF16(x float32) uint16 {
-	b := math.Float32bits(x)
-	if b&0x7fffffff > 0x7f800000 {
-		return uint16(b>>16) | 0x40
-	}
-	return uint16((b + 0x7fff + ((b >> 16) & 1)) >> 16)
-}
+// stays a (quiet) NaN. It is tensor.F32ToBF16.
+func EncodeBF16(x float32) uint16 { return tensor.F32ToBF16(x) }
 
-// DecodeBF16 returns the float32 value of bfloat16 bits (exact).
-func DecodeBF16(h uint16) float32 { return math.Float32frombits(uint32(h) << 16) }
+// DecodeBF16 returns the float32 value of bfloat16 bits (exact). It is
+// tensor.BF16ToF32.
+func DecodeBF16(h uint16) float32 { return tensor.BF16ToF32(h) }
 
 // NF4Values is the QLoRA NormalFloat4 table (Dettmers et al. 2023, as in
 // bitsandbytes), indexed by code. Values are relative to the group absmax.

@@ -34,10 +34,11 @@
 // EncodeE4M3/EncodeE5M2/E4M3Values/E5M2Values (OCP FP8, RNE, saturating;
 // NaN kept), EncodeE8M0/DecodeE8M0/MXSharedExp (OCP MX shared exponent,
 // exact from the float bits), NF4Values/NF3Values (and NormalMap, their
-// construction), EncodeF16/EncodeBF16 (RNE). F16 conversion uses
-// github.com/x448/float16; the rest is hand-written because each is a few
+// construction), EncodeF16/EncodeBF16 (RNE). The FP8, F16 and BF16 codecs
+// wrap package tensor's conversions (F16 via github.com/x448/float16), with
+// E5M2 saturation added; the rest is hand-written because each is a few
 // lines whose exact rounding and saturation the spec fixes and which no
-// Go library provides for FP4/FP8/E8M0.
+// Go library provides for FP4/E8M0.
 //
 // # Packing
 //

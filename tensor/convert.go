@@ -16,8 +16,9 @@ import (
 // BF16 is converted by bit manipulation (it is the top half of an IEEE
 // float32); F16 uses github.com/x448/float16; the OCP FP8 formats (E4M3 "fn"
 // and E5M2) are hand-written because no maintained Go library covers them:
-// decoding goes through a 256-entry table built on demand, encoding rounds
-// the float32 significand to nearest, ties to even.
+// decoding goes through a 256-entry table, encoding rounds the float32
+// significand to nearest, ties to even. quant's FP8, F16 and BF16 codecs
+// are wrappers of these.
 //
 // Float32 → narrower conversions all round to nearest, ties to even. NaN stays
 // NaN (a quiet NaN with the sign kept). Overflow follows each format: F16 and
@@ -66,112 +67,93 @@ func halfToFloat(h uint16) float32 {
 // F32ToF16 rounds f to the nearest IEEE half, ties to even.
 func F32ToF16(f float32) uint16 { return uint16(float16.Fromfloat32(f)) }
 
-// minifloat describes a small binary float format without Inf (E4M3fn) or
-// with IEEE-style Inf/NaN (E5M2).
-type minifloat struct {
-	ebits, mbits uint
-	bias         int
-	ieee         bool // top exponent is Inf/NaN (E5M2); else only S.1111.111 is NaN (E4M3fn)
-}
-
-var (
-	fmtE4M3 = minifloat{ebits: 4, mbits: 3, bias: 7}
-	fmtE5M2 = minifloat{ebits: 5, mbits: 2, bias: 15, ieee: true}
-)
-
-func (m minifloat) decode(c uint8) float32 {
-	sign := float32(1)
-	if c&0x80 != 0 {
-		sign = -1
+// encodeFP8 is the FP8 encoder of both formats: ebits exponent bits, mbits
+// mantissa bits, bias 2^(ebits-1)-1, maxCode the magnitude code that
+// overflow and ±Inf become (the largest finite value 0x7E for E4M3, Inf 0x7C
+// for E5M2) and nanCode the magnitude code of NaN. Rounding is to nearest,
+// ties to even, done on the exponent|mantissa field so that a carry bumps
+// the exponent; FP8 subnormals are produced exactly.
+func encodeFP8(x float32, ebits, mbits uint, maxCode, nanCode uint8) uint8 {
+	b := math.Float32bits(x)
+	sign := uint8(b>>24) & 0x80
+	a := b & 0x7fffffff
+	if a > 0x7f800000 {
+		return sign | nanCode
 	}
-	e := int(c>>m.mbits) & (1<<m.ebits - 1)
-	mant := int(c) & (1<<m.mbits - 1)
-	emax := 1<<m.ebits - 1
-	switch {
-	case m.ieee && e == emax:
-		if mant == 0 {
-			return sign * float32(math.Inf(1))
-		}
-		return float32(math.NaN())
-	case !m.ieee && e == emax && mant == 1<<m.mbits-1:
-		return float32(math.NaN())
-	case e == 0:
-		return sign * float32(math.Ldexp(float64(mant), 1-m.bias-int(m.mbits)))
-	}
-	return sign * float32(math.Ldexp(float64(mant|1<<m.mbits), e-m.bias-int(m.mbits)))
-}
-
-// encode rounds f to the format (nearest, ties to even).
-func (m minifloat) encode(f float32) uint8 {
-	u := math.Float32bits(f)
-	sign := uint8(u >> 31 << 7)
-	exp := int(u >> 23 & 0xff)
-	mant := u & 0x7fffff
-	var nan, inf, maxFinite uint32
-	if m.ieee {
-		inf = uint32(1<<m.ebits-1) << m.mbits
-		nan = inf | (1<<m.mbits - 1) // all-ones mantissa, as torch and quant write it
-		maxFinite = inf - 1
+	bias := int32(1)<<(ebits-1) - 1
+	exp := int32(a>>23) - 127 // unbiased float32 exponent
+	minExp := 1 - bias        // smallest normal exponent of the FP8 format
+	var code uint32
+	if exp >= minExp {
+		shift := 23 - mbits
+		rebased := a - uint32(127-bias)<<23
+		code = (rebased + (1<<(shift-1) - 1) + ((rebased >> shift) & 1)) >> shift
 	} else {
-		nan = uint32(1<<(m.ebits+m.mbits) - 1)
-		maxFinite = nan - 1
-		inf = maxFinite // saturate
-	}
-	if exp == 0xff {
-		if mant != 0 {
-			return sign | uint8(nan)
+		// Subnormal in FP8: value = m · 2^(minExp-mbits). Scale exactly by a
+		// power of two into integer units and round to even.
+		if exp < minExp-int32(mbits)-2 { // below a quarter of the smallest step
+			return sign
 		}
-		return sign | uint8(inf)
+		v := float64(math.Float32frombits(a)) * math.Ldexp(1, int(int32(mbits)-minExp))
+		code = uint32(math.RoundToEven(v)) // may become the smallest normal: still correct
 	}
-	if exp == 0 { // zero or float32 subnormal: far below the smallest FP8 subnormal
-		return sign
-	}
-	e := exp - 127 + m.bias
-	full := mant | 1<<23
-	shift := 23 - int(m.mbits)
-	if e < 1 {
-		shift += 1 - e
-		e = 1
-	}
-	if shift > 25 {
-		return sign
-	}
-	r := full >> uint(shift)
-	rem := full & (1<<uint(shift) - 1)
-	half := uint32(1) << uint(shift-1)
-	if rem > half || (rem == half && r&1 == 1) {
-		r++
-	}
-	code := uint32(e-1)<<m.mbits + r
-	if code > maxFinite {
-		code = inf
+	if code > uint32(maxCode) {
+		code = uint32(maxCode)
 	}
 	return sign | uint8(code)
 }
 
-// fp8Tables holds the decode tables of both FP8 formats.
-type fp8Tables struct{ e4m3, e5m2 [256]float32 }
-
-var fp8 = sync.OnceValue(func() *fp8Tables {
-	t := new(fp8Tables)
-	for i := range 256 {
-		t.e4m3[i] = fmtE4M3.decode(uint8(i))
-		t.e5m2[i] = fmtE5M2.decode(uint8(i))
+// fp8Table decodes every code of an FP8 format from its definition:
+// exponent 0 is subnormal (m·2^(1-bias-mbits)), otherwise
+// (1+m/2^mbits)·2^(e-bias). With ieee the top exponent is Inf (m = 0) or
+// NaN (E5M2); otherwise only S.1111.111 is NaN (E4M3fn). The sign bit
+// applies to every code, NaN included.
+func fp8Table(ebits, mbits uint, ieee bool) (t [256]float32) {
+	bias := 1<<(ebits-1) - 1
+	for c := 0; c < 256; c++ {
+		e := (c >> mbits) & (1<<ebits - 1)
+		m := c & (1<<mbits - 1)
+		var v float64
+		switch {
+		case ieee && e == 1<<ebits-1 && m == 0:
+			v = math.Inf(1)
+		case ieee && e == 1<<ebits-1:
+			v = math.NaN()
+		case !ieee && e == 1<<ebits-1 && m == 1<<mbits-1:
+			v = math.NaN()
+		case e == 0:
+			v = math.Ldexp(float64(m), 1-bias-int(mbits))
+		default:
+			v = math.Ldexp(1+float64(m)/float64(int(1)<<mbits), e-bias)
+		}
+		if c&0x80 != 0 {
+			v = -v
+		}
+		t[c] = float32(v)
 	}
 	return t
-})
+}
+
+// e4m3Table and e5m2Table decode every FP8 code; they are filled once at
+// package initialisation and never written again.
+var (
+	e4m3Table = fp8Table(4, 3, false)
+	e5m2Table = fp8Table(5, 2, true)
+)
 
 // E4M3ToF32 decodes an OCP FP8 E4M3 (fn) byte.
-func E4M3ToF32(b uint8) float32 { return fp8().e4m3[b] }
+func E4M3ToF32(b uint8) float32 { return e4m3Table[b] }
 
-// F32ToE4M3 rounds f to OCP FP8 E4M3, ties to even, saturating at ±448.
-func F32ToE4M3(f float32) uint8 { return fmtE4M3.encode(f) }
+// F32ToE4M3 rounds f to OCP FP8 E4M3, ties to even, saturating at ±448
+// (±Inf also becomes ±448); NaN becomes 0x7F with f's sign.
+func F32ToE4M3(f float32) uint8 { return encodeFP8(f, 4, 3, 0x7e, 0x7f) }
 
 // E5M2ToF32 decodes an OCP FP8 E5M2 byte.
-func E5M2ToF32(b uint8) float32 { return fp8().e5m2[b] }
+func E5M2ToF32(b uint8) float32 { return e5m2Table[b] }
 
-// F32ToE5M2 rounds f to OCP FP8 E5M2, ties to even (overflow gives ±Inf).
-func F32ToE5M2(f float32) uint8 { return fmtE5M2.encode(f) }
+// F32ToE5M2 rounds f to OCP FP8 E5M2, ties to even; overflow gives ±Inf
+// (0x7C/0xFC) as torch's cast does; NaN becomes 0x7F with f's sign.
+func F32ToE5M2(f float32) uint8 { return encodeFP8(f, 5, 2, 0x7c, 0x7f) }
 
 // hostLittle reports whether the host is little-endian, in which case
 // aligned element slices can be reinterpreted in place.
@@ -278,9 +260,9 @@ func DecodeFloat32(dst []float32, dt DType, src []byte) error {
 			dst[i] = float32(math.Float64frombits(binary.LittleEndian.Uint64(src[8*i:])))
 		}
 	case F8E4M3, F8E5M2:
-		tab := &fp8().e4m3
+		tab := &e4m3Table
 		if dt == F8E5M2 {
-			tab = &fp8().e5m2
+			tab = &e5m2Table
 		}
 		for i, b := range src {
 			dst[i] = tab[b]
