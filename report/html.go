@@ -114,6 +114,18 @@ func bars(title, ylabel string, labels []string, names []string, series [][]floa
 	}
 	p.Legend.Top = true
 	p.NominalX(labels...)
+	// Room on both sides for the outer bars, and above them for the legend.
+	p.X.Min, p.X.Max = -0.6, float64(len(labels))-0.4
+	top := 0.0
+	for _, s := range series {
+		for _, v := range s {
+			top = max(top, v)
+		}
+	}
+	p.Y.Min = min(0, p.Y.Min)
+	if top > 0 {
+		p.Y.Max = 1.2 * top
+	}
 	p.Add(plotter.NewGrid())
 	return p, nil
 }

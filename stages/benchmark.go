@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -158,10 +159,17 @@ func (s *benchmarkStage) run(needs []pipeline.TaskRef, backends []string, stageI
 		if err := out.AddArtifact(env.OutDir, name); err != nil {
 			return fail(err)
 		}
+		// The table goes to stderr (the run's progress stream) and, for
+		// the record, to benchmark.txt next to the JSON.
 		var tbl strings.Builder
 		WriteBenchTable(&tbl, res)
-		if env.Log != nil {
-			env.Log.Info("benchmark\n" + tbl.String())
+		fmt.Fprint(os.Stderr, tbl.String())
+		txt := strings.TrimSuffix(name, filepath.Ext(name)) + ".txt"
+		if err := pipeline.WriteFileAtomic(filepath.Join(env.OutDir, txt), []byte(tbl.String())); err != nil {
+			return fail(err)
+		}
+		if err := out.AddArtifact(env.OutDir, txt); err != nil {
+			return fail(err)
 		}
 		if !s.cfg.NoReport {
 			doc := &report.Doc{Name: stageID, Generated: time.Now().UTC(), Benchmark: res}
