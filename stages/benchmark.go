@@ -36,7 +36,7 @@ type BenchmarkConfig struct {
 	// DecodeTokens is the number of decode steps timed (default 32).
 	DecodeTokens int `yaml:"decode_tokens,omitempty" json:"decode_tokens,omitempty" jsonschema:"minimum=1,description=decode steps (default 32)"`
 	// Repeats is how many times each measurement runs; the best counts (default 3).
-	Repeats int `yaml:"repeats,omitempty" json:"repeats,omitempty" jsonschema:"minimum=1,description=repetitions, best counts (default 3)"`
+	Repeats int `yaml:"repeats,omitempty" json:"repeats,omitempty" jsonschema:"minimum=1,description=repetitions; best counts (default 3)"`
 	// Out is the JSON result file in the output directory (default benchmark.json).
 	Out string `yaml:"out,omitempty" json:"out,omitempty" jsonschema:"description=JSON result file (default benchmark.json)"`
 	// NoReport skips writing report.html and report.json.

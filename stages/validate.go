@@ -31,12 +31,12 @@ import (
 type ValidateConfig struct {
 	// Model is the unquantized Hugging Face model directory (reference
 	// weights and tokenizer.json), relative to the job file.
-	Model string `yaml:"model" json:"model" jsonschema:"required,description=unquantized model directory (config.json, safetensors, tokenizer.json), relative to the job file"`
+	Model string `yaml:"model" json:"model" jsonschema:"required,description=unquantized model directory (config.json; safetensors; tokenizer.json); relative to the job file"`
 	// Packed is the native packed checkpoint directory, relative to the
 	// run's output directory (the `out:` of a `pack` stage with format native).
 	Packed string `yaml:"packed" json:"packed" jsonschema:"required,description=native packed checkpoint directory in the output directory (a pack stage's out)"`
 	// Text is the evaluation text file, relative to the job file.
-	Text string `yaml:"text" json:"text" jsonschema:"required,description=evaluation text file, relative to the job file"`
+	Text string `yaml:"text" json:"text" jsonschema:"required,description=evaluation text file; relative to the job file"`
 	// Window is the tokens per evaluation window (default 128).
 	Window int `yaml:"window,omitempty" json:"window,omitempty" jsonschema:"minimum=2,description=tokens per window (default 128)"`
 	// Windows is the number of windows (default 8; 0 keeps the default).
