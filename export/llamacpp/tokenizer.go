@@ -78,6 +78,17 @@ func LoadVocab(dir string, vocabSize int, cfgBOS *int, cfgEOS []int, modelType, 
 	if err != nil {
 		return nil, fmt.Errorf("llamacpp: tokenizer: %w", err)
 	}
+	cb, err := os.ReadFile(filepath.Join(dir, "tokenizer_config.json"))
+	if err != nil && !os.IsNotExist(err) {
+		return nil, fmt.Errorf("llamacpp: %w", err)
+	}
+	return ParseVocab(b, cb, vocabSize, cfgBOS, cfgEOS, modelType, preOverride)
+}
+
+// ParseVocab is LoadVocab on the bytes of tokenizer.json and
+// tokenizer_config.json (nil when absent).
+func ParseVocab(b, cb []byte, vocabSize int, cfgBOS *int, cfgEOS []int, modelType, preOverride string) (*Vocab, error) {
+	var err error
 	var tj tokenizerJSON
 	if err := json.Unmarshal(b, &tj); err != nil {
 		return nil, fmt.Errorf("llamacpp: tokenizer.json: %w", err)
@@ -86,12 +97,10 @@ func LoadVocab(dir string, vocabSize int, cfgBOS *int, cfgEOS []int, modelType, 
 		return nil, fmt.Errorf("llamacpp: tokenizer.json model type %q: only byte-level BPE is supported", tj.Model.Type)
 	}
 	var tc map[string]any
-	if b, err := os.ReadFile(filepath.Join(dir, "tokenizer_config.json")); err == nil {
-		if err := json.Unmarshal(b, &tc); err != nil {
+	if cb != nil {
+		if err := json.Unmarshal(cb, &tc); err != nil {
 			return nil, fmt.Errorf("llamacpp: tokenizer_config.json: %w", err)
 		}
-	} else if !os.IsNotExist(err) {
-		return nil, fmt.Errorf("llamacpp: %w", err)
 	}
 
 	v := &Vocab{Model: "gpt2"}
