@@ -20,9 +20,12 @@ bench:
 # The nano demo (issue 13): bundled qwen3-nano → rotate → calibrate →
 # MR-GPTQ MXFP4 → GGUF + native → validate → benchmark, with a results table
 # and runs/nano-demo/out/report.html. Re-running resumes from checkpoints.
-# DEMO_FLAGS passes run flags, e.g. DEMO_FLAGS='--workdir /tmp/demo --fresh'.
+# DEMO_WORKDIR moves the run; DEMO_FLAGS passes run flags (e.g. --fresh).
+DEMO_WORKDIR ?= runs/nano-demo
 demo: build
-	$(BIN)/marlin-run run $(DEMO_FLAGS) pipelines/nano-demo.yaml
+	$(BIN)/marlin-run run --workdir $(DEMO_WORKDIR) $(DEMO_FLAGS) pipelines/nano-demo.yaml
+	$(GO) run ./internal/demosummary $(DEMO_WORKDIR)/out
+	@echo "report: $(DEMO_WORKDIR)/out/report.html"
 
 # Scale test: a 1.3GB synthetic GLM-4.7-Flash quantized under a 256MiB
 # budget; fails when marlin-run's peak RSS exceeds budget + largest tensor.

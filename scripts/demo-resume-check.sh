@@ -14,7 +14,7 @@ rm -rf "$a" "$b"; mkdir -p "$base"
 make -s build
 
 echo "== run 1 (to be interrupted during quantize) in $a"
-setsid make -s demo DEMO_FLAGS="--workdir $a --log-format json" >"$base/run1.log" 2>&1 &
+setsid make -s demo DEMO_WORKDIR="$a" DEMO_FLAGS="--log-format json" >"$base/run1.log" 2>&1 &
 pid=$!
 # wait for the first finished quant task in the journal (GPTQ under way)
 for _ in $(seq 1 1200); do
@@ -30,11 +30,11 @@ tail -n 3 "$base/run1.log" | cut -c1-200
 if [ "$rc" -eq 0 ]; then echo "run 1 was not interrupted (finished first)"; exit 1; fi
 
 echo "== run 2 (resume) in $a"
-make -s demo DEMO_FLAGS="--workdir $a" 2>&1 | tail -n 3 | cut -c1-200
+make -s demo DEMO_WORKDIR="$a" 2>&1 | tail -n 3 | cut -c1-200
 echo "== run 3 (uninterrupted) in $b"
-make -s demo DEMO_FLAGS="--workdir $b" >"$base/run3.log" 2>&1
+make -s demo DEMO_WORKDIR="$b" >"$base/run3.log" 2>&1
 
-sums() { (cd "$1/out" && find . -type f \( -name '*.gguf' -o -name '*.safetensors' -o -name '*.index.json' -o -name marlin.json -o -name quant-report.json \) -print0 | sort -z | xargs -0 sha256sum); }
+sums() { (cd "$1/out" && find . -type f \( -name '*.gguf' -o -name '*.safetensors' -o -name '*.index.json' -o -name marlin.json -o -name quant-report.json -o -name validate.json \) -print0 | sort -z | xargs -0 sha256sum); }
 sums "$a" >"$base/a.sha256"
 sums "$b" >"$base/b.sha256"
 cat "$base/a.sha256"
