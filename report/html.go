@@ -37,6 +37,7 @@ average cosine {{printf "%.5f" .AvgCosine}}, worst {{printf "%.5f" .MinCosine}} 
 {{with .Doc.Validation}}<h2>Validation</h2>
 <p>{{.Packed}} against {{.Model}} on {{.Text}}: {{.Windows}} windows of {{.Window}} tokens ({{.Tokens}} scored), quantized model run from packed weights through the {{.Backend}} backend's dequant kernels.</p>
 <table><tr><th class="l">metric</th><th>value</th></tr>
+{{if .Method}}<tr><td class="l">quantization</td><td>{{.Method}}</td></tr>{{end}}
 <tr><td class="l">perplexity (unquantized)</td><td>{{printf "%.4f" .RefPPL}}</td></tr>
 <tr><td class="l">perplexity (quantized)</td><td>{{printf "%.4f" .QuantPPL}}</td></tr>
 <tr><td class="l">perplexity increase</td><td>{{printf "%+.3f%%" (pct .PPLIncrease)}}</td></tr>
