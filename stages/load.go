@@ -167,7 +167,7 @@ func openLoadSource(p string) (loadSource, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load: %w", err)
 	}
-	if !st.IsDir() && isGGUF(p) {
+	if !st.IsDir() && gguf.IsFile(p) {
 		f, err := gguf.Open(p)
 		if err != nil {
 			return nil, fmt.Errorf("load: %w", err)
@@ -193,17 +193,6 @@ func openLoadSource(p string) (loadSource, error) {
 		src.fps[fpath] = fp
 	}
 	return src, nil
-}
-
-func isGGUF(p string) bool {
-	f, err := os.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	var m [4]byte
-	_, err = io.ReadFull(f, m[:])
-	return err == nil && string(m[:]) == gguf.Magic
 }
 
 // fileFingerprint identifies a file by base name, size, modification time

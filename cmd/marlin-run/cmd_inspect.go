@@ -85,7 +85,7 @@ func inspectPath(p, match string) (*inspectReport, error) {
 		ok, _ := path.Match(match, name)
 		return match == "" || ok
 	}
-	if !st.IsDir() && isGGUFFile(p) {
+	if !st.IsDir() && gguf.IsFile(p) {
 		f, err := gguf.Open(p)
 		if err != nil {
 			return nil, err
@@ -133,17 +133,6 @@ func inspectPath(p, match string) (*inspectReport, error) {
 		rep.Config = cfg
 	}
 	return rep, nil
-}
-
-func isGGUFFile(p string) bool {
-	f, err := os.Open(p)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	var m [4]byte
-	_, err = io.ReadFull(f, m[:])
-	return err == nil && string(m[:]) == gguf.Magic
 }
 
 // summarizeValue shortens arrays to their length and first elements.

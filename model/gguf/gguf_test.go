@@ -633,3 +633,28 @@ func TestDequantParallel(t *testing.T) {
 		}
 	}
 }
+
+func TestIsFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, data string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, c := range []struct {
+		path string
+		want bool
+	}{
+		{write("ok.gguf", Magic+"\x03\x00\x00\x00"), true},
+		{write("short", "GGU"), false},
+		{write("other", "PK\x03\x04"), false},
+		{dir, false},
+		{filepath.Join(dir, "missing"), false},
+	} {
+		if got := IsFile(c.path); got != c.want {
+			t.Errorf("IsFile(%s) = %v, want %v", c.path, got, c.want)
+		}
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"math"
 	"os"
 
@@ -94,21 +95,9 @@ type File struct {
 // Open maps a GGUF file and parses it. Tensor data is read lazily from the
 // mapping; call Close when done.
 func Open(path string) (*File, error) {
-	fh, err := os.Open(path)
+	data, unmap, err := mmap.MapFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("gguf: %w", err)
-	}
-	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("gguf: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("gguf: %s is not a regular file", path)
-	}
-	data, unmap, err := mmap.Map(fh, st.Size())
-	if err != nil {
-		return nil, fmt.Errorf("gguf: %s: %w", path, err)
 	}
 	f, err := Read(data)
 	if err != nil {
@@ -117,6 +106,19 @@ func Open(path string) (*File, error) {
 	}
 	f.unmap = unmap
 	return f, nil
+}
+
+// IsFile reports whether path names a readable file that starts with the
+// GGUF magic. It reads four bytes; it does not validate the rest.
+func IsFile(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	var m [4]byte
+	_, err = io.ReadFull(f, m[:])
+	return err == nil && string(m[:]) == Magic
 }
 
 // Close releases the mapping of a file opened with Open.

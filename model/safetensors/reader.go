@@ -39,42 +39,29 @@ type File struct {
 
 // OpenFile opens and maps a single safetensors file and validates its header.
 func OpenFile(path string) (*File, error) {
-	f, err := os.Open(path)
+	data, unmap, err := mmap.MapFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("safetensors: %w", err)
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("safetensors: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("safetensors: %s is not a regular file", path)
-	}
-	size := st.Size()
-	if size < 8 {
-		return nil, fmt.Errorf("safetensors: %s: %d bytes is too short for a header", path, size)
-	}
-	var pre [8]byte
-	if _, err := f.ReadAt(pre[:], 0); err != nil {
+	bad := func(err error) (*File, error) {
+		_ = unmap()
 		return nil, fmt.Errorf("safetensors: %s: %w", path, err)
 	}
-	n := binary.LittleEndian.Uint64(pre[:])
+	size := int64(len(data))
+	if size < 8 {
+		return bad(fmt.Errorf("%d bytes is too short for a header", size))
+	}
+	n := binary.LittleEndian.Uint64(data)
 	if n > MaxHeaderSize {
-		return nil, fmt.Errorf("safetensors: %s: header size %d exceeds the %d byte limit", path, n, MaxHeaderSize)
+		return bad(fmt.Errorf("header size %d exceeds the %d byte limit", n, MaxHeaderSize))
 	}
 	if int64(n) > size-8 {
-		return nil, fmt.Errorf("safetensors: %s: header size %d past the end of the %d byte file", path, n, size)
-	}
-	data, unmap, err := mmap.Map(f, size)
-	if err != nil {
-		return nil, fmt.Errorf("safetensors: %s: %w", path, err)
+		return bad(fmt.Errorf("header size %d past the end of the %d byte file", n, size))
 	}
 	start := 8 + int64(n)
 	h, err := ParseHeader(data[8:start], size-start)
 	if err != nil {
-		_ = unmap()
-		return nil, fmt.Errorf("safetensors: %s: %w", path, err)
+		return bad(err)
 	}
 	for i := range h.Tensors {
 		h.Tensors[i].File = path
