@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -37,6 +38,10 @@ type BenchmarkConfig struct {
 	DecodeTokens int `yaml:"decode_tokens,omitempty" json:"decode_tokens,omitempty" jsonschema:"minimum=1,description=decode steps (default 32)"`
 	// Repeats is how many times each measurement runs; the best counts (default 3).
 	Repeats int `yaml:"repeats,omitempty" json:"repeats,omitempty" jsonschema:"minimum=1,description=repetitions; best counts (default 3)"`
+	// KernelShapes adds kernel measurements on seeded random out×in
+	// weights quantized (RTN) to each packed format of the model: shapes
+	// of a real model, where weights no longer fit in cache.
+	KernelShapes [][2]int `yaml:"kernel_shapes,omitempty" json:"kernel_shapes,omitempty" jsonschema:"description=extra [out; in] kernel shapes on random weights (e.g. [[4096; 4096]])"`
 	// Out is the JSON result file in the output directory (default benchmark.json).
 	Out string `yaml:"out,omitempty" json:"out,omitempty" jsonschema:"description=JSON result file (default benchmark.json)"`
 	// NoReport skips writing report.html and report.json.
@@ -59,6 +64,11 @@ func (c *BenchmarkConfig) Validate() error {
 		case "auto", "cpu", "metal":
 		default:
 			errs = append(errs, &pipeline.FieldError{Field: fmt.Sprintf("backends[%d]", i), Err: fmt.Errorf("unknown backend %q (known: auto, cpu, metal)", b)})
+		}
+	}
+	for i, sh := range c.KernelShapes {
+		if sh[0] <= 0 || sh[1] <= 0 || int64(sh[0])*int64(sh[1]) > 1<<28 {
+			errs = append(errs, &pipeline.FieldError{Field: fmt.Sprintf("kernel_shapes[%d]", i), Err: fmt.Errorf("want 0 < out·in <= 2^28, got %v", sh)})
 		}
 	}
 	if c.PromptTokens < 0 || c.DecodeTokens < 0 || c.Repeats < 0 {
@@ -136,7 +146,7 @@ func (s *benchmarkStage) run(needs []pipeline.TaskRef, backends []string, stageI
 				return fail(err)
 			}
 			res.Backend = strings.TrimPrefix(res.Backend+","+b.Name(), ",")
-			r, err := Measure(ctx, b, packed, BenchOptions{Prompt: s.cfg.PromptTokens, Decode: s.cfg.DecodeTokens, Repeats: s.cfg.Repeats})
+			r, err := Measure(ctx, b, packed, BenchOptions{Prompt: s.cfg.PromptTokens, Decode: s.cfg.DecodeTokens, Repeats: s.cfg.Repeats, Shapes: s.cfg.KernelShapes})
 			if err != nil {
 				return fail(err)
 			}
@@ -239,6 +249,8 @@ func AddToReport(doc *report.Doc, meta map[string]string, reps *[]quant.Report) 
 // BenchOptions sets the sizes of Measure.
 type BenchOptions struct {
 	Prompt, Decode, Repeats int
+	// Shapes are extra [out, in] kernel shapes on random weights.
+	Shapes [][2]int
 }
 
 // Measure benchmarks the packed checkpoint in dir on b: dequant-GEMV and
@@ -288,8 +300,31 @@ func Measure(ctx context.Context, b kernels.Backend, dir string, o BenchOptions)
 		fmts = append(fmts, f)
 	}
 	sort.Strings(fmts)
+	type job struct {
+		f string
+		m *quant.Packed
+	}
+	var jobs []job
 	for _, f := range fmts {
-		m := largest[f]
+		jobs = append(jobs, job{f, largest[f]})
+	}
+	for _, sh := range o.Shapes {
+		rng := rand.New(rand.NewPCG(uint64(sh[0]), uint64(sh[1])))
+		w := make([]float32, sh[0]*sh[1])
+		for i := range w {
+			w[i] = float32(rng.NormFloat64()) * 0.02
+		}
+		for _, f := range fmts {
+			m := largest[f]
+			p, err := quant.Quantize(w, sh[0], sh[1], m.Format, nil)
+			if err != nil {
+				return nil, fmt.Errorf("kernel shape %v: %w", sh, err)
+			}
+			jobs = append(jobs, job{f, p})
+		}
+	}
+	for _, j := range jobs {
+		f, m := j.f, j.m
 		w := make([]float32, m.Rows*m.Cols)
 		m.Dequantize(w)
 		wb := float64(len(m.Codes) + len(m.Scales) + len(m.Zeros))
