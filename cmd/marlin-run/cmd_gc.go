@@ -19,14 +19,7 @@ func gcCommand() *command {
 			fs.BoolVar(&dryRun, "dry-run", false, "only report what would be deleted")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {
-			if len(args) != 1 {
-				return usagef("want exactly one job file")
-			}
-			job, err := a.loadJob(args[0])
-			if err != nil {
-				return err
-			}
-			plan, err := pipeline.PlanJob(ctx, job, a.logger())
+			job, plan, err := a.planJob(ctx, args)
 			if err != nil {
 				return err
 			}

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"flag"
-
-	"github.com/marlin-llm/marlin/pipeline"
 )
 
 func planCommand() *command {
@@ -18,17 +16,10 @@ func planCommand() *command {
 			fs.StringVar(&format, "format", "text", "output format: text or dot (Graphviz)")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {
-			if len(args) != 1 {
-				return usagef("want exactly one job file")
-			}
 			if format != "text" && format != "dot" {
 				return usagef("--format must be text or dot")
 			}
-			job, err := a.loadJob(args[0])
-			if err != nil {
-				return err
-			}
-			plan, err := pipeline.PlanJob(ctx, job, a.logger())
+			_, plan, err := a.planJob(ctx, args)
 			if err != nil {
 				return err
 			}

@@ -18,14 +18,7 @@ func statusCommand() *command {
 			fs.IntVar(&list, "list", 0, "also list up to N pending task keys per stage")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {
-			if len(args) != 1 {
-				return usagef("want exactly one job file")
-			}
-			job, err := a.loadJob(args[0])
-			if err != nil {
-				return err
-			}
-			plan, err := pipeline.PlanJob(ctx, job, a.logger())
+			job, plan, err := a.planJob(ctx, args)
 			if err != nil {
 				return err
 			}

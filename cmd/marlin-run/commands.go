@@ -79,6 +79,23 @@ func (a *app) loadJob(path string) (*pipeline.Job, error) {
 	return pipeline.Load(path, a.Registry, pipeline.LoadOptions{Set: a.set, Workdir: a.workdir})
 }
 
+// planJob loads the one job file args must name (with the common flags
+// applied) and plans it.
+func (a *app) planJob(ctx context.Context, args []string) (*pipeline.Job, *pipeline.Plan, error) {
+	if len(args) != 1 {
+		return nil, nil, usagef("want exactly one job file")
+	}
+	job, err := a.loadJob(args[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := pipeline.PlanJob(ctx, job, a.logger())
+	if err != nil {
+		return nil, nil, err
+	}
+	return job, plan, nil
+}
+
 // logger returns the structured logger for --log-format.
 func (a *app) logger() *slog.Logger {
 	if a.logFmt == "json" {
