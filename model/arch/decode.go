@@ -12,9 +12,10 @@ import (
 // attention layer's keys and values of the tokens seen so far, and
 // Model.Decode runs only the new tokens through the model, attending to
 // the cached ones. It computes the same function as Forward on the whole
-// sequence (decode_test.go compares the two). Supported for the GQA
-// attention of qwen3 and qwen3_moe; MLA (glm4_moe_lite) is not cached yet
-// and NewCache says so.
+// sequence (decode_test.go compares both with the golden prefill logits).
+// GQA (qwen3, qwen3_moe) caches keys and values per KV head; MLA
+// (glm4_moe_lite, decode_mla.go) caches the expanded per-head keys and
+// values.
 
 // Cache is the key/value cache of one sequence. It is not safe for
 // concurrent use.
@@ -24,8 +25,20 @@ type Cache struct {
 	layers []kvLayer
 }
 
+// kvLayer is one attention layer's cache: keys of kw floats and values of
+// vw floats per token (all heads).
 type kvLayer struct {
-	k, v []float32 // max × kvHeads·headDim
+	k, v   []float32
+	kw, vw int
+}
+
+// cachedAttention is an attention mixer with an incremental decode path.
+type cachedAttention interface {
+	// kvWidths returns the floats per token of the cached keys and values.
+	kvWidths() (kw, vw int)
+	// decode runs rc.batch.Len new tokens at positions pos.., appending
+	// their keys and values to kv.
+	decode(rc *run, kv *kvLayer, pos int, x, out []float32) error
 }
 
 // NewCache returns an empty cache for sequences of up to maxLen tokens.
@@ -35,15 +48,15 @@ func (m *Model) NewCache(maxLen int) (*Cache, error) {
 	}
 	c := &Cache{max: maxLen, layers: make([]kvLayer, len(m.layers))}
 	for i, l := range m.layers {
-		a, ok := l.attn.(*GQAttention)
+		a, ok := l.attn.(cachedAttention)
 		if !ok {
-			return nil, fmt.Errorf("arch: %s: incremental decoding supports grouped-query attention only (layer %d is %T)", m.cfg.ModelType, i, l.attn)
+			return nil, fmt.Errorf("arch: %s: layer %d's attention (%T) has no incremental decode path", m.cfg.ModelType, i, l.attn)
 		}
-		n := maxLen * a.kvHeads * a.hd
-		if n/maxLen != a.kvHeads*a.hd || int64(n) > 1<<31 {
+		kw, vw := a.kvWidths()
+		if int64(maxLen)*int64(kw+vw) > 1<<31 {
 			return nil, fmt.Errorf("arch: cache of %d tokens is too large", maxLen)
 		}
-		c.layers[i] = kvLayer{k: make([]float32, n), v: make([]float32, n)}
+		c.layers[i] = kvLayer{k: make([]float32, maxLen*kw), v: make([]float32, maxLen*vw), kw: kw, vw: vw}
 	}
 	return c, nil
 }
@@ -86,7 +99,7 @@ func (m *Model) Decode(ctx context.Context, c *Cache, ids []int32) ([]float32, e
 		if err := d.inputNorm.apply(m.b, x, h); err != nil {
 			return nil, fmt.Errorf("arch: layer %d: input_layernorm: %w", l, err)
 		}
-		if err := d.attn.(*GQAttention).decode(rc, &c.layers[l], c.pos, x, out); err != nil {
+		if err := d.attn.(cachedAttention).decode(rc, &c.layers[l], c.pos, x, out); err != nil {
 			return nil, fmt.Errorf("arch: layer %d: %w", l, err)
 		}
 		for i, v := range out {
@@ -106,8 +119,8 @@ func (m *Model) Decode(ctx context.Context, c *Cache, ids []int32) ([]float32, e
 	return m.Head(ctx, h, batch, nil)
 }
 
-// decode runs the attention of n = rc.batch.Len new tokens at positions
-// pos.., appending their keys and values to kv.
+func (a *GQAttention) kvWidths() (int, int) { return a.kvHeads * a.hd, a.kvHeads * a.hd }
+
 func (a *GQAttention) decode(rc *run, kv *kvLayer, pos int, x, out []float32) error {
 	n := rc.batch.Len
 	q, err := rc.linear(a.q, x, n)
@@ -146,36 +159,9 @@ func (a *GQAttention) decode(rc *run, kv *kvLayer, pos int, x, out []float32) er
 	if err := rc.b.RoPE(k, n, a.kvHeads, a.hd, a.hd, cos, sin, kernels.RoPENeoX); err != nil {
 		return fmt.Errorf("rope k: %w", err)
 	}
-	kvw := a.kvHeads * a.hd
-	copy(kv.k[pos*kvw:(pos+n)*kvw], k)
-	copy(kv.v[pos*kvw:(pos+n)*kvw], v)
-	total := pos + n
-	qw := a.heads * a.hd
-	ctx := make([]float32, n*qw)
-	scores := make([]float32, n*total)
-	scale := float32(1 / math.Sqrt(float64(a.hd)))
-	rep := a.heads / a.kvHeads
-	for h := 0; h < a.heads; h++ {
-		if err := rc.ctx.Err(); err != nil {
-			return err
-		}
-		g := h / rep
-		if err := rc.b.Sgemm(false, true, n, total, a.hd, scale, q[h*a.hd:], qw,
-			kv.k[g*a.hd:], kvw, 0, scores, total); err != nil {
-			return fmt.Errorf("attention scores: %w", err)
-		}
-		for i := 0; i < n; i++ {
-			row := scores[i*total : (i+1)*total]
-			seen := pos + i + 1 // causal: query pos+i sees keys 0..pos+i
-			if err := rc.b.Softmax(row[:seen], 1, seen); err != nil {
-				return fmt.Errorf("attention softmax: %w", err)
-			}
-			clear(row[seen:])
-		}
-		if err := rc.b.Sgemm(false, false, n, a.hd, total, 1, scores, total, kv.v[g*a.hd:], kvw,
-			0, ctx[h*a.hd:], qw); err != nil {
-			return fmt.Errorf("attention values: %w", err)
-		}
+	ctx, err := kv.attend(rc, pos, q, k, v, a.heads, a.kvHeads, a.hd, a.hd, float32(1/math.Sqrt(float64(a.hd))))
+	if err != nil {
+		return err
 	}
 	o, err := rc.linear(a.o, ctx, n)
 	if err != nil {
@@ -183,4 +169,42 @@ func (a *GQAttention) decode(rc *run, kv *kvLayer, pos int, x, out []float32) er
 	}
 	copy(out, o)
 	return nil
+}
+
+// attend appends the n new tokens' keys k (n×kw) and values v (n×vw) at
+// positions pos.. and returns the attention output (n×heads·dv) of the
+// queries q (n×heads·dqk): head h reads key/value head h/(heads/kvHeads),
+// query pos+i sees keys 0..pos+i.
+func (kv *kvLayer) attend(rc *run, pos int, q, k, v []float32, heads, kvHeads, dqk, dv int, scale float32) ([]float32, error) {
+	n := rc.batch.Len
+	copy(kv.k[pos*kv.kw:(pos+n)*kv.kw], k)
+	copy(kv.v[pos*kv.vw:(pos+n)*kv.vw], v)
+	total := pos + n
+	qw, ow := heads*dqk, heads*dv
+	out := make([]float32, n*ow)
+	scores := make([]float32, n*total)
+	rep := heads / kvHeads
+	for h := 0; h < heads; h++ {
+		if err := rc.ctx.Err(); err != nil {
+			return nil, err
+		}
+		g := h / rep
+		if err := rc.b.Sgemm(false, true, n, total, dqk, scale, q[h*dqk:], qw,
+			kv.k[g*dqk:], kv.kw, 0, scores, total); err != nil {
+			return nil, fmt.Errorf("attention scores: %w", err)
+		}
+		for i := 0; i < n; i++ {
+			row := scores[i*total : (i+1)*total]
+			seen := pos + i + 1
+			if err := rc.b.Softmax(row[:seen], 1, seen); err != nil {
+				return nil, fmt.Errorf("attention softmax: %w", err)
+			}
+			clear(row[seen:])
+		}
+		if err := rc.b.Sgemm(false, false, n, dv, total, 1, scores, total, kv.v[g*dv:], kv.vw,
+			0, out[h*dv:], ow); err != nil {
+			return nil, fmt.Errorf("attention values: %w", err)
+		}
+	}
+	return out, nil
 }

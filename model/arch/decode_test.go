@@ -11,7 +11,7 @@ import (
 // block) and compares every position's logits with transformers' full
 // prefill logits (same tolerance as TestGolden), for the GQA models.
 func TestDecodeMatchesGolden(t *testing.T) {
-	for _, name := range []string{"qwen3-nano", "qwen3moe-nano"} {
+	for _, name := range nanoModels {
 		t.Run(name, func(t *testing.T) {
 			m := loadNano(t, name)
 			g := loadGoldenOut(t, name)
