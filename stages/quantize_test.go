@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -306,14 +305,8 @@ stages:
 		t.Errorf("formats %v, %d layer weights", formats, n)
 	}
 	t.Logf("qwen3-nano through load+quantize: average cosine of %d layer weights %.6f", n, sum/float64(n))
-	raw, err := os.ReadFile(filepath.Join(st.OutDir(), "quant-report.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var rep QuantizeReport
-	if err := json.Unmarshal(raw, &rep); err != nil {
-		t.Fatal(err)
-	}
+	assets.ReadJSON(t, filepath.Join(st.OutDir(), "quant-report.json"), &rep)
 	// 24 MXFP4 + 4 INT4 layer weights and the BF16 embedding, all [*, 256] or [256, 768]
 	if rep.Summary.Tensors != 29 || len(rep.Tensors) != 29 || rep.Summary.BitsPerWeight <= 4.125 || rep.Summary.BitsPerWeight >= 16 {
 		t.Errorf("summary %+v", rep.Summary)

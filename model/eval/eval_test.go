@@ -2,7 +2,6 @@ package eval
 
 import (
 	"context"
-	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -45,14 +44,8 @@ func setup(t testing.TB, name string) (*arch.Model, []int32, *goldenJSON) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(filepath.Join(dir, "golden.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var g goldenJSON
-	if err := json.Unmarshal(data, &g); err != nil {
-		t.Fatal(err)
-	}
+	assets.ReadJSON(t, filepath.Join(dir, "golden.json"), &g)
 	if g.Protocol.Window != 256 || g.Protocol.Windows != 64 {
 		t.Fatalf("unexpected protocol %+v", g.Protocol)
 	}

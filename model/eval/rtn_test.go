@@ -2,7 +2,6 @@ package eval
 
 import (
 	"context"
-	"encoding/json"
 	"math"
 	"os"
 	"path/filepath"
@@ -37,14 +36,8 @@ func TestRTNGolden(t *testing.T) {
 	for _, name := range models {
 		t.Run(name, func(t *testing.T) {
 			m, ids, _ := setup(t, name)
-			data, err := os.ReadFile(filepath.Join(assets.Model(t, name), "golden.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
 			var g map[string]any
-			if err := json.Unmarshal(data, &g); err != nil {
-				t.Fatal(err)
-			}
+			assets.ReadJSON(t, filepath.Join(assets.Model(t, name), "golden.json"), &g)
 			orig := map[string]arch.Linear{}
 			for _, p := range m.Projs() {
 				orig[p.Name()] = p.Linear()

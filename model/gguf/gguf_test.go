@@ -219,14 +219,8 @@ func TestReadLlamaCppGGUF(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	b, err := os.ReadFile(assets.Shared(t, "gguf", "qwen3-nano-f16.header.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var hj headerJSON
-	if err := json.Unmarshal(b, &hj); err != nil {
-		t.Fatal(err)
-	}
+	assets.ReadJSON(t, assets.Shared(t, "gguf", "qwen3-nano-f16.header.json"), &hj)
 	if int(f.Version) != hj.Version {
 		t.Errorf("version %d, want %d", f.Version, hj.Version)
 	}

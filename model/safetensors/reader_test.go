@@ -1,9 +1,7 @@
 package safetensors
 
 import (
-	"encoding/json"
 	"math"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -32,14 +30,8 @@ func TestSharedModels(t *testing.T) {
 	for _, model := range []string{"qwen3-nano", "qwen3moe-nano", "glm47-nano"} {
 		t.Run(model, func(t *testing.T) {
 			dir := assets.Model(t, model)
-			b, err := os.ReadFile(filepath.Join(dir, "tensors.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
 			var want map[string]wantTensor
-			if err := json.Unmarshal(b, &want); err != nil {
-				t.Fatal(err)
-			}
+			assets.ReadJSON(t, filepath.Join(dir, "tensors.json"), &want)
 			c, err := Open(dir)
 			if err != nil {
 				t.Fatal(err)

@@ -1,8 +1,6 @@
 package synth
 
 import (
-	"encoding/json"
-	"os"
 	"path/filepath"
 	"slices"
 
@@ -66,11 +64,11 @@ func TestGLMNamesMatchNano(t *testing.T) {
 func TestGLMTensorsMatchTrainedCheckpoint(t *testing.T) {
 	dir := assets.Model(t, "glm47-nano")
 	var cfg map[string]any
-	readJSON(t, filepath.Join(dir, "config.json"), &cfg)
+	assets.ReadJSON(t, filepath.Join(dir, "config.json"), &cfg)
 	var ref map[string]struct {
 		Shape []int `json:"shape"`
 	}
-	readJSON(t, filepath.Join(dir, "tensors.json"), &ref)
+	assets.ReadJSON(t, filepath.Join(dir, "tensors.json"), &ref)
 	ts, err := GLMTensors(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -87,16 +85,5 @@ func TestGLMTensorsMatchTrainedCheckpoint(t *testing.T) {
 		if !slices.Equal(r.Shape, g.Shape) {
 			t.Errorf("%s: shape %v, checkpoint %v", g.Name, g.Shape, r.Shape)
 		}
-	}
-}
-
-func readJSON(t *testing.T, path string, v any) {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		t.Fatal(err)
 	}
 }

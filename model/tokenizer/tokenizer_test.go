@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"os"
 	"slices"
 	"strings"
@@ -35,14 +34,8 @@ func loadGolden(t testing.TB) (*Tokenizer, *golden) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(dir + "/golden.json")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var g golden
-	if err := json.Unmarshal(data, &g); err != nil {
-		t.Fatal(err)
-	}
+	assets.ReadJSON(t, dir+"/golden.json", &g)
 	return tok, &g
 }
 

@@ -4,12 +4,13 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"io"
 	"math"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/marlin-llm/marlin/internal/assets"
 )
 
 // Reference layer: 256 outputs × 512 inputs, 2048 tokens, column 7 dead.
@@ -154,13 +155,7 @@ func readGzF32(t *testing.T, path string) []float32 {
 
 func loadRef(t *testing.T) *refFile {
 	t.Helper()
-	b, err := os.ReadFile("testdata/reference.json")
-	if err != nil {
-		t.Fatalf("reference results: %v", err)
-	}
 	var ref refFile
-	if err := json.Unmarshal(b, &ref); err != nil {
-		t.Fatal(err)
-	}
+	assets.ReadJSON(t, "testdata/reference.json", &ref)
 	return &ref
 }
