@@ -237,7 +237,7 @@ func figures(d *Doc) ([]figure, error) {
 		var labels []string
 		var gbs []float64
 		for _, k := range b.Kernels {
-			labels = append(labels, fmt.Sprintf("%s %s", k.Format, k.Op))
+			labels = append(labels, fmt.Sprintf("%s %s\n%d×%d", k.Format, k.Op, k.Out, k.In))
 			gbs = append(gbs, k.GFLOPs)
 		}
 		p, err := bars("Kernel throughput", "GFLOP/s", labels, []string{"GFLOP/s"}, [][]float64{gbs})
