@@ -32,6 +32,8 @@ type PosError struct {
 	Err  error
 }
 
+// Error renders "file:line:col: path: message" (or the --set origin
+// instead of the position).
 func (e *PosError) Error() string {
 	var b strings.Builder
 	switch {
@@ -51,12 +53,14 @@ func (e *PosError) Error() string {
 	return b.String()
 }
 
+// Unwrap returns the underlying error.
 func (e *PosError) Unwrap() error { return e.Err }
 
 // ErrorList is a list of errors reported together (all problems in a job
 // file, not only the first).
 type ErrorList []error
 
+// Error joins the errors, one a line.
 func (l ErrorList) Error() string {
 	s := make([]string, len(l))
 	for i, e := range l {
@@ -78,7 +82,10 @@ type FieldError struct {
 	Err   error
 }
 
+// Error renders "field: message".
 func (e *FieldError) Error() string { return e.Field + ": " + e.Err.Error() }
+
+// Unwrap returns the underlying error.
 func (e *FieldError) Unwrap() error { return e.Err }
 
 // docCtx carries the file name and --set origins while loading.

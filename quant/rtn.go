@@ -51,6 +51,7 @@ type NonFiniteError struct {
 	Value    float32
 }
 
+// Error names the tensor, the value and its position.
 func (e *NonFiniteError) Error() string {
 	return fmt.Sprintf("tensor %q: non-finite weight %v at [%d, %d] (use nonfinite: pass in the rule to quantize anyway)", e.Name, e.Value, e.Row, e.Col)
 }

@@ -156,6 +156,11 @@ func Parse(data []byte) (*Tokenizer, error) {
 		}
 		maxID = max(maxID, a.ID)
 	}
+	// Ids are dense in real tokenizers; a few ids far beyond the entry count
+	// would make the tables below huge from a tiny file.
+	if n := len(m.Vocab) + len(f.AddedTokens); int(maxID) >= 2*n+1024 {
+		return nil, fmt.Errorf("largest token id %d is far beyond the %d vocabulary and added entries", maxID, n)
+	}
 	t.idToTok = make([]string, maxID+1)
 	t.special = make([]bool, maxID+1)
 	seen := make([]bool, maxID+1)

@@ -352,3 +352,12 @@ func BenchmarkSplit(b *testing.B) {
 		})
 	}
 }
+
+func TestParseRejectsSparseIDs(t *testing.T) {
+	// Two entries, one with id 2^24: accepted ids, but the id tables would
+	// take hundreds of MB; Parse must refuse instead of allocating.
+	const js = `{"model":{"type":"BPE","vocab":{"a":0,"b":16777216},"merges":[]}}`
+	if _, err := Parse([]byte(js)); err == nil || !strings.Contains(err.Error(), "far beyond") {
+		t.Fatalf("Parse = %v, want a sparse-id error", err)
+	}
+}
