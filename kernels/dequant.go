@@ -120,9 +120,22 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 	// groups of a multiple of 32) and the VPERMPS table one (any 4-bit
 	// table, groups of a multiple of 16).
 	bf := d.planes != nil && gs%32 == 0
+	// Integer codes with scales whose products with the codes are exact
+	// (no subnormal rounding) take the scale-hoisted kernel, which sees x
+	// in natural order plus per-group sums of x.
+	f := p.Format
+	i4 := d.isInt && gs%32 == 0 && !f.TensorScale &&
+		(f.Scale == quant.ScaleF16 || f.Scale == quant.ScaleE8M0 || f.Scale == quant.ScaleE4M3)
 	xd := make([]float32, m*vc)
+	var xsv []float32
+	if i4 {
+		xsv = make([]float32, m*nfull*8)
+	}
 	for i := 0; i < m; i++ {
-		if bf {
+		if i4 {
+			copy(xd[i*vc:(i+1)*vc], x[i*ldx:i*ldx+vc])
+			int4XSums(xsv[i*nfull*8:(i+1)*nfull*8], xd[i*vc:(i+1)*vc], gs)
+		} else if bf {
 			deinterleave8(xd[i*vc:(i+1)*vc], x[i*ldx:i*ldx+vc])
 		} else {
 			deinterleave16(xd[i*vc:(i+1)*vc], x[i*ldx:i*ldx+vc])
@@ -143,6 +156,8 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 			for i := 0; i < m; i++ {
 				var s float32
 				switch {
+				case i4:
+					s = int4DotSIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, xsv[i*nfull*8:(i+1)*nfull*8], muls, offs)
 				case bf:
 					s = lut4DotBF16SIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, d.planes, muls, offs)
 				default:

@@ -1,0 +1,137 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// int4shifts<> holds the nibble shift counts 0, 4, ..., 28 (one YMM).
+DATA int4shifts<>+0(SB)/4, $0
+DATA int4shifts<>+4(SB)/4, $4
+DATA int4shifts<>+8(SB)/4, $8
+DATA int4shifts<>+12(SB)/4, $12
+DATA int4shifts<>+16(SB)/4, $16
+DATA int4shifts<>+20(SB)/4, $20
+DATA int4shifts<>+24(SB)/4, $24
+DATA int4shifts<>+28(SB)/4, $28
+GLOBL int4shifts<>(SB), RODATA|NOPTR, $32
+
+// func int4DotAVX(x *float32, codes *byte, ngroups, gs int, xsv, muls, offs *float32) float32
+// Σ_g muls[g]·(Σ_{e∈g} code[e]·x[e] − offs[g]·Σ_{e∈g} x[e]) over ngroups
+// groups of gs (a multiple of 32) 4-bit integer codes, low nibble first; x
+// in natural order. Each dword of codes (8 codes) is broadcast to all
+// lanes, VPSRLVD moves nibble l into lane l and VCVTDQ2PS makes it a
+// float, so decoding needs no shuffle. Per group the products go to four
+// partial sums (one per dword of a 16-byte step), reduced as
+// (P0+P1)+(P2+P3); xsv[8g:8g+8] holds the same reduction of x alone (see
+// int4XSums), so offs[g]·xsv cancels exactly where every code equals the
+// zero point.
+TEXT ·int4DotAVX(SB), NOSPLIT, $0-60
+	MOVQ x+0(FP), DI
+	MOVQ codes+8(FP), SI
+	MOVQ ngroups+16(FP), BX
+	MOVQ gs+24(FP), DX
+	MOVQ xsv+32(FP), R8
+	MOVQ muls+40(FP), R10
+	MOVQ offs+48(FP), R11
+	SHRQ $5, DX
+	VMOVDQU int4shifts<>(SB), Y15
+	MOVL $15, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	TESTQ BX, BX
+	JZ    i4done
+i4group:
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	MOVQ DX, CX
+i4step:
+	VPBROADCASTD (SI), Y6
+	VPBROADCASTD 4(SI), Y7
+	VPBROADCASTD 8(SI), Y8
+	VPBROADCASTD 12(SI), Y9
+	VPSRLVD Y15, Y6, Y6
+	VPSRLVD Y15, Y7, Y7
+	VPSRLVD Y15, Y8, Y8
+	VPSRLVD Y15, Y9, Y9
+	VPAND Y14, Y6, Y6
+	VPAND Y14, Y7, Y7
+	VPAND Y14, Y8, Y8
+	VPAND Y14, Y9, Y9
+	VCVTDQ2PS Y6, Y6
+	VCVTDQ2PS Y7, Y7
+	VCVTDQ2PS Y8, Y8
+	VCVTDQ2PS Y9, Y9
+	VFMADD231PS (DI), Y6, Y2
+	VFMADD231PS 32(DI), Y7, Y3
+	VFMADD231PS 64(DI), Y8, Y4
+	VFMADD231PS 96(DI), Y9, Y5
+	ADDQ $16, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ  i4step
+	VADDPS Y3, Y2, Y2
+	VADDPS Y5, Y4, Y4
+	VADDPS Y4, Y2, Y2
+	VBROADCASTSS (R11), Y6
+	VFNMADD231PS (R8), Y6, Y2
+	VBROADCASTSS (R10), Y7
+	VFMADD231PS Y7, Y2, Y0
+	ADDQ $32, R8
+	ADDQ $4, R10
+	ADDQ $4, R11
+	DECQ BX
+	JZ   i4done
+	// Second accumulator for odd groups (two independent FMA chains).
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	MOVQ DX, CX
+i4step2:
+	VPBROADCASTD (SI), Y6
+	VPBROADCASTD 4(SI), Y7
+	VPBROADCASTD 8(SI), Y8
+	VPBROADCASTD 12(SI), Y9
+	VPSRLVD Y15, Y6, Y6
+	VPSRLVD Y15, Y7, Y7
+	VPSRLVD Y15, Y8, Y8
+	VPSRLVD Y15, Y9, Y9
+	VPAND Y14, Y6, Y6
+	VPAND Y14, Y7, Y7
+	VPAND Y14, Y8, Y8
+	VPAND Y14, Y9, Y9
+	VCVTDQ2PS Y6, Y6
+	VCVTDQ2PS Y7, Y7
+	VCVTDQ2PS Y8, Y8
+	VCVTDQ2PS Y9, Y9
+	VFMADD231PS (DI), Y6, Y2
+	VFMADD231PS 32(DI), Y7, Y3
+	VFMADD231PS 64(DI), Y8, Y4
+	VFMADD231PS 96(DI), Y9, Y5
+	ADDQ $16, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ  i4step2
+	VADDPS Y3, Y2, Y2
+	VADDPS Y5, Y4, Y4
+	VADDPS Y4, Y2, Y2
+	VBROADCASTSS (R11), Y6
+	VFNMADD231PS (R8), Y6, Y2
+	VBROADCASTSS (R10), Y7
+	VFMADD231PS Y7, Y2, Y1
+	ADDQ $32, R8
+	ADDQ $4, R10
+	ADDQ $4, R11
+	DECQ BX
+	JNZ  i4group
+i4done:
+	VADDPS Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+56(FP)
+	RET
