@@ -137,6 +137,15 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// Upper bounds on config sizes: far above any real model, they keep a
+// corrupt config.json from sizing loops and tables by billions (model
+// builders allocate per layer and per expert before checking tensors).
+const (
+	maxSize    = 1 << 24 // hidden, intermediate and vocabulary sizes, head counts
+	maxLayers  = 1 << 12
+	maxExperts = 1 << 14
+)
+
 // raw mirrors config.json; pointers tell absent from zero.
 type raw struct {
 	ModelType             string          `json:"model_type"`
@@ -207,8 +216,8 @@ func Parse(b []byte) (*Config, error) {
 			errs = append(errs, fmt.Errorf("missing %s", name))
 			return
 		}
-		if *p <= 0 {
-			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, *p))
+		if *p <= 0 || *p > maxSize {
+			errs = append(errs, fmt.Errorf("%s must be in 1..%d, got %d", name, maxSize, *p))
 		}
 		*dst = *p
 	}
@@ -219,6 +228,9 @@ func Parse(b []byte) (*Config, error) {
 	req("vocab_size", r.VocabSize, &c.VocabSize)
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%s config.json: %w", r.ModelType, errors.Join(errs...))
+	}
+	if c.NumLayers > maxLayers {
+		return nil, fmt.Errorf("num_hidden_layers %d is over the %d supported", c.NumLayers, maxLayers)
 	}
 	c.NumKVHeads = c.NumHeads
 	if r.NumKeyValueHeads != nil {
@@ -270,6 +282,9 @@ func Parse(b []byte) (*Config, error) {
 	}
 	if r.RoutedScalingFactor != nil {
 		m.RoutedScalingFactor = *r.RoutedScalingFactor
+	}
+	if m.NumExperts > maxExperts {
+		return nil, fmt.Errorf("%d experts is over the %d supported", m.NumExperts, maxExperts)
 	}
 	if m.ScoringFunc == "" && m.NumExperts > 0 {
 		m.ScoringFunc = "softmax"

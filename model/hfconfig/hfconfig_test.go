@@ -65,6 +65,9 @@ func TestParseErrors(t *testing.T) {
 		{`{"model_type":"qwen3","hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,"num_key_value_heads":3,"intermediate_size":8,"vocab_size":8}`, "divide"},
 		{`{"model_type":"qwen3_moe","hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,"intermediate_size":8,"vocab_size":8}`, "number of experts"},
 		{`{"model_type":"glm4_moe_lite","hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,"intermediate_size":8,"vocab_size":8,"n_routed_experts":2,"num_experts_per_tok":1,"moe_intermediate_size":4}`, "kv_lora_rank"},
+		{`{"model_type":"qwen3","hidden_size":8,"num_hidden_layers":5000,"num_attention_heads":2,"intermediate_size":8,"vocab_size":8}`, "num_hidden_layers 5000 is over"},
+		{`{"model_type":"qwen3","hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,"intermediate_size":8,"vocab_size":9000000000}`, "vocab_size must be in 1..16777216"},
+		{`{"model_type":"qwen3_moe","hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,"intermediate_size":8,"vocab_size":8,"num_experts":1000000000,"num_experts_per_tok":1,"moe_intermediate_size":4}`, "experts is over"},
 	} {
 		_, err := Parse([]byte(tc.json))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
