@@ -130,11 +130,11 @@ func (s *benchmarkStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]
 		// Timings differ per run: the fingerprint makes every run re-measure.
 		Fingerprint: "measured " + time.Now().UTC().Format(time.RFC3339Nano),
 		Meta:        map[string]string{"backends": strings.Join(backends, ",")},
-		Run:         s.run(needs, backends, pc.StageID),
+		Run:         s.run(needs, backends, pc.StageID, pc.Resources.Memory/2),
 	}}, nil
 }
 
-func (s *benchmarkStage) run(needs []pipeline.TaskRef, backends []string, stageID string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+func (s *benchmarkStage) run(needs []pipeline.TaskRef, backends []string, stageID string, memLimit int64) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
 	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
 		fail := func(err error) (*pipeline.Output, error) { return nil, fmt.Errorf("benchmark: %w", err) }
 		packed := filepath.Join(env.OutDir, s.cfg.Packed)
@@ -146,9 +146,12 @@ func (s *benchmarkStage) run(needs []pipeline.TaskRef, backends []string, stageI
 				return fail(err)
 			}
 			res.Backend = strings.TrimPrefix(res.Backend+","+b.Name(), ",")
-			r, err := Measure(ctx, b, packed, BenchOptions{Prompt: s.cfg.PromptTokens, Decode: s.cfg.DecodeTokens, Repeats: s.cfg.Repeats, Shapes: s.cfg.KernelShapes})
+			r, err := Measure(ctx, b, packed, BenchOptions{Prompt: s.cfg.PromptTokens, Decode: s.cfg.DecodeTokens, Repeats: s.cfg.Repeats, Shapes: s.cfg.KernelShapes, MaxF32Bytes: memLimit})
 			if err != nil {
 				return fail(err)
+			}
+			if r.Note != "" {
+				res.Note += "; " + b.Name() + ": " + r.Note
 			}
 			res.Kernels = append(res.Kernels, r.Kernels...)
 			res.E2E = append(res.E2E, r.E2E...)
@@ -251,6 +254,9 @@ type BenchOptions struct {
 	Prompt, Decode, Repeats int
 	// Shapes are extra [out, in] kernel shapes on random weights.
 	Shapes [][2]int
+	// MaxF32Bytes bounds the dequantized F32 model built for the
+	// end-to-end comparison (0: 4 GiB); larger models skip it.
+	MaxF32Bytes int64
 }
 
 // Measure benchmarks the packed checkpoint in dir on b: dequant-GEMV and
@@ -272,11 +278,6 @@ func Measure(ctx context.Context, b kernels.Backend, dir string, o BenchOptions)
 		return nil, err
 	}
 	defer q.Close()
-	d, err := qmodel.Load(dir, qmodel.Options{Backend: b, Dequantize: true})
-	if err != nil {
-		return nil, err
-	}
-	defer d.Close()
 	res := &report.Benchmark{Backend: b.Name(), Threads: runtime.GOMAXPROCS(0)}
 	// Kernels: the largest packed projection of each format.
 	largest := map[string]*quant.Packed{}
@@ -355,11 +356,28 @@ func Measure(ctx context.Context, b kernels.Backend, dir string, o BenchOptions)
 		}
 	}
 	label := strings.Join(fmts, "+")
-	for _, v := range []struct {
+	type variant struct {
 		name  string
 		m     *arch.Model
 		bytes int64
-	}{{"f32", d.Model, denseBytes}, {label + " packed", q.Model, packedBytes + (denseBytes - 4*sumPackedWeights(q))}} {
+	}
+	variants := []variant{{label + " packed", q.Model, packedBytes + (denseBytes - 4*sumPackedWeights(q))}}
+	limit := o.MaxF32Bytes
+	if limit == 0 {
+		limit = 4 << 30
+	}
+	if denseBytes <= limit {
+		d, err := qmodel.Load(dir, qmodel.Options{Backend: b, Dequantize: true})
+		if err != nil {
+			return nil, err
+		}
+		defer d.Close()
+		variants = append([]variant{{"f32", d.Model, denseBytes}}, variants...)
+	} else {
+		res.Note = fmt.Sprintf("F32 end-to-end comparison skipped: the dequantized model would need %.1f GiB (limit %.1f GiB)",
+			float64(denseBytes)/(1<<30), float64(limit)/(1<<30))
+	}
+	for _, v := range variants {
 		pre, dec, err := e2e(ctx, v.m, o)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", v.name, err)

@@ -91,3 +91,19 @@ func BenchmarkDecode(b *testing.B) {
 		})
 	}
 }
+
+// TestMeasureSkipsLargeF32 checks the F32 comparison is skipped (and said
+// so) when the dequantized model would exceed the limit.
+func TestMeasureSkipsLargeF32(t *testing.T) {
+	b, err := kernels.Open("cpu", kernels.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := Measure(context.Background(), b, packedNano(t), BenchOptions{Prompt: 4, Decode: 2, Repeats: 1, MaxF32Bytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.E2E) != 1 || r.E2E[0].Format != "mxfp4 packed" || !strings.Contains(r.Note, "F32 end-to-end comparison skipped") {
+		t.Errorf("e2e %+v, note %q", r.E2E, r.Note)
+	}
+}

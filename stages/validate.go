@@ -293,10 +293,13 @@ func (s *validateStage) modelMetrics(ctx context.Context, b kernels.Backend, bac
 		}
 		windows = n
 	}
-	ref, err := arch.Load(model, arch.Options{Backend: b})
+	// Lazy: the reference keeps its weights as stored (mmapped BF16) and
+	// converts them per use, so a large model needs no F32 copy.
+	ref, err := arch.Load(model, arch.Options{Backend: b, Lazy: true})
 	if err != nil {
 		return nil, err
 	}
+	defer ref.Close()
 	q, err := qmodel.Load(packed, qmodel.Options{Backend: b})
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/marlin-llm/marlin/quant"
 	"github.com/marlin-llm/marlin/report"
 )
 
@@ -87,4 +88,24 @@ func TestChecks(t *testing.T) {
 	if !strings.HasPrefix(err, "validation failed: ppl_increase") || !strings.Contains(err, "; top1") {
 		t.Errorf("error %q", err)
 	}
+}
+
+// FuzzAddToReport feeds arbitrary Meta JSON (as a corrupt checkpoint
+// could hold) to the report collector: errors, never panics.
+func FuzzAddToReport(f *testing.F) {
+	f.Add(`{"ref_ppl":1,"checks":[{"metric":"kl"}]}`, `{"e2e":[{"format":"f32"}]}`, `[{"Name":"a","Rows":1,"Cols":2}]`)
+	f.Add(`null`, `{"kernels":null}`, `[]`)
+	f.Add(`{`, `[1]`, `{"x":1}`)
+	f.Fuzz(func(t *testing.T, v, b, q string) {
+		doc := &report.Doc{}
+		var reps []quant.Report
+		meta := map[string]string{report.MetaValidation: v, report.MetaBenchmark: b, "quant.reports": q}
+		if err := AddToReport(doc, meta, &reps); err == nil {
+			doc.Tensors = report.FromQuant(reps)
+			doc.Summary = report.Summarize(doc.Tensors)
+			if _, err := report.HTML(doc); err != nil {
+				t.Fatalf("valid parts do not render: %v", err)
+			}
+		}
+	})
 }
