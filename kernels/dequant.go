@@ -126,6 +126,10 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 	f := p.Format
 	i4 := d.isInt && gs%32 == 0 && !f.TensorScale &&
 		(f.Scale == quant.ScaleF16 || f.Scale == quant.ScaleE8M0 || f.Scale == quant.ScaleE4M3)
+	// E2M1 (no zero point) with the same exact scales: the bfloat16 decode
+	// with the scale applied once per group.
+	bfh := bf && !d.isInt && !f.TensorScale &&
+		(f.Scale == quant.ScaleF16 || f.Scale == quant.ScaleE8M0 || f.Scale == quant.ScaleE4M3)
 	xd := make([]float32, m*vc)
 	var xsv []float32
 	if i4 {
@@ -158,6 +162,8 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 				switch {
 				case i4:
 					s = int4DotSIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, xsv[i*nfull*8:(i+1)*nfull*8], muls, offs)
+				case bfh:
+					s = bf16DotHoistSIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, d.planes, muls)
 				case bf:
 					s = lut4DotBF16SIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, d.planes, muls, offs)
 				default:

@@ -1,0 +1,89 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// BF16STEP decodes 32 codes (16 bytes at SI) through the bfloat16 planes
+// (Y14: byte 3, Y13: byte 2, Y15: nibble mask, Y12: zero) and adds their
+// products with x (128 bytes at DI, deinterleave8 order) to Y2 and Y3.
+#define BF16STEP \
+	VMOVDQU (SI), X4 \
+	VPSRLW $4, X4, X5 \
+	VPAND X15, X4, X4 \
+	VPAND X15, X5, X5 \
+	VINSERTI128 $1, X5, Y4, Y4 \
+	VPSHUFB Y4, Y14, Y5 \
+	VPSHUFB Y4, Y13, Y6 \
+	VPUNPCKLBW Y5, Y6, Y7 \
+	VPUNPCKHBW Y5, Y6, Y8 \
+	VPUNPCKLWD Y7, Y12, Y4 \
+	VPUNPCKHWD Y7, Y12, Y5 \
+	VPUNPCKLWD Y8, Y12, Y6 \
+	VPUNPCKHWD Y8, Y12, Y7 \
+	VFMADD231PS (DI), Y4, Y2 \
+	VFMADD231PS 32(DI), Y5, Y3 \
+	VFMADD231PS 64(DI), Y6, Y2 \
+	VFMADD231PS 96(DI), Y7, Y3 \
+	ADDQ $16, SI \
+	ADDQ $128, DI
+
+// func bf16DotHoistAVX(x *float32, codes *byte, ngroups, gs int, planes *[64]byte, muls *float32) float32
+// Σ_g muls[g]·Σ_{e∈g} base[code[e]]·x[e] over ngroups groups of gs (a
+// multiple of 32) 4-bit codes, with the bfloat16-plane decode of
+// lut4DotBF16AVX but the group scale applied once per group to the
+// group's dot product (the element values themselves are exact, so only
+// the rounding of the sums differs). Two accumulators (even and odd
+// groups) keep the scale FMAs independent.
+TEXT ·bf16DotHoistAVX(SB), NOSPLIT, $0-52
+	MOVQ x+0(FP), DI
+	MOVQ codes+8(FP), SI
+	MOVQ ngroups+16(FP), BX
+	MOVQ gs+24(FP), DX
+	MOVQ planes+32(FP), R9
+	MOVQ muls+40(FP), R10
+	SHRQ $5, DX
+	MOVL $0x0F0F0F0F, AX
+	VMOVQ AX, X15
+	VPBROADCASTD X15, X15
+	VMOVDQU (R9), Y14
+	VMOVDQU 32(R9), Y13
+	VPXOR Y12, Y12, Y12
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	TESTQ BX, BX
+	JZ    bhdone
+bhgroup:
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ DX, CX
+bhstep:
+	BF16STEP
+	DECQ CX
+	JNZ  bhstep
+	VADDPS Y3, Y2, Y2
+	VBROADCASTSS (R10), Y9
+	VFMADD231PS Y9, Y2, Y0
+	ADDQ $4, R10
+	DECQ BX
+	JZ   bhdone
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ DX, CX
+bhstep2:
+	BF16STEP
+	DECQ CX
+	JNZ  bhstep2
+	VADDPS Y3, Y2, Y2
+	VBROADCASTSS (R10), Y9
+	VFMADD231PS Y9, Y2, Y1
+	ADDQ $4, R10
+	DECQ BX
+	JNZ  bhgroup
+bhdone:
+	VADDPS Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+48(FP)
+	RET

@@ -1,0 +1,7 @@
+//go:build !amd64 || purego
+
+package kernels
+
+func bf16DotHoistSIMD(xd []float32, codes []byte, ngroups, gs int, planes *[64]byte, muls []float32) float32 {
+	panic("kernels: bf16DotHoistSIMD without SIMD")
+}
