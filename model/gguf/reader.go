@@ -334,67 +334,37 @@ func decodeArray(t ValueType, p []byte, n int) any {
 	case ValueUint8:
 		return bytes.Clone(p)
 	case ValueInt8:
-		out := make([]int8, n)
-		for i := range out {
-			out[i] = int8(p[i])
-		}
-		return out
+		return decodeLE(p, n, 1, func(b []byte) int8 { return int8(b[0]) })
 	case ValueBool:
-		out := make([]bool, n)
-		for i := range out {
-			out[i] = p[i] != 0
-		}
-		return out
+		return decodeLE(p, n, 1, func(b []byte) bool { return b[0] != 0 })
 	case ValueUint16:
-		out := make([]uint16, n)
-		for i := range out {
-			out[i] = le.Uint16(p[2*i:])
-		}
-		return out
+		return decodeLE(p, n, 2, le.Uint16)
 	case ValueInt16:
-		out := make([]int16, n)
-		for i := range out {
-			out[i] = int16(le.Uint16(p[2*i:]))
-		}
-		return out
+		return decodeLE(p, n, 2, func(b []byte) int16 { return int16(le.Uint16(b)) })
 	case ValueUint32:
-		out := make([]uint32, n)
-		for i := range out {
-			out[i] = le.Uint32(p[4*i:])
-		}
-		return out
+		return decodeLE(p, n, 4, le.Uint32)
 	case ValueInt32:
-		out := make([]int32, n)
-		for i := range out {
-			out[i] = int32(le.Uint32(p[4*i:]))
-		}
-		return out
+		return decodeLE(p, n, 4, func(b []byte) int32 { return int32(le.Uint32(b)) })
 	case ValueFloat32:
-		out := make([]float32, n)
-		for i := range out {
-			out[i] = math.Float32frombits(le.Uint32(p[4*i:]))
-		}
-		return out
+		return decodeLE(p, n, 4, func(b []byte) float32 { return math.Float32frombits(le.Uint32(b)) })
 	case ValueUint64:
-		out := make([]uint64, n)
-		for i := range out {
-			out[i] = le.Uint64(p[8*i:])
-		}
-		return out
+		return decodeLE(p, n, 8, le.Uint64)
 	case ValueInt64:
-		out := make([]int64, n)
-		for i := range out {
-			out[i] = int64(le.Uint64(p[8*i:]))
-		}
-		return out
+		return decodeLE(p, n, 8, func(b []byte) int64 { return int64(le.Uint64(b)) })
 	case ValueFloat64:
-		out := make([]float64, n)
-		for i := range out {
-			out[i] = math.Float64frombits(le.Uint64(p[8*i:]))
-		}
-		return out
+		return decodeLE(p, n, 8, func(b []byte) float64 { return math.Float64frombits(le.Uint64(b)) })
 	}
 	return nil
+}
+
+// decodeLE decodes n elements of size bytes each from p (which readValue
+// has checked holds n*size bytes) with dec.
+func decodeLE[T any](p []byte, n, size int, dec func([]byte) T) []T {
+	out := make([]T, n)
+	for i := range out {
+		out[i] = dec(p[size*i : size*i+size])
+	}
+	return out
 }
 
 func readScalar(d *decoder, t ValueType) (any, error) {
