@@ -52,6 +52,7 @@ TEXT ·bf16DotHoistAVX(SB), NOSPLIT, $0-52
 	TESTQ BX, BX
 	JZ    bhdone
 bhgroup:
+	PREFETCHT0 1024(SI)
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 	MOVQ DX, CX
@@ -65,6 +66,7 @@ bhstep:
 	ADDQ $4, R10
 	DECQ BX
 	JZ   bhdone
+	PREFETCHT0 1024(SI)
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 	MOVQ DX, CX

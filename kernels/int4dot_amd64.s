@@ -41,6 +41,7 @@ TEXT ·int4DotAVX(SB), NOSPLIT, $0-60
 	TESTQ BX, BX
 	JZ    i4done
 i4group:
+	PREFETCHT0 1024(SI)
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
 	VXORPS Y4, Y4, Y4
@@ -83,6 +84,7 @@ i4step:
 	ADDQ $4, R11
 	DECQ BX
 	JZ   i4done
+	PREFETCHT0 1024(SI)
 	// Second accumulator for odd groups (two independent FMA chains).
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
