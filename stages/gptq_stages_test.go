@@ -44,14 +44,7 @@ stages:
         - {match: "lm_head.weight", format: bf16}
         - {match: "*.mlp.down_proj.weight", format: int4, group_size: 128, method: gptq, actorder: true}
 `, dir, dir, assets.Shared(t, "corpus", "calib.txt"), extra)
-	job, err := pipeline.LoadBytes(filepath.Join(t.TempDir(), "job.yaml"), []byte(doc), reg, pipeline.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := pipeline.PlanJob(context.Background(), job, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, plan := mustPlanYAML(t, reg, t.TempDir(), doc)
 	return plan
 }
 
@@ -269,22 +262,8 @@ stages:
   - {id: load, kind: load, with: {path: %q}}
   - {id: calib, kind: calibrate, needs: [load], with: {model: %q, text: %q, samples: 4, seq_len: 64%s}}
 `, dir, dir, assets.Shared(t, "corpus", "calib.txt"), extra)
-	job, err := pipeline.LoadBytes(filepath.Join(t.TempDir(), "job.yaml"), []byte(doc), reg, pipeline.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := pipeline.PlanJob(context.Background(), job, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := pipeline.OpenStore(filepath.Join(t.TempDir(), "run"), pipeline.StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := (&pipeline.Runner{Store: st, Workers: 2}).Run(context.Background(), plan); err != nil {
-		t.Fatal(err)
-	}
+	_, plan := mustPlanYAML(t, reg, t.TempDir(), doc)
+	st := mustRunPlan(t, plan, filepath.Join(t.TempDir(), "run"), 2)
 	hs := map[string]*tensor.Tensor{}
 	var rep map[string]any
 	for _, e := range st.Entries() {

@@ -53,23 +53,8 @@ stages:
 func TestQuantizeStageRunsThroughRunner(t *testing.T) {
 	reg := quantRegistry(t)
 	dir := t.TempDir()
-	job, err := pipeline.LoadBytes(filepath.Join(dir, "job.yaml"), []byte(quantJob), reg, pipeline.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := pipeline.PlanJob(context.Background(), job, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := pipeline.OpenStore(filepath.Join(dir, "run"), pipeline.StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	r := pipeline.Runner{Store: st, Workers: 2}
-	if _, err := r.Run(context.Background(), plan); err != nil {
-		t.Fatal(err)
-	}
+	_, plan := mustPlanYAML(t, reg, dir, quantJob)
+	st := mustRunPlan(t, plan, filepath.Join(dir, "run"), 2)
 	outs := map[string]*pipeline.Output{}
 	for _, e := range st.Entries() {
 		if e.Stage != "quant" {
@@ -246,22 +231,8 @@ stages:
       report: quant-report.json
 `, dir)
 	wd := t.TempDir()
-	job, err := pipeline.LoadBytes(filepath.Join(wd, "job.yaml"), []byte(doc), reg, pipeline.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := pipeline.PlanJob(context.Background(), job, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := pipeline.OpenStore(filepath.Join(wd, "run"), pipeline.StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := (&pipeline.Runner{Store: st, Workers: 2}).Run(context.Background(), plan); err != nil {
-		t.Fatal(err)
-	}
+	_, plan := mustPlanYAML(t, reg, wd, doc)
+	st := mustRunPlan(t, plan, filepath.Join(wd, "run"), 2)
 	var n int
 	var sum float64
 	formats := map[string]int{}

@@ -117,25 +117,11 @@ stages:
   - {id: g, kind: synthetic, with: {seed: 3, layers: 3, tensors: [{name: "b.{layer}.w", shape: [64, 32]}, {name: emb, shape: [10, 8], dtype: F16}]}}
   - {id: s, kind: stats, needs: [g], with: {match: "b.*", out: r/stats.json}}
 `
-	job, err := pipeline.LoadBytes(t.TempDir()+"/j.yaml", []byte(doc), reg, pipeline.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := pipeline.PlanJob(context.Background(), job, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	job, plan := mustPlanYAML(t, reg, t.TempDir(), doc)
 	if plan.NumTasks() != 4+4+1 {
 		t.Fatalf("%d tasks", plan.NumTasks())
 	}
-	st, err := pipeline.OpenStore(job.Workdir, pipeline.StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if _, err := (&pipeline.Runner{Store: st}).Run(context.Background(), plan); err != nil {
-		t.Fatal(err)
-	}
+	st := mustRunPlan(t, plan, job.Workdir, 0)
 	// the stats of b.1.w equal TensorStats of the regenerated tensor
 	ref, _ := SyntheticTensorData(context.Background(), "b.1.w", []int{64, 32}, tensor.F32, 3, 0.02)
 	want, _ := TensorStats(context.Background(), ref)
