@@ -18,3 +18,19 @@ func bf16DotHoistSIMD(xd []float32, codes []byte, ngroups, gs int, planes *[64]b
 	_ = muls[ngroups-1]
 	return bf16DotHoistAVX(&xd[0], &codes[0], ngroups, gs, planes, &muls[0])
 }
+
+//go:noescape
+func bf16DotHoistS1AVX(x *float32, codes *byte, ngroups, gs int, planes *[64]byte, scodes *byte, mul1 *[256]float32) float32
+
+// bf16DotHoistS1SIMD is bf16DotHoistSIMD with the multiplier of group g
+// read as mul1[scodes[g]] (1-byte scale codes).
+func bf16DotHoistS1SIMD(xd []float32, codes []byte, ngroups, gs int, planes *[64]byte, scodes []byte, mul1 *[256]float32) float32 {
+	if ngroups == 0 {
+		return 0
+	}
+	n := ngroups * gs
+	_ = xd[n-1]
+	_ = codes[n/2-1]
+	_ = scodes[ngroups-1]
+	return bf16DotHoistS1AVX(&xd[0], &codes[0], ngroups, gs, planes, &scodes[0], mul1)
+}

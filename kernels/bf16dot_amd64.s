@@ -89,3 +89,66 @@ bhdone:
 	VZEROUPPER
 	MOVSS X0, ret+48(FP)
 	RET
+
+// func bf16DotHoistS1AVX(x *float32, codes *byte, ngroups, gs int, planes *[64]byte, scodes *byte, mul1 *[256]float32) float32
+// bf16DotHoistAVX for 1-byte scale codes: the multiplier of group g is
+// mul1[scodes[g]], read here rather than gathered into a slice per row.
+TEXT ·bf16DotHoistS1AVX(SB), NOSPLIT, $0-60
+	MOVQ x+0(FP), DI
+	MOVQ codes+8(FP), SI
+	MOVQ ngroups+16(FP), BX
+	MOVQ gs+24(FP), DX
+	MOVQ planes+32(FP), R9
+	MOVQ scodes+40(FP), R10
+	MOVQ mul1+48(FP), R11
+	SHRQ $5, DX
+	MOVL $0x0F0F0F0F, AX
+	VMOVQ AX, X15
+	VPBROADCASTD X15, X15
+	VMOVDQU (R9), Y14
+	VMOVDQU 32(R9), Y13
+	VPXOR Y12, Y12, Y12
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	TESTQ BX, BX
+	JZ    b1done
+b1group:
+	PREFETCHT0 1024(SI)
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ DX, CX
+b1step:
+	BF16STEP
+	DECQ CX
+	JNZ  b1step
+	VADDPS Y3, Y2, Y2
+	MOVBQZX (R10), AX
+	VBROADCASTSS (R11)(AX*4), Y9
+	VFMADD231PS Y9, Y2, Y0
+	INCQ R10
+	DECQ BX
+	JZ   b1done
+	PREFETCHT0 1024(SI)
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ DX, CX
+b1step2:
+	BF16STEP
+	DECQ CX
+	JNZ  b1step2
+	VADDPS Y3, Y2, Y2
+	MOVBQZX (R10), AX
+	VBROADCASTSS (R11)(AX*4), Y9
+	VFMADD231PS Y9, Y2, Y1
+	INCQ R10
+	DECQ BX
+	JNZ  b1group
+b1done:
+	VADDPS Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+56(FP)
+	RET

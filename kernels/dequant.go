@@ -130,6 +130,7 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 	// with the scale applied once per group.
 	bfh := bf && !d.isInt && !f.TensorScale &&
 		(f.Scale == quant.ScaleF16 || f.Scale == quant.ScaleE8M0 || f.Scale == quant.ScaleE4M3)
+	bfs1 := bfh && d.mul1 != nil
 	xd := make([]float32, m*vc)
 	var xsv []float32
 	if i4 {
@@ -153,15 +154,25 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 		for r := t * dqTaskRows; r < min(rows, (t+1)*dqTaskRows); r++ {
 			row := p.Codes[r*rb : (r+1)*rb]
 			var lut [16]float32
-			d.rowScales(r, 0, muls, offs)
-			if vc < cols { // short last group: Go
-				d.fillTable(lut[:], muls[nfull], offs[nfull])
+			switch {
+			case bfs1: // the kernel reads the scale codes itself
+				if vc < cols {
+					d.rowScales(r, nfull, muls[:1], offs[:1])
+					d.fillTable(lut[:], muls[0], offs[0])
+				}
+			default:
+				d.rowScales(r, 0, muls, offs)
+				if vc < cols { // short last group: Go
+					d.fillTable(lut[:], muls[nfull], offs[nfull])
+				}
 			}
 			for i := 0; i < m; i++ {
 				var s float32
 				switch {
 				case i4:
 					s = int4DotSIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, xsv[i*nfull*8:(i+1)*nfull*8], muls, offs)
+				case bfs1:
+					s = bf16DotHoistS1SIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, d.planes, p.Scales[r*ngAll:r*ngAll+nfull], d.mul1)
 				case bfh:
 					s = bf16DotHoistSIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, d.planes, muls)
 				case bf:
