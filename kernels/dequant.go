@@ -131,6 +131,13 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 	bfh := bf && !d.isInt && !f.TensorScale &&
 		(f.Scale == quant.ScaleF16 || f.Scale == quant.ScaleE8M0 || f.Scale == quant.ScaleE4M3)
 	bfs1 := bfh && d.mul1 != nil
+	// The int4 kernel with binary16 scales reads scales and zero points
+	// itself (VCVTPH2PS); symmetric formats have the one zero point 2^(b−1).
+	i4h := i4 && f.Scale == quant.ScaleF16 && haveF16C
+	zeros, zstride := []byte{byte(1) << (f.Bits - 1)}, 0
+	if f.Asym {
+		zeros, zstride = p.Zeros, 1
+	}
 	xd := make([]float32, m*vc)
 	var xsv []float32
 	if i4 {
@@ -155,7 +162,7 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 			row := p.Codes[r*rb : (r+1)*rb]
 			var lut [16]float32
 			switch {
-			case bfs1: // the kernel reads the scale codes itself
+			case bfs1 || i4h: // the kernel reads the scale codes itself
 				if vc < cols {
 					d.rowScales(r, nfull, muls[:1], offs[:1])
 					d.fillTable(lut[:], muls[0], offs[0])
@@ -169,6 +176,12 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 			for i := 0; i < m; i++ {
 				var s float32
 				switch {
+				case i4h:
+					z := zeros
+					if zstride != 0 {
+						z = zeros[r*ngAll : r*ngAll+nfull]
+					}
+					s, _ = int4DotS16SIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, xsv[i*nfull*8:(i+1)*nfull*8], p.Scales[2*r*ngAll:2*(r*ngAll+nfull)], z, zstride)
 				case i4:
 					s = int4DotSIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, xsv[i*nfull*8:(i+1)*nfull*8], muls, offs)
 				case bfs1:

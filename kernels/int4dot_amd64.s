@@ -137,3 +137,108 @@ i4done:
 	VZEROUPPER
 	MOVSS X0, ret+56(FP)
 	RET
+
+// I4STEP decodes 32 codes (16 bytes at SI; Y15 shift counts, Y14 nibble
+// mask) and adds their products with x (128 bytes at DI) to Y2..Y5.
+#define I4STEP \
+	VPBROADCASTD (SI), Y6 \
+	VPBROADCASTD 4(SI), Y7 \
+	VPBROADCASTD 8(SI), Y8 \
+	VPBROADCASTD 12(SI), Y9 \
+	VPSRLVD Y15, Y6, Y6 \
+	VPSRLVD Y15, Y7, Y7 \
+	VPSRLVD Y15, Y8, Y8 \
+	VPSRLVD Y15, Y9, Y9 \
+	VPAND Y14, Y6, Y6 \
+	VPAND Y14, Y7, Y7 \
+	VPAND Y14, Y8, Y8 \
+	VPAND Y14, Y9, Y9 \
+	VCVTDQ2PS Y6, Y6 \
+	VCVTDQ2PS Y7, Y7 \
+	VCVTDQ2PS Y8, Y8 \
+	VCVTDQ2PS Y9, Y9 \
+	VFMADD231PS (DI), Y6, Y2 \
+	VFMADD231PS 32(DI), Y7, Y3 \
+	VFMADD231PS 64(DI), Y8, Y4 \
+	VFMADD231PS 96(DI), Y9, Y5 \
+	ADDQ $16, SI \
+	ADDQ $128, DI
+
+// I4GROUPEND reduces Y2..Y5, subtracts the zero point (byte at R11, as a
+// float) times xsv (R8), multiplies by the binary16 scale at R10 and adds
+// the result to acc; it advances R8, R10 and R11 (by R12).
+#define I4GROUPEND(acc) \
+	VADDPS Y3, Y2, Y2 \
+	VADDPS Y5, Y4, Y4 \
+	VADDPS Y4, Y2, Y2 \
+	MOVBLZX (R11), AX \
+	VCVTSI2SSL AX, X6, X6 \
+	VBROADCASTSS X6, Y6 \
+	VFNMADD231PS (R8), Y6, Y2 \
+	MOVWLZX (R10), AX \
+	VMOVD AX, X7 \
+	VCVTPH2PS X7, X7 \
+	VBROADCASTSS X7, Y7 \
+	VFMADD231PS Y7, Y2, acc \
+	ADDQ $32, R8 \
+	ADDQ $2, R10 \
+	ADDQ R12, R11
+
+// func int4DotS16AVX(x *float32, codes *byte, ngroups, gs int, xsv *float32, scodes, zeros *byte, zstride int) float32
+// int4DotAVX with the scales read here as binary16 codes (VCVTPH2PS,
+// exact) and the zero point of group g as the byte zeros[g·zstride]
+// (zstride 0 for a symmetric format's single zero point).
+TEXT ·int4DotS16AVX(SB), NOSPLIT, $0-68
+	MOVQ x+0(FP), DI
+	MOVQ codes+8(FP), SI
+	MOVQ ngroups+16(FP), BX
+	MOVQ gs+24(FP), DX
+	MOVQ xsv+32(FP), R8
+	MOVQ scodes+40(FP), R10
+	MOVQ zeros+48(FP), R11
+	MOVQ zstride+56(FP), R12
+	SHRQ $5, DX
+	VMOVDQU int4shifts<>(SB), Y15
+	MOVL $15, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	TESTQ BX, BX
+	JZ    h4done
+h4group:
+	PREFETCHT0 1024(SI)
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	MOVQ DX, CX
+h4step:
+	I4STEP
+	DECQ CX
+	JNZ  h4step
+	I4GROUPEND(Y0)
+	DECQ BX
+	JZ   h4done
+	PREFETCHT0 1024(SI)
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	MOVQ DX, CX
+h4step2:
+	I4STEP
+	DECQ CX
+	JNZ  h4step2
+	I4GROUPEND(Y1)
+	DECQ BX
+	JNZ  h4group
+h4done:
+	VADDPS Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+64(FP)
+	RET

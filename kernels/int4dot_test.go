@@ -4,6 +4,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/marlin-llm/marlin/quant"
 )
 
 // TestInt4Dot checks the scale-hoisted integer kernel (and its Go twin)
@@ -34,6 +36,28 @@ func TestInt4Dot(t *testing.T) {
 				w := float64((float32(codes[e>>1]>>(4*(e&1))&15) - offs[g]) * muls[g])
 				want += w * float64(x[e])
 				mag += math.Abs(w * float64(x[e]))
+			}
+			// The same groups with binary16 scale codes and byte zero
+			// points read by the kernel itself.
+			scodes := make([]byte, 2*ng)
+			zeros := make([]byte, ng)
+			for g := range muls {
+				h := quant.EncodeF16(muls[g])
+				scodes[2*g], scodes[2*g+1] = byte(h), byte(h>>8)
+				muls[g] = quant.DecodeF16(h) // the kernel's multiplier
+				zeros[g] = byte(offs[g])
+			}
+			want, mag = 0, 0
+			for e := 0; e < n; e++ {
+				g := e / gs
+				w := float64((float32(codes[e>>1]>>(4*(e&1))&15) - offs[g]) * muls[g])
+				want += w * float64(x[e])
+				mag += math.Abs(w * float64(x[e]))
+			}
+			if got, ok := int4DotS16SIMD(x, codes, ng, gs, xsv, scodes, zeros, 1); ok {
+				if tol := 4 * float64(gs+2) * u32 * mag * 8; math.Abs(float64(got)-want) > tol {
+					t.Errorf("s16 gs=%d ng=%d: got %v want %v (tol %g)", gs, ng, got, want, tol)
+				}
 			}
 			for _, k := range []struct {
 				name string
