@@ -37,6 +37,17 @@ func BenchmarkSgemm(b *testing.B) {
 	}
 }
 
+// reportGBs reports nb bytes per iteration as GB/s of wall time and, where
+// the process CPU time is readable, GB/cpu-s: bytes per CPU second used by
+// the whole process (all worker threads), which on a shared machine is the
+// steadier figure to compare the GEMV with the copy by.
+func reportGBs(b *testing.B, nb float64, cpu0 float64, cpuOK bool) {
+	b.ReportMetric(nb*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+	if c1, ok := processCPU(); ok && cpuOK && c1 > cpu0 {
+		b.ReportMetric(nb*float64(b.N)/(c1-cpu0)/1e9, "GB/cpu-s")
+	}
+}
+
 // packedBytes is the size of a packed tensor's payload.
 func packedBytes(p *quant.Packed) int { return len(p.Codes) + len(p.Scales) + len(p.Zeros) }
 
@@ -75,13 +86,14 @@ func BenchmarkDequantGEMV(b *testing.B) {
 				b.Run(fmt.Sprintf("threads=%d", th), func(b *testing.B) {
 					be := benchBackend(th)
 					i := 0
+					cpu0, cpuOK := processCPU()
 					for b.Loop() {
 						if err := be.DequantGEMM(1, x, cols, ws[i%len(ws)], 0, y, rows); err != nil {
 							b.Fatal(err)
 						}
 						i++
 					}
-					b.ReportMetric(nb*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+					reportGBs(b, nb, cpu0, cpuOK)
 				})
 				b.Run(fmt.Sprintf("copy-threads=%d", th), func(b *testing.B) {
 					srcs := make([][]byte, dqBenchWeights)
@@ -98,6 +110,7 @@ func BenchmarkDequantGEMV(b *testing.B) {
 					}
 					chunk := (len(dst) + t - 1) / t
 					i := 0
+					cpu0, cpuOK := processCPU()
 					for b.Loop() {
 						src := srcs[i%len(srcs)]
 						parallelFor(t, t, func(_, k int) {
@@ -107,7 +120,7 @@ func BenchmarkDequantGEMV(b *testing.B) {
 						})
 						i++
 					}
-					b.ReportMetric(nb*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+					reportGBs(b, nb, cpu0, cpuOK)
 				})
 			}
 		})
