@@ -91,3 +91,22 @@ func FuzzQuantizeValues(f *testing.F) {
 		}
 	})
 }
+
+// TestFromTensorsWrappingShape: 2^50 rows of 2^18 NVFP4 columns make
+// rows×cols, the codes size and the scale count all wrap int64 to 0, so
+// empty tensors used to pass every size check and DequantizeRow then
+// indexed past the codes. FromTensors must refuse the shape.
+func TestFromTensorsWrappingShape(t *testing.T) {
+	meta := map[string]string{MetaFormat: "nvfp4", MetaCols: "262144", MetaRows: "1125899906842624",
+		MetaGroupSize: "16", MetaScale: "e4m3", MetaTensorScale: "1", MetaRole: "codes"}
+	ts := []*tensor.Tensor{
+		{Name: "w", DType: tensor.U8, Shape: []int{1 << 50, 0}, Meta: meta},
+		{Name: "w" + SuffixScales, DType: tensor.U8, Shape: []int{0}, Meta: meta},
+	}
+	if p, err := FromTensors("w", ts); err == nil {
+		t.Fatalf("FromTensors accepted a %d×%d weight with empty codes", p.Rows, p.Cols)
+	}
+	if _, err := NewPacked(mustLookup(t, "nvfp4"), 1<<50, 1<<18); err == nil {
+		t.Error("NewPacked accepted a 2^50×2^18 shape")
+	}
+}

@@ -67,7 +67,7 @@ func NewPacked(f Format, rows, cols int) (*Packed, error) {
 	if rows <= 0 || cols <= 0 {
 		return nil, fmt.Errorf("quant: bad shape [%d, %d]", rows, cols)
 	}
-	if int64(rows)*int64(cols) > 1<<40 {
+	if !shapeOK(rows, cols) {
 		return nil, fmt.Errorf("quant: shape [%d, %d] too large", rows, cols)
 	}
 	if f.Elem == ElemInvalid || f.Bits <= 0 || f.Bits > 16 {
@@ -179,13 +179,24 @@ func getBits(row []byte, c, bits int) uint32 {
 	return v
 }
 
+// maxWeights bounds rows×cols of a Packed (about 10^12), so that buffer
+// sizes computed from the shape never overflow.
+const maxWeights = 1 << 40
+
+// shapeOK reports whether rows×cols is positive and at most maxWeights,
+// checked by division so that a product wrapping around int64 (2^32×2^32
+// is 0) cannot pass.
+func shapeOK(rows, cols int) bool {
+	return rows > 0 && cols > 0 && int64(rows) <= maxWeights/int64(cols)
+}
+
 // Validate checks the buffer sizes, the format and GIdx against the shape.
 func (p *Packed) Validate() error {
 	f := p.Format
 	if f.Elem == ElemInvalid || f.Bits <= 0 || f.Bits > 16 {
 		return fmt.Errorf("quant: invalid format %q", f.Name)
 	}
-	if p.Rows <= 0 || p.Cols <= 0 || int64(p.Rows)*int64(p.Cols) > 1<<40 {
+	if !shapeOK(p.Rows, p.Cols) {
 		return fmt.Errorf("quant: bad shape [%d, %d]", p.Rows, p.Cols)
 	}
 	if want := p.Rows * p.RowBytes(); len(p.Codes) != want {

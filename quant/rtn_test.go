@@ -214,18 +214,9 @@ func TestParallelRowsDeterministic(t *testing.T) {
 	bad[150*cols+3] = float32(math.NaN())
 	bad[40*cols+9] = float32(math.Inf(1))
 	for i := 0; i < 20; i++ {
-		_, err := Quantize(bad, rows, cols, mustLookupT(t, "mxfp4"), &Options{Name: "x", Workers: 8})
+		_, err := Quantize(bad, rows, cols, mustLookup(t, "mxfp4"), &Options{Name: "x", Workers: 8})
 		if err == nil || !strings.Contains(err.Error(), "[40, 9]") {
 			t.Fatalf("error %v, want the element at [40, 9]", err)
 		}
 	}
-}
-
-func mustLookupT(t *testing.T, name string) Format {
-	t.Helper()
-	f, err := Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
 }

@@ -160,7 +160,7 @@ func FromTensors(name string, ts []*tensor.Tensor) (*Packed, error) {
 	}
 	rows, err1 := strconv.Atoi(main.Meta[MetaRows])
 	cols, err2 := strconv.Atoi(main.Meta[MetaCols])
-	if err1 != nil || err2 != nil || rows <= 0 || cols <= 0 || int64(rows)*int64(cols) > 1<<40 {
+	if err1 != nil || err2 != nil || !shapeOK(rows, cols) {
 		return nil, wrap(fmt.Errorf("bad %s/%s %q/%q", MetaRows, MetaCols, main.Meta[MetaRows], main.Meta[MetaCols]))
 	}
 	if err := main.Validate(); err != nil {

@@ -318,15 +318,9 @@ func DecodeFloat32(dst []float32, dt DType, src []byte) error {
 // (F64, F32, F16, BF16, F8_E4M3, F8_E5M2) are accepted.
 func FromFloat32(name string, dt DType, shape []int, v []float32) (*Tensor, error) {
 	t := &Tensor{Name: name, DType: dt, Shape: append([]int(nil), shape...)}
-	n := int64(1)
-	for _, d := range shape {
-		if d < 0 {
-			return nil, fmt.Errorf("from float32: tensor %q: negative dimension in %v", name, shape)
-		}
-		n *= int64(d)
-		if n > 1<<50 {
-			return nil, fmt.Errorf("from float32: tensor %q: shape %v too large", name, shape)
-		}
+	n, err := shapeElements(shape)
+	if err != nil {
+		return nil, fmt.Errorf("from float32: tensor %q: %w", name, err)
 	}
 	if n != int64(len(v)) {
 		return nil, fmt.Errorf("from float32: tensor %q: shape %v needs %d values, have %d", name, shape, n, len(v))

@@ -104,6 +104,28 @@ func (t *Tensor) NumElements() int {
 	return n
 }
 
+// maxElements bounds the element count of any tensor (about 10^15), so that
+// sizes computed from shapes never overflow.
+const maxElements = 1 << 50
+
+// shapeElements returns the element count of shape, rejecting negative
+// dimensions and counts over maxElements. The bound is checked before each
+// multiplication, so that shapes whose product wraps around int64 (e.g.
+// [2^32, 2^32], which would otherwise count as 0) are refused too.
+func shapeElements(shape []int) (int64, error) {
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 {
+			return 0, fmt.Errorf("negative dimension in shape %v", shape)
+		}
+		if d != 0 && n > maxElements/int64(d) {
+			return 0, fmt.Errorf("shape %v too large", shape)
+		}
+		n *= int64(d)
+	}
+	return n, nil
+}
+
 // Clone returns a deep copy of t that owns its data.
 func (t *Tensor) Clone() *Tensor {
 	c := &Tensor{Name: t.Name, DType: t.DType, Shape: append([]int(nil), t.Shape...), Data: append([]byte(nil), t.Data...)}
@@ -118,15 +140,9 @@ func (t *Tensor) Clone() *Tensor {
 
 // Validate checks that the data length matches dtype × shape.
 func (t *Tensor) Validate() error {
-	n := int64(1)
-	for _, d := range t.Shape {
-		if d < 0 {
-			return fmt.Errorf("tensor %q: negative dimension in shape %v", t.Name, t.Shape)
-		}
-		n *= int64(d)
-		if n > 1<<50 {
-			return fmt.Errorf("tensor %q: shape %v too large", t.Name, t.Shape)
-		}
+	n, err := shapeElements(t.Shape)
+	if err != nil {
+		return fmt.Errorf("tensor %q: %w", t.Name, err)
 	}
 	if want := n * int64(t.DType.Size()); want != int64(len(t.Data)) {
 		return fmt.Errorf("tensor %q: %s%v needs %d bytes, have %d", t.Name, t.DType, t.Shape, want, len(t.Data))
