@@ -93,6 +93,8 @@ func TestStageConfigsValidate(t *testing.T) {
 	}
 	cases := []struct{ doc, want string }{
 		{"  - {id: g, kind: synthetic, with: {tensors: [{name: w, shape: [0, 2]}]}}\n", "stages[0].with.tensors[0].shape: dimensions must be > 0"},
+		// 2^32·2^32 wraps int64 to 0: must still be over the limit.
+		{"  - {id: g, kind: synthetic, with: {tensors: [{name: w, shape: [4294967296, 4294967296]}]}}\n", "stages[0].with.tensors[0].shape: [4294967296 4294967296] has more than 2^34 elements"},
 		{"  - {id: g, kind: synthetic, with: {layers: 2, tensors: [{name: 'w{layer}', shape: [2]}, {name: w1, shape: [3]}]}}\n", "duplicate tensor name"},
 		{"  - {id: g, kind: synthetic, with: {std: -1, tensors: [{name: w, shape: [2]}]}}\n", "stages[0].with.std: must be a finite number"},
 		{"  - {id: g, kind: synthetic, with: {tensors: [{name: w, shape: [2], dtype: I8}]}}\n", `stages[0].with.tensors[0].dtype: unknown dtype "I8"`},

@@ -77,11 +77,11 @@ func (c *SyntheticConfig) Validate() error {
 				n = 0
 				break
 			}
-			n *= int64(d)
-			if n > maxSyntheticElements {
+			if n > maxSyntheticElements/int64(d) { // n·d over the limit, tested without wrapping int64
 				errs = append(errs, &pipeline.FieldError{Field: f("shape"), Err: fmt.Errorf("%v has more than 2^34 elements", t.Shape)})
 				break
 			}
+			n *= int64(d)
 		}
 	}
 	if len(errs) == 0 {
