@@ -56,10 +56,20 @@
 // only the summation order of the dot products differs). The paths:
 //
 //   - m < 8 (decode GEMV), 4-bit codes in contiguous groups: fused
-//     decode-and-dot assembly that never stores a weight. For E2M1 and
-//     integer tables (fp4, mxfp4, int4, int4_asym) with groups of a
-//     multiple of 32, VPSHUFB rebuilds the element values from their two
-//     bfloat16 bytes and one VMULPS applies the group's Mul; NF4, NVFP4
+//     decode-and-dot assembly that never stores a weight. Where every
+//     product of an element value and a group multiplier is exact (E2M1
+//     or integer codes with E8M0, E4M3 or binary16 scales and no tensor
+//     scale: fp4, mxfp4, int4, int4_asym), the multiplier is factored out
+//     of each group: the kernel sums element·x per group and multiplies by
+//     Mul once (integers: Mul·(Σ code·x − zero·Σx), with the per-group Σx
+//     formed once per call in the kernel's own summation order, so a group
+//     of zero-point codes gives exactly 0). E2M1 values come from their two
+//     bfloat16 bytes through VPSHUFB; integer codes need no table at all
+//     (broadcast, VPSRLVD, VCVTDQ2PS); 1-byte and binary16 (VCVTPH2PS)
+//     scale codes are read by the kernels themselves. The result equals
+//     Σ w·x with w bit-identical to quant's up to float32 rounding of the
+//     sums (within the tested tolerance). Other scales use the same
+//     bfloat16 decode with one VSUBPS/VMULPS per vector; NF4, NVFP4
 //     (groups of 16) and the rest use per-group 16-entry tables with
 //     VPERMPS.
 //   - m ≥ 8 (prefill, calibration): X is packed once and W is decoded
