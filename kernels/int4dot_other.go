@@ -2,6 +2,9 @@
 
 package kernels
 
+// haveF16C is false without the assembly kernels.
+const haveF16C = false
+
 func int4DotSIMD(x []float32, codes []byte, ngroups, gs int, xsv, muls, offs []float32) float32 {
 	return int4DotGo(x, codes, ngroups, gs, xsv, muls, offs)
 }
