@@ -53,6 +53,9 @@ type app struct {
 	set     multiFlag
 	workdir string
 	logFmt  string
+	// logLevel is --log-level ("" picks warn on a terminal, where progress
+	// bars show what info lines would, and info elsewhere).
+	logLevel string
 }
 
 // usageError makes the CLI print the command's usage and exit 2.
@@ -98,10 +101,17 @@ func (a *app) planJob(ctx context.Context, args []string) (*pipeline.Job, *pipel
 
 // logger returns the structured logger for --log-format.
 func (a *app) logger() *slog.Logger {
-	if a.logFmt == "json" {
-		return slog.New(slog.NewJSONHandler(a.Stderr, nil))
+	level := slog.LevelInfo
+	if a.logLevel != "" {
+		_ = level.UnmarshalText([]byte(a.logLevel)) // checked in runCommand
+	} else if a.logFmt != "json" && isTerminal(a.Stderr) {
+		level = slog.LevelWarn
 	}
-	return slog.New(slog.NewTextHandler(a.Stderr, nil))
+	opts := &slog.HandlerOptions{Level: level}
+	if a.logFmt == "json" {
+		return slog.New(slog.NewJSONHandler(a.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(a.Stderr, opts))
 }
 
 // parseInterspersed parses flags that may appear before, between or after
@@ -153,6 +163,7 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("marlin-run "+cmd.Name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&a.logFmt, "log-format", "text", "log and event format: text or json")
+	fs.StringVar(&a.logLevel, "log-level", "", "log level: debug, info, warn or error (default: warn on a terminal with progress bars, info otherwise)")
 	if cmd.Job {
 		a.jobFlags(fs)
 	}
@@ -173,6 +184,13 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if a.logFmt != "text" && a.logFmt != "json" {
 		fmt.Fprintf(stderr, "marlin-run %s: --log-format must be text or json\n", cmd.Name)
 		return 2
+	}
+	if a.logLevel != "" {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(a.logLevel)); err != nil {
+			fmt.Fprintf(stderr, "marlin-run %s: --log-level must be debug, info, warn or error\n", cmd.Name)
+			return 2
+		}
 	}
 	if err := cmd.Run(ctx, a, pos); err != nil {
 		var ue usageError
