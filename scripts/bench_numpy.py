@@ -135,6 +135,11 @@ def main():
         cases.append((f"dequant-gemv {fmt} 4096x4096", f"^BenchmarkDequantGEMV$/^{fmt}$/^(copy-)?threads=0$",
                       f"BenchmarkDequantGEMV/{fmt}/threads=0", "GB/s", None,
                       f"BenchmarkDequantGEMV/{fmt}/copy-threads=0", "copy of same bytes", 0.6, "100x"))
+        # The same pair per CPU second of the process (both sides alike):
+        # steadier than wall-clock GB/s when other processes hold the cores.
+        cases.append((f"dequant-gemv {fmt} per cpu-s", f"^BenchmarkDequantGEMV$/^{fmt}$/^(copy-)?threads=0$",
+                      f"BenchmarkDequantGEMV/{fmt}/threads=0", "GB/cpu-s", None,
+                      f"BenchmarkDequantGEMV/{fmt}/copy-threads=0", "copy, per CPU second", None, "100x"))
     cases.append(("fwht block 128, 1 core", "^BenchmarkFWHT$/^block=128$/threads=1",
                   "BenchmarkFWHT/block=128/threads=1", "GB/s",
                   (lambda: np_fwht(1024, 4096, 128)), None, "numpy butterflies (abs goal 2 GB/s)", None, "20x"))

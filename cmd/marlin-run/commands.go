@@ -103,7 +103,7 @@ func (a *app) planJob(ctx context.Context, args []string) (*pipeline.Job, *pipel
 func (a *app) logger() *slog.Logger {
 	level := slog.LevelInfo
 	if a.logLevel != "" {
-		_ = level.UnmarshalText([]byte(a.logLevel)) // checked in runCommand
+		_ = level.UnmarshalText([]byte(a.logLevel)) // validated in runCLI
 	} else if a.logFmt != "json" && isTerminal(a.Stderr) {
 		level = slog.LevelWarn
 	}
