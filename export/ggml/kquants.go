@@ -166,78 +166,88 @@ func scaleMinK4(j int, q []byte) (d, m uint8) {
 	return q[j+4]&0xf | (q[j-4]>>6)<<4, q[j+4]>>4 | (q[j]>>6)<<4
 }
 
+// fitKBlock is what quantize_row_q4_K_ref and quantize_row_q5_K_ref share
+// for one super-block xb: the eight sub-blocks of 32 are fitted with
+// make_qkx2_quants (weights rms(sub-block) + |x|, nstep+1 candidate scales
+// from rmin), their scales and mins quantized to 6 bits against the fp16
+// super-block scale and min written to b[:4+kScaleSize], and every element
+// requantized against the stored values into L (0..nmax).
+func fitKBlock(xb []float32, b []byte, L *[QKK]uint8, nmax int32, rmin float32, nstep int) {
+	var (
+		Laux    [32]uint8
+		weights [32]float32
+		mins    [QKK / 32]float32
+		scales  [QKK / 32]float32
+	)
+	var maxScale, maxMin float32
+	for j := 0; j < QKK/32; j++ {
+		xs := xb[32*j : 32*j+32]
+		var sumX2 float32
+		for _, v := range xs {
+			sumX2 += float32(v * v)
+		}
+		avX := float32(math.Sqrt(float64(sumX2 / 32)))
+		for l, v := range xs {
+			weights[l] = avX + absf(v)
+		}
+		scales[j], mins[j] = makeQKX2Quants(nmax, xs, weights[:], L[32*j:32*j+32], Laux[:], rmin, 0.1, nstep)
+		if scales[j] > maxScale {
+			maxScale = scales[j]
+		}
+		if mins[j] > maxMin {
+			maxMin = mins[j]
+		}
+	}
+	var invScale, invMin float32
+	if maxScale > 0 {
+		invScale = 63 / maxScale
+	}
+	if maxMin > 0 {
+		invMin = 63 / maxMin
+	}
+	sc := b[4 : 4+kScaleSize]
+	for j := 0; j < QKK/32; j++ {
+		ls := min(uint8(nearestInt(float32(invScale*scales[j]))), 63)
+		lm := min(uint8(nearestInt(float32(invMin*mins[j]))), 63)
+		if j < 4 {
+			sc[j] = ls
+			sc[j+4] = lm
+		} else {
+			sc[j+4] = ls&0xf | (lm&0xf)<<4
+			sc[j-4] |= (ls >> 4) << 6
+			sc[j] |= (lm >> 4) << 6
+		}
+	}
+	binary.LittleEndian.PutUint16(b[0:], fp16(maxScale/63))
+	binary.LittleEndian.PutUint16(b[2:], fp16(maxMin/63))
+	dAll := fp32(binary.LittleEndian.Uint16(b[0:]))
+	mAll := fp32(binary.LittleEndian.Uint16(b[2:]))
+	for j := 0; j < QKK/32; j++ {
+		s, m := scaleMinK4(j, sc)
+		d := float32(dAll * float32(s))
+		if d == 0 {
+			continue
+		}
+		dm := float32(mAll * float32(m))
+		for ii := 0; ii < 32; ii++ {
+			l := nearestInt(float32(xb[32*j+ii]+dm) / d)
+			L[32*j+ii] = uint8(clampI(l, 0, nmax))
+		}
+	}
+}
+
 // EncodeQ4_K writes len(x)/256 Q4_K blocks to dst (quantize_row_q4_K_ref):
 // eight sub-blocks of 32 fitted with make_qkx2_quants (weights
 // rms(sub-block) + |x|, 21 candidate scales), the scales and mins quantized
 // to 6 bits against fp16 super-block scales, then every element requantized
 // against the stored scales.
 func EncodeQ4_K(dst []byte, x []float32) {
-	var (
-		L       [QKK]uint8
-		Laux    [32]uint8
-		weights [32]float32
-		mins    [QKK / 32]float32
-		scales  [QKK / 32]float32
-	)
+	var L [QKK]uint8
 	nb := len(x) / QKK
 	for i := 0; i < nb; i++ {
 		xb := x[i*QKK : (i+1)*QKK]
 		b := dst[i*SizeQ4_K : (i+1)*SizeQ4_K]
-		var maxScale, maxMin float32
-		for j := 0; j < QKK/32; j++ {
-			xs := xb[32*j : 32*j+32]
-			var sumX2 float32
-			for _, v := range xs {
-				sumX2 += float32(v * v)
-			}
-			avX := float32(math.Sqrt(float64(sumX2 / 32)))
-			for l, v := range xs {
-				weights[l] = avX + absf(v)
-			}
-			scales[j], mins[j] = makeQKX2Quants(15, xs, weights[:], L[32*j:32*j+32], Laux[:], -1, 0.1, 20)
-			if scales[j] > maxScale {
-				maxScale = scales[j]
-			}
-			if mins[j] > maxMin {
-				maxMin = mins[j]
-			}
-		}
-		var invScale, invMin float32
-		if maxScale > 0 {
-			invScale = 63 / maxScale
-		}
-		if maxMin > 0 {
-			invMin = 63 / maxMin
-		}
-		sc := b[4 : 4+kScaleSize]
-		for j := 0; j < QKK/32; j++ {
-			ls := min(uint8(nearestInt(float32(invScale*scales[j]))), 63)
-			lm := min(uint8(nearestInt(float32(invMin*mins[j]))), 63)
-			if j < 4 {
-				sc[j] = ls
-				sc[j+4] = lm
-			} else {
-				sc[j+4] = ls&0xf | (lm&0xf)<<4
-				sc[j-4] |= (ls >> 4) << 6
-				sc[j] |= (lm >> 4) << 6
-			}
-		}
-		binary.LittleEndian.PutUint16(b[0:], fp16(maxScale/63))
-		binary.LittleEndian.PutUint16(b[2:], fp16(maxMin/63))
-		dAll := fp32(binary.LittleEndian.Uint16(b[0:]))
-		mAll := fp32(binary.LittleEndian.Uint16(b[2:]))
-		for j := 0; j < QKK/32; j++ {
-			s, m := scaleMinK4(j, sc)
-			d := float32(dAll * float32(s))
-			if d == 0 {
-				continue
-			}
-			dm := float32(mAll * float32(m))
-			for ii := 0; ii < 32; ii++ {
-				l := nearestInt(float32(xb[32*j+ii]+dm) / d)
-				L[32*j+ii] = uint8(clampI(l, 0, 15))
-			}
-		}
+		fitKBlock(xb, b, &L, 15, -1, 20)
 		q := b[4+kScaleSize:]
 		for j := 0; j < QKK; j += 64 {
 			for l := 0; l < 32; l++ {
@@ -311,72 +321,12 @@ func EncodeQ6_K(dst []byte, x []float32) {
 // as Q4_K with 5-bit elements (make_qkx2_quants with nmax 31 and 16
 // candidate scales), the fifth bits in qh.
 func EncodeQ5_K(dst []byte, x []float32) {
-	var (
-		L       [QKK]uint8
-		Laux    [32]uint8
-		weights [32]float32
-		mins    [QKK / 32]float32
-		scales  [QKK / 32]float32
-	)
+	var L [QKK]uint8
 	nb := len(x) / QKK
 	for i := 0; i < nb; i++ {
 		xb := x[i*QKK : (i+1)*QKK]
 		b := dst[i*SizeQ5_K : (i+1)*SizeQ5_K]
-		var maxScale, maxMin float32
-		for j := 0; j < QKK/32; j++ {
-			xs := xb[32*j : 32*j+32]
-			var sumX2 float32
-			for _, v := range xs {
-				sumX2 += float32(v * v)
-			}
-			avX := float32(math.Sqrt(float64(sumX2 / 32)))
-			for l, v := range xs {
-				weights[l] = avX + absf(v)
-			}
-			scales[j], mins[j] = makeQKX2Quants(31, xs, weights[:], L[32*j:32*j+32], Laux[:], -0.5, 0.1, 15)
-			if scales[j] > maxScale {
-				maxScale = scales[j]
-			}
-			if mins[j] > maxMin {
-				maxMin = mins[j]
-			}
-		}
-		var invScale, invMin float32
-		if maxScale > 0 {
-			invScale = 63 / maxScale
-		}
-		if maxMin > 0 {
-			invMin = 63 / maxMin
-		}
-		sc := b[4 : 4+kScaleSize]
-		for j := 0; j < QKK/32; j++ {
-			ls := min(uint8(nearestInt(float32(invScale*scales[j]))), 63)
-			lm := min(uint8(nearestInt(float32(invMin*mins[j]))), 63)
-			if j < 4 {
-				sc[j] = ls
-				sc[j+4] = lm
-			} else {
-				sc[j+4] = ls&0xf | (lm&0xf)<<4
-				sc[j-4] |= (ls >> 4) << 6
-				sc[j] |= (lm >> 4) << 6
-			}
-		}
-		binary.LittleEndian.PutUint16(b[0:], fp16(maxScale/63))
-		binary.LittleEndian.PutUint16(b[2:], fp16(maxMin/63))
-		dAll := fp32(binary.LittleEndian.Uint16(b[0:]))
-		mAll := fp32(binary.LittleEndian.Uint16(b[2:]))
-		for j := 0; j < QKK/32; j++ {
-			s, m := scaleMinK4(j, sc)
-			d := float32(dAll * float32(s))
-			if d == 0 {
-				continue
-			}
-			dm := float32(mAll * float32(m))
-			for ii := 0; ii < 32; ii++ {
-				l := nearestInt(float32(xb[32*j+ii]+dm) / d)
-				L[32*j+ii] = uint8(clampI(l, 0, 31))
-			}
-		}
+		fitKBlock(xb, b, &L, 31, -0.5, 15)
 		qh := b[4+kScaleSize : 4+kScaleSize+QKK/8]
 		ql := b[4+kScaleSize+QKK/8:]
 		clear(qh)
