@@ -123,27 +123,9 @@ func (a *GQAttention) kvWidths() (int, int) { return a.kvHeads * a.hd, a.kvHeads
 
 func (a *GQAttention) decode(rc *run, kv *kvLayer, pos int, x, out []float32) error {
 	n := rc.batch.Len
-	q, err := rc.linear(a.q, x, n)
+	q, k, v, err := a.qkv(rc, x, n)
 	if err != nil {
 		return err
-	}
-	k, err := rc.linear(a.k, x, n)
-	if err != nil {
-		return err
-	}
-	v, err := rc.linear(a.v, x, n)
-	if err != nil {
-		return err
-	}
-	if a.qNorm != nil {
-		if err := a.qNorm.apply(rc.b, q, q); err != nil {
-			return fmt.Errorf("q_norm: %w", err)
-		}
-	}
-	if a.kNorm != nil {
-		if err := a.kNorm.apply(rc.b, k, k); err != nil {
-			return fmt.Errorf("k_norm: %w", err)
-		}
 	}
 	positions := make([]int, n)
 	for i := range positions {

@@ -94,29 +94,36 @@ type GQAttention struct {
 
 func (a *GQAttention) projs() []*Proj { return []*Proj{a.q, a.k, a.v, a.o} }
 
-func (a *GQAttention) forward(rc *run, x, out []float32) error {
-	T := rc.batch.Tokens()
-	q, err := rc.linear(a.q, x, T)
-	if err != nil {
-		return err
+// qkv projects rows×hidden inputs x to queries, keys and values and applies
+// the per-head q/k RMSNorms where the model has them (prefill and decode).
+func (a *GQAttention) qkv(rc *run, x []float32, rows int) (q, k, v []float32, err error) {
+	if q, err = rc.linear(a.q, x, rows); err != nil {
+		return nil, nil, nil, err
 	}
-	k, err := rc.linear(a.k, x, T)
-	if err != nil {
-		return err
+	if k, err = rc.linear(a.k, x, rows); err != nil {
+		return nil, nil, nil, err
 	}
-	v, err := rc.linear(a.v, x, T)
-	if err != nil {
-		return err
+	if v, err = rc.linear(a.v, x, rows); err != nil {
+		return nil, nil, nil, err
 	}
 	if a.qNorm != nil {
 		if err := a.qNorm.apply(rc.b, q, q); err != nil {
-			return fmt.Errorf("q_norm: %w", err)
+			return nil, nil, nil, fmt.Errorf("q_norm: %w", err)
 		}
 	}
 	if a.kNorm != nil {
 		if err := a.kNorm.apply(rc.b, k, k); err != nil {
-			return fmt.Errorf("k_norm: %w", err)
+			return nil, nil, nil, fmt.Errorf("k_norm: %w", err)
 		}
+	}
+	return q, k, v, nil
+}
+
+func (a *GQAttention) forward(rc *run, x, out []float32) error {
+	T := rc.batch.Tokens()
+	q, k, v, err := a.qkv(rc, x, T)
+	if err != nil {
+		return err
 	}
 	cos, sin, err := rc.ropeTables(a.hd)
 	if err != nil {
