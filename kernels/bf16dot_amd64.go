@@ -34,3 +34,19 @@ func bf16DotHoistS1SIMD(xd []float32, codes []byte, ngroups, gs int, planes *[64
 	_ = scodes[ngroups-1]
 	return bf16DotHoistS1AVX(&xd[0], &codes[0], ngroups, gs, planes, &scodes[0], mul1)
 }
+
+//go:noescape
+func bf16Dot32S1AVX(x *float32, codes *byte, ngroups int, planes *[64]byte, scodes *byte, mul1 *[256]float32) float32
+
+// bf16Dot32S1SIMD is bf16DotHoistS1SIMD for groups of exactly 32, with xd
+// permuted by deinterleave16w.
+func bf16Dot32S1SIMD(xd []float32, codes []byte, ngroups int, planes *[64]byte, scodes []byte, mul1 *[256]float32) float32 {
+	if ngroups == 0 {
+		return 0
+	}
+	n := ngroups * 32
+	_ = xd[n-1]
+	_ = codes[n/2-1]
+	_ = scodes[ngroups-1]
+	return bf16Dot32S1AVX(&xd[0], &codes[0], ngroups, planes, &scodes[0], mul1)
+}

@@ -152,3 +152,82 @@ b1done:
 	VZEROUPPER
 	MOVSS X0, ret+56(FP)
 	RET
+
+// BF16DEC decodes the 32 codes of the 16 bytes at soff(SI) into Y4..Y7
+// (bfloat16 planes as in BF16STEP, Y12 = 0xFFFF0000 in every dword): the
+// words are widened with a shift and a mask rather than unpacks, so x must
+// be in deinterleave16w order.
+#define BF16DEC(soff) \
+	VMOVDQU soff(SI), X4 \
+	VPSRLW $4, X4, X5 \
+	VPAND X15, X4, X4 \
+	VPAND X15, X5, X5 \
+	VINSERTI128 $1, X5, Y4, Y4 \
+	VPSHUFB Y4, Y14, Y5 \
+	VPSHUFB Y4, Y13, Y6 \
+	VPUNPCKLBW Y5, Y6, Y7 \
+	VPUNPCKHBW Y5, Y6, Y8 \
+	VPSLLD $16, Y7, Y4 \
+	VPAND Y12, Y7, Y5 \
+	VPSLLD $16, Y8, Y6 \
+	VPAND Y12, Y8, Y7
+
+// BF16G32 is one whole group of 32: decode at soff(SI), dot with the 32
+// floats at xoff(DI), scale by mul1[scodes[k]] (k at koff(R10)) into acc.
+#define BF16G32(soff, xoff, koff, acc) \
+	BF16DEC(soff) \
+	VMULPS xoff(DI), Y4, Y2 \
+	VMULPS xoff+32(DI), Y5, Y3 \
+	VFMADD231PS xoff+64(DI), Y6, Y2 \
+	VFMADD231PS xoff+96(DI), Y7, Y3 \
+	VADDPS Y3, Y2, Y2 \
+	MOVBQZX koff(R10), AX \
+	VBROADCASTSS (R11)(AX*4), Y9 \
+	VFMADD231PS Y9, Y2, acc
+
+// func bf16Dot32S1AVX(x *float32, codes *byte, ngroups int, planes *[64]byte, scodes *byte, mul1 *[256]float32) float32
+// bf16DotHoistS1AVX for groups of exactly 32 (MXFP4), two groups per
+// iteration without per-group loop bookkeeping; x is permuted by
+// deinterleave16w.
+TEXT ·bf16Dot32S1AVX(SB), NOSPLIT, $0-52
+	MOVQ x+0(FP), DI
+	MOVQ codes+8(FP), SI
+	MOVQ ngroups+16(FP), BX
+	MOVQ planes+24(FP), R9
+	MOVQ scodes+32(FP), R10
+	MOVQ mul1+40(FP), R11
+	MOVL $0x0F0F0F0F, AX
+	VMOVQ AX, X15
+	VPBROADCASTD X15, X15
+	VMOVDQU (R9), Y14
+	VMOVDQU 32(R9), Y13
+	MOVL $0xFFFF0000, AX
+	VMOVQ AX, X12
+	VPBROADCASTD X12, Y12
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ BX, CX
+	SHRQ $1, CX
+	JZ   g32tail
+g32pair:
+	PREFETCHT0 1024(SI)
+	BF16G32(0, 0, 0, Y0)
+	BF16G32(16, 128, 1, Y1)
+	ADDQ $32, SI
+	ADDQ $256, DI
+	ADDQ $2, R10
+	DECQ CX
+	JNZ  g32pair
+g32tail:
+	TESTQ $1, BX
+	JZ    g32done
+	BF16G32(0, 0, 0, Y0)
+g32done:
+	VADDPS Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS X1, X0, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, ret+48(FP)
+	RET

@@ -9,3 +9,7 @@ func bf16DotHoistSIMD(xd []float32, codes []byte, ngroups, gs int, planes *[64]b
 func bf16DotHoistS1SIMD(xd []float32, codes []byte, ngroups, gs int, planes *[64]byte, scodes []byte, mul1 *[256]float32) float32 {
 	panic("kernels: bf16DotHoistS1SIMD without SIMD")
 }
+
+func bf16Dot32S1SIMD(xd []float32, codes []byte, ngroups int, planes *[64]byte, scodes []byte, mul1 *[256]float32) float32 {
+	panic("kernels: bf16Dot32S1SIMD without SIMD")
+}

@@ -131,6 +131,7 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 	bfh := bf && !d.isInt && !f.TensorScale &&
 		(f.Scale == quant.ScaleF16 || f.Scale == quant.ScaleE8M0 || f.Scale == quant.ScaleE4M3)
 	bfs1 := bfh && d.mul1 != nil
+	g32 := bfs1 && gs == 32 // MXFP4: two groups an iteration, x by deinterleave16w
 	// The int4 kernel with binary16 scales reads scales and zero points
 	// itself (VCVTPH2PS); symmetric formats have the one zero point 2^(b−1).
 	i4h := i4 && f.Scale == quant.ScaleF16 && haveF16C
@@ -147,6 +148,8 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 		if i4 {
 			copy(xd[i*vc:(i+1)*vc], x[i*ldx:i*ldx+vc])
 			int4XSums(xsv[i*nfull*8:(i+1)*nfull*8], xd[i*vc:(i+1)*vc], gs)
+		} else if g32 {
+			deinterleave16w(xd[i*vc:(i+1)*vc], x[i*ldx:i*ldx+vc])
 		} else if bf {
 			deinterleave8(xd[i*vc:(i+1)*vc], x[i*ldx:i*ldx+vc])
 		} else {
@@ -184,6 +187,8 @@ func (c *cpu) dequantGEMVFused(m int, x []float32, ldx int, d *tileDecoder, cm [
 					s, _ = int4DotS16SIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, xsv[i*nfull*8:(i+1)*nfull*8], p.Scales[2*r*ngAll:2*(r*ngAll+nfull)], z, zstride)
 				case i4:
 					s = int4DotSIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, xsv[i*nfull*8:(i+1)*nfull*8], muls, offs)
+				case g32:
+					s = bf16Dot32S1SIMD(xd[i*vc:(i+1)*vc], row, nfull, d.planes, p.Scales[r*ngAll:r*ngAll+nfull], d.mul1)
 				case bfs1:
 					s = bf16DotHoistS1SIMD(xd[i*vc:(i+1)*vc], row, nfull, gs, d.planes, p.Scales[r*ngAll:r*ngAll+nfull], d.mul1)
 				case bfh:
@@ -256,6 +261,23 @@ func deinterleave8(dst, x []float32) {
 		o := (*[8]float32)(dst[j:])
 		o[0], o[1], o[2], o[3] = s[0], s[2], s[4], s[6]
 		o[4], o[5], o[6], o[7] = s[1], s[3], s[5], s[7]
+	}
+}
+
+// deinterleave16w writes x (a multiple of 16 long) to dst with each run of
+// 16 elements e = 4k+2a+b (k < 4, a, b < 2) moved to position 8a+4b+k: the
+// order in which bf16Dot32S1AVX widens its decoded words.
+func deinterleave16w(dst, x []float32) {
+	for j := 0; j+16 <= len(x); j += 16 {
+		s := (*[16]float32)(x[j:])
+		o := (*[16]float32)(dst[j:])
+		for a := 0; a < 2; a++ {
+			for b := 0; b < 2; b++ {
+				for k := 0; k < 4; k++ {
+					o[8*a+4*b+k] = s[4*k+2*a+b]
+				}
+			}
+		}
 	}
 }
 
