@@ -43,6 +43,24 @@ func nearestInt(f float32) int32 {
 	return int32(math.Float32bits(v)&0x007fffff) - 0x00400000
 }
 
+// signedMaxScale is the scale of the symmetric legacy quantizers: d =
+// max/div where max is the signed element of largest magnitude (the first
+// one on ties), and its inverse id (0 when d is 0).
+func signedMaxScale(xb []float32, div float32) (d, id float32) {
+	var amax, max float32
+	for _, v := range xb {
+		if amax < absf(v) {
+			amax = absf(v)
+			max = v
+		}
+	}
+	d = max / div
+	if d != 0 {
+		id = 1 / d
+	}
+	return d, id
+}
+
 // EncodeQ4_0 writes len(x)/32 Q4_0 blocks to dst (quantize_row_q4_0_ref):
 // d = max/−8 where max is the signed element of largest magnitude (first one
 // on ties), q = min(15, trunc(x/d + 8.5)).
@@ -50,18 +68,7 @@ func EncodeQ4_0(dst []byte, x []float32) {
 	nb := len(x) / QK4_0
 	for i := 0; i < nb; i++ {
 		xb := x[i*QK4_0 : (i+1)*QK4_0]
-		var amax, max float32
-		for _, v := range xb {
-			if amax < absf(v) {
-				amax = absf(v)
-				max = v
-			}
-		}
-		d := max / -8
-		var id float32
-		if d != 0 {
-			id = 1 / d
-		}
+		d, id := signedMaxScale(xb, -8)
 		b := dst[i*SizeQ4_0 : (i+1)*SizeQ4_0]
 		binary.LittleEndian.PutUint16(b, fp16(d))
 		for j := 0; j < QK4_0/2; j++ {
@@ -91,18 +98,7 @@ func EncodeQ5_0(dst []byte, x []float32) {
 	nb := len(x) / QK5_0
 	for i := 0; i < nb; i++ {
 		xb := x[i*QK5_0 : (i+1)*QK5_0]
-		var amax, max float32
-		for _, v := range xb {
-			if amax < absf(v) {
-				amax = absf(v)
-				max = v
-			}
-		}
-		d := max / -16
-		var id float32
-		if d != 0 {
-			id = 1 / d
-		}
+		d, id := signedMaxScale(xb, -16)
 		b := dst[i*SizeQ5_0 : (i+1)*SizeQ5_0]
 		binary.LittleEndian.PutUint16(b, fp16(d))
 		var qh uint32
