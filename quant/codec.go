@@ -134,7 +134,10 @@ func DecodeE8M0(code uint8) float32 {
 	if code == E8M0NaN {
 		return float32(math.NaN())
 	}
-	return float32(math.Ldexp(1, int(code)-127))
+	if code == 0 {
+		return math.Float32frombits(1 << 22) // 2^-127, the one subnormal scale
+	}
+	return math.Float32frombits(uint32(code) << 23) // 2^(code-127), exact
 }
 
 // MXSharedExp returns the OCP MX v1.0 shared exponent of a block with
