@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "hsum_amd64.h"
 
 // BF16STEP decodes 32 codes (16 bytes at SI) through the bfloat16 planes
 // (Y14: byte 3, Y13: byte 2, Y15: nibble mask, Y12: zero) and adds their
@@ -82,11 +83,7 @@ bhstep2:
 	JNZ  bhgroup
 bhdone:
 	VADDPS Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VZEROUPPER
+	HSUM_Y0
 	MOVSS X0, ret+48(FP)
 	RET
 
@@ -145,11 +142,7 @@ b1step2:
 	JNZ  b1group
 b1done:
 	VADDPS Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VZEROUPPER
+	HSUM_Y0
 	MOVSS X0, ret+56(FP)
 	RET
 
@@ -224,10 +217,6 @@ g32tail:
 	BF16G32(0, 0, 0, Y0)
 g32done:
 	VADDPS Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VZEROUPPER
+	HSUM_Y0
 	MOVSS X0, ret+48(FP)
 	RET

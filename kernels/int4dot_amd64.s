@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "hsum_amd64.h"
 
 // int4shifts<> holds the nibble shift counts 0, 4, ..., 28 (one YMM).
 DATA int4shifts<>+0(SB)/4, $0
@@ -89,11 +90,7 @@ i4step2:
 	JNZ  i4group
 i4done:
 	VADDPS Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VZEROUPPER
+	HSUM_Y0
 	MOVSS X0, ret+56(FP)
 	RET
 
@@ -194,10 +191,6 @@ h4step2:
 	JNZ  h4group
 h4done:
 	VADDPS Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VZEROUPPER
+	HSUM_Y0
 	MOVSS X0, ret+64(FP)
 	RET

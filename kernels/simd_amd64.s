@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "hsum_amd64.h"
 
 // AVX2/FMA kernels of the CPU backend. Go declarations and bounds checks
 // are in simd_amd64.go; every kernel has a pure-Go twin the tests compare
@@ -167,11 +168,7 @@ dotdone:
 	VADDPS Y1, Y0, Y0
 	VADDPS Y3, Y2, Y2
 	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VZEROUPPER
+	HSUM_Y0
 	MOVSS X0, ret+24(FP)
 	RET
 
@@ -435,11 +432,7 @@ dotlutdone:
 	VADDPS Y1, Y0, Y0
 	VADDPS Y3, Y2, Y2
 	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VZEROUPPER
+	HSUM_Y0
 	MOVSS X0, ret+56(FP)
 	RET
 
@@ -671,11 +664,7 @@ bfdone:
 	VADDPS Y1, Y0, Y0
 	VADDPS Y3, Y2, Y2
 	VADDPS Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VZEROUPPER
+	HSUM_Y0
 	MOVSS X0, ret+56(FP)
 	RET
 
