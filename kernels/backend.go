@@ -158,6 +158,13 @@ var (
 type Options struct {
 	// Threads bounds the goroutines one call may use; 0 means GOMAXPROCS.
 	Threads int
+	// F32Activations keeps small-batch (decode) products of MXFP4 weights
+	// on float32 activations. By default the CPU backend quantizes each
+	// activation row to int8 in blocks of 32 for them, as llama.cpp does
+	// for its 4-bit formats (see q8gemv.go: the error is bounded by the
+	// activation rounding); batches of dqBigM rows and more (prefill,
+	// perplexity, calibration) always use float32 activations.
+	F32Activations bool
 }
 
 // Factory opens a backend. It returns an error wrapping ErrUnavailable when

@@ -17,6 +17,7 @@ type microKernelFunc func(kc int, ap, bp, c []float32, ldc int)
 type cpu struct {
 	threads     int
 	simd        bool // use the assembly kernels
+	f32Act      bool // Options.F32Activations
 	microKernel microKernelFunc
 }
 
@@ -34,7 +35,7 @@ func newCPU(o Options, simd bool) *cpu {
 	if t <= 0 {
 		t = runtime.GOMAXPROCS(0)
 	}
-	c := &cpu{threads: t, simd: simd && haveSIMD, microKernel: microKernelGo}
+	c := &cpu{threads: t, simd: simd && haveSIMD, f32Act: o.F32Activations, microKernel: microKernelGo}
 	if c.simd {
 		c.microKernel = microKernelSIMD
 	}

@@ -38,6 +38,12 @@ func (c *cpu) DequantGEMM(m int, x []float32, ldx int, w *quant.Packed, beta flo
 	if err := w.Validate(); err != nil {
 		return fmt.Errorf("kernels: dequant-gemm: %w", err)
 	}
+	return c.dequantGEMM(m, x, ldx, c.prepare(w), beta, cm, ldc)
+}
+
+// dequantGEMM is DequantGEMM on a validated, prepared weight.
+func (c *cpu) dequantGEMM(m int, x []float32, ldx int, pw *cpuPrepared, beta float32, cm []float32, ldc int) error {
+	w, dec := pw.w, pw.dec
 	rows, cols := w.Rows, w.Cols
 	if m < 0 {
 		return fmt.Errorf("kernels: dequant-gemm: m = %d: %w", m, ErrShape)
@@ -52,7 +58,9 @@ func (c *cpu) DequantGEMM(m int, x []float32, ldx int, w *quant.Packed, beta flo
 		return nil
 	}
 	scaleC(m, rows, beta, cm, ldc)
-	dec := newTileDecoder(w, c.simd)
+	if pw.q8 != nil && m < dqBigM && c.q8GEMV(m, x, ldx, pw, cm, ldc) {
+		return nil
+	}
 	if dec.lut4 && c.simd && dec.gs%16 == 0 && m < dqBigM {
 		c.dequantGEMVFused(m, x, ldx, dec, cm, ldc)
 		return nil

@@ -2,6 +2,7 @@ package arch
 
 import (
 	"fmt"
+	"sync/atomic"
 
 	"github.com/marlin-llm/marlin/kernels"
 	"github.com/marlin-llm/marlin/quant"
@@ -65,10 +66,18 @@ func (d *Dense) Forward(b kernels.Backend, x []float32, rows int, y []float32) e
 }
 
 // Quantized is a Linear that runs directly from packed weights through the
-// backend's dequant-GEMM.
+// backend's dequant-GEMM. The weight is prepared (kernels.Prepare) for the
+// backend of the first Forward and re-prepared if another backend calls.
 type Quantized struct {
 	m    *quant.Packed
 	bias []float32
+	prep atomic.Pointer[preparedFor]
+}
+
+// preparedFor is a prepared weight and the backend it was prepared for.
+type preparedFor struct {
+	b  kernels.Backend
+	pw kernels.PreparedWeight
 }
 
 // NewQuantized wraps a packed matrix (rows = out features) and an optional
@@ -98,8 +107,17 @@ func (q *Quantized) Forward(b kernels.Backend, x []float32, rows int, y []float3
 	if rows == 0 {
 		return nil
 	}
+	p := q.prep.Load()
+	if p == nil || p.b != b {
+		pw, err := kernels.Prepare(b, q.m)
+		if err != nil {
+			return err
+		}
+		p = &preparedFor{b: b, pw: pw}
+		q.prep.Store(p)
+	}
 	out, in := q.m.Rows, q.m.Cols
-	if err := b.DequantGEMM(rows, x, in, q.m, 0, y, out); err != nil {
+	if err := p.pw.DequantGEMM(rows, x, in, 0, y, out); err != nil {
 		return err
 	}
 	addBias(y, q.bias, rows)

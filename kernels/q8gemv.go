@@ -1,0 +1,173 @@
+package kernels
+
+import (
+	"math"
+
+	"github.com/marlin-llm/marlin/quant"
+)
+
+// The int8-activation GEMV: the decode path for MXFP4 weights (E2M1
+// elements, E8M0 scales, groups of 32), as llama.cpp runs its 4-bit
+// formats. Each row of X is quantized to int8 in blocks of 32 with one
+// float32 scale per block (amax/127, round to nearest); the weight codes
+// go through a 16-entry byte table to 2·e2m1 + 12 (an unsigned value in
+// [0, 24]), and the block dot products are exact integer sums
+// (VPMADDUBSW/VPMADDWD) from which the +12 offset is removed with the
+// precomputed Σq of the block. The only rounding beyond the float32 sums
+// of the exact path is the activation's: for block b with scale d_b,
+// |y − y_exact| ≤ Σ_b Σ_{i∈b} |w_i|·d_b/2 (plus float32 summation error),
+// which q8gemv_test.go checks. Options.F32Activations turns the path off.
+//
+// Activation layout (q8Act), for every pair of blocks (2p, 2p+1) — 64
+// columns, 32 code bytes — in the order the kernel decodes the codes: 64
+// bytes [q_{2p}[0,2,…,30], q_{2p+1}[0,2,…,30], q_{2p}[1,3,…,31],
+// q_{2p+1}[1,3,…,31]]; eight int32 lanes c = [3·S_{2p} ×4, 3·S_{2p+1} ×4]
+// (S_b = Σ q over the block; every lane of the kernel's eight partial sums
+// covers a quarter of a block and so subtracts a quarter of the 12·S_b
+// offset); and for every group of eight blocks their scales d_b/2 (the
+// table doubles the E2M1 values).
+
+// q8Block is the activation block (and MXFP4 group) size.
+const q8Block = 32
+
+// q8Cols is the column granularity of the assembly kernel: one iteration
+// reads the scales of eight blocks.
+const q8Cols = 8 * q8Block
+
+// q8Offset is added to the doubled E2M1 values to make them unsigned.
+const q8Offset = 12
+
+// q8Weight is the int8-path state of a packed weight: its code table.
+type q8Weight struct {
+	lut [16]byte // 2·e2m1(code) + q8Offset
+}
+
+// newQ8Weight returns the int8-path state of p, or nil when p cannot take
+// the path: only MXFP4-style weights (E2M1, E8M0 scales of groups of 32,
+// no tensor scale, no g_idx) with a multiple of q8Cols columns and every
+// scale code in [1, 254] (normal float32 powers of two, built from the
+// code's bits in the kernel) qualify.
+func newQ8Weight(p *quant.Packed) *q8Weight {
+	f := p.Format
+	if f.Elem != quant.ElemE2M1 || f.Bits != 4 || f.Scale != quant.ScaleE8M0 || f.TensorScale || f.Asym ||
+		p.GIdx != nil || f.Group(p.Cols) != q8Block || p.Cols%q8Cols != 0 || p.Rows == 0 {
+		return nil
+	}
+	for _, e := range p.Scales {
+		if e == 0 || e == quant.E8M0NaN {
+			return nil
+		}
+	}
+	w := &q8Weight{}
+	for c := range w.lut {
+		v := 2*float64(f.ElemValue(uint8(c), 0)) + q8Offset
+		if v != math.Trunc(v) || v < 0 || v > 2*q8Offset {
+			return nil
+		}
+		w.lut[c] = byte(v)
+	}
+	return w
+}
+
+// q8Act is one row of X quantized for the int8 GEMV (layout above).
+type q8Act struct {
+	q []int8    // cols bytes, pair-interleaved
+	s []float32 // cols/32 block scales d_b/2
+	c []int32   // 4·cols/32 offset corrections (8 per pair)
+}
+
+func newQ8Act(cols int) *q8Act {
+	nb := cols / q8Block
+	return &q8Act{q: make([]int8, cols), s: make([]float32, nb), c: make([]int32, 4*nb)}
+}
+
+// quantize fills a from x (len(a.q) floats). It returns false, leaving a
+// unusable, when x holds a NaN or an infinity: the exact path then keeps
+// IEEE propagation.
+func (a *q8Act) quantize(x []float32) bool {
+	nb := len(a.s)
+	for b := 0; b < nb; b++ {
+		xb := (*[q8Block]float32)(x[b*q8Block:])
+		var amax float32
+		for _, v := range xb {
+			av := abs32(v)
+			if !(av <= math.MaxFloat32) {
+				return false
+			}
+			if av > amax {
+				amax = av
+			}
+		}
+		// Block b of pair p: even columns at 64p + 16h + i, odd ones 32
+		// bytes further (h = b&1).
+		o := (*[64]int8)(a.q[64*(b>>1):])
+		h := 16 * (b & 1)
+		var sum int32
+		if amax == 0 {
+			a.s[b] = 0
+			for i := 0; i < 16; i++ {
+				o[h+i], o[32+h+i] = 0, 0
+			}
+		} else {
+			id := 127 / amax
+			for i := 0; i < 16; i++ {
+				// |v·id| ≤ 127 (to rounding): adding 1.5·2^23 rounds it
+				// to an integer (nearest, ties to even) in the low
+				// mantissa bits.
+				q0 := int32(math.Float32bits(xb[2*i]*id+0x1.8p23)) - 0x4B400000
+				q1 := int32(math.Float32bits(xb[2*i+1]*id+0x1.8p23)) - 0x4B400000
+				o[h+i], o[32+h+i] = int8(q0), int8(q1)
+				sum += q0 + q1
+			}
+			a.s[b] = amax / 127 / 2
+		}
+		c := (*[4]int32)(a.c[4*b:])
+		c[0], c[1], c[2], c[3] = 3*sum, 3*sum, 3*sum, 3*sum
+	}
+	return true
+}
+
+func abs32(v float32) float32 {
+	return math.Float32frombits(math.Float32bits(v) &^ (1 << 31))
+}
+
+// q8MXRowsGo is the reference of q8MXRowsAVX: for each of rows rows of
+// codes (rb bytes apart) with scale codes (ng = cols/32 bytes apart), it
+// adds the int8-activation dot product with a to y[r]. It performs the
+// assembly's float32 operations in the same order, except that the kernel
+// fuses each multiply-add (the results agree to float32 rounding of the
+// products; q8gemv_test.go states the bound).
+func q8MXRowsGo(codes []byte, rb int, scales []byte, rows int, a *q8Act, lut *[16]byte, y []float32) {
+	nb := len(a.s)
+	for r := 0; r < rows; r++ {
+		row := codes[r*rb:]
+		sc := scales[r*nb:]
+		var acc [2][8]float32
+		for qd := 0; qd < nb/8; qd++ {
+			var ws [8]float32
+			for l := range ws {
+				ws[l] = math.Float32frombits(uint32(sc[8*qd+l])<<23) * a.s[8*qd+l]
+			}
+			for k := 0; k < 4; k++ {
+				p := 4*qd + k
+				cb := row[32*p : 32*p+32]
+				xq := a.q[64*p : 64*p+64]
+				var lane [8]int32
+				for j := 0; j < 32; j++ {
+					lo, hi := int32(lut[cb[j]&15]), int32(lut[cb[j]>>4])
+					lane[j/4] += lo*int32(xq[j]) + hi*int32(xq[32+j])
+				}
+				for l := range lane {
+					f := float32(lane[l] - a.c[8*p+l])
+					acc[k%2][l] += f * ws[2*k+l/4]
+				}
+			}
+		}
+		var s [8]float32
+		for l := range s {
+			s[l] = acc[0][l] + acc[1][l]
+		}
+		b0, b1, b2, b3 := s[0]+s[4], s[1]+s[5], s[2]+s[6], s[3]+s[7]
+		y[r] += (b0 + b1) + (b2 + b3)
+	}
+}

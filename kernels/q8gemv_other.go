@@ -1,0 +1,9 @@
+//go:build !amd64 || purego
+
+package kernels
+
+// q8MXRows runs the reference kernel (never reached: the int8 path needs
+// haveSIMD).
+func q8MXRows(codes []byte, rb int, scales []byte, rows int, a *q8Act, lut *[16]byte, y []float32) {
+	q8MXRowsGo(codes, rb, scales, rows, a, lut, y)
+}
