@@ -23,6 +23,10 @@ type Cache struct {
 	max    int
 	pos    int
 	layers []kvLayer
+	// Decode's reusable state: the run, scratch buffers and RoPE tables.
+	rc      run
+	scratch scratch
+	rope    []ropeTable
 }
 
 // kvLayer is one attention layer's cache: keys of kw floats and values of
@@ -84,18 +88,23 @@ func (m *Model) Decode(ctx context.Context, c *Cache, ids []int32) ([]float32, e
 	if c.pos+n > c.max {
 		return nil, fmt.Errorf("arch: decode: %d cached + %d new tokens exceed the cache of %d", c.pos, n, c.max)
 	}
-	h, err := m.Embed(ids)
-	if err != nil {
+	s := &c.scratch
+	s.reset()
+	h := s.alloc(n * m.hidden)
+	if err := m.embedInto(h, ids); err != nil {
 		return nil, err
 	}
 	batch := Batch{Seqs: 1, Len: n}
-	rc := &run{ctx: ctx, b: m.b, batch: batch, hidden: m.hidden, theta: m.cfg.Rope.Theta}
-	x := make([]float32, len(h))
-	out := make([]float32, len(h))
+	rc := &c.rc
+	*rc = run{ctx: ctx, b: m.b, batch: batch, hidden: m.hidden, theta: m.cfg.Rope.Theta, cache: c}
+	defer func() { c.rc = run{} }() // keep no reference to ctx
+	x := s.alloc(len(h))
+	out := s.alloc(len(h))
 	for l, d := range m.layers {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		mark := s.mark() // the layer's buffers are dead after it
 		if err := d.inputNorm.apply(m.b, x, h); err != nil {
 			return nil, fmt.Errorf("arch: layer %d: input_layernorm: %w", l, err)
 		}
@@ -114,6 +123,7 @@ func (m *Model) Decode(ctx context.Context, c *Cache, ids []int32) ([]float32, e
 		for i, v := range out {
 			h[i] += v
 		}
+		s.release(mark)
 	}
 	c.pos += n
 	return m.Head(ctx, h, batch, nil)
@@ -127,11 +137,7 @@ func (a *GQAttention) decode(rc *run, kv *kvLayer, pos int, x, out []float32) er
 	if err != nil {
 		return err
 	}
-	positions := make([]int, n)
-	for i := range positions {
-		positions[i] = pos + i
-	}
-	cos, sin, err := kernels.RoPETables(positions, a.hd, rc.theta)
+	cos, sin, err := rc.cache.ropeTables(a.hd, rc.theta, pos, n)
 	if err != nil {
 		return err
 	}
@@ -145,12 +151,7 @@ func (a *GQAttention) decode(rc *run, kv *kvLayer, pos int, x, out []float32) er
 	if err != nil {
 		return err
 	}
-	o, err := rc.linear(a.o, ctx, n)
-	if err != nil {
-		return err
-	}
-	copy(out, o)
-	return nil
+	return rc.linearInto(a.o, ctx, n, out)
 }
 
 // attend appends the n new tokens' keys k (n×kw) and values v (n×vw) at
@@ -163,9 +164,35 @@ func (kv *kvLayer) attend(rc *run, pos int, q, k, v []float32, heads, kvHeads, d
 	copy(kv.v[pos*kv.vw:(pos+n)*kv.vw], v)
 	total := pos + n
 	qw, ow := heads*dqk, heads*dv
-	out := make([]float32, n*ow)
-	scores := make([]float32, n*total)
+	out := rc.alloc(n * ow)
 	rep := heads / kvHeads
+	if n == 1 {
+		// One query sees every key: score all heads, then softmax them in
+		// one call (row by row, as below).
+		scores := rc.alloc(heads * total)
+		for h := 0; h < heads; h++ {
+			if err := rc.ctx.Err(); err != nil {
+				return nil, err
+			}
+			g := h / rep
+			if err := rc.b.Sgemm(false, true, 1, total, dqk, scale, q[h*dqk:], qw,
+				kv.k[g*dqk:], kv.kw, 0, scores[h*total:], total); err != nil {
+				return nil, fmt.Errorf("attention scores: %w", err)
+			}
+		}
+		if err := rc.b.Softmax(scores, heads, total); err != nil {
+			return nil, fmt.Errorf("attention softmax: %w", err)
+		}
+		for h := 0; h < heads; h++ {
+			g := h / rep
+			if err := rc.b.Sgemm(false, false, 1, dv, total, 1, scores[h*total:], total, kv.v[g*dv:], kv.vw,
+				0, out[h*dv:], ow); err != nil {
+				return nil, fmt.Errorf("attention values: %w", err)
+			}
+		}
+		return out, nil
+	}
+	scores := rc.alloc(n * total)
 	for h := 0; h < heads; h++ {
 		if err := rc.ctx.Err(); err != nil {
 			return nil, err

@@ -3,8 +3,6 @@ package arch
 import (
 	"fmt"
 	"math"
-
-	"github.com/marlin-llm/marlin/kernels"
 )
 
 // The MLA decode path caches the expanded per-head keys (nope ‖ rope) and
@@ -18,10 +16,12 @@ func (a *MLAttention) kvWidths() (int, int) {
 func (a *MLAttention) decode(rc *run, kv *kvLayer, pos int, x, out []float32) error {
 	n := rc.batch.Len
 	H, qk := a.heads, a.nope+a.rope
-	var q []float32
-	var err error
+	// RoPE rotates the first rotDim elements of each headDim view; the views
+	// are shifted to the rope parts, so q and kva get room for the last one.
+	nq := n * H * qk
+	q := rc.alloc(nq + a.nope)
 	if a.q != nil {
-		if q, err = rc.linear(a.q, x, n); err != nil {
+		if err := rc.linearInto(a.q, x, n, q[:nq]); err != nil {
 			return err
 		}
 	} else {
@@ -32,36 +32,28 @@ func (a *MLAttention) decode(rc *run, kv *kvLayer, pos int, x, out []float32) er
 		if err := a.qANorm.apply(rc.b, qa, qa); err != nil {
 			return fmt.Errorf("q_a_layernorm: %w", err)
 		}
-		if q, err = rc.linear(a.qB, qa, n); err != nil {
+		if err := rc.linearInto(a.qB, qa, n, q[:nq]); err != nil {
 			return err
 		}
 	}
-	kva, err := rc.linear(a.kvA, x, n) // n × (kvRank + rope)
+	kvw := a.kvRank + a.rope
+	kva := rc.alloc(n*kvw + a.kvRank) // n × (kvRank + rope)
+	if err := rc.linearInto(a.kvA, x, n, kva[:n*kvw]); err != nil {
+		return err
+	}
+	cos, sin, err := rc.cache.ropeTables(a.rope, rc.theta, pos, n)
 	if err != nil {
 		return err
 	}
-	positions := make([]int, n)
-	for i := range positions {
-		positions[i] = pos + i
-	}
-	cos, sin, err := kernels.RoPETables(positions, a.rope, rc.theta)
-	if err != nil {
-		return err
-	}
-	nq := len(q)
-	q = append(q, make([]float32, a.nope)...)
 	if err := rc.b.RoPE(q[a.nope:], n, H, qk, a.rope, cos, sin, a.style); err != nil {
 		return fmt.Errorf("rope q: %w", err)
 	}
 	q = q[:nq]
-	kvw := a.kvRank + a.rope
-	nkv := len(kva)
-	kva = append(kva, make([]float32, a.kvRank)...)
 	if err := rc.b.RoPE(kva[a.kvRank:], n, 1, kvw, a.rope, cos, sin, a.style); err != nil {
 		return fmt.Errorf("rope k: %w", err)
 	}
-	kva = kva[:nkv]
-	latent := make([]float32, n*a.kvRank)
+	kva = kva[:n*kvw]
+	latent := rc.alloc(n * a.kvRank)
 	for t := 0; t < n; t++ {
 		copy(latent[t*a.kvRank:(t+1)*a.kvRank], kva[t*kvw:])
 	}
@@ -72,8 +64,8 @@ func (a *MLAttention) decode(rc *run, kv *kvLayer, pos int, x, out []float32) er
 	if err != nil {
 		return err
 	}
-	keys := make([]float32, n*H*qk)
-	vals := make([]float32, n*H*a.vDim)
+	keys := rc.alloc(n * H * qk)
+	vals := rc.alloc(n * H * a.vDim)
 	kvh := a.nope + a.vDim
 	for t := 0; t < n; t++ {
 		kr := kva[t*kvw+a.kvRank : (t+1)*kvw]
@@ -89,10 +81,5 @@ func (a *MLAttention) decode(rc *run, kv *kvLayer, pos int, x, out []float32) er
 	if err != nil {
 		return err
 	}
-	o, err := rc.linear(a.o, ctx, n)
-	if err != nil {
-		return err
-	}
-	copy(out, o)
-	return nil
+	return rc.linearInto(a.o, ctx, n, out)
 }

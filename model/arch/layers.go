@@ -259,28 +259,33 @@ type MLP struct {
 func (m *MLP) projs() []*Proj { return []*Proj{m.gate, m.up, m.down} }
 
 func (m *MLP) forward(rc *run, x, out []float32) error {
-	y, err := m.apply(rc, x, rc.batch.Tokens())
-	if err != nil {
-		return err
-	}
-	copy(out, y)
-	return nil
+	return m.applyInto(rc, x, rc.batch.Tokens(), out)
 }
 
 // apply runs the MLP on rows rows of x and returns rows×hidden outputs.
 func (m *MLP) apply(rc *run, x []float32, rows int) ([]float32, error) {
+	o, _ := m.down.lin.Dims()
+	y := rc.alloc(rows * o)
+	if err := m.applyInto(rc, x, rows, y); err != nil {
+		return nil, err
+	}
+	return y, nil
+}
+
+// applyInto is apply writing the rows×hidden outputs to y.
+func (m *MLP) applyInto(rc *run, x []float32, rows int, y []float32) error {
 	g, err := rc.linear(m.gate, x, rows)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	u, err := rc.linear(m.up, x, rows)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := rc.b.SiLUMul(g, g, u); err != nil {
-		return nil, fmt.Errorf("silu: %w", err)
+		return fmt.Errorf("silu: %w", err)
 	}
-	return rc.linear(m.down, g, rows)
+	return rc.linearInto(m.down, g, rows, y)
 }
 
 // router picks each token's experts and their weights from the router
@@ -463,7 +468,7 @@ func (m *MoE) forward(rc *run, x, out []float32) error {
 		if err := rc.ctx.Err(); err != nil {
 			return err
 		}
-		xe := make([]float32, len(toks)*Hd)
+		xe := rc.alloc(len(toks) * Hd)
 		for i, t := range toks {
 			copy(xe[i*Hd:(i+1)*Hd], x[int(t)*Hd:])
 		}

@@ -274,9 +274,17 @@ func (m *Model) LayerProjs(l int) []*Proj {
 // Embed returns the embeddings of ids (len(ids)×hidden).
 func (m *Model) Embed(ids []int32) ([]float32, error) {
 	h := make([]float32, len(ids)*m.hidden)
+	if err := m.embedInto(h, ids); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// embedInto writes the embeddings of ids to h (len(ids)×hidden).
+func (m *Model) embedInto(h []float32, ids []int32) error {
 	for t, id := range ids {
 		if id < 0 || int(id) >= m.vocab {
-			return nil, fmt.Errorf("arch: token %d at position %d outside the vocabulary of %d", id, t, m.vocab)
+			return fmt.Errorf("arch: token %d at position %d outside the vocabulary of %d", id, t, m.vocab)
 		}
 		dst := h[t*m.hidden : (t+1)*m.hidden]
 		if m.embed != nil {
@@ -286,13 +294,13 @@ func (m *Model) Embed(ids []int32) ([]float32, error) {
 		sz := m.embedT.DType.Size()
 		row := m.embedT.Data[int(id)*m.hidden*sz : (int(id)+1)*m.hidden*sz]
 		if err := tensor.DecodeFloat32(dst, m.embedT.DType, row); err != nil {
-			return nil, fmt.Errorf("arch: embeddings: %w", err)
+			return fmt.Errorf("arch: embeddings: %w", err)
 		}
 		if i := firstNonFinite(dst); i >= 0 {
-			return nil, fmt.Errorf("arch: embedding of token %d holds %v", id, dst[i])
+			return fmt.Errorf("arch: embedding of token %d holds %v", id, dst[i])
 		}
 	}
-	return h, nil
+	return nil
 }
 
 func (m *Model) checkHidden(h []float32, batch Batch) error {
@@ -374,22 +382,49 @@ type run struct {
 	batch  Batch
 	hidden int
 	theta  float64
+	// cache is the cache Decode runs with (nil for other passes): alloc
+	// takes buffers from its scratch, and RoPE tables come from it.
+	cache *Cache
 }
 
-// linear runs p on rows rows of x, reporting the input to the hook.
+// alloc returns n zeroed floats for use within the pass: fresh ones, or
+// during Decode, buffers of the cache's scratch, which are only valid until
+// the current layer ends and must not reach the caller.
+func (rc *run) alloc(n int) []float32 {
+	if rc.cache != nil {
+		return rc.cache.scratch.alloc(n)
+	}
+	return make([]float32, n)
+}
+
+// linear runs p on rows rows of x, reporting the input to the hook, and
+// returns the rows×out outputs (from rc.alloc).
 func (rc *run) linear(p *Proj, x []float32, rows int) ([]float32, error) {
+	out, _ := p.lin.Dims()
+	y := rc.alloc(rows * out)
+	if err := rc.linearInto(p, x, rows, y); err != nil {
+		return nil, err
+	}
+	return y, nil
+}
+
+// linearInto is linear writing the outputs to y, which must hold exactly
+// rows×out floats.
+func (rc *run) linearInto(p *Proj, x []float32, rows int, y []float32) error {
 	out, in := p.lin.Dims()
 	if len(x) < rows*in {
-		return nil, fmt.Errorf("%s: input of %d floats for %d rows of %d", p.name, len(x), rows, in)
+		return fmt.Errorf("%s: input of %d floats for %d rows of %d", p.name, len(x), rows, in)
+	}
+	if len(y) != rows*out {
+		return fmt.Errorf("%s: output of %d floats for %d rows of %d", p.name, len(y), rows, out)
 	}
 	if rc.hooks != nil && rc.hooks.Linear != nil {
 		rc.hooks.Linear(p.name, x[:rows*in], rows, in)
 	}
-	y := make([]float32, rows*out)
 	if err := p.lin.Forward(rc.b, x[:rows*in], rows, y); err != nil {
-		return nil, fmt.Errorf("%s: %w", p.name, err)
+		return fmt.Errorf("%s: %w", p.name, err)
 	}
-	return y, nil
+	return nil
 }
 
 // ropeTables returns cos/sin for every token of the batch (position = index
