@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/marlin-llm/marlin/quant"
 )
@@ -59,6 +60,16 @@ type cpuPrepared struct {
 	w   *quant.Packed
 	dec *tileDecoder
 	q8  *q8Weight // nil: no int8-activation GEMV
+	// acts recycles the quantized activation rows of q8GEMV.
+	acts sync.Pool
+}
+
+// getAct returns a q8Act for a row of the weight's inputs.
+func (p *cpuPrepared) getAct() *q8Act {
+	if a, ok := p.acts.Get().(*q8Act); ok {
+		return a
+	}
+	return newQ8Act(p.w.Cols)
 }
 
 // Prepare implements Preparer.
@@ -92,9 +103,10 @@ func (p *cpuPrepared) DequantGEMM(m int, x []float32, ldx int, beta float32, c [
 func (c *cpu) q8GEMV(m int, x []float32, ldx int, pw *cpuPrepared, cm []float32, ldc int) bool {
 	w := pw.w
 	rows, cols := w.Rows, w.Cols
-	acts := make([]*q8Act, m)
-	for i := range acts {
-		acts[i] = newQ8Act(cols)
+	var acts [dqBigM]*q8Act
+	for i := 0; i < m; i++ {
+		acts[i] = pw.getAct()
+		defer pw.acts.Put(acts[i])
 		if !acts[i].quantize(x[i*ldx : i*ldx+cols]) {
 			return false
 		}
@@ -104,7 +116,7 @@ func (c *cpu) q8GEMV(m int, x []float32, ldx int, pw *cpuPrepared, cm []float32,
 	parallelFor(c.threadsFor(m*rows*cols/8), tasks, func(_, t int) {
 		r0 := t * dqTaskRows
 		nr := min(dqTaskRows, rows-r0)
-		for i, a := range acts {
+		for i, a := range acts[:m] {
 			q8MXRows(w.Codes[r0*rb:], rb, w.Scales[r0*ng:], nr, a, &pw.q8.lut, cm[i*ldc+r0:])
 		}
 	})

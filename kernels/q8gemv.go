@@ -85,6 +85,15 @@ func newQ8Act(cols int) *q8Act {
 // unusable, when x holds a NaN or an infinity: the exact path then keeps
 // IEEE propagation.
 func (a *q8Act) quantize(x []float32) bool {
+	if haveSIMD {
+		return q8Quant(x[:len(a.q)], a)
+	}
+	return a.quantizeGo(x)
+}
+
+// quantizeGo is quantize in Go, the reference of q8QuantAVX (bit-identical:
+// both round x·id to nearest even in float32).
+func (a *q8Act) quantizeGo(x []float32) bool {
 	nb := len(a.s)
 	for b := 0; b < nb; b++ {
 		xb := (*[q8Block]float32)(x[b*q8Block:])

@@ -17,3 +17,19 @@ func q8MXRows(codes []byte, rb int, scales []byte, rows int, a *q8Act, lut *[16]
 	_ = y[rows-1]
 	q8MXRowsAVX(&codes[0], rb, &scales[0], rows, nb/8, &a.q[0], &a.s[0], &a.c[0], lut, &y[0])
 }
+
+//go:noescape
+func q8QuantAVX(x *float32, nblocks int, q *int8, s *float32, c *int32) bool
+
+// q8Quant is q8Act.quantizeGo run by the AVX2 kernel (the caller checks
+// haveSIMD).
+func q8Quant(x []float32, a *q8Act) bool {
+	nb := len(a.s)
+	if nb == 0 {
+		return true
+	}
+	_ = x[nb*q8Block-1]
+	_ = a.q[nb*q8Block-1]
+	_ = a.c[4*nb-1]
+	return q8QuantAVX(&x[0], nb, &a.q[0], &a.s[0], &a.c[0])
+}

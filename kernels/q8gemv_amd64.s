@@ -112,3 +112,121 @@ q8quad:
 q8done:
 	VZEROUPPER
 	RET
+
+// Byte order that turns the packed words [w0 w4 w1 w5 w2 w6 w3 w7] of
+// each lane (see q8QuantAVX) into [w0 w1 … w7].
+DATA q8ileave<>+0(SB)/8, $0x0B0A030209080100
+DATA q8ileave<>+8(SB)/8, $0x0F0E07060D0C0504
+GLOBL q8ileave<>(SB), RODATA|NOPTR, $16
+
+DATA q8const<>+0(SB)/4, $0x7FFFFFFF // |x| mask
+DATA q8const<>+4(SB)/4, $127.0
+DATA q8const<>+8(SB)/4, $0.5
+GLOBL q8const<>(SB), RODATA|NOPTR, $12
+
+// func q8QuantAVX(x *float32, nblocks int, q *int8, s *float32, c *int32) bool
+// q8Act.quantize for nblocks (even) blocks of 32: per block the largest
+// |x| (as an integer maximum of the magnitude bits, which also finds NaN
+// and ±Inf: false is returned at the first such block), id = 127/amax,
+// q = VCVTPS2DQ(x·id) (round to nearest even, as the Go code's 1.5·2^23
+// addition), s = amax/127·0.5 and c = 3·Σq in four lanes; the bytes are
+// stored in the q8Act order: even columns at 64p+16h, odd ones 32 further.
+TEXT ·q8QuantAVX(SB), NOSPLIT, $0-41
+	MOVQ x+0(FP), SI
+	MOVQ nblocks+8(FP), CX
+	MOVQ q+16(FP), DI
+	MOVQ s+24(FP), R8
+	MOVQ c+32(FP), R9
+	LEAQ q8const<>(SB), AX
+	VPBROADCASTD (AX), Y15
+	VMOVSS 4(AX), X14
+	VMOVSS 8(AX), X13
+	LEAQ q8ileave<>(SB), AX
+	VBROADCASTI128 (AX), Y12
+	XORQ DX, DX // h·16: 0 for even blocks, 16 for odd ones
+	TESTQ CX, CX
+	JZ    qqok
+
+qqblock:
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS 64(SI), Y2
+	VMOVUPS 96(SI), Y3
+	VPAND Y15, Y0, Y4
+	VPAND Y15, Y1, Y5
+	VPAND Y15, Y2, Y6
+	VPAND Y15, Y3, Y7
+	VPMAXSD Y5, Y4, Y4
+	VPMAXSD Y7, Y6, Y6
+	VPMAXSD Y6, Y4, Y4
+	VEXTRACTI128 $1, Y4, X5
+	VPMAXSD X5, X4, X4
+	VPSHUFD $0x4E, X4, X5
+	VPMAXSD X5, X4, X4
+	VPSHUFD $0xB1, X4, X5
+	VPMAXSD X5, X4, X4
+	VMOVD X4, AX
+	CMPL  AX, $0x7F800000
+	JAE   qqbad
+	VXORPS X6, X6, X6
+	TESTL AX, AX
+	JZ    qqzero
+	VDIVSS X4, X14, X6 // id = 127/amax
+qqzero:
+	VDIVSS X14, X4, X7 // amax/127
+	VMULSS X13, X7, X7
+	VMOVSS X7, (R8)
+	VBROADCASTSS X6, Y6
+	VMULPS Y6, Y0, Y0
+	VMULPS Y6, Y1, Y1
+	VMULPS Y6, Y2, Y2
+	VMULPS Y6, Y3, Y3
+	VCVTPS2DQ Y0, Y0
+	VCVTPS2DQ Y1, Y1
+	VCVTPS2DQ Y2, Y2
+	VCVTPS2DQ Y3, Y3
+	// c = 3·Σq in four lanes.
+	VPADDD Y1, Y0, Y4
+	VPADDD Y3, Y2, Y5
+	VPADDD Y5, Y4, Y4
+	VEXTRACTI128 $1, Y4, X5
+	VPADDD X5, X4, X4
+	VPSHUFD $0x4E, X4, X5
+	VPADDD X5, X4, X4
+	VPSHUFD $0xB1, X4, X5
+	VPADDD X5, X4, X4
+	VPADDD X4, X4, X5
+	VPADDD X5, X4, X4
+	VMOVDQU X4, (R9)
+	// Even and odd columns: per lane, dwords {0,2} / {1,3} of x[0:8]
+	// and x[8:16] (then x[16:24], x[24:32]).
+	VSHUFPS $0x88, Y1, Y0, Y4 // evens [x0 x2 x8 x10 | x4 x6 x12 x14]
+	VSHUFPS $0xDD, Y1, Y0, Y5 // odds
+	VSHUFPS $0x88, Y3, Y2, Y6 // evens [x16 x18 x24 x26 | x20 x22 x28 x30]
+	VSHUFPS $0xDD, Y3, Y2, Y7
+	VPACKSSDW Y6, Y4, Y4 // words [x0 x2 x8 x10 x16 x18 x24 x26 | x4 x6 x12 x14 x20 x22 x28 x30]
+	VPACKSSDW Y7, Y5, Y5
+	VPACKSSWB Y5, Y4, Y4 // bytes [evens₀ odds₀ | evens₁ odds₁]
+	VPERMQ $0xD8, Y4, Y4 // [evens₀ evens₁ | odds₀ odds₁]
+	VPSHUFB Y12, Y4, Y4  // words of the two halves interleaved: x0 x2 x4 …
+	VMOVDQU X4, (DI)(DX*1)
+	VEXTRACTI128 $1, Y4, 32(DI)(DX*1)
+	ADDQ $128, SI
+	ADDQ $4, R8
+	ADDQ $16, R9
+	XORQ $16, DX
+	JNZ  qqnext
+	ADDQ $64, DI // a pair is done
+qqnext:
+	DECQ CX
+	JNZ  qqblock
+
+qqok:
+	VZEROUPPER
+	MOVB $1, ret+40(FP)
+	RET
+
+qqbad:
+	VZEROUPPER
+	MOVB $0, ret+40(FP)
+	RET

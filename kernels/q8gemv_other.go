@@ -7,3 +7,7 @@ package kernels
 func q8MXRows(codes []byte, rb int, scales []byte, rows int, a *q8Act, lut *[16]byte, y []float32) {
 	q8MXRowsGo(codes, rb, scales, rows, a, lut, y)
 }
+
+// q8Quant runs the Go quantizer (never reached: quantize calls it only
+// with haveSIMD).
+func q8Quant(x []float32, a *q8Act) bool { return a.quantizeGo(x) }

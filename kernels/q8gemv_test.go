@@ -179,3 +179,63 @@ func TestQ8Eligibility(t *testing.T) {
 		t.Errorf("NaN input gave %v", y[0])
 	}
 }
+
+// TestQ8QuantAVXMatchesGo: the assembly activation quantizer writes the
+// same bytes, scales and corrections as the Go one, including all-zero
+// blocks, ties, outliers and the largest finite values, and refuses NaN
+// and ±Inf the same way.
+func TestQ8QuantAVXMatchesGo(t *testing.T) {
+	if !haveSIMD {
+		t.Skip("no AVX2/FMA")
+	}
+	r := rand.New(rand.NewPCG(9, 9))
+	for trial := 0; trial < 200; trial++ {
+		cols := 64 * (1 + r.IntN(8))
+		x := randSlice(r, cols)
+		switch trial % 5 {
+		case 1: // a zero block
+			clear(x[32:64])
+		case 2: // exact ties: x·127/amax = k + ½
+			for i := range x {
+				x[i] = float32(r.IntN(255)-127) / 2
+			}
+			for b := 0; b < cols/32; b++ {
+				x[32*b] = 63.5
+			}
+		case 3:
+			x[r.IntN(cols)] = math.MaxFloat32
+			x[r.IntN(cols)] = -math.SmallestNonzeroFloat32
+		case 4:
+			for i := range x {
+				x[i] *= 1e-30
+			}
+		}
+		a, g := newQ8Act(cols), newQ8Act(cols)
+		okA, okG := q8Quant(x, a), g.quantizeGo(x)
+		if !okA || !okG {
+			t.Fatalf("trial %d: finite x refused (asm %v, go %v)", trial, okA, okG)
+		}
+		for i := range a.q {
+			if a.q[i] != g.q[i] {
+				t.Fatalf("trial %d: q[%d] asm %d, go %d", trial, i, a.q[i], g.q[i])
+			}
+		}
+		for i := range a.s {
+			if math.Float32bits(a.s[i]) != math.Float32bits(g.s[i]) {
+				t.Fatalf("trial %d: s[%d] asm %v, go %v", trial, i, a.s[i], g.s[i])
+			}
+		}
+		for i := range a.c {
+			if a.c[i] != g.c[i] {
+				t.Fatalf("trial %d: c[%d] asm %d, go %d", trial, i, a.c[i], g.c[i])
+			}
+		}
+	}
+	for _, bad := range []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))} {
+		x := make([]float32, 128)
+		x[100] = bad
+		if q8Quant(x, newQ8Act(128)) || newQ8Act(128).quantizeGo(x) {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
