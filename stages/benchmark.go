@@ -42,6 +42,10 @@ type BenchmarkConfig struct {
 	// weights quantized (RTN) to each packed format of the model: shapes
 	// of a real model, where weights no longer fit in cache.
 	KernelShapes [][2]int `yaml:"kernel_shapes,omitempty" json:"kernel_shapes,omitempty" jsonschema:"description=extra [out; in] kernel shapes on random weights (e.g. [[4096; 4096]])"`
+	// F32Activations keeps the decode GEMVs of MXFP4 weights on float32
+	// activations (kernels.Options.F32Activations); by default the CPU
+	// backend quantizes them to int8 blocks of 32, as llama.cpp does.
+	F32Activations bool `yaml:"f32_activations,omitempty" json:"f32_activations,omitempty" jsonschema:"description=decode GEMVs of MXFP4 weights on float32 activations (default: int8 blocks of 32 on the CPU as llama.cpp)"`
 	// Out is the JSON result file in the output directory (default benchmark.json).
 	Out string `yaml:"out,omitempty" json:"out,omitempty" jsonschema:"description=JSON result file (default benchmark.json)"`
 	// NoReport skips writing report.html and report.json.
@@ -140,8 +144,11 @@ func (s *benchmarkStage) run(needs []pipeline.TaskRef, backends []string, stageI
 		packed := filepath.Join(env.OutDir, s.cfg.Packed)
 		res := &report.Benchmark{Threads: runtime.GOMAXPROCS(0),
 			Note: "best of repeats; timings on a shared machine are noisy"}
+		if !s.cfg.F32Activations {
+			res.Note += "; CPU decode GEMVs of MXFP4 weights quantize activations to int8 blocks of 32 (f32_activations: true turns it off)"
+		}
 		for _, name := range backends {
-			b, err := kernels.Open(name, kernels.Options{})
+			b, err := kernels.Open(name, kernels.Options{F32Activations: s.cfg.F32Activations})
 			if err != nil {
 				return fail(err)
 			}
@@ -329,6 +336,11 @@ func Measure(ctx context.Context, b kernels.Backend, dir string, o BenchOptions)
 		w := make([]float32, m.Rows*m.Cols)
 		m.Dequantize(w)
 		wb := float64(len(m.Codes) + len(m.Scales) + len(m.Zeros))
+		// Prepared once, as the model's projections are.
+		pw, err := kernels.Prepare(b, m)
+		if err != nil {
+			return nil, err
+		}
 		for _, rows := range []int{1, o.Prompt} {
 			op := "gemm"
 			if rows == 1 {
@@ -340,7 +352,7 @@ func Measure(ctx context.Context, b kernels.Backend, dir string, o BenchOptions)
 			}
 			y := make([]float32, rows*m.Rows)
 			flops := 2 * float64(rows) * float64(m.Rows) * float64(m.Cols)
-			tq, err := bestTime(ctx, o.Repeats, func() error { return b.DequantGEMM(rows, x, m.Cols, m, 0, y, m.Rows) })
+			tq, err := bestTime(ctx, o.Repeats, func() error { return pw.DequantGEMM(rows, x, m.Cols, 0, y, m.Rows) })
 			if err != nil {
 				return nil, err
 			}

@@ -26,6 +26,7 @@ func generateCommand() *command {
 		backend     string
 		threads     int
 		dequantize  bool
+		f32Act      bool
 	)
 	return &command{
 		Name:  "generate",
@@ -41,6 +42,7 @@ func generateCommand() *command {
 			fs.StringVar(&backend, "backend", "auto", "kernels backend: auto, cpu, metal")
 			fs.IntVar(&threads, "threads", 0, "threads per kernel call (0: all cores)")
 			fs.BoolVar(&dequantize, "dequantize", false, "run the F32 model of the dequantized weights instead (for comparison)")
+			fs.BoolVar(&f32Act, "f32-activations", false, "keep decode activations in float32 (default: int8 blocks of 32 for MXFP4 weights on the CPU, as llama.cpp)")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {
 			if len(args) != 1 {
@@ -52,7 +54,7 @@ func generateCommand() *command {
 			if maxTokens <= 0 || temperature < 0 || math.IsNaN(temperature) || !(topP > 0 && topP <= 1) {
 				return usagef("want -n > 0, --temperature >= 0 and 0 < --top-p <= 1")
 			}
-			b, err := kernels.Open(backend, kernels.Options{Threads: threads})
+			b, err := kernels.Open(backend, kernels.Options{Threads: threads, F32Activations: f32Act})
 			if err != nil {
 				return err
 			}
