@@ -447,38 +447,47 @@ func (m *MoE) forward(rc *run, x, out []float32) error {
 	if rc.hooks != nil && rc.hooks.Route != nil {
 		rc.hooks.Route(&Routing{Gate: m.gate.name, Experts: idx, Weights: w, Tokens: T, K: m.k, NumExperts: len(m.experts)})
 	}
-	// Group the (token, weight) pairs by expert.
-	tokOf := make([][]int32, len(m.experts))
-	wOf := make([][]float32, len(m.experts))
-	for t := 0; t < T; t++ {
-		for j := 0; j < m.k; j++ {
-			e := idx[t*m.k+j]
-			if e < 0 || int(e) >= len(m.experts) {
-				return fmt.Errorf("%s: router chose expert %d of %d", m.gate.name, e, len(m.experts))
-			}
-			tokOf[e] = append(tokOf[e], int32(t))
-			wOf[e] = append(wOf[e], w[t*m.k+j])
+	// Group the (token, weight) pairs by expert, tokens in order (a
+	// counting sort): expert e's pairs are toks/wts[start[e]:start[e+1]].
+	E, TK := len(m.experts), T*m.k
+	start := make([]int, 2*E+1)
+	fill := start[E+1:]
+	for _, e := range idx[:TK] {
+		if e < 0 || int(e) >= E {
+			return fmt.Errorf("%s: router chose expert %d of %d", m.gate.name, e, E)
 		}
+		start[e+1]++
+	}
+	for e := 0; e < E; e++ {
+		start[e+1] += start[e]
+		fill[e] = start[e]
+	}
+	toks := make([]int32, TK)
+	wts := rc.alloc(TK)
+	for i, e := range idx[:TK] {
+		toks[fill[e]], wts[fill[e]] = int32(i/m.k), w[i]
+		fill[e]++
 	}
 	clear(out[:T*Hd])
-	for e, toks := range tokOf {
-		if len(toks) == 0 {
+	for e := 0; e < E; e++ {
+		te, we := toks[start[e]:start[e+1]], wts[start[e]:start[e+1]]
+		if len(te) == 0 {
 			continue
 		}
 		if err := rc.ctx.Err(); err != nil {
 			return err
 		}
-		xe := rc.alloc(len(toks) * Hd)
-		for i, t := range toks {
+		xe := rc.alloc(len(te) * Hd)
+		for i, t := range te {
 			copy(xe[i*Hd:(i+1)*Hd], x[int(t)*Hd:])
 		}
-		ye, err := m.experts[e].apply(rc, xe, len(toks))
+		ye, err := m.experts[e].apply(rc, xe, len(te))
 		if err != nil {
 			return err
 		}
-		for i, t := range toks {
+		for i, t := range te {
 			dst := out[int(t)*Hd : (int(t)+1)*Hd]
-			wt := wOf[e][i]
+			wt := we[i]
 			for c, v := range ye[i*Hd : (i+1)*Hd] {
 				dst[c] += wt * v
 			}
