@@ -88,6 +88,9 @@ func (c *cpu) prepare(w *quant.Packed) *cpuPrepared {
 	p := &cpuPrepared{c: c, w: w, dec: newTileDecoder(w, c.simd)}
 	if c.simd && !c.f32Act {
 		p.q8 = newQ8Weight(w)
+		if p.q8 != nil && p.q8.kind == q8F16 && !haveF16C {
+			p.q8 = nil
+		}
 	}
 	return p
 }
@@ -101,7 +104,7 @@ func (p *cpuPrepared) DequantGEMM(m int, x []float32, ldx int, beta float32, c [
 // q8GEMV runs C += X·Wᵀ (m < dqBigM) through the int8-activation kernel.
 // It returns false, having done nothing, when a row of X is not finite.
 func (c *cpu) q8GEMV(m int, x []float32, ldx int, pw *cpuPrepared, cm []float32, ldc int) bool {
-	w := pw.w
+	w, q := pw.w, pw.q8
 	rows, cols := w.Rows, w.Cols
 	var acts [dqBigM]*q8Act
 	for i := 0; i < m; i++ {
@@ -117,7 +120,15 @@ func (c *cpu) q8GEMV(m int, x []float32, ldx int, pw *cpuPrepared, cm []float32,
 		r0 := t * dqTaskRows
 		nr := min(dqTaskRows, rows-r0)
 		for i, a := range acts[:m] {
-			q8MXRows(w.Codes[r0*rb:], rb, w.Scales[r0*ng:], nr, a, &pw.q8.lut, cm[i*ldc+r0:])
+			if q.kind == q8E8M0 {
+				q8MXRows(w.Codes[r0*rb:], rb, w.Scales[r0*ng:], nr, a, &q.lut, cm[i*ldc+r0:])
+				continue
+			}
+			var zeros []byte
+			if q.asym {
+				zeros = w.Zeros[r0*ng/q.k:]
+			}
+			q8F16Rows(w.Codes[r0*rb:], rb, w.Scales[2*r0*ng/q.k:], zeros, nr, a, q, cm[i*ldc+r0:])
 		}
 	})
 	return true

@@ -22,14 +22,12 @@ DATA q8perm<>+112(SB)/8, $0x0000000700000007
 DATA q8perm<>+120(SB)/8, $0x0000000700000007
 GLOBL q8perm<>(SB), RODATA|NOPTR, $128
 
-// Q8PAIR adds the dot products of the 64 codes of block pair k (32 bytes
-// at k*32(SI)) with their int8 activations (64 bytes at k*64(DI), the
-// q8Act order) to ACC: table lookup (Y14) of the low and high nibbles
-// (mask Y15), VPMADDUBSW with the activations, VPMADDWD with ones (Y9)
-// into eight dword lanes (four per block), minus the offset corrections
-// (k*32(R12)), converted to float32 and multiplied by the pair's scales
-// (lanes of Y8 spread by PERM).
-#define Q8PAIR(k, PERM, ACC) \
+// Q8DOT leaves in Y4 the eight int32 lane sums of the 64 codes of block
+// pair k (32 bytes at k*32(SI)) with their int8 activations (64 bytes at
+// k*64(DI), the q8Act order), converted to float32: table lookup (Y14) of
+// the low and high nibbles (mask Y15), VPMADDUBSW with the activations,
+// VPMADDWD with ones (Y9).
+#define Q8DOT(k) \
 	VMOVDQU (k*32)(SI), Y4 \
 	VPSRLW $4, Y4, Y5 \
 	VPAND Y15, Y4, Y4 \
@@ -40,12 +38,42 @@ GLOBL q8perm<>(SB), RODATA|NOPTR, $128
 	VPMADDUBSW (k*64+32)(DI), Y5, Y5 \
 	VPADDW Y5, Y4, Y4 \
 	VPMADDWD Y9, Y4, Y4 \
-	VPSUBD (k*32)(R12), Y4, Y4 \
-	VCVTDQ2PS Y4, Y4 \
+	VCVTDQ2PS Y4, Y4
+
+// Q8PAIR adds pair k's dot products to ACC: Q8DOT, minus 12 (Y7) times
+// the quarter block sums (k*32(R12)), times the pair's scales (lanes of
+// Y8 spread by PERM).
+#define Q8PAIR(k, PERM, ACC) \
+	Q8DOT(k) \
+	VFNMADD231PS (k*32)(R12), Y7, Y4 \
 	VPERMPS Y8, PERM, Y6 \
 	VFMADD231PS Y6, Y4, ACC
 
-// func q8MXRowsAVX(codes *byte, rb int, scales *byte, rows, nquads int, xq *int8, xs *float32, xc *int32, lut *[16]byte, y *float32)
+// Q8F16PAIR is Q8PAIR with per-block doubled zero points (lanes of Y7
+// spread by PERM) in place of the constant 12.
+#define Q8F16PAIR(k, PERM, ACC) \
+	Q8DOT(k) \
+	VPERMPS Y7, PERM, Y6 \
+	VFNMADD231PS (k*32)(R12), Y6, Y4 \
+	VPERMPS Y8, PERM, Y6 \
+	VFMADD231PS Y6, Y4, ACC
+
+// Q8ROWEND adds the accumulators Y0 and Y1 horizontally (in the order of
+// q8HSum) to the row's y (R13), moves to the next y and code row (R8 +=
+// R9) and decrements the row count BX.
+#define Q8ROWEND \
+	VADDPS Y1, Y0, Y0 \
+	VEXTRACTF128 $1, Y0, X1 \
+	VADDPS X1, X0, X0 \
+	VHADDPS X0, X0, X0 \
+	VHADDPS X0, X0, X0 \
+	VADDSS (R13), X0, X0 \
+	VMOVSS X0, (R13) \
+	ADDQ $4, R13 \
+	ADDQ R9, R8 \
+	DECQ BX
+
+// func q8MXRowsAVX(codes *byte, rb int, scales *byte, rows, nquads int, xq *int8, xs, sq *float32, lut *[16]byte, y *float32)
 // For each of rows rows (codes rb bytes apart, E8M0 scale codes 8·nquads
 // bytes apart) adds to y[r] the int8-activation dot product described in
 // q8gemv.go; q8MXRowsGo is the reference.
@@ -69,6 +97,9 @@ TEXT ·q8MXRowsAVX(SB), NOSPLIT, $0-80
 	VMOVDQU 32(AX), Y11
 	VMOVDQU 64(AX), Y12
 	VMOVDQU 96(AX), Y13
+	MOVL $0x41400000, AX // 12.0
+	VMOVD AX, X7
+	VBROADCASTSS X7, Y7
 	TESTQ BX, BX
 	JZ    q8done
 
@@ -76,7 +107,7 @@ q8row:
 	MOVQ R8, SI
 	MOVQ xq+40(FP), DI
 	MOVQ xs+48(FP), R11
-	MOVQ xc+56(FP), R12
+	MOVQ sq+56(FP), R12
 	MOVQ DX, CX
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
@@ -97,16 +128,7 @@ q8quad:
 	DECQ CX
 	JNZ  q8quad
 
-	VADDPS Y1, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS X1, X0, X0
-	VHADDPS X0, X0, X0
-	VHADDPS X0, X0, X0
-	VADDSS (R13), X0, X0
-	VMOVSS X0, (R13)
-	ADDQ $4, R13
-	ADDQ R9, R8
-	DECQ BX
+	Q8ROWEND
 	JNZ  q8row
 
 q8done:
@@ -122,25 +144,27 @@ GLOBL q8ileave<>(SB), RODATA|NOPTR, $16
 DATA q8const<>+0(SB)/4, $0x7FFFFFFF // |x| mask
 DATA q8const<>+4(SB)/4, $127.0
 DATA q8const<>+8(SB)/4, $0.5
-GLOBL q8const<>(SB), RODATA|NOPTR, $12
+DATA q8const<>+12(SB)/4, $0.25
+GLOBL q8const<>(SB), RODATA|NOPTR, $16
 
-// func q8QuantAVX(x *float32, nblocks int, q *int8, s *float32, c *int32) bool
+// func q8QuantAVX(x *float32, nblocks int, q *int8, s, sq *float32) bool
 // q8Act.quantize for nblocks (even) blocks of 32: per block the largest
 // |x| (as an integer maximum of the magnitude bits, which also finds NaN
 // and ±Inf: false is returned at the first such block), id = 127/amax,
 // q = VCVTPS2DQ(x·id) (round to nearest even, as the Go code's 1.5·2^23
-// addition), s = amax/127·0.5 and c = 3·Σq in four lanes; the bytes are
+// addition), s = amax/127·0.5 and sq = Σq/4 in four lanes; the bytes are
 // stored in the q8Act order: even columns at 64p+16h, odd ones 32 further.
 TEXT ·q8QuantAVX(SB), NOSPLIT, $0-41
 	MOVQ x+0(FP), SI
 	MOVQ nblocks+8(FP), CX
 	MOVQ q+16(FP), DI
 	MOVQ s+24(FP), R8
-	MOVQ c+32(FP), R9
+	MOVQ sq+32(FP), R9
 	LEAQ q8const<>(SB), AX
 	VPBROADCASTD (AX), Y15
 	VMOVSS 4(AX), X14
 	VMOVSS 8(AX), X13
+	VBROADCASTSS 12(AX), X11
 	LEAQ q8ileave<>(SB), AX
 	VBROADCASTI128 (AX), Y12
 	XORQ DX, DX // h·16: 0 for even blocks, 16 for odd ones
@@ -185,7 +209,7 @@ qqzero:
 	VCVTPS2DQ Y1, Y1
 	VCVTPS2DQ Y2, Y2
 	VCVTPS2DQ Y3, Y3
-	// c = 3·Σq in four lanes.
+	// sq = Σq/4 in four lanes.
 	VPADDD Y1, Y0, Y4
 	VPADDD Y3, Y2, Y5
 	VPADDD Y5, Y4, Y4
@@ -195,9 +219,9 @@ qqzero:
 	VPADDD X5, X4, X4
 	VPSHUFD $0xB1, X4, X5
 	VPADDD X5, X4, X4
-	VPADDD X4, X4, X5
-	VPADDD X5, X4, X4
-	VMOVDQU X4, (R9)
+	VCVTDQ2PS X4, X4
+	VMULPS X11, X4, X4
+	VMOVUPS X4, (R9)
 	// Even and odd columns: per lane, dwords {0,2} / {1,3} of x[0:8]
 	// and x[8:16] (then x[16:24], x[24:32]).
 	VSHUFPS $0x88, Y1, Y0, Y4 // evens [x0 x2 x8 x10 | x4 x6 x12 x14]
@@ -229,4 +253,92 @@ qqok:
 qqbad:
 	VZEROUPPER
 	MOVB $0, ret+40(FP)
+	RET
+
+// func q8F16RowsAVX(codes *byte, rb int, scales, zeros *byte, zquad, rows, nquads, k int, xq *int8, xs, sq *float32, lut *[16]byte, kperm *[8]int32, y *float32)
+// q8MXRowsAVX for binary16 group scales (groups of k = 1, 2 or 4 blocks;
+// 16/k scale bytes per step of eight blocks, rows contiguous) and zero
+// points (8/k bytes per step at zeros, advanced by zquad: 0 repeats one
+// constant step); each lane's offset correction is twice the block's
+// zero point times its quarter sum. q8F16RowsGo is the reference.
+TEXT ·q8F16RowsAVX(SB), NOSPLIT, $0-112
+	MOVQ codes+0(FP), R8
+	MOVQ rb+8(FP), R9
+	MOVQ scales+16(FP), R10
+	MOVQ zeros+24(FP), R14
+	MOVQ rows+40(FP), BX
+	MOVQ nquads+48(FP), DX
+	MOVQ y+104(FP), R13
+	MOVQ lut+88(FP), AX
+	VBROADCASTI128 (AX), Y14
+	MOVQ kperm+96(FP), AX
+	VMOVDQU (AX), Y3
+	MOVL $0x0F0F0F0F, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	MOVL $0x00010001, AX
+	VMOVD AX, X9
+	VPBROADCASTD X9, Y9
+	LEAQ q8perm<>(SB), AX
+	VMOVDQU (AX), Y10
+	VMOVDQU 32(AX), Y11
+	VMOVDQU 64(AX), Y12
+	VMOVDQU 96(AX), Y13
+	TESTQ BX, BX
+	JZ    qfdone
+
+qfrow:
+	MOVQ R8, SI
+	MOVQ xq+64(FP), DI
+	MOVQ xs+72(FP), R11
+	MOVQ sq+80(FP), R12
+	MOVQ DX, CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+qfquad:
+	// Scales and zero points of the step's 8/k groups.
+	CMPQ k+56(FP), $2
+	JEQ  qfk2
+	JGT  qfk4
+	VCVTPH2PS (R10), Y8
+	MOVQ (R14), AX
+	ADDQ $16, R10
+	JMP  qfloaded
+qfk2:
+	VCVTPH2PS (R10), X8
+	MOVL (R14), AX
+	ADDQ $8, R10
+	JMP  qfloaded
+qfk4:
+	MOVL (R10), AX
+	VMOVD AX, X8
+	VCVTPH2PS X8, X8
+	MOVWLZX (R14), AX
+	ADDQ $4, R10
+qfloaded:
+	VMOVQ AX, X7
+	VPMOVZXBD X7, Y7
+	VCVTDQ2PS Y7, Y7
+	VADDPS Y7, Y7, Y7
+	VPERMPS Y7, Y3, Y7
+	VPERMPS Y8, Y3, Y8
+	VMULPS (R11), Y8, Y8
+	ADDQ zquad+32(FP), R14
+	Q8F16PAIR(0, Y10, Y0)
+	Q8F16PAIR(1, Y11, Y1)
+	Q8F16PAIR(2, Y12, Y0)
+	Q8F16PAIR(3, Y13, Y1)
+	ADDQ $128, SI
+	ADDQ $256, DI
+	ADDQ $32, R11
+	ADDQ $128, R12
+	DECQ CX
+	JNZ  qfquad
+
+	Q8ROWEND
+	JNZ  qfrow
+
+qfdone:
+	VZEROUPPER
 	RET

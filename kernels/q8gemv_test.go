@@ -9,17 +9,43 @@ import (
 	"github.com/marlin-llm/marlin/quant"
 )
 
-// q8Case quantizes a random rows×cols matrix to MXFP4 and a random x.
-func q8Case(t testing.TB, seed uint64, rows, cols int) (*quant.Packed, []float32) {
+// q8Format returns the named format with group size gs (0: its default).
+func q8Format(t testing.TB, name string, gs int) quant.Format {
+	t.Helper()
+	f, err := quant.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gs != 0 {
+		f.GroupSize = gs
+	}
+	return f
+}
+
+// q8Formats are the int8-path formats the tests cover: every kernel, every
+// group size, symmetric and asymmetric integers.
+func q8Formats(t testing.TB) []quant.Format {
+	return []quant.Format{
+		q8Format(t, "mxfp4", 0), q8Format(t, "fp4", 0), q8Format(t, "fp4", 32),
+		q8Format(t, "int4", 0), q8Format(t, "int4", 32), q8Format(t, "int4", 64),
+		q8Format(t, "int4_asym", 0), q8Format(t, "int4_asym", 64),
+	}
+}
+
+// q8Case quantizes a random rows×cols matrix to f and draws a random x.
+func q8Case(t testing.TB, f quant.Format, seed uint64, rows, cols int) (*quant.Packed, []float32) {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 7))
 	w := randSlice(r, rows*cols)
-	for i := range w { // a spread of magnitudes, so the E8M0 scales vary
+	for i := range w { // a spread of magnitudes, so the scales vary
 		w[i] *= float32(math.Exp2(float64(r.IntN(12) - 6)))
 	}
-	f, err := quant.Lookup("mxfp4")
-	if err != nil {
-		t.Fatal(err)
+	if f.Asym { // asymmetric groups: shift some
+		for i := range w {
+			if (i/128)%3 == 0 {
+				w[i] += 0.5
+			}
+		}
 	}
 	p, err := quant.Quantize(w, rows, cols, f, nil)
 	if err != nil {
@@ -34,126 +60,148 @@ func q8Case(t testing.TB, seed uint64, rows, cols int) (*quant.Packed, []float32
 	return p, x
 }
 
-// TestQ8MXRowsAVXMatchesGo compares the assembly kernel with its Go
-// reference: the integer parts are exact, the float32 parts differ only by
-// the kernel's fused multiply-adds, so the results agree within
-// 2^-20·Σ|terms| (a few ulp of the per-lane sums).
-func TestQ8MXRowsAVXMatchesGo(t *testing.T) {
-	if !haveSIMD {
-		t.Skip("no AVX2/FMA")
-	}
-	for _, s := range [][2]int{{1, 256}, {3, 512}, {17, 768}, {64, 4096}} {
-		rows, cols := s[0], s[1]
-		t.Run(fmt.Sprintf("%dx%d", rows, cols), func(t *testing.T) {
-			p, x := q8Case(t, uint64(rows*cols), rows, cols)
-			q := newQ8Weight(p)
-			if q == nil {
-				t.Fatal("mxfp4 weight not eligible")
-			}
-			a := newQ8Act(cols)
-			if !a.quantize(x) {
-				t.Fatal("finite x refused")
-			}
-			got, want := make([]float32, rows), make([]float32, rows)
-			for i := range got {
-				got[i], want[i] = float32(i), float32(i)
-			}
-			q8MXRows(p.Codes, p.RowBytes(), p.Scales, rows, a, &q.lut, got)
-			q8MXRowsGo(p.Codes, p.RowBytes(), p.Scales, rows, a, &q.lut, want)
-			w := make([]float32, rows*cols)
-			p.Dequantize(w)
-			for r := range got {
-				var mag float64
-				for c := 0; c < cols; c++ {
-					mag += math.Abs(float64(w[r*cols+c]) * float64(x[c]))
-				}
-				if d := math.Abs(float64(got[r] - want[r])); d > 0x1p-20*(mag+float64(r)) || math.IsNaN(d) {
-					t.Errorf("row %d: asm %v, go %v (|diff| %g, Σ|w·x| %g)", r, got[r], want[r], d, mag)
-				}
-			}
-		})
+// q8Rows runs the int8 kernel of q (assembly when asm) on all rows of p.
+func q8Rows(p *quant.Packed, q *q8Weight, a *q8Act, y []float32, asm bool) {
+	switch {
+	case q.kind == q8E8M0 && asm:
+		q8MXRows(p.Codes, p.RowBytes(), p.Scales, p.Rows, a, &q.lut, y)
+	case q.kind == q8E8M0:
+		q8MXRowsGo(p.Codes, p.RowBytes(), p.Scales, p.Rows, a, &q.lut, y)
+	case asm:
+		q8F16Rows(p.Codes, p.RowBytes(), p.Scales, p.Zeros, p.Rows, a, q, y)
+	default:
+		q8F16RowsGo(p.Codes, p.RowBytes(), p.Scales, p.Zeros, p.Rows, a, q, y)
 	}
 }
 
-// TestQ8GEMVWithinActivationBound checks the int8-activation GEMV against
-// float64 products of the exact weights: the difference must stay within
-// the activation-rounding bound Σ_b Σ_i |w_i|·d_b/2 (plus float32
-// summation slack), computed here from x alone, not from the kernel.
-func TestQ8GEMVWithinActivationBound(t *testing.T) {
-	for _, simd := range []bool{false, true} {
-		if simd && !haveSIMD {
-			continue
+// TestQ8RowsAVXMatchesGo compares the assembly kernels with their Go
+// references: the integer parts are exact, the float32 parts differ only by
+// the kernels' fused multiply-adds, so the results agree within
+// 2^-20·Σ|terms| (a few ulp of the per-lane sums).
+func TestQ8RowsAVXMatchesGo(t *testing.T) {
+	if !haveSIMD || !haveF16C {
+		t.Skip("no AVX2/FMA/F16C")
+	}
+	for _, f := range q8Formats(t) {
+		for _, s := range [][2]int{{1, 256}, {3, 512}, {17, 768}, {64, 4096}} {
+			rows, cols := s[0], s[1]
+			t.Run(fmt.Sprintf("%v/%dx%d", f, rows, cols), func(t *testing.T) {
+				p, x := q8Case(t, f, uint64(rows*cols), rows, cols)
+				q := newQ8Weight(p)
+				if q == nil {
+					t.Fatal("weight not eligible")
+				}
+				a := newQ8Act(cols)
+				if !a.quantize(x) {
+					t.Fatal("finite x refused")
+				}
+				got, want := make([]float32, rows), make([]float32, rows)
+				for i := range got {
+					got[i], want[i] = float32(i), float32(i)
+				}
+				q8Rows(p, q, a, got, true)
+				q8Rows(p, q, a, want, false)
+				w := make([]float32, rows*cols)
+				p.Dequantize(w)
+				for r := range got {
+					var mag float64
+					for c := 0; c < cols; c++ {
+						mag += math.Abs(float64(w[r*cols+c]) * float64(x[c]))
+					}
+					if d := math.Abs(float64(got[r] - want[r])); d > 0x1p-20*(mag+float64(r)) || math.IsNaN(d) {
+						t.Errorf("row %d: asm %v, go %v (|diff| %g, Σ|w·x| %g)", r, got[r], want[r], d, mag)
+					}
+				}
+			})
 		}
-		c := newCPU(Options{}, simd)
+	}
+}
+
+// TestQ8GEMVWithinActivationBound checks the int8-activation GEMV (through
+// a prepared weight, as models run it) against float64 products of the
+// exact weights: the difference must stay within the activation-rounding
+// bound Σ_b Σ_i |w_i|·d_b/2 (plus float32 summation slack), computed here
+// from x alone, not from the kernel. The Go reference kernels are checked
+// against the same bound.
+func TestQ8GEMVWithinActivationBound(t *testing.T) {
+	c := newCPU(Options{}, true)
+	for _, f := range q8Formats(t) {
 		for _, s := range [][2]int{{5, 256}, {300, 768}, {33, 2048}} {
 			rows, cols := s[0], s[1]
-			p, x := q8Case(t, uint64(rows+cols), rows, cols)
+			p, x := q8Case(t, f, uint64(rows+cols), rows, cols)
 			w := make([]float32, rows*cols)
 			p.Dequantize(w)
-			y := make([]float32, rows)
-			pw, err := c.Prepare(p)
-			if err != nil {
-				t.Fatal(err)
+			ys := map[string][]float32{}
+			if c.simd && haveF16C {
+				y := make([]float32, rows)
+				pw, err := c.Prepare(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := pw.DequantGEMM(1, x, cols, 0, y, rows); err != nil {
+					t.Fatal(err)
+				}
+				ys["prepared"] = y
 			}
-			if err := pw.DequantGEMM(1, x, cols, 0, y, rows); err != nil {
-				t.Fatal(err)
+			q := newQ8Weight(p)
+			a := newQ8Act(cols)
+			if q == nil || !a.quantizeGo(x) {
+				t.Fatalf("%v: not eligible", f)
 			}
-			var exactDiffers bool
-			for r := 0; r < rows; r++ {
-				var dot, bound, mag float64
-				for b := 0; b < cols/q8Block; b++ {
-					var amax float64
-					for i := b * q8Block; i < (b+1)*q8Block; i++ {
-						amax = max(amax, math.Abs(float64(x[i])))
+			ys["go"] = make([]float32, rows)
+			q8Rows(p, q, a, ys["go"], false)
+			for name, y := range ys {
+				exactDiffers := false
+				for r := 0; r < rows; r++ {
+					var dot, bound, mag float64
+					for b := 0; b < cols/q8Block; b++ {
+						var amax float64
+						for i := b * q8Block; i < (b+1)*q8Block; i++ {
+							amax = max(amax, math.Abs(float64(x[i])))
+						}
+						for i := b * q8Block; i < (b+1)*q8Block; i++ {
+							wi := float64(w[r*cols+i])
+							dot += wi * float64(x[i])
+							bound += math.Abs(wi) * amax / 127 / 2
+							mag += math.Abs(wi * float64(x[i]))
+						}
 					}
-					for i := b * q8Block; i < (b+1)*q8Block; i++ {
-						wi := float64(w[r*cols+i])
-						dot += wi * float64(x[i])
-						bound += math.Abs(wi) * amax / 127 / 2
-						mag += math.Abs(wi * float64(x[i]))
+					d := math.Abs(float64(y[r]) - dot)
+					if !(d <= bound*(1+1e-6)+1e-6*mag) {
+						t.Errorf("%s %v %dx%d row %d: |y − exact| = %g exceeds the activation bound %g", name, f, rows, cols, r, d, bound)
+					}
+					if d > 1e-5*mag {
+						exactDiffers = true
 					}
 				}
-				d := math.Abs(float64(y[r]) - dot)
-				if d > bound*(1+1e-6)+1e-6*mag {
-					t.Errorf("simd=%v %dx%d row %d: |y − exact| = %g exceeds the activation bound %g", simd, rows, cols, r, d, bound)
+				if !exactDiffers {
+					t.Errorf("%s %v %dx%d: matches float products exactly: int8 path not taken?", name, f, rows, cols)
 				}
-				if d > 1e-5*mag {
-					exactDiffers = true
-				}
-			}
-			if simd && !exactDiffers {
-				t.Errorf("%dx%d: the SIMD GEMV matches float products exactly: int8 path not taken?", rows, cols)
 			}
 		}
 	}
 }
 
-// TestQ8Eligibility: only MXFP4 weights with every scale code normal take
-// the int8 path, and non-finite activations fall back to the exact one.
+// TestQ8Eligibility: only the covered formats take the int8 path, MXFP4
+// only with every scale code normal, and non-finite activations fall back
+// to the exact path.
 func TestQ8Eligibility(t *testing.T) {
-	p, x := q8Case(t, 3, 4, 256)
-	if newQ8Weight(p) == nil {
-		t.Fatal("mxfp4 not eligible")
-	}
-	for _, name := range []string{"nvfp4", "int4", "fp4", "nf4"} {
-		f, err := quant.Lookup(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := make([]float32, 4*256)
-		p.Dequantize(w)
-		q, err := quant.Quantize(w, 4, 256, f, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if newQ8Weight(q) != nil {
-			t.Errorf("%s took the mxfp4 int8 path", name)
+	for _, f := range q8Formats(t) {
+		if p, _ := q8Case(t, f, 3, 4, 256); newQ8Weight(p) == nil {
+			t.Errorf("%v not eligible", f)
 		}
 	}
-	odd, _ := q8Case(t, 4, 4, 224)
-	if newQ8Weight(odd) != nil {
+	for _, f := range []quant.Format{q8Format(t, "nvfp4", 0), q8Format(t, "nf4", 0), q8Format(t, "int3", 0),
+		q8Format(t, "int8", 0), q8Format(t, "int4", 256), q8Format(t, "int4", 96)} {
+		if p, _ := q8Case(t, f, 3, 4, 768); newQ8Weight(p) != nil {
+			t.Errorf("%v took the int8 path", f)
+		}
+	}
+	mx := q8Format(t, "mxfp4", 0)
+	if odd, _ := q8Case(t, mx, 4, 4, 224); newQ8Weight(odd) != nil {
 		t.Error("224 columns (not a multiple of 256) took the int8 path")
 	}
+	p, x := q8Case(t, mx, 3, 4, 256)
 	sub := *p
 	sub.Scales = append([]byte(nil), p.Scales...)
 	sub.Scales[5] = 0
@@ -225,9 +273,9 @@ func TestQ8QuantAVXMatchesGo(t *testing.T) {
 				t.Fatalf("trial %d: s[%d] asm %v, go %v", trial, i, a.s[i], g.s[i])
 			}
 		}
-		for i := range a.c {
-			if a.c[i] != g.c[i] {
-				t.Fatalf("trial %d: c[%d] asm %d, go %d", trial, i, a.c[i], g.c[i])
+		for i := range a.sq {
+			if math.Float32bits(a.sq[i]) != math.Float32bits(g.sq[i]) {
+				t.Fatalf("trial %d: sq[%d] asm %v, go %v", trial, i, a.sq[i], g.sq[i])
 			}
 		}
 	}
