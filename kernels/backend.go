@@ -158,12 +158,13 @@ var (
 type Options struct {
 	// Threads bounds the goroutines one call may use; 0 means GOMAXPROCS.
 	Threads int
-	// F32Activations keeps small-batch (decode) products of MXFP4 weights
+	// F32Activations keeps small-batch (decode) products of 4-bit weights
 	// on float32 activations. By default the CPU backend quantizes each
-	// activation row to int8 in blocks of 32 for them, as llama.cpp does
-	// for its 4-bit formats (see q8gemv.go: the error is bounded by the
-	// activation rounding); batches of dqBigM rows and more (prefill,
-	// perplexity, calibration) always use float32 activations.
+	// activation row to int8 in blocks of 32 for mxfp4, fp4, int4 and
+	// int4_asym weights, as llama.cpp does for its 4-bit formats (see the
+	// package documentation: the error is bounded by the activation
+	// rounding); batches of 8 rows and more (prefill, perplexity,
+	// calibration) always use float32 activations.
 	F32Activations bool
 }
 

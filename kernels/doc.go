@@ -30,8 +30,9 @@
 // about 800 lines of straight-line AVX2 with no register allocation to
 // automate, avo is not among the modules this project can fetch, and every
 // routine has a pure-Go twin that the tests check it against. There is no
-// AVX-512 kernel: the development and CI machines (AMD Zen 3) lack
-// AVX-512, and assembly that cannot be run here cannot be tested here.
+// AVX-512 kernel: not every machine this runs and is tested on has
+// AVX-512 (the first development machine, AMD Zen 3, did not), and an
+// AVX-512 twin of each routine would be code that CI may never run.
 //
 // The Cholesky, triangular solve and triangular inverse are recursive
 // (cache-oblivious) algorithms that put nearly all their flops into the
@@ -55,7 +56,18 @@
 // quant.Packed.Dequantize (tests compare every decoded tile bit for bit;
 // only the summation order of the dot products differs). The paths:
 //
-//   - m < 8 (decode GEMV), 4-bit codes in contiguous groups: fused
+//   - m < 8 (decode GEMV) of mxfp4, fp4, int4 and int4_asym weights with
+//     a multiple of 256 columns and groups of 32, 64 or 128 (by default;
+//     Options.F32Activations turns it off): the activations are quantized
+//     to int8 in blocks of 32 (one float32 scale each, as llama.cpp's
+//     Q8_0) and the block dot products are exact integer sums
+//     (VPMADDUBSW on the codes' doubled values through VPSHUFB), scaled
+//     once per block; see q8gemv.go. The error against the exact weights
+//     is bounded by the activation rounding, Σ|w|·d_b/2, which the tests
+//     check; on qwen3-nano MXFP4 the token-by-token perplexity moves by
+//     0.035%. This is what makes 4-bit decode faster than F32 even when
+//     the F32 weights fit in cache (2-4x per GEMV).
+//   - m < 8 otherwise, 4-bit codes in contiguous groups: fused
 //     decode-and-dot assembly that never stores a weight. Where every
 //     product of an element value and a group multiplier is exact (E2M1
 //     or integer codes with E8M0, E4M3 or binary16 scales and no tensor

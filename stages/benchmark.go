@@ -42,10 +42,10 @@ type BenchmarkConfig struct {
 	// weights quantized (RTN) to each packed format of the model: shapes
 	// of a real model, where weights no longer fit in cache.
 	KernelShapes [][2]int `yaml:"kernel_shapes,omitempty" json:"kernel_shapes,omitempty" jsonschema:"description=extra [out; in] kernel shapes on random weights (e.g. [[4096; 4096]])"`
-	// F32Activations keeps the decode GEMVs of MXFP4 weights on float32
+	// F32Activations keeps the decode GEMVs of 4-bit weights on float32
 	// activations (kernels.Options.F32Activations); by default the CPU
 	// backend quantizes them to int8 blocks of 32, as llama.cpp does.
-	F32Activations bool `yaml:"f32_activations,omitempty" json:"f32_activations,omitempty" jsonschema:"description=decode GEMVs of MXFP4 weights on float32 activations (default: int8 blocks of 32 on the CPU as llama.cpp)"`
+	F32Activations bool `yaml:"f32_activations,omitempty" json:"f32_activations,omitempty" jsonschema:"description=decode GEMVs of 4-bit weights on float32 activations (default: int8 blocks of 32 on the CPU as llama.cpp)"`
 	// Out is the JSON result file in the output directory (default benchmark.json).
 	Out string `yaml:"out,omitempty" json:"out,omitempty" jsonschema:"description=JSON result file (default benchmark.json)"`
 	// NoReport skips writing report.html and report.json.
@@ -145,7 +145,7 @@ func (s *benchmarkStage) run(needs []pipeline.TaskRef, backends []string, stageI
 		res := &report.Benchmark{Threads: runtime.GOMAXPROCS(0),
 			Note: "best of repeats; timings on a shared machine are noisy"}
 		if !s.cfg.F32Activations {
-			res.Note += "; CPU decode GEMVs of MXFP4 weights quantize activations to int8 blocks of 32 (f32_activations: true turns it off)"
+			res.Note += "; CPU decode GEMVs of 4-bit weights quantize activations to int8 blocks of 32 (f32_activations: true turns it off)"
 		}
 		for _, name := range backends {
 			b, err := kernels.Open(name, kernels.Options{F32Activations: s.cfg.F32Activations})
