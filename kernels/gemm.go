@@ -238,13 +238,18 @@ func microKernelGo(kc int, ap, bp, c []float32, ldc int) {
 // first row of op(A) (elements a[p*strideA] when transA, a[p] otherwise).
 func gemv1(transB bool, n, k int, alpha float32, a []float32, lda int, transA bool,
 	b []float32, ldb int, c []float32, threads int) {
-	// Gather alpha*x contiguously.
-	x := make([]float32, k)
-	if transA {
+	// Gather alpha*x contiguously (x is A's row itself when it already is).
+	var x []float32
+	switch {
+	case !transA && alpha == 1:
+		x = a[:k]
+	case transA:
+		x = make([]float32, k)
 		for p := range x {
 			x[p] = alpha * a[p*lda]
 		}
-	} else {
+	default:
+		x = make([]float32, k)
 		for p := range x {
 			x[p] = alpha * a[p]
 		}
@@ -252,6 +257,12 @@ func gemv1(transB bool, n, k int, alpha float32, a []float32, lda int, transA bo
 	if transB {
 		// c[j] += dot(x, B[j, 0:k]); split the rows of B among workers.
 		const chunk = 64
+		if threads <= 1 || n <= chunk {
+			for j := 0; j < n; j++ {
+				c[j] += dotF32(x, b[j*ldb:j*ldb+k])
+			}
+			return
+		}
 		parallelFor(threads, (n+chunk-1)/chunk, func(_, t int) {
 			for j := t * chunk; j < min(n, (t+1)*chunk); j++ {
 				c[j] += dotF32(x, b[j*ldb:j*ldb+k])
