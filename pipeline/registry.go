@@ -32,6 +32,9 @@ func (r *Registry) Register(k Kind) error {
 	if _, dup := r.kinds[k.Name]; dup {
 		return fmt.Errorf("register stage kind %q: already registered", k.Name)
 	}
+	if k.Version < 0 {
+		return fmt.Errorf("register stage kind %q: negative version %d", k.Name, k.Version)
+	}
 	if k.NewConfig == nil || k.New == nil {
 		return fmt.Errorf("register stage kind %q: NewConfig and New are required", k.Name)
 	}

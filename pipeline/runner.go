@@ -136,7 +136,7 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 		for i, n := range t.Needs {
 			inputs[i] = states[n].entry.Digest
 		}
-		id := TaskID(st.js.Kind.Name, st.js.ConfigJSON, t, inputs)
+		id := TaskID(*st.js.Kind, st.js.ConfigJSON, t, inputs)
 		if e, ok := r.Store.Lookup(id); ok {
 			if err := r.Store.Verify(e); err == nil {
 				st.entry = e

@@ -150,6 +150,34 @@ func TestConfigChangeRerunsOnlyDependents(t *testing.T) {
 	}
 }
 
+// TestKindVersionRerunsItsTasks: bumping a kind's Version (its outputs
+// changed) recomputes every task of that kind and their dependents on
+// resume, and nothing else.
+func TestKindVersionRerunsItsTasks(t *testing.T) {
+	wd := t.TempDir()
+	run := func(deriveVersion int) (*counter, RunStats) {
+		cnt := &counter{}
+		ks := dagKinds(cnt)
+		ks[1].Version = deriveVersion
+		stats, err := runPlan(t, loadPlan(t, testRegistry(t, ks...), dagDoc), wd, Runner{Workers: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cnt, stats
+	}
+	run(0)
+	if _, stats := run(0); stats.Executed != 0 {
+		t.Fatalf("unchanged job re-ran %d tasks", stats.Executed)
+	}
+	cnt, stats := run(1)
+	if stats.Executed != 4+3+7 || cnt.get("a") != 0 || cnt.get("b") != 0 || cnt.get("all") != 7 {
+		t.Errorf("after a version bump of derive: %+v, a=%d b=%d all=%d", stats, cnt.get("a"), cnt.get("b"), cnt.get("all"))
+	}
+	if _, stats := run(1); stats.Executed != 0 {
+		t.Errorf("second run at version 1 re-ran %d tasks", stats.Executed)
+	}
+}
+
 func TestCorruptBlobRecomputed(t *testing.T) {
 	cnt := &counter{}
 	reg := testRegistry(t, dagKinds(cnt)...)
@@ -481,7 +509,7 @@ func TestStoreLockAndTornJournal(t *testing.T) {
 		t.Errorf("second open: %v", err)
 	}
 	task := &Task{Key: "k"}
-	id := TaskID("kind", []byte(`{}`), task, nil)
+	id := TaskID(Kind{Name: "kind"}, []byte(`{}`), task, nil)
 	if _, err := st.Put(id, TaskRef{"s", "k"}, constOutput("t", "hello"), 0.1); err != nil {
 		t.Fatal(err)
 	}

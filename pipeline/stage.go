@@ -26,6 +26,12 @@ type Kind struct {
 	NewConfig func() any
 	// New builds a stage from a decoded config (the value NewConfig returned).
 	New func(cfg any) (Stage, error)
+	// Version is the version of the kind's outputs: bump it when the same
+	// config and inputs now give different outputs (a numeric fix, a new
+	// field in an artifact). It is part of every task's identity, so a
+	// resumed run recomputes what an older version wrote instead of
+	// reusing it. Zero is the first version.
+	Version int
 }
 
 // ConfigValidator may be implemented by config structs for semantic checks

@@ -58,7 +58,7 @@ func statusWalk(plan *Plan, store *Store) ([]StageStatus, map[string]bool) {
 			inputs[i] = d
 		}
 		if ok {
-			id := TaskID(js.Kind.Name, js.ConfigJSON, t, inputs)
+			id := TaskID(*js.Kind, js.ConfigJSON, t, inputs)
 			if e, found := store.Lookup(id); found {
 				if fi, err := os.Stat(store.BlobPath(id)); err == nil && fi.Size() == e.Size {
 					digest[ref] = e.Digest

@@ -419,10 +419,11 @@ func (s *Store) Close() error {
 }
 
 // TaskID computes a task's identity hash from everything its output depends
-// on: stage kind, canonical config JSON, task key, Meta, Fingerprint, the
-// digests of its inputs (in Needs order) and FormatVersion. Fields are
-// length-prefixed so no two different tuples hash the same input.
-func TaskID(kind string, configJSON []byte, t *Task, inputDigests []string) string {
+// on: stage kind and its Version, canonical config JSON, task key, Meta,
+// Fingerprint, the digests of its inputs (in Needs order) and
+// FormatVersion. Fields are length-prefixed so no two different tuples
+// hash the same input.
+func TaskID(kind Kind, configJSON []byte, t *Task, inputDigests []string) string {
 	h := sha256.New()
 	field := func(s string) {
 		var n [8]byte
@@ -431,7 +432,11 @@ func TaskID(kind string, configJSON []byte, t *Task, inputDigests []string) stri
 		h.Write([]byte(s))
 	}
 	field(fmt.Sprintf("marlin-task/%d", FormatVersion))
-	field(kind)
+	if kind.Version == 0 {
+		field(kind.Name) // the identities of version 0 predate Version
+	} else {
+		field(kind.Name + "@" + strconv.Itoa(kind.Version))
+	}
 	field(string(configJSON))
 	field(t.Key)
 	field(strconv.Itoa(len(t.Meta)))
