@@ -109,8 +109,15 @@ func (s *benchmarkStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]
 	}
 	var needs []pipeline.TaskRef
 	seen := map[pipeline.TaskRef]bool{}
+	var packed, validate int64 // from the inputs' estimates
 	for _, in := range pc.Inputs {
 		for _, t := range in.Tasks {
+			switch in.Kind {
+			case "pack":
+				packed += t.EstBytes / 2 // a shard task estimates twice its bytes
+			case "validate":
+				validate = max(validate, t.EstBytes)
+			}
 			for _, r := range append([]pipeline.TaskRef{{Stage: in.ID, Key: t.Key}}, t.Needs...) {
 				if !seen[r] {
 					seen[r] = true
@@ -127,10 +134,24 @@ func (s *benchmarkStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]
 		}
 		backends = []string{b}
 	}
+	// The packed model and the F32 model of its weights: at most eight
+	// times a 4-bit model, and Measure skips it beyond half the budget.
+	// Validate holds as much (its estimate covers the unquantized model
+	// in F32 and the packed one).
+	est := int64(256 << 20)
+	if packed > 0 {
+		f32 := 8 * packed
+		if m := pc.Resources.Memory; m > 0 {
+			f32 = min(f32, m/2)
+		}
+		est = 64<<20 + packed + f32
+	} else if validate > 0 {
+		est = validate
+	}
 	return []*pipeline.Task{{
 		Key:      BenchmarkKey,
 		Needs:    needs,
-		EstBytes: 256 << 20,
+		EstBytes: est,
 		// Timings differ per run: the fingerprint makes every run re-measure.
 		Fingerprint: "measured " + time.Now().UTC().Format(time.RFC3339Nano),
 		Meta:        map[string]string{"backends": strings.Join(backends, ",")},

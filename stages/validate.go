@@ -161,10 +161,16 @@ func (s *validateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 			}
 		}
 	}
+	mb, err := safetensorsBytes(model)
+	if err != nil {
+		return nil, fmt.Errorf("validate: model: %w", err)
+	}
 	return []*pipeline.Task{{
-		Key:         ValidateKey,
-		Needs:       needs,
-		EstBytes:    256 << 20,
+		Key:   ValidateKey,
+		Needs: needs,
+		// The unquantized model in F32 (twice its BF16 files) and the
+		// packed one, whose dense tensors are F32 too (at most as much).
+		EstBytes:    64<<20 + 4*mb,
 		Fingerprint: fp,
 		Meta:        map[string]string{"backend": pc.Resources.Backend},
 		Run:         s.run(needs, model, text, pc.Resources.Backend),
@@ -451,4 +457,21 @@ func (s *validateStage) checks(v *report.Validation, ts []report.TensorMetric) [
 		}
 	}
 	return cs
+}
+
+// safetensorsBytes is the total size of the *.safetensors files in dir.
+func safetensorsBytes(dir string) (int64, error) {
+	files, err := filepath.Glob(filepath.Join(dir, "*.safetensors"))
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, f := range files {
+		st, err := os.Stat(f)
+		if err != nil {
+			return 0, err
+		}
+		n += st.Size()
+	}
+	return n, nil
 }
