@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"bytes"
 	"math"
 
 	"github.com/marlin-llm/marlin/quant"
@@ -85,10 +86,8 @@ func newQ8Weight(p *quant.Packed) *q8Weight {
 	switch {
 	case f.Scale == quant.ScaleE8M0 && gs == q8Block:
 		w.kind = q8E8M0
-		for _, e := range p.Scales {
-			if e == 0 || e == quant.E8M0NaN {
-				return nil
-			}
+		if bytes.IndexByte(p.Scales, 0) >= 0 || bytes.IndexByte(p.Scales, quant.E8M0NaN) >= 0 {
+			return nil
 		}
 	case f.Scale == quant.ScaleF16 && gs%q8Block == 0 && gs/q8Block <= 4 && gs/q8Block != 3:
 		w.kind, w.k = q8F16, gs/q8Block
