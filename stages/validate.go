@@ -217,7 +217,11 @@ func (s *validateStage) run(needs []pipeline.TaskRef, model, text, backend strin
 		if backend == "" {
 			backend = "auto"
 		}
-		b, err := kernels.Open(backend, kernels.Options{})
+		// Float32 activations everywhere: the scores measure the weights'
+		// quantization, independent of how a batch splits over MoE
+		// experts (a routed expert seeing fewer than 8 tokens would
+		// otherwise take the int8-activation GEMV).
+		b, err := kernels.Open(backend, kernels.Options{F32Activations: true})
 		if err != nil {
 			return fail(err)
 		}
