@@ -58,6 +58,47 @@ GLOBL q8perm<>(SB), RODATA|NOPTR, $128
 	VPERMPS Y8, PERM, Y6 \
 	VFMADD231PS Y6, Y4, ACC
 
+// Q8STEP runs PAIR on the four block pairs of a step of eight blocks
+// (alternating the accumulators Y0 and Y1), advances the code, activation,
+// scale and quarter-sum pointers past the step and decrements CX.
+#define Q8STEP(PAIR) \
+	PAIR(0, Y10, Y0) \
+	PAIR(1, Y11, Y1) \
+	PAIR(2, Y12, Y0) \
+	PAIR(3, Y13, Y1) \
+	ADDQ $128, SI \
+	ADDQ $256, DI \
+	ADDQ $32, R11 \
+	ADDQ $128, R12 \
+	DECQ CX
+
+// Q8CONSTS loads the kernels' constants: the nibble mask (Y15), int16
+// ones (Y9) and the four pair permutations (Y10..Y13).
+#define Q8CONSTS \
+	MOVL $0x0F0F0F0F, AX \
+	VMOVD AX, X15 \
+	VPBROADCASTD X15, Y15 \
+	MOVL $0x00010001, AX \
+	VMOVD AX, X9 \
+	VPBROADCASTD X9, Y9 \
+	LEAQ q8perm<>(SB), AX \
+	VMOVDQU (AX), Y10 \
+	VMOVDQU 32(AX), Y11 \
+	VMOVDQU 64(AX), Y12 \
+	VMOVDQU 96(AX), Y13
+
+// Q8ROWSTART points SI at the row's codes (R8), DI, R11 and R12 at the
+// activations, their scales and quarter sums, sets the step count CX from
+// DX and clears the accumulators Y0 and Y1.
+#define Q8ROWSTART(XQ, XS, SQ) \
+	MOVQ R8, SI \
+	MOVQ XQ, DI \
+	MOVQ XS, R11 \
+	MOVQ SQ, R12 \
+	MOVQ DX, CX \
+	VXORPS Y0, Y0, Y0 \
+	VXORPS Y1, Y1, Y1
+
 // Q8ROWEND adds the accumulators Y0 and Y1 horizontally (in the order of
 // q8HSum) to the row's y (R13), moves to the next y and code row (R8 +=
 // R9) and decrements the row count BX.
@@ -86,17 +127,7 @@ TEXT ·q8MXRowsAVX(SB), NOSPLIT, $0-80
 	MOVQ y+72(FP), R13
 	MOVQ lut+64(FP), AX
 	VBROADCASTI128 (AX), Y14
-	MOVL $0x0F0F0F0F, AX
-	VMOVD AX, X15
-	VPBROADCASTD X15, Y15
-	MOVL $0x00010001, AX
-	VMOVD AX, X9
-	VPBROADCASTD X9, Y9
-	LEAQ q8perm<>(SB), AX
-	VMOVDQU (AX), Y10
-	VMOVDQU 32(AX), Y11
-	VMOVDQU 64(AX), Y12
-	VMOVDQU 96(AX), Y13
+	Q8CONSTS
 	MOVL $0x41400000, AX // 12.0
 	VMOVD AX, X7
 	VBROADCASTSS X7, Y7
@@ -104,28 +135,14 @@ TEXT ·q8MXRowsAVX(SB), NOSPLIT, $0-80
 	JZ    q8done
 
 q8row:
-	MOVQ R8, SI
-	MOVQ xq+40(FP), DI
-	MOVQ xs+48(FP), R11
-	MOVQ sq+56(FP), R12
-	MOVQ DX, CX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
+	Q8ROWSTART(xq+40(FP), xs+48(FP), sq+56(FP))
 
 q8quad:
 	VPMOVZXBD (R10), Y8
 	VPSLLD $23, Y8, Y8
 	VMULPS (R11), Y8, Y8
-	Q8PAIR(0, Y10, Y0)
-	Q8PAIR(1, Y11, Y1)
-	Q8PAIR(2, Y12, Y0)
-	Q8PAIR(3, Y13, Y1)
-	ADDQ $128, SI
-	ADDQ $256, DI
 	ADDQ $8, R10
-	ADDQ $32, R11
-	ADDQ $128, R12
-	DECQ CX
+	Q8STEP(Q8PAIR)
 	JNZ  q8quad
 
 	Q8ROWEND
@@ -273,28 +290,12 @@ TEXT ·q8F16RowsAVX(SB), NOSPLIT, $0-112
 	VBROADCASTI128 (AX), Y14
 	MOVQ kperm+96(FP), AX
 	VMOVDQU (AX), Y3
-	MOVL $0x0F0F0F0F, AX
-	VMOVD AX, X15
-	VPBROADCASTD X15, Y15
-	MOVL $0x00010001, AX
-	VMOVD AX, X9
-	VPBROADCASTD X9, Y9
-	LEAQ q8perm<>(SB), AX
-	VMOVDQU (AX), Y10
-	VMOVDQU 32(AX), Y11
-	VMOVDQU 64(AX), Y12
-	VMOVDQU 96(AX), Y13
+	Q8CONSTS
 	TESTQ BX, BX
 	JZ    qfdone
 
 qfrow:
-	MOVQ R8, SI
-	MOVQ xq+64(FP), DI
-	MOVQ xs+72(FP), R11
-	MOVQ sq+80(FP), R12
-	MOVQ DX, CX
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
+	Q8ROWSTART(xq+64(FP), xs+72(FP), sq+80(FP))
 
 qfquad:
 	// Scales and zero points of the step's 8/k groups.
@@ -325,15 +326,7 @@ qfloaded:
 	VPERMPS Y8, Y3, Y8
 	VMULPS (R11), Y8, Y8
 	ADDQ zquad+32(FP), R14
-	Q8F16PAIR(0, Y10, Y0)
-	Q8F16PAIR(1, Y11, Y1)
-	Q8F16PAIR(2, Y12, Y0)
-	Q8F16PAIR(3, Y13, Y1)
-	ADDQ $128, SI
-	ADDQ $256, DI
-	ADDQ $32, R11
-	ADDQ $128, R12
-	DECQ CX
+	Q8STEP(Q8F16PAIR)
 	JNZ  qfquad
 
 	Q8ROWEND
