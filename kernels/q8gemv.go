@@ -38,6 +38,10 @@ const q8Block = 32
 // reads the scales of eight blocks.
 const q8Cols = 8 * q8Block
 
+// q8Tiny is the block maximum below which the quantizers scale a block by
+// 2^64 before computing 127/amax (which overflows below ~2^-121).
+const q8Tiny = 0x1p-64
+
 // q8Offset is added to the doubled E2M1 values to make them unsigned.
 const q8Offset = 12
 
@@ -175,13 +179,19 @@ func (a *q8Act) quantizeGo(x []float32) bool {
 				o[h+i], o[32+h+i] = 0, 0
 			}
 		} else {
-			id := 127 / amax
+			// Below q8Tiny, 127/amax could overflow: the block is scaled
+			// by 2^64 first (exact), as the assembly does.
+			scale := float32(1)
+			if amax < q8Tiny {
+				scale = 0x1p64
+			}
+			id := 127 / (amax * scale)
 			for i := 0; i < 16; i++ {
 				// |v·id| ≤ 127 (to rounding): adding 1.5·2^23 rounds it
 				// to an integer (nearest, ties to even) in the low
 				// mantissa bits.
-				q0 := int32(math.Float32bits(xb[2*i]*id+0x1.8p23)) - 0x4B400000
-				q1 := int32(math.Float32bits(xb[2*i+1]*id+0x1.8p23)) - 0x4B400000
+				q0 := int32(math.Float32bits(xb[2*i]*scale*id+0x1.8p23)) - 0x4B400000
+				q1 := int32(math.Float32bits(xb[2*i+1]*scale*id+0x1.8p23)) - 0x4B400000
 				o[h+i], o[32+h+i] = int8(q0), int8(q1)
 				sum += q0 + q1
 			}

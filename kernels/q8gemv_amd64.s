@@ -162,7 +162,8 @@ DATA q8const<>+0(SB)/4, $0x7FFFFFFF // |x| mask
 DATA q8const<>+4(SB)/4, $127.0
 DATA q8const<>+8(SB)/4, $0.5
 DATA q8const<>+12(SB)/4, $0.25
-GLOBL q8const<>(SB), RODATA|NOPTR, $16
+DATA q8const<>+16(SB)/4, $0x5F800000 // 2^64
+GLOBL q8const<>(SB), RODATA|NOPTR, $20
 
 // func q8QuantAVX(x *float32, nblocks int, q *int8, s, sq *float32) bool
 // q8Act.quantize for nblocks (even) blocks of 32: per block the largest
@@ -177,11 +178,11 @@ TEXT ·q8QuantAVX(SB), NOSPLIT, $0-41
 	MOVQ q+16(FP), DI
 	MOVQ s+24(FP), R8
 	MOVQ sq+32(FP), R9
-	LEAQ q8const<>(SB), AX
-	VPBROADCASTD (AX), Y15
-	VMOVSS 4(AX), X14
-	VMOVSS 8(AX), X13
-	VBROADCASTSS 12(AX), X11
+	LEAQ q8const<>(SB), R10
+	VPBROADCASTD (R10), Y15
+	VMOVSS 4(R10), X14
+	VMOVSS 8(R10), X13
+	VBROADCASTSS 12(R10), X11
 	LEAQ q8ileave<>(SB), AX
 	VBROADCASTI128 (AX), Y12
 	XORQ DX, DX // h·16: 0 for even blocks, 16 for odd ones
@@ -212,6 +213,18 @@ qqblock:
 	VXORPS X6, X6, X6
 	TESTL AX, AX
 	JZ    qqzero
+	CMPL  AX, $0x1F800000 // q8Tiny = 2^-64
+	JAE   qqid
+	// A tiny block: x and amax times 2^64 (exact), so 127/amax is finite.
+	VBROADCASTSS 16(R10), Y5
+	VMULPS Y5, Y0, Y0
+	VMULPS Y5, Y1, Y1
+	VMULPS Y5, Y2, Y2
+	VMULPS Y5, Y3, Y3
+	VMULSS X5, X4, X6
+	VDIVSS X6, X14, X6 // id = 127/(amax·2^64)
+	JMP   qqzero
+qqid:
 	VDIVSS X4, X14, X6 // id = 127/amax
 qqzero:
 	VDIVSS X14, X4, X7 // amax/127

@@ -28,7 +28,7 @@ func q8Formats(t testing.TB) []quant.Format {
 	return []quant.Format{
 		q8Format(t, "mxfp4", 0), q8Format(t, "fp4", 0), q8Format(t, "fp4", 32),
 		q8Format(t, "int4", 0), q8Format(t, "int4", 32), q8Format(t, "int4", 64),
-		q8Format(t, "int4_asym", 0), q8Format(t, "int4_asym", 64),
+		q8Format(t, "int4_asym", 0), q8Format(t, "int4_asym", 64), q8Format(t, "int4_asym", 32),
 	}
 }
 
@@ -243,9 +243,9 @@ func TestQ8QuantAVXMatchesGo(t *testing.T) {
 		switch trial % 5 {
 		case 1: // a zero block
 			clear(x[32:64])
-		case 2: // exact ties: x·127/amax = k + ½
+		case 2: // exact ties: amax 63.5 makes id = 2 and x·id = k + ½
 			for i := range x {
-				x[i] = float32(r.IntN(255)-127) / 2
+				x[i] = float32(r.IntN(253)-126)/2 + 0.25
 			}
 			for b := 0; b < cols/32; b++ {
 				x[32*b] = 63.5
@@ -253,9 +253,16 @@ func TestQ8QuantAVXMatchesGo(t *testing.T) {
 		case 3:
 			x[r.IntN(cols)] = math.MaxFloat32
 			x[r.IntN(cols)] = -math.SmallestNonzeroFloat32
-		case 4:
+		case 4: // tiny blocks, down to subnormals: 127/amax would overflow
 			for i := range x {
 				x[i] *= 1e-30
+			}
+			for i := 0; i < 32; i++ {
+				x[i] *= 1e-8
+			}
+			x[40], x[41] = 3e-45, -1e-44
+			for i := 42; i < 64; i++ {
+				x[i] = 0
 			}
 		}
 		a, g := newQ8Act(cols), newQ8Act(cols)
@@ -284,6 +291,88 @@ func TestQ8QuantAVXMatchesGo(t *testing.T) {
 		x[100] = bad
 		if q8Quant(x, newQ8Act(128)) || newQ8Act(128).quantizeGo(x) {
 			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+// TestQ8TinyBlocks: blocks whose largest |x| is far below 1 (even
+// subnormal) are quantized to full-range codes, not overflowed ones.
+func TestQ8TinyBlocks(t *testing.T) {
+	x := make([]float32, 64)
+	for i := range x {
+		x[i] = float32(i%7-3) * 1e-39
+	}
+	x[32] = 2e-38
+	x[33] = -1e-38
+	a := newQ8Act(64)
+	if !a.quantize(x) {
+		t.Fatal("tiny finite x refused")
+	}
+	for b := 0; b < 2; b++ {
+		var amax float64
+		for i := 32 * b; i < 32*(b+1); i++ {
+			amax = max(amax, math.Abs(float64(x[i])))
+		}
+		d := 2 * float64(a.s[b])
+		// Decode q back (undoing the pair interleave) and compare.
+		for i := 0; i < 32; i++ {
+			h, p := b&1, b/2
+			var q int8
+			if i%2 == 0 {
+				q = a.q[64*p+16*h+i/2]
+			} else {
+				q = a.q[64*p+32+16*h+i/2]
+			}
+			if e := math.Abs(float64(q)*d - float64(x[32*b+i])); e > d/2*(1+1e-6) {
+				t.Errorf("block %d element %d: q %d·d %g vs x %g", b, i, q, d, x[32*b+i])
+			}
+		}
+	}
+}
+
+// TestQ8GEMVBatches runs the int8 path through DequantGEMM with 1..7
+// activation rows, padded leading dimensions and beta ≠ 0: every row must
+// equal the single-row product of that row (the rows are independent) plus
+// beta·C, and the padding of C stays untouched.
+func TestQ8GEMVBatches(t *testing.T) {
+	if !haveSIMD || !haveF16C {
+		t.Skip("no AVX2/FMA/F16C")
+	}
+	c := newCPU(Options{}, true)
+	for _, f := range q8Formats(t) {
+		for _, rows := range []int{1, 17, 33} {
+			cols := 512
+			p, _ := q8Case(t, f, uint64(rows), rows, cols)
+			pw, err := c.Prepare(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := rand.New(rand.NewPCG(uint64(rows), 5))
+			for m := 1; m < dqBigM; m++ {
+				ldx, ldc := cols+5, rows+3
+				x := randSlice(r, m*ldx)
+				c0 := randSlice(r, m*ldc)
+				got := append([]float32(nil), c0...)
+				if err := pw.DequantGEMM(m, x, ldx, 0.5, got, ldc); err != nil {
+					t.Fatal(err)
+				}
+				for i := 0; i < m; i++ {
+					one := make([]float32, rows)
+					if err := pw.DequantGEMM(1, x[i*ldx:i*ldx+cols], cols, 0, one, rows); err != nil {
+						t.Fatal(err)
+					}
+					for j := 0; j < ldc; j++ {
+						g := got[i*ldc+j]
+						want := c0[i*ldc+j]
+						if j < rows {
+							want = 0.5*c0[i*ldc+j] + one[j]
+						}
+						if g != want {
+							t.Fatalf("%v %dx%d m=%d: C[%d,%d] = %v, want %v", f, rows, cols, m, i, j, g, want)
+						}
+					}
+				}
+			}
 		}
 	}
 }
