@@ -19,37 +19,37 @@ import (
 // describes). Load decodes it strictly and turns it into a Job.
 type JobSpec struct {
 	// Version of the job file format; must be 1.
-	Version int `yaml:"version" json:"version" jsonschema:"required,enum=1"`
+	Version int `yaml:"version" json:"version" jsonschema:"required,enum=1,description=job file format version; must be 1"`
 	// Name of the job (defaults to the file name without extension).
-	Name string `yaml:"name,omitempty" json:"name,omitempty"`
+	Name string `yaml:"name,omitempty" json:"name,omitempty" jsonschema:"description=job name (default: the job file name without its extension)"`
 	// Workdir holds checkpoints and outputs; relative to the job file.
-	Workdir string `yaml:"workdir,omitempty" json:"workdir,omitempty"`
+	Workdir string `yaml:"workdir,omitempty" json:"workdir,omitempty" jsonschema:"description=directory for checkpoints and outputs; a relative path is relative to the job file (default runs/{name}; the --workdir flag overrides it)"`
 	// Resources bound the run.
-	Resources ResourcesSpec `yaml:"resources,omitempty" json:"resources,omitempty"`
+	Resources ResourcesSpec `yaml:"resources,omitempty" json:"resources,omitempty" jsonschema:"description=resource bounds of the run"`
 	// Stages in any order; `needs` defines the graph.
-	Stages []StageSpec `yaml:"stages" json:"stages" jsonschema:"required,minItems=1"`
+	Stages []StageSpec `yaml:"stages" json:"stages" jsonschema:"required,minItems=1,description=stages in any order; needs defines the graph"`
 }
 
 // ResourcesSpec is the `resources:` block.
 type ResourcesSpec struct {
 	// Memory is the admission budget for tasks in flight (0 or absent: unlimited).
-	Memory ByteSize `yaml:"memory,omitempty" json:"memory,omitempty"`
+	Memory ByteSize `yaml:"memory,omitempty" json:"memory,omitempty" jsonschema:"description=memory budget for admitting tasks in flight (0 or absent: unlimited)"`
 	// Workers is the number of tasks run at once (0: GOMAXPROCS).
-	Workers int `yaml:"workers,omitempty" json:"workers,omitempty" jsonschema:"minimum=0"`
+	Workers int `yaml:"workers,omitempty" json:"workers,omitempty" jsonschema:"minimum=0,description=number of tasks run at once (0 or absent: GOMAXPROCS)"`
 	// Backend selects the compute backend.
-	Backend string `yaml:"backend,omitempty" json:"backend,omitempty" jsonschema:"enum=auto,enum=cpu,enum=metal"`
+	Backend string `yaml:"backend,omitempty" json:"backend,omitempty" jsonschema:"enum=auto,enum=cpu,enum=metal,description=compute backend for stages that run kernels (default auto: the first accelerated backend that opens or else cpu)"`
 }
 
 // StageSpec is one entry of `stages:`.
 type StageSpec struct {
 	// ID names the stage within the job.
-	ID string `yaml:"id" json:"id" jsonschema:"required,pattern=^[A-Za-z][A-Za-z0-9_-]*$"`
+	ID string `yaml:"id" json:"id" jsonschema:"required,pattern=^[A-Za-z][A-Za-z0-9_-]*$,description=stage id; unique within the job: a letter followed by letters/digits/_/-"`
 	// Kind is a registered stage kind.
 	Kind string `yaml:"kind" json:"kind" jsonschema:"required"`
 	// Needs lists the ids of upstream stages.
-	Needs []string `yaml:"needs,omitempty" json:"needs,omitempty"`
+	Needs []string `yaml:"needs,omitempty" json:"needs,omitempty" jsonschema:"description=ids of the upstream stages whose outputs this stage reads (no cycles)"`
 	// With is the kind's configuration.
-	With yaml.Node `yaml:"with,omitempty" json:"with,omitempty"`
+	With yaml.Node `yaml:"with,omitempty" json:"with,omitempty" jsonschema:"description=configuration of the stage kind (its fields are listed under the kind)"`
 }
 
 // Job is a loaded and validated job file.

@@ -68,7 +68,7 @@ func GenerateSchema(reg *Registry) ([]byte, error) {
 			d.Description = k.Doc
 		}
 		ifProps := jsonschema.NewProperties()
-		ifProps.Set("kind", &jsonschema.Schema{Const: k.Name})
+		ifProps.Set("kind", &jsonschema.Schema{Const: k.Name, Description: "kind " + k.Name + " selects this with: schema"})
 		thenProps := jsonschema.NewProperties()
 		thenProps.Set("with", &jsonschema.Schema{Ref: ref})
 		stageDef.AllOf = append(stageDef.AllOf, &jsonschema.Schema{

@@ -37,14 +37,14 @@ type CalibrateConfig struct {
 	// SeqLen is the window length in tokens (default 256).
 	SeqLen int `yaml:"seq_len,omitempty" json:"seq_len,omitempty" jsonschema:"minimum=2,description=tokens per window (default 256)"`
 	// Precision of the Hessian accumulation: f32 (default) or f64.
-	Precision string `yaml:"precision,omitempty" json:"precision,omitempty" jsonschema:"enum=f32,enum=f64"`
+	Precision string `yaml:"precision,omitempty" json:"precision,omitempty" jsonschema:"enum=f32,enum=f64,description=precision of the Hessian accumulation (default f32)"`
 	// Sequential calibrates layer L on the outputs of layers < L already
 	// quantized with Quant (which must match the quantize stage's
 	// settings); true-sequential within each layer.
-	Sequential bool `yaml:"sequential,omitempty" json:"sequential,omitempty"`
+	Sequential bool `yaml:"sequential,omitempty" json:"sequential,omitempty" jsonschema:"description=calibrate layer L on the outputs of layers before L already quantized with quant (which is then required and must match the quantize stage's settings); true-sequential within each layer (default false)"`
 	// Quant is the recipe sequential mode quantizes with (same schema as
 	// the quantize stage's with: block).
-	Quant *QuantizeConfig `yaml:"quant,omitempty" json:"quant,omitempty"`
+	Quant *QuantizeConfig `yaml:"quant,omitempty" json:"quant,omitempty" jsonschema:"description=quantization recipe of sequential mode (same fields as the quantize stage's with: block)"`
 }
 
 // Validate checks the config.

@@ -38,10 +38,10 @@ const (
 type PackConfig struct {
 	// Format is gguf (llama.cpp), native (marlin's packed safetensors),
 	// compressed-tensors (vLLM / llm-compressor) or gptq (AutoGPTQ v1).
-	Format string `yaml:"format" json:"format" jsonschema:"required,enum=gguf,enum=native,enum=compressed-tensors,enum=gptq"`
+	Format string `yaml:"format" json:"format" jsonschema:"required,enum=gguf,enum=native,enum=compressed-tensors,enum=gptq,description=output format: gguf (llama.cpp); native (marlin's packed safetensors); compressed-tensors (vLLM / llm-compressor); gptq (AutoGPTQ v1)"`
 	// Out is the output path relative to the run's output directory: a
 	// .gguf file for gguf, a directory for the other formats.
-	Out string `yaml:"out" json:"out" jsonschema:"required,minLength=1,description=output file (gguf) or directory, relative to the run's output directory"`
+	Out string `yaml:"out" json:"out" jsonschema:"required,minLength=1,description=output path relative to the run's output directory: a .gguf file for gguf; a directory for the other formats"`
 	// Model is the Hugging Face model directory whose config.json and
 	// tokenizer files describe the weights (relative to the job file).
 	// Required for gguf, compressed-tensors and gptq; native copies them
@@ -56,11 +56,11 @@ type PackConfig struct {
 	GGUFType string `yaml:"gguf_type,omitempty" json:"gguf_type,omitempty" jsonschema:"enum=f32,enum=f16,enum=bf16,enum=q8_0,enum=q4_0,enum=q5_0,enum=q5_1,enum=mxfp4,enum=q4_k,enum=q5_k,enum=q6_k,enum=q4_k_m,description=GGUF type recipe (default f16)"`
 	// Rules override GGUF tensor types by llama.cpp or Hugging Face name
 	// (first match wins), e.g. {match: "*.ffn_down_exps.*", type: q8_0}.
-	Rules []llamacpp.Rule `yaml:"rules,omitempty" json:"rules,omitempty"`
+	Rules []llamacpp.Rule `yaml:"rules,omitempty" json:"rules,omitempty" jsonschema:"description=GGUF tensor-type overrides by llama.cpp or Hugging Face tensor name; tried in order before gguf_type; the first match wins (gguf only)"`
 	// TokenizerPre overrides the recognised pre-tokenizer name (gguf).
-	TokenizerPre string `yaml:"tokenizer_pre,omitempty" json:"tokenizer_pre,omitempty"`
+	TokenizerPre string `yaml:"tokenizer_pre,omitempty" json:"tokenizer_pre,omitempty" jsonschema:"description=tokenizer.ggml.pre value written instead of the pre-tokenizer recognised from the tokenizer files (gguf only)"`
 	// Name is general.name (gguf; default from the model directory).
-	Name string `yaml:"name,omitempty" json:"name,omitempty"`
+	Name string `yaml:"name,omitempty" json:"name,omitempty" jsonschema:"description=general.name of the GGUF file (gguf only; default derived from the model directory name)"`
 	// ShardSize bounds the input bytes per safetensors shard (native,
 	// compressed-tensors, gptq; default 2GiB). Each shard is one task, so
 	// a resumed run rewrites only unfinished shards.

@@ -29,21 +29,21 @@ type QuantSpec struct {
 	// Scale overrides the scale encoding of formats with a float scale.
 	Scale string `yaml:"scale,omitempty" json:"scale,omitempty" jsonschema:"enum=f16,enum=bf16,enum=f32,description=scale encoding override for fp4/int/nf/fp8 formats"`
 	// Method is rtn (round to nearest), gptq or mr-gptq.
-	Method string `yaml:"method,omitempty" json:"method,omitempty" jsonschema:"enum=rtn,enum=gptq,enum=mr-gptq"`
+	Method string `yaml:"method,omitempty" json:"method,omitempty" jsonschema:"enum=rtn,enum=gptq,enum=mr-gptq,description=quantization method: rtn (round to nearest; default); gptq; or mr-gptq (gptq with act-order and scale search on Hadamard-rotated input); gptq and mr-gptq need a calibrate stage upstream"`
 	// ScaleSearch searches clipping ratios per group for the least MSE.
-	ScaleSearch *bool `yaml:"scale_search,omitempty" json:"scale_search,omitempty"`
+	ScaleSearch *bool `yaml:"scale_search,omitempty" json:"scale_search,omitempty" jsonschema:"description=search clipping ratios per group for the least squared error (default false; mr-gptq always searches)"`
 	// ClipRatios overrides the scale-search grid (each in (0, 1]).
-	ClipRatios []float32 `yaml:"clip_ratios,omitempty" json:"clip_ratios,omitempty"`
-	// ActOrder (GPTQ) quantizes columns in decreasing Hessian-diagonal order
-	// and records g_idx.
-	ActOrder *bool `yaml:"actorder,omitempty" json:"actorder,omitempty"`
+	ClipRatios []float32 `yaml:"clip_ratios,omitempty" json:"clip_ratios,omitempty" jsonschema:"description=clipping ratios the scale search tries; each > 0 and <= 1 (default 1 0.98 ... 0.70); rtn uses them only with scale_search: true; gptq and mr-gptq search whenever they are set"`
+	// ActOrder (GPTQ) quantizes columns in decreasing Hessian-diagonal order;
+	// groups stay static and contiguous (no g_idx).
+	ActOrder *bool `yaml:"actorder,omitempty" json:"actorder,omitempty" jsonschema:"description=gptq: quantize columns in decreasing Hessian-diagonal order; groups stay contiguous (default false; mr-gptq always does)"`
 	// Damp (GPTQ) is the relative dampening added to the Hessian diagonal.
-	Damp *float64 `yaml:"damp,omitempty" json:"damp,omitempty" jsonschema:"minimum=0"`
+	Damp *float64 `yaml:"damp,omitempty" json:"damp,omitempty" jsonschema:"minimum=0,description=gptq: dampening added to the Hessian diagonal as a fraction of its mean (default 0.01; 0 also means 0.01)"`
 	// BlockSize (GPTQ) is the lazy-batch column block.
-	BlockSize *int `yaml:"block_size,omitempty" json:"block_size,omitempty" jsonschema:"minimum=1"`
+	BlockSize *int `yaml:"block_size,omitempty" json:"block_size,omitempty" jsonschema:"minimum=1,description=gptq: lazy-batch width in columns; rounded to a multiple of the group size (default 128)"`
 	// NonFinite is error (default: a NaN/Inf weight fails the task, naming
 	// tensor and index) or pass (quantize anyway; see quant.NonFinitePass).
-	NonFinite string `yaml:"nonfinite,omitempty" json:"nonfinite,omitempty" jsonschema:"enum=error,enum=pass"`
+	NonFinite string `yaml:"nonfinite,omitempty" json:"nonfinite,omitempty" jsonschema:"enum=error,enum=pass,description=NaN/Inf weights: error (default) fails the task naming tensor and index; pass quantizes anyway with scales fitted on the finite weights (an MXFP4 block holding NaN/Inf becomes NaN; FP8 keeps NaN; other grids saturate Inf and encode NaN as zero)"`
 }
 
 // QuantRule applies settings to the tensors whose names match a glob.
@@ -56,11 +56,11 @@ type QuantRule struct {
 // QuantizeConfig configures the quantize stage.
 type QuantizeConfig struct {
 	// Default applies to every 2-D tensor no rule matches.
-	Default QuantSpec `yaml:"default" json:"default"`
+	Default QuantSpec `yaml:"default" json:"default" jsonschema:"description=settings for every tensor no rule matches; rules override its fields (default format mxfp4 with method rtn)"`
 	// Rules are tried in order; the first whose glob matches a tensor name
 	// wins and its set fields override Default. `format: skip` keeps the
 	// tensor as it is; `format: bf16` keeps it as bfloat16.
-	Rules []QuantRule `yaml:"rules,omitempty" json:"rules,omitempty"`
+	Rules []QuantRule `yaml:"rules,omitempty" json:"rules,omitempty" jsonschema:"description=per-tensor overrides tried in order; the first whose match glob matches a tensor name wins and its set fields override default"`
 	// Report, when set, adds a task that writes every tensor's report and
 	// the model summary (average bits per weight, formats chosen, average
 	// and worst cosine) as JSON to this path in the output directory.

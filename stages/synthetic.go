@@ -27,15 +27,15 @@ type SyntheticConfig struct {
 	// 0..Layers-1 (0: no expansion).
 	Layers int `yaml:"layers,omitempty" json:"layers" jsonschema:"minimum=0,description=expand {layer} in names over 0..layers-1"`
 	// Tensors to generate; one task each.
-	Tensors []SyntheticTensor `yaml:"tensors" json:"tensors" jsonschema:"required,minItems=1"`
+	Tensors []SyntheticTensor `yaml:"tensors" json:"tensors" jsonschema:"required,minItems=1,description=tensors to generate; one task each (names must be unique after {layer} expansion)"`
 }
 
 // SyntheticTensor is one generated tensor.
 type SyntheticTensor struct {
-	Name  string `yaml:"name" json:"name" jsonschema:"required,minLength=1"`
-	Shape []int  `yaml:"shape" json:"shape" jsonschema:"required,minItems=1,maxItems=8"`
+	Name  string `yaml:"name" json:"name" jsonschema:"required,minLength=1,description=tensor name; {layer} is replaced by each layer index when layers > 0"`
+	Shape []int  `yaml:"shape" json:"shape" jsonschema:"required,minItems=1,maxItems=8,description=dimensions (1 to 8; each > 0; at most 2^34 elements)"`
 	// DType overrides the stage default.
-	DType string `yaml:"dtype,omitempty" json:"dtype,omitempty" jsonschema:"enum=F32,enum=F16,enum=BF16,enum=F64"`
+	DType string `yaml:"dtype,omitempty" json:"dtype,omitempty" jsonschema:"enum=F32,enum=F16,enum=BF16,enum=F64,description=element type (default: the stage's dtype)"`
 }
 
 var syntheticDTypes = []string{"F32", "F16", "BF16", "F64"}

@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -33,6 +36,74 @@ func TestSchemaUpToDate(t *testing.T) {
 	// the checked-in file compiles as a JSON Schema
 	if _, err := pipeline.CompileSchema(want); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSchemaPropertiesHaveDescriptions fails when a property anywhere in
+// the generated job file schema (JobSpec, every kind's config and the
+// structs they nest, the per-kind if/then branches) has no description: the
+// README's job reference and editor tooltips are built from them. A bare
+// $ref passes when the definition it points at has a description. Add one
+// with the field's `jsonschema:"description=..."` tag (no plain commas:
+// they separate tag options).
+func TestSchemaPropertiesHaveDescriptions(t *testing.T) {
+	reg, err := stages.NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := pipeline.GenerateSchema(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root map[string]any
+	if err := json.Unmarshal(raw, &root); err != nil {
+		t.Fatal(err)
+	}
+	defs, _ := root["$defs"].(map[string]any)
+	described := func(s map[string]any) bool {
+		d, _ := s["description"].(string)
+		return strings.TrimSpace(d) != ""
+	}
+	var missing []string
+	checked := 0
+	var walk func(n any, at string)
+	walk = func(n any, at string) {
+		switch x := n.(type) {
+		case map[string]any:
+			if props, ok := x["properties"].(map[string]any); ok {
+				for name, p := range props {
+					ps, ok := p.(map[string]any)
+					if !ok {
+						continue
+					}
+					checked++
+					if described(ps) {
+						continue
+					}
+					if ref, ok := ps["$ref"].(string); ok {
+						if d, ok := defs[strings.TrimPrefix(ref, "#/$defs/")].(map[string]any); ok && described(d) {
+							continue
+						}
+					}
+					missing = append(missing, at+"/properties/"+name)
+				}
+			}
+			for k, v := range x {
+				walk(v, at+"/"+k)
+			}
+		case []any:
+			for i, v := range x {
+				walk(v, fmt.Sprintf("%s/%d", at, i))
+			}
+		}
+	}
+	walk(root, "#")
+	if checked < 50 {
+		t.Fatalf("walked only %d properties; the schema layout changed?", checked)
+	}
+	sort.Strings(missing)
+	for _, m := range missing {
+		t.Errorf("%s: no description", m)
 	}
 }
 

@@ -31,8 +31,8 @@ var Recipes = []string{"f32", "f16", "bf16", "q8_0", "q4_0", "q5_0", "q5_1", "mx
 // or "model.layers.*.mlp.gate.weight"). Rules are tried in order; the first
 // match wins.
 type Rule struct {
-	Match string `yaml:"match" json:"match"`
-	Type  string `yaml:"type" json:"type"`
+	Match string `yaml:"match" json:"match" jsonschema:"description=path.Match glob on the llama.cpp tensor name or the Hugging Face source name (e.g. *.ffn_down_exps.* or model.layers.*.mlp.gate.weight)"`
+	Type  string `yaml:"type" json:"type" jsonschema:"description=GGUF type of the matching tensors: f32 f16 bf16 q4_0 q5_0 q5_1 q8_0 mxfp4 q4_k q5_k or q6_k (case-insensitive); norm/router and 1-D tensors stay f32 and a type whose block does not divide the row size falls back (q4_k to q5_0; q5_k to q5_1; q6_k to q8_0; others to f16)"`
 }
 
 // ValidateRecipe checks a recipe name and rules without a model.
