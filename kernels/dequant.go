@@ -38,7 +38,7 @@ func (c *cpu) DequantGEMM(m int, x []float32, ldx int, w *quant.Packed, beta flo
 	if err := w.Validate(); err != nil {
 		return fmt.Errorf("kernels: dequant-gemm: %w", err)
 	}
-	return c.dequantGEMM(m, x, ldx, c.prepare(w), beta, cm, ldc)
+	return c.dequantGEMM(m, x, ldx, c.prepare(w, m < dqBigM), beta, cm, ldc)
 }
 
 // dequantGEMM is DequantGEMM on a validated, prepared weight.

@@ -80,13 +80,15 @@ func (c *cpu) Prepare(w *quant.Packed) (PreparedWeight, error) {
 	if err := w.Validate(); err != nil {
 		return nil, fmt.Errorf("kernels: prepare: %w", err)
 	}
-	return c.prepare(w), nil
+	return c.prepare(w, true), nil
 }
 
-// prepare builds the prepared form of a validated weight.
-func (c *cpu) prepare(w *quant.Packed) *cpuPrepared {
+// prepare builds the prepared form of a validated weight; gemv says
+// whether it will serve small batches (the int8 path's state is built
+// only then).
+func (c *cpu) prepare(w *quant.Packed, gemv bool) *cpuPrepared {
 	p := &cpuPrepared{c: c, w: w, dec: newTileDecoder(w, c.simd)}
-	if c.simd && !c.f32Act {
+	if gemv && c.simd && !c.f32Act {
 		p.q8 = newQ8Weight(w)
 		if p.q8 != nil && p.q8.kind == q8F16 && !haveF16C {
 			p.q8 = nil
