@@ -160,8 +160,8 @@ type Options struct {
 	Threads int
 	// F32Activations keeps small-batch (decode) products of 4-bit weights
 	// on float32 activations. By default the CPU backend quantizes each
-	// activation row to int8 in blocks of 32 for mxfp4, fp4, int4 and
-	// int4_asym weights, as llama.cpp does for its 4-bit formats (see the
+	// activation row to int8 in blocks of 32 for mxfp4, nvfp4, fp4, int4
+	// and int4_asym weights, as llama.cpp does for its 4-bit formats (see the
 	// package documentation: the error is bounded by the activation
 	// rounding); batches of 8 rows and more (prefill, perplexity,
 	// calibration) always use float32 activations.

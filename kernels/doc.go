@@ -56,13 +56,13 @@
 // quant.Packed.Dequantize (tests compare every decoded tile bit for bit;
 // only the summation order of the dot products differs). The paths:
 //
-//   - m < 8 (decode GEMV) of mxfp4, fp4, int4 and int4_asym weights with
-//     a multiple of 256 columns and groups of 32, 64 or 128 (by default;
-//     Options.F32Activations turns it off): the activations are quantized
+//   - m < 8 (decode GEMV) of mxfp4, nvfp4, fp4, int4 and int4_asym weights
+//     with a multiple of 256 columns (fp4 and int4 in groups of 32, 64 or
+//     128), unless Options.F32Activations: the activations are quantized
 //     to int8 in blocks of 32 (one float32 scale each, as llama.cpp's
-//     Q8_0) and the block dot products are exact integer sums
-//     (VPMADDUBSW on the codes' doubled values through VPSHUFB), scaled
-//     once per block; see q8gemv.go. The error against the exact weights
+//     Q8_0) and the dot products are exact integer sums over eight
+//     columns (VPMADDUBSW on the codes' doubled values through VPSHUFB),
+//     scaled once per group; see q8gemv.go. The error against the exact weights
 //     is bounded by the activation rounding, Σ|w|·d_b/2, which the tests
 //     check; on qwen3-nano MXFP4 the token-by-token perplexity moves by
 //     0.035%. This is what makes 4-bit decode faster than F32 even when

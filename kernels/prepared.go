@@ -122,8 +122,12 @@ func (c *cpu) q8GEMV(m int, x []float32, ldx int, pw *cpuPrepared, cm []float32,
 		r0 := t * dqTaskRows
 		nr := min(dqTaskRows, rows-r0)
 		for i, a := range acts[:m] {
-			if q.kind == q8E8M0 {
+			switch q.kind {
+			case q8E8M0:
 				q8MXRows(w.Codes[r0*rb:], rb, w.Scales[r0*ng:], nr, a, &q.lut, cm[i*ldc+r0:])
+				continue
+			case q8E4M3:
+				q8NVRows(w.Codes[r0*rb:], rb, w.Scales[2*r0*ng:], nr, a, q, cm[i*ldc+r0:])
 				continue
 			}
 			var zeros []byte

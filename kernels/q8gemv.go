@@ -9,8 +9,9 @@ import (
 
 // The int8-activation GEMV: the decode path for 4-bit weights whose
 // element values are integers up to a factor of two (E2M1 and INT4, with
-// E8M0 scales of groups of 32 — MXFP4 — or binary16 scales of groups of
-// 32, 64 or 128), as llama.cpp runs its 4-bit formats. Each row of X is
+// E8M0 scales of groups of 32 — MXFP4 —, E4M3 scales of groups of 16
+// times a tensor scale — NVFP4 — or binary16 scales of groups of 32, 64
+// or 128), as llama.cpp runs its 4-bit formats. Each row of X is
 // quantized to int8 in blocks of 32 with one float32 scale per block
 // (amax/127, round to nearest even); the weight codes go through a
 // 16-entry byte table to an unsigned doubled value (2·e2m1 + 12, or 2·code
@@ -25,11 +26,11 @@ import (
 // Activation layout (q8Act), for every pair of blocks (2p, 2p+1) — 64
 // columns, 32 code bytes — in the order the kernel decodes the codes: 64
 // bytes [q_{2p}[0,2,…,30], q_{2p+1}[0,2,…,30], q_{2p}[1,3,…,31],
-// q_{2p+1}[1,3,…,31]]; eight float32 lanes sq = [S_{2p}/4 ×4, S_{2p+1}/4
-// ×4] (S_b = Σ q over the block; each of the kernel's eight int32 partial
-// sums covers a quarter of a block and so removes a quarter of the
-// offset·S_b term, exactly, in float32); and per block its scale d_b/2
-// (the table doubles the element values).
+// q_{2p+1}[1,3,…,31]]; eight float32 lane sums sq = [Σ q_{2p}[0:8],
+// Σ q_{2p}[8:16], …, Σ q_{2p+1}[24:32]] (each of the kernel's eight int32
+// partial sums covers those eight columns, both nibbles of four code
+// bytes, and removes offset·sq exactly, in float32); and per block its
+// scale d_b/2 (the table doubles the element values).
 
 // q8Block is the activation block (and MXFP4 group) size.
 const q8Block = 32
@@ -51,6 +52,7 @@ type q8Kind uint8
 const (
 	q8E8M0 q8Kind = iota + 1 // MXFP4: E8M0 scale codes, groups of 32
 	q8F16                    // binary16 scales, groups of 32·k (k = 1, 2, 4)
+	q8E4M3                   // NVFP4: E4M3 scale codes of groups of 16 × a tensor scale
 )
 
 // q8Weight is the int8-path state of a packed weight.
@@ -64,6 +66,11 @@ type q8Weight struct {
 	zc [8]byte
 	// asym reads the per-group zero points p.Zeros instead of zc.
 	asym bool
+	// tsc is the tensor scale times 2^120 (q8E4M3): the kernel reads an
+	// E4M3 code c as the float32 with bits c<<20, which is its value
+	// times 2^-120, so tsc·that is fl(value·tensor scale) exactly as
+	// quant.Packed.Group computes it.
+	tsc float32
 }
 
 // q8Perm spreads the values of groups of k blocks over the eight blocks of
@@ -82,7 +89,7 @@ var q8Perm = [5][8]int32{
 // binary16 scales of groups of 32, 64 or 128.
 func newQ8Weight(p *quant.Packed) *q8Weight {
 	f := p.Format
-	if f.Bits != 4 || f.TensorScale || p.GIdx != nil || p.Cols%q8Cols != 0 || p.Rows == 0 {
+	if f.Bits != 4 || (f.TensorScale && f.Scale != quant.ScaleE4M3) || p.GIdx != nil || p.Cols%q8Cols != 0 || p.Rows == 0 {
 		return nil
 	}
 	gs := f.Group(p.Cols)
@@ -95,6 +102,23 @@ func newQ8Weight(p *quant.Packed) *q8Weight {
 		}
 	case f.Scale == quant.ScaleF16 && gs%q8Block == 0 && gs/q8Block <= 4 && gs/q8Block != 3:
 		w.kind, w.k = q8F16, gs/q8Block
+	case f.Scale == quant.ScaleE4M3 && gs == q8Block/2 && f.Elem == quant.ElemE2M1:
+		// Positive, non-NaN scale codes (0x00..0x7E) and a tensor scale
+		// that stays finite times 2^120.
+		ts := float32(1)
+		if f.TensorScale {
+			ts = p.TensorScale
+		}
+		if !(ts >= 0 && ts < 0x1p7) {
+			return nil
+		}
+		for _, c := range p.Scales {
+			if c >= 0x7F {
+				return nil
+			}
+		}
+		w.kind, w.tsc = q8E4M3, ts*0x1p120
+		f.TensorScale = false // checked above
 	default:
 		return nil
 	}
@@ -134,7 +158,7 @@ func newQ8Weight(p *quant.Packed) *q8Weight {
 type q8Act struct {
 	q  []int8    // cols bytes, pair-interleaved
 	s  []float32 // cols/32 block scales d_b/2
-	sq []float32 // 4·cols/32 quarter block sums S_b/4 (8 per pair)
+	sq []float32 // cols/8 sums of q over 8 columns (8 per pair)
 }
 
 func newQ8Act(cols int) *q8Act {
@@ -172,7 +196,7 @@ func (a *q8Act) quantizeGo(x []float32) bool {
 		// bytes further (h = b&1).
 		o := (*[64]int8)(a.q[64*(b>>1):])
 		h := 16 * (b & 1)
-		var sum int32
+		var sum [4]int32 // per 8 columns
 		if amax == 0 {
 			a.s[b] = 0
 			for i := 0; i < 16; i++ {
@@ -193,13 +217,14 @@ func (a *q8Act) quantizeGo(x []float32) bool {
 				q0 := int32(math.Float32bits(xb[2*i]*scale*id+0x1.8p23)) - 0x4B400000
 				q1 := int32(math.Float32bits(xb[2*i+1]*scale*id+0x1.8p23)) - 0x4B400000
 				o[h+i], o[32+h+i] = int8(q0), int8(q1)
-				sum += q0 + q1
+				sum[i/4] += q0 + q1
 			}
 			a.s[b] = amax / 127 / 2
 		}
-		sq := float32(sum) / 4
 		c := (*[4]float32)(a.sq[4*b:])
-		c[0], c[1], c[2], c[3] = sq, sq, sq, sq
+		for l, v := range sum {
+			c[l] = float32(v)
+		}
 	}
 	return true
 }
@@ -290,6 +315,34 @@ func q8F16RowsGo(codes []byte, rb int, scales, zeros []byte, rows int, a *q8Act,
 				for l := range lane {
 					f := float32(lane[l]) - zs[2*k+l/4]*a.sq[8*p+l]
 					acc[k%2][l] += f * ws[2*k+l/4]
+				}
+			}
+		}
+		y[r] += q8HSum(&acc)
+	}
+}
+
+// q8NVRowsGo is the reference of q8NVRowsAVX: q8MXRowsGo for E4M3 scale
+// codes of groups of 16 (two per block, one byte each) times the tensor
+// scale.
+func q8NVRowsGo(codes []byte, rb int, scales []byte, rows int, a *q8Act, w *q8Weight, y []float32) {
+	nb := len(a.s)
+	for r := 0; r < rows; r++ {
+		row := codes[r*rb:]
+		sc := scales[2*r*nb:]
+		var acc [2][8]float32
+		for qd := 0; qd < nb/8; qd++ {
+			var gs [16]float32 // per group: fl(fl(e4m3·ts)·d_b/2)
+			for g := range gs {
+				mul := math.Float32frombits(uint32(sc[16*qd+g])<<20) * w.tsc
+				gs[g] = mul * a.s[8*qd+g/2]
+			}
+			for k := 0; k < 4; k++ {
+				p := 4*qd + k
+				lane := q8PairDot(row, p, a, &w.lut)
+				for l := range lane {
+					f := float32(lane[l]) - q8Offset*a.sq[8*p+l]
+					acc[k%2][l] += f * gs[4*k+l/2]
 				}
 			}
 		}

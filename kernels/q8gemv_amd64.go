@@ -55,3 +55,19 @@ func q8F16Rows(codes []byte, rb int, scales, zeros []byte, rows int, a *q8Act, w
 	}
 	q8F16RowsAVX(&codes[0], rb, &scales[0], zp, zquad, rows, nb/8, w.k, &a.q[0], &a.s[0], &a.sq[0], &w.lut, &q8Perm[w.k], &y[0])
 }
+
+//go:noescape
+func q8NVRowsAVX(codes *byte, rb int, scales *byte, rows, nquads int, xq *int8, xs, sq *float32, lut *[16]byte, tsc float32, y *float32)
+
+// q8NVRows is q8NVRowsGo run by the AVX2 kernel (the caller checks
+// haveSIMD).
+func q8NVRows(codes []byte, rb int, scales []byte, rows int, a *q8Act, w *q8Weight, y []float32) {
+	if rows == 0 {
+		return
+	}
+	nb := len(a.s)
+	_ = codes[(rows-1)*rb+nb*q8Block/2-1]
+	_ = scales[2*rows*nb-1]
+	_ = y[rows-1]
+	q8NVRowsAVX(&codes[0], rb, &scales[0], rows, nb/8, &a.q[0], &a.s[0], &a.sq[0], &w.lut, w.tsc, &y[0])
+}

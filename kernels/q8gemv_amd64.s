@@ -22,6 +22,18 @@ DATA q8perm<>+112(SB)/8, $0x0000000700000007
 DATA q8perm<>+120(SB)/8, $0x0000000700000007
 GLOBL q8perm<>(SB), RODATA|NOPTR, $128
 
+// [0 0 1 1 2 2 3 3] and [4 4 5 5 6 6 7 7]: the lanes of the four groups of
+// 16 of a block pair (NVFP4) in the multipliers of eight groups.
+DATA q8gperm<>+0(SB)/8, $0x0000000000000000
+DATA q8gperm<>+8(SB)/8, $0x0000000100000001
+DATA q8gperm<>+16(SB)/8, $0x0000000200000002
+DATA q8gperm<>+24(SB)/8, $0x0000000300000003
+DATA q8gperm<>+32(SB)/8, $0x0000000400000004
+DATA q8gperm<>+40(SB)/8, $0x0000000500000005
+DATA q8gperm<>+48(SB)/8, $0x0000000600000006
+DATA q8gperm<>+56(SB)/8, $0x0000000700000007
+GLOBL q8gperm<>(SB), RODATA|NOPTR, $64
+
 // Q8DOT leaves in Y4 the eight int32 lane sums of the 64 codes of block
 // pair k (32 bytes at k*32(SI)) with their int8 activations (64 bytes at
 // k*64(DI), the q8Act order), converted to float32: table lookup (Y14) of
@@ -99,6 +111,14 @@ GLOBL q8perm<>(SB), RODATA|NOPTR, $128
 	VXORPS Y0, Y0, Y0 \
 	VXORPS Y1, Y1, Y1
 
+// Q8NVPAIR is Q8PAIR with the pair's lanes of the group multipliers S
+// (two lanes a group) picked by PERM.
+#define Q8NVPAIR(k, S, PERM, ACC) \
+	Q8DOT(k) \
+	VFNMADD231PS (k*32)(R12), Y7, Y4 \
+	VPERMPS S, PERM, Y6 \
+	VFMADD231PS Y6, Y4, ACC
+
 // Q8ROWEND adds the accumulators Y0 and Y1 horizontally (in the order of
 // q8HSum) to the row's y (R13), moves to the next y and code row (R8 +=
 // R9) and decrements the row count BX.
@@ -161,16 +181,15 @@ GLOBL q8ileave<>(SB), RODATA|NOPTR, $16
 DATA q8const<>+0(SB)/4, $0x7FFFFFFF // |x| mask
 DATA q8const<>+4(SB)/4, $127.0
 DATA q8const<>+8(SB)/4, $0.5
-DATA q8const<>+12(SB)/4, $0.25
-DATA q8const<>+16(SB)/4, $0x5F800000 // 2^64
-GLOBL q8const<>(SB), RODATA|NOPTR, $20
+DATA q8const<>+12(SB)/4, $0x5F800000 // 2^64
+GLOBL q8const<>(SB), RODATA|NOPTR, $16
 
 // func q8QuantAVX(x *float32, nblocks int, q *int8, s, sq *float32) bool
 // q8Act.quantize for nblocks (even) blocks of 32: per block the largest
 // |x| (as an integer maximum of the magnitude bits, which also finds NaN
 // and ±Inf: false is returned at the first such block), id = 127/amax,
 // q = VCVTPS2DQ(x·id) (round to nearest even, as the Go code's 1.5·2^23
-// addition), s = amax/127·0.5 and sq = Σq/4 in four lanes; the bytes are
+// addition), s = amax/127·0.5 and sq = Σq over each quarter; the bytes are
 // stored in the q8Act order: even columns at 64p+16h, odd ones 32 further.
 TEXT ·q8QuantAVX(SB), NOSPLIT, $0-41
 	MOVQ x+0(FP), SI
@@ -182,7 +201,6 @@ TEXT ·q8QuantAVX(SB), NOSPLIT, $0-41
 	VPBROADCASTD (R10), Y15
 	VMOVSS 4(R10), X14
 	VMOVSS 8(R10), X13
-	VBROADCASTSS 12(R10), X11
 	LEAQ q8ileave<>(SB), AX
 	VBROADCASTI128 (AX), Y12
 	XORQ DX, DX // h·16: 0 for even blocks, 16 for odd ones
@@ -216,7 +234,7 @@ qqblock:
 	CMPL  AX, $0x1F800000 // q8Tiny = 2^-64
 	JAE   qqid
 	// A tiny block: x and amax times 2^64 (exact), so 127/amax is finite.
-	VBROADCASTSS 16(R10), Y5
+	VBROADCASTSS 12(R10), Y5
 	VMULPS Y5, Y0, Y0
 	VMULPS Y5, Y1, Y1
 	VMULPS Y5, Y2, Y2
@@ -239,18 +257,14 @@ qqzero:
 	VCVTPS2DQ Y1, Y1
 	VCVTPS2DQ Y2, Y2
 	VCVTPS2DQ Y3, Y3
-	// sq = Σq/4 in four lanes.
-	VPADDD Y1, Y0, Y4
-	VPADDD Y3, Y2, Y5
-	VPADDD Y5, Y4, Y4
+	// sq = the sums of q over columns 0-7, 8-15, 16-23 and 24-31 (the
+	// four lanes of the GEMV kernels): Y0..Y3 summed horizontally.
+	VPHADDD Y1, Y0, Y4
+	VPHADDD Y3, Y2, Y5
+	VPHADDD Y5, Y4, Y4
 	VEXTRACTI128 $1, Y4, X5
 	VPADDD X5, X4, X4
-	VPSHUFD $0x4E, X4, X5
-	VPADDD X5, X4, X4
-	VPSHUFD $0xB1, X4, X5
-	VPADDD X5, X4, X4
 	VCVTDQ2PS X4, X4
-	VMULPS X11, X4, X4
 	VMOVUPS X4, (R9)
 	// Even and odd columns: per lane, dwords {0,2} / {1,3} of x[0:8]
 	// and x[8:16] (then x[16:24], x[24:32]).
@@ -346,5 +360,68 @@ qfloaded:
 	JNZ  qfrow
 
 qfdone:
+	VZEROUPPER
+	RET
+
+// func q8NVRowsAVX(codes *byte, rb int, scales *byte, rows, nquads int, xq *int8, xs, sq *float32, lut *[16]byte, tsc float32, y *float32)
+// q8MXRowsAVX for NVFP4: E4M3 scale codes of groups of 16 (16 bytes per
+// step of eight blocks, rows contiguous), each read as the float32 with
+// bits code<<20 and multiplied by tsc (the tensor scale times 2^120),
+// which gives fl(e4m3·tensor scale); the group multipliers times the
+// blocks' activation scales are formed once per step for the 16 groups
+// (Y2: groups 0-7, Y3: 8-15), and each pair picks its four groups' lanes
+// with the pattern [0 0 1 1 2 2 3 3] (Y10) or [4 4 5 5 6 6 7 7] (Y11).
+// q8NVRowsGo is the reference.
+TEXT ·q8NVRowsAVX(SB), NOSPLIT, $0-88
+	MOVQ codes+0(FP), R8
+	MOVQ rb+8(FP), R9
+	MOVQ scales+16(FP), R10
+	MOVQ rows+24(FP), BX
+	MOVQ nquads+32(FP), DX
+	MOVQ y+80(FP), R13
+	MOVQ lut+64(FP), AX
+	VBROADCASTI128 (AX), Y14
+	Q8CONSTS
+	VBROADCASTSS tsc+72(FP), Y13
+	LEAQ q8gperm<>(SB), AX
+	VMOVDQU (AX), Y10
+	VMOVDQU 32(AX), Y11
+	MOVL $0x41400000, AX // 12.0
+	VMOVD AX, X7
+	VBROADCASTSS X7, Y7
+	TESTQ BX, BX
+	JZ    qndone
+
+qnrow:
+	Q8ROWSTART(xq+40(FP), xs+48(FP), sq+56(FP))
+
+qnquad:
+	VMOVUPS (R11), Y8
+	VPMOVZXBD (R10), Y2
+	VPMOVZXBD 8(R10), Y3
+	VPSLLD $20, Y2, Y2
+	VPSLLD $20, Y3, Y3
+	VMULPS Y13, Y2, Y2
+	VMULPS Y13, Y3, Y3
+	VPERMPS Y8, Y10, Y4
+	VPERMPS Y8, Y11, Y5
+	VMULPS Y4, Y2, Y2
+	VMULPS Y5, Y3, Y3
+	ADDQ $16, R10
+	Q8NVPAIR(0, Y2, Y10, Y0)
+	Q8NVPAIR(1, Y2, Y11, Y1)
+	Q8NVPAIR(2, Y3, Y10, Y0)
+	Q8NVPAIR(3, Y3, Y11, Y1)
+	ADDQ $128, SI
+	ADDQ $256, DI
+	ADDQ $32, R11
+	ADDQ $128, R12
+	DECQ CX
+	JNZ  qnquad
+
+	Q8ROWEND
+	JNZ  qnrow
+
+qndone:
 	VZEROUPPER
 	RET

@@ -16,3 +16,8 @@ func q8Quant(x []float32, a *q8Act) bool { return a.quantizeGo(x) }
 func q8F16Rows(codes []byte, rb int, scales, zeros []byte, rows int, a *q8Act, w *q8Weight, y []float32) {
 	q8F16RowsGo(codes, rb, scales, zeros, rows, a, w, y)
 }
+
+// q8NVRows runs the reference kernel (never reached without haveSIMD).
+func q8NVRows(codes []byte, rb int, scales []byte, rows int, a *q8Act, w *q8Weight, y []float32) {
+	q8NVRowsGo(codes, rb, scales, rows, a, w, y)
+}

@@ -26,7 +26,7 @@ func q8Format(t testing.TB, name string, gs int) quant.Format {
 // group size, symmetric and asymmetric integers.
 func q8Formats(t testing.TB) []quant.Format {
 	return []quant.Format{
-		q8Format(t, "mxfp4", 0), q8Format(t, "fp4", 0), q8Format(t, "fp4", 32),
+		q8Format(t, "mxfp4", 0), q8Format(t, "nvfp4", 0), q8Format(t, "fp4", 0), q8Format(t, "fp4", 32),
 		q8Format(t, "int4", 0), q8Format(t, "int4", 32), q8Format(t, "int4", 64),
 		q8Format(t, "int4_asym", 0), q8Format(t, "int4_asym", 64), q8Format(t, "int4_asym", 32),
 	}
@@ -63,6 +63,10 @@ func q8Case(t testing.TB, f quant.Format, seed uint64, rows, cols int) (*quant.P
 // q8Rows runs the int8 kernel of q (assembly when asm) on all rows of p.
 func q8Rows(p *quant.Packed, q *q8Weight, a *q8Act, y []float32, asm bool) {
 	switch {
+	case q.kind == q8E4M3 && asm:
+		q8NVRows(p.Codes, p.RowBytes(), p.Scales, p.Rows, a, q, y)
+	case q.kind == q8E4M3:
+		q8NVRowsGo(p.Codes, p.RowBytes(), p.Scales, p.Rows, a, q, y)
 	case q.kind == q8E8M0 && asm:
 		q8MXRows(p.Codes, p.RowBytes(), p.Scales, p.Rows, a, &q.lut, y)
 	case q.kind == q8E8M0:
@@ -191,7 +195,7 @@ func TestQ8Eligibility(t *testing.T) {
 			t.Errorf("%v not eligible", f)
 		}
 	}
-	for _, f := range []quant.Format{q8Format(t, "nvfp4", 0), q8Format(t, "nf4", 0), q8Format(t, "int3", 0),
+	for _, f := range []quant.Format{q8Format(t, "nf4", 0), q8Format(t, "int3", 0),
 		q8Format(t, "int8", 0), q8Format(t, "int4", 256), q8Format(t, "int4", 96)} {
 		if p, _ := q8Case(t, f, 3, 4, 768); newQ8Weight(p) != nil {
 			t.Errorf("%v took the int8 path", f)

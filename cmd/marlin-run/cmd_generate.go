@@ -42,7 +42,7 @@ func generateCommand() *command {
 			fs.StringVar(&backend, "backend", "auto", "kernels backend: auto, cpu, metal")
 			fs.IntVar(&threads, "threads", 0, "threads per kernel call (0: all cores)")
 			fs.BoolVar(&dequantize, "dequantize", false, "run the F32 model of the dequantized weights instead (for comparison)")
-			fs.BoolVar(&f32Act, "f32-activations", false, "keep decode activations in float32 (default: int8 blocks of 32 for mxfp4/fp4/int4 weights on the CPU, as llama.cpp)")
+			fs.BoolVar(&f32Act, "f32-activations", false, "keep decode activations in float32 (default: int8 blocks of 32 for mxfp4/nvfp4/fp4/int4 weights on the CPU, as llama.cpp)")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {
 			if len(args) != 1 {
