@@ -15,9 +15,9 @@ import (
 // quantized to int8 in blocks of 32 with one float32 scale per block
 // (amax/127, round to nearest even); the weight codes go through a
 // 16-entry byte table to an unsigned doubled value (2·e2m1 + 12, or 2·code
-// for integers), and the block dot products are exact integer sums
-// (VPMADDUBSW/VPMADDWD) from which the offset (12, or twice the zero
-// point) is removed with the precomputed Σq of the block. The only
+// for integers), and the dot products are exact integer sums over eight
+// columns (VPMADDUBSW/VPMADDWD) from which the offset (12, or twice the
+// zero point) is removed with the precomputed Σq of those columns. The only
 // rounding beyond the float32 sums of the exact path is the activation's:
 // for block b with scale d_b, |y − y_exact| ≤ Σ_b Σ_{i∈b} |w_i|·d_b/2
 // (plus float32 summation error), which q8gemv_test.go checks.
