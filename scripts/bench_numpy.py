@@ -135,6 +135,10 @@ def main():
         cases.append((f"dequant-gemv {fmt} 4096x4096", f"^BenchmarkDequantGEMV$/^{fmt}$/^(copy-)?threads=0$",
                       f"BenchmarkDequantGEMV/{fmt}/threads=0", "GB/s", None,
                       f"BenchmarkDequantGEMV/{fmt}/copy-threads=0", "copy of same bytes", 0.6, "100x"))
+        # The exact path (float32 activations, Options.F32Activations).
+        cases.append((f"dequant-gemv {fmt} f32 activations", f"^BenchmarkDequantGEMV$/^{fmt}$/^(copy-|f32act-)threads=0$",
+                      f"BenchmarkDequantGEMV/{fmt}/f32act-threads=0", "GB/s", None,
+                      f"BenchmarkDequantGEMV/{fmt}/copy-threads=0", "copy of same bytes", None, "100x"))
         # The same pair per CPU second of the process (both sides alike):
         # steadier than wall-clock GB/s when other processes hold the cores.
         cases.append((f"dequant-gemv {fmt} per cpu-s", f"^BenchmarkDequantGEMV$/^{fmt}$/^(copy-)?threads=0$",
