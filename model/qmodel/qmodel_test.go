@@ -152,6 +152,13 @@ func TestDecodeInt8Activations(t *testing.T) {
 	for _, format := range []string{"mxfp4", "nvfp4", "int4", "int4_asym"} {
 		t.Run(format, func(t *testing.T) { decodeInt8(t, src, format, ids) })
 	}
+	// MoE (every routed expert a GEMV of one token) and MLA.
+	for _, model := range []string{"qwen3moe-nano", "glm47-nano"} {
+		t.Run(model, func(t *testing.T) {
+			src := assets.Model(t, model)
+			decodeInt8(t, src, "mxfp4", evalIDs(t, src))
+		})
+	}
 }
 
 func decodeInt8(t *testing.T, src, format string, ids []int32) {
