@@ -62,6 +62,12 @@ func randomPacked(t *testing.T, r *rand.Rand, f quant.Format, rows, cols int, ac
 	for i := range p.Scales {
 		p.Scales[i] = byte(r.Uint32())
 	}
+	if f.PerTensor { // one scale, in every row's slot
+		sb := f.Scale.Bytes()
+		for row := 1; row < rows; row++ {
+			copy(p.Scales[row*sb:(row+1)*sb], p.Scales[:sb])
+		}
+	}
 	maxq := uint32(1)<<f.Bits - 1
 	for i := range p.Zeros {
 		p.Zeros[i] = byte(r.Uint32() % (maxq + 1))

@@ -20,6 +20,8 @@
 //	nf4 / nf3   NF     4/3   64     F16             QLoRA level tables, s = absmax
 //	fp8_e4m3    E4M3   8     row    F32             OCP E4M3FN, s = absmax/448
 //	fp8_e5m2    E5M2   8     row    F32             OCP E5M2, s = absmax/57344
+//	fp8_*_tensor E4M3/E5M2 8 row*   F32             one s = absmax(T)/max for the tensor,
+//	                                                stored in every row (PerTensor)
 //	bf16, f16   -      16    -      -               kept (rounded to the type)
 //
 // (* fixed by the spec.) WithGroupSize and WithScale derive variants

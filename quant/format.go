@@ -120,6 +120,12 @@ type Format struct {
 	// Asym is set for integer formats with a per-group zero point (stored
 	// as one byte per group in Packed.Zeros).
 	Asym bool
+	// PerTensor is set for formats with one scale for the whole tensor
+	// (FP8 "per tensor"): it is fitted on all the weights and stored in
+	// every row's slot, so the layout, the kernels and the exporters are
+	// those of a per-channel scale (GroupSize 0) whose rows agree;
+	// Packed.Validate checks that they do.
+	PerTensor bool
 }
 
 // Quantized reports whether the format quantizes (false for bf16/f16, which
@@ -205,6 +211,9 @@ func (f Format) WithGroupSize(g int) (Format, error) {
 	if g == f.GroupSize {
 		return f, nil
 	}
+	if f.PerTensor {
+		return f, fmt.Errorf("format %s: one scale per tensor, no group size (got %d)", f.Name, g)
+	}
 	if f.FixedGroup {
 		return f, fmt.Errorf("format %s: block size is fixed at %d by its spec (got %d)", f.Name, f.GroupSize, g)
 	}
@@ -278,6 +287,8 @@ func formats() []Format {
 		{Name: "nf3", Elem: ElemNF, Bits: 3, GroupSize: 64, Scale: ScaleF16},
 		{Name: "fp8_e4m3", Elem: ElemE4M3, Bits: 8, GroupSize: 0, Scale: ScaleF32},
 		{Name: "fp8_e5m2", Elem: ElemE5M2, Bits: 8, GroupSize: 0, Scale: ScaleF32},
+		{Name: "fp8_e4m3_tensor", Elem: ElemE4M3, Bits: 8, GroupSize: 0, FixedGroup: true, Scale: ScaleF32, PerTensor: true},
+		{Name: "fp8_e5m2_tensor", Elem: ElemE5M2, Bits: 8, GroupSize: 0, FixedGroup: true, Scale: ScaleF32, PerTensor: true},
 		{Name: "bf16", Elem: ElemBF16, Bits: 16},
 		{Name: "f16", Elem: ElemF16, Bits: 16},
 	}

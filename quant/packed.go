@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -219,6 +220,14 @@ func (p *Packed) Validate() error {
 		for c, g := range p.GIdx {
 			if g < 0 || int(g) >= p.Groups() {
 				return fmt.Errorf("quant: g_idx[%d] = %d out of range [0, %d)", c, g, p.Groups())
+			}
+		}
+	}
+	if f.PerTensor {
+		sb := f.Scale.Bytes()
+		for r := 1; r < p.Rows; r++ {
+			if !bytes.Equal(p.Scales[r*sb:(r+1)*sb], p.Scales[:sb]) {
+				return fmt.Errorf("quant: %s [%d, %d]: row %d's scale differs from row 0's (one scale per tensor)", f.Name, p.Rows, p.Cols, r)
 			}
 		}
 	}

@@ -85,6 +85,17 @@ func QuantizeContext(ctx context.Context, w []float32, rows, cols int, f Format,
 		p.TensorScale = f.TensorScaleFor(amax)
 	}
 	q := newRowQuantizer(p, opts)
+	if f.PerTensor {
+		if q.reject {
+			for r := 0; r < rows; r++ {
+				if err := q.nonFinite(r, w[r*cols:(r+1)*cols]); err != nil {
+					return nil, wrapTensorErr(opts.Name, err)
+				}
+			}
+		}
+		gs := f.FitGroup(w, p.TensorScale, q.fit)
+		q.shared = &gs
+	}
 	err = parallelRows(ctx, rows, opts.Workers, func(r0, r1 int) error {
 		for r := r0; r < r1; r++ {
 			if err := q.row(r, w[r*cols:(r+1)*cols]); err != nil {
@@ -164,6 +175,9 @@ type rowQuantizer struct {
 	fit    *FitOptions
 	reject bool // NaN/Inf is an error
 	name   string
+	// shared is the one scale of a PerTensor format, fitted on the whole
+	// tensor before any row.
+	shared *GroupScale
 }
 
 func newRowQuantizer(p *Packed, opts *Options) *rowQuantizer {
@@ -220,7 +234,12 @@ func (q *rowQuantizer) row(r int, w []float32) error {
 	g := f.Group(p.Cols)
 	for gi := 0; gi*g < p.Cols; gi++ {
 		c0, c1 := gi*g, min((gi+1)*g, p.Cols)
-		gs := f.FitGroup(w[c0:c1], p.TensorScale, q.fit)
+		var gs GroupScale
+		if q.shared != nil {
+			gs = *q.shared
+		} else {
+			gs = f.FitGroup(w[c0:c1], p.TensorScale, q.fit)
+		}
 		p.SetGroup(r, gi, gs)
 		// Fast paths for finite rows (checked above in reject mode; pass
 		// mode needs QuantizeValue's NaN rules).
@@ -548,6 +567,13 @@ func QuantizeTensor(ctx context.Context, t *tensor.Tensor, f Format, opts *Optio
 		}
 	default:
 		return nil, fmt.Errorf("quant: tensor %q: cannot quantize dtype %s", t.Name, t.DType)
+	}
+	if f.PerTensor {
+		// The scale is fitted on every weight at once (with scale search,
+		// on their squared error): convert the whole tensor.
+		w := make([]float32, rows*cols)
+		conv(w, t.Data)
+		return QuantizeContext(ctx, w, rows, cols, f, &o)
 	}
 	p, err := NewPacked(f, rows, cols)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -302,4 +303,19 @@ func FuzzQuantizeConfig(f *testing.F) {
 			t.Fatalf("valid config failed to resolve %q: %v", name, err)
 		}
 	})
+}
+
+// TestQuantizeFormatDocListsEveryFormat: the `format` field's description
+// (schema and README) names every registered format.
+func TestQuantizeFormatDocListsEveryFormat(t *testing.T) {
+	f, ok := reflect.TypeOf(QuantSpec{}).FieldByName("Format")
+	if !ok {
+		t.Fatal("QuantSpec has no Format field")
+	}
+	doc := f.Tag.Get("jsonschema")
+	for _, n := range quant.Names() {
+		if !strings.Contains(doc, " "+n+" ") && !strings.Contains(doc, "("+n+" ") && !strings.Contains(doc, " "+n+")") {
+			t.Errorf("format %q missing from the description %q", n, doc)
+		}
+	}
 }

@@ -53,7 +53,7 @@ type Scheme struct {
 	Format     string
 	NumBits    int
 	Type       string // "int" or "float"
-	Strategy   string // "group", "channel", "tensor_group"
+	Strategy   string // "group", "channel", "tensor", "tensor_group"
 	GroupSize  int    // 0 for channel
 	Symmetric  bool
 	ActOrder   bool
@@ -177,13 +177,19 @@ func Tensors(name string, p *quant.Packed) ([]*tensor.Tensor, Scheme, error) {
 			s.ActOrder = true
 		}
 		return out, s, nil
+	case f.Elem == quant.ElemE4M3 && f.PerTensor && f.Scale == quant.ScaleF32:
+		// One scale (every row holds the same, Packed.Validate checks).
+		return []*tensor.Tensor{
+			{Name: mod + ".weight", DType: tensor.F8E4M3, Shape: []int{p.Rows, p.Cols}, Data: p.Codes},
+			{Name: mod + ".weight_scale", DType: tensor.F32, Shape: []int{1}, Data: p.Scales[:4]},
+		}, Scheme{Format: FormatFloat, NumBits: 8, Type: "float", Strategy: "tensor", Symmetric: true}, nil
 	case f.Elem == quant.ElemE4M3 && (f.GroupSize == 0 || f.GroupSize >= p.Cols) && f.Scale == quant.ScaleF32:
 		return []*tensor.Tensor{
 			{Name: mod + ".weight", DType: tensor.F8E4M3, Shape: []int{p.Rows, p.Cols}, Data: p.Codes},
 			{Name: mod + ".weight_scale", DType: tensor.F32, Shape: []int{p.Rows, 1}, Data: p.Scales},
 		}, Scheme{Format: FormatFloat, NumBits: 8, Type: "float", Strategy: "channel", Symmetric: true}, nil
 	}
-	return fail("no compressed-tensors layout (supported: nvfp4, mxfp4, int2..int8 sym/asym, fp8_e4m3 per channel)")
+	return fail("no compressed-tensors layout (supported: nvfp4, mxfp4, int2..int8 sym/asym, fp8_e4m3 per channel or per tensor)")
 }
 
 func scaleDType(s quant.ScaleType) (tensor.DType, error) {

@@ -313,3 +313,25 @@ func TestUnsupported(t *testing.T) {
 		t.Error("gptq accepted 3-bit codes")
 	}
 }
+
+// TestFP8PerTensor: fp8_e4m3_tensor is written with the "tensor" strategy
+// and one F32 scale, and reads back to the dequantized weights exactly.
+func TestFP8PerTensor(t *testing.T) {
+	p := quantized(t, "fp8_e4m3_tensor", 8, 64, nil)
+	ts, s, err := Tensors("x.weight", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := byName(ts)
+	w, sc := m["x.weight"], m["x.weight_scale"]
+	if len(sc.Shape) != 1 || sc.Shape[0] != 1 || s.Strategy != "tensor" || s.Format != FormatFloat {
+		t.Fatalf("scale shape %v, scheme %+v", sc.Shape, s)
+	}
+	got := make([]float32, 8*64)
+	for i := range got {
+		got[i] = e4m3(w.Data[i]) * f32at(sc.Data, 0)
+	}
+	want := make([]float32, 8*64)
+	p.Dequantize(want)
+	compare(t, "fp8 per tensor", got, want, 0)
+}

@@ -65,6 +65,9 @@ func FormatsTable() string {
 		group, scale := "—", "—"
 		if f.Quantized() {
 			group = "per row"
+			if f.PerTensor {
+				group = "per tensor"
+			}
 			if f.GroupSize > 0 {
 				group = fmt.Sprint(f.GroupSize)
 				if f.FixedGroup {

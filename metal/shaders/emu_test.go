@@ -104,6 +104,12 @@ func randomPacked(t *testing.T, rng *rand.Rand, f quant.Format, rows, cols int, 
 	for i := range p.Scales {
 		p.Scales[i] = uint8(rng.Uint32())
 	}
+	if f.PerTensor { // one scale, in every row's slot
+		sb := f.Scale.Bytes()
+		for r := 1; r < rows; r++ {
+			copy(p.Scales[r*sb:(r+1)*sb], p.Scales[:sb])
+		}
+	}
 	for i := range p.Zeros {
 		p.Zeros[i] = uint8(rng.IntN(1 << f.Bits))
 	}

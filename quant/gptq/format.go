@@ -15,6 +15,9 @@ type FormatGrid struct {
 	f     quant.Format
 	cols  int
 	tscal float32
+	// shared is the one scale of a PerTensor format (FP8 per tensor),
+	// fitted on the original weights like the tensor scale.
+	shared *quant.GroupScale
 }
 
 // NewFormatGrid builds the grid of f for a rows×cols weight w. Formats with
@@ -35,6 +38,10 @@ func NewFormatGrid(f quant.Format, w []float32, cols int) (*FormatGrid, error) {
 		}
 		g.tscal = f.TensorScaleFor(amax)
 	}
+	if f.PerTensor {
+		gs := f.FitGroup(w, g.tscal, nil)
+		g.shared = &gs
+	}
 	return g, nil
 }
 
@@ -46,6 +53,10 @@ func (g *FormatGrid) TensorScale() float32 { return g.tscal }
 
 // Fit implements Grid.
 func (g *FormatGrid) Fit(vals []float64, clip float64) Scale {
+	if g.shared != nil {
+		gs := g.shared
+		return Scale{Mul: float64(gs.Mul), Zero: float64(gs.Zero), Enc: gs.Code}
+	}
 	buf := make([]float32, len(vals))
 	for i, v := range vals {
 		buf[i] = float32(v)

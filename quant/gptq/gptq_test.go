@@ -99,6 +99,7 @@ func TestGIdxRoundTrip(t *testing.T) {
 		{"mxfp4", 0, Options{ActOrder: true}, true},
 		{"nvfp4", 0, Options{ActOrder: true, ClipRatios: DefaultClipRatios()}, true},
 		{"nvfp4", 0, Options{}, false},
+		{"fp8_e4m3_tensor", 0, Options{ClipRatios: DefaultClipRatios()}, false},
 	} {
 		f := lookup(t, c.name, c.group)
 		p, res, err := QuantizeFormat(context.Background(), f32s(L.w), L.rows, L.cols, L.h, f, c.opt)
