@@ -82,11 +82,8 @@ func BenchmarkDequantGEMV(b *testing.B) {
 			x := randSlice(r, cols)
 			y := make([]float32, rows)
 			nb := float64(packedBytes(p0))
-			if pe, err := newCPU(Options{F32Activations: true}, true).Prepare(ws[0]); err == nil && pe.(*cpuPrepared).q8 == nil {
-				// The exact path, for comparison with the default int8
-				// activations (kernels.Options.F32Activations).
-				b.Run("f32act-threads=0", func(b *testing.B) {
-					be := newCPU(Options{F32Activations: true}, true)
+			gemv := func(be *cpu) func(b *testing.B) {
+				return func(b *testing.B) {
 					i := 0
 					cpu0, cpuOK := processCPU()
 					for b.Loop() {
@@ -96,21 +93,13 @@ func BenchmarkDequantGEMV(b *testing.B) {
 						i++
 					}
 					reportGBs(b, nb, cpu0, cpuOK)
-				})
+				}
 			}
+			// The exact path, for comparison with the default int8
+			// activations (kernels.Options.F32Activations).
+			b.Run("f32act-threads=0", gemv(newCPU(Options{F32Activations: true}, true)))
 			for _, th := range []int{1, 0} {
-				b.Run(fmt.Sprintf("threads=%d", th), func(b *testing.B) {
-					be := benchBackend(th)
-					i := 0
-					cpu0, cpuOK := processCPU()
-					for b.Loop() {
-						if err := be.DequantGEMM(1, x, cols, ws[i%len(ws)], 0, y, rows); err != nil {
-							b.Fatal(err)
-						}
-						i++
-					}
-					reportGBs(b, nb, cpu0, cpuOK)
-				})
+				b.Run(fmt.Sprintf("threads=%d", th), gemv(benchBackend(th)))
 				b.Run(fmt.Sprintf("copy-threads=%d", th), func(b *testing.B) {
 					srcs := make([][]byte, dqBenchWeights)
 					for i := range srcs {

@@ -99,6 +99,20 @@ GLOBL q8gperm<>(SB), RODATA|NOPTR, $64
 	VMOVDQU 64(AX), Y12 \
 	VMOVDQU 96(AX), Y13
 
+// Q8PROLOGUE loads the arguments the E8M0 and E4M3 kernels share (codes
+// R8, row bytes R9, scales R10, rows BX, steps DX, y R13 from Y, the code
+// table Y14) and the constants.
+#define Q8PROLOGUE(Y) \
+	MOVQ codes+0(FP), R8 \
+	MOVQ rb+8(FP), R9 \
+	MOVQ scales+16(FP), R10 \
+	MOVQ rows+24(FP), BX \
+	MOVQ nquads+32(FP), DX \
+	MOVQ Y, R13 \
+	MOVQ lut+64(FP), AX \
+	VBROADCASTI128 (AX), Y14 \
+	Q8CONSTS
+
 // Q8ROWSTART points SI at the row's codes (R8), DI, R11 and R12 at the
 // activations, their scales and quarter sums, sets the step count CX from
 // DX and clears the accumulators Y0 and Y1.
@@ -139,15 +153,7 @@ GLOBL q8gperm<>(SB), RODATA|NOPTR, $64
 // bytes apart) adds to y[r] the int8-activation dot product described in
 // q8gemv.go; q8MXRowsGo is the reference.
 TEXT ·q8MXRowsAVX(SB), NOSPLIT, $0-80
-	MOVQ codes+0(FP), R8
-	MOVQ rb+8(FP), R9
-	MOVQ scales+16(FP), R10
-	MOVQ rows+24(FP), BX
-	MOVQ nquads+32(FP), DX
-	MOVQ y+72(FP), R13
-	MOVQ lut+64(FP), AX
-	VBROADCASTI128 (AX), Y14
-	Q8CONSTS
+	Q8PROLOGUE(y+72(FP))
 	MOVL $0x41400000, AX // 12.0
 	VMOVD AX, X7
 	VBROADCASTSS X7, Y7
@@ -373,15 +379,7 @@ qfdone:
 // with the pattern [0 0 1 1 2 2 3 3] (Y10) or [4 4 5 5 6 6 7 7] (Y11).
 // q8NVRowsGo is the reference.
 TEXT ·q8NVRowsAVX(SB), NOSPLIT, $0-88
-	MOVQ codes+0(FP), R8
-	MOVQ rb+8(FP), R9
-	MOVQ scales+16(FP), R10
-	MOVQ rows+24(FP), BX
-	MOVQ nquads+32(FP), DX
-	MOVQ y+80(FP), R13
-	MOVQ lut+64(FP), AX
-	VBROADCASTI128 (AX), Y14
-	Q8CONSTS
+	Q8PROLOGUE(y+80(FP))
 	VBROADCASTSS tsc+72(FP), Y13
 	LEAQ q8gperm<>(SB), AX
 	VMOVDQU (AX), Y10
