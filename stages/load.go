@@ -385,13 +385,11 @@ func (s *loadStage) task(src loadSource, key string, names []string, modelType s
 				if err != nil {
 					return nil, fmt.Errorf("load: %w", err)
 				}
-				// Copy out of the mapping and drop the mapped pages: the
-				// copy is garbage once the runner has stored it (the GC
-				// limit follows resources.memory), while touched mapped
-				// pages would stay resident for the whole run.
-				view := t.Data
-				t.Data = append([]byte(nil), view...)
-				dropPages(view)
+				// Copy out of the mapping and drop the mapped pages as the
+				// copy proceeds: the copy is garbage once the runner has
+				// stored it (the GC limit follows resources.memory), while
+				// touched mapped pages would stay resident for the whole run.
+				t.Data = copyDropping(t.Data)
 				out.Tensors = append(out.Tensors, t)
 				if env != nil && env.Progress != nil {
 					env.Progress(int64(i+1), int64(len(names)))
