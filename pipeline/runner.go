@@ -206,6 +206,14 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 			return fmt.Errorf("task %s: %w", st.ref, err)
 		}
 		st.entry = e
+		if sem != nil && w >= budget/4 {
+			// A task holding a quarter of the budget or more leaves as
+			// much garbage: collect it before its bytes are released, so
+			// the next admitted task does not find the heap still full
+			// (the GC limit alone lags when other processes hold the CPU).
+			// out is dead here, so its tensors are collected too.
+			runtime.GC()
+		}
 		statsMu.Lock()
 		stats.Executed++
 		stats.Bytes += e.Size

@@ -527,7 +527,8 @@ func e2m1MagFast(a uint32) uint32 {
 // QuantizeTensor quantizes a 2-D (or N-D, flattened to [prod(shape[:-1]),
 // shape[-1]]) BF16, F16 or F32 tensor, converting rows in chunks so that no
 // float32 copy of the whole tensor is made beyond one chunk per worker.
-// opts.Name defaults to t.Name.
+// opts.Name defaults to t.Name. A finite BF16 (F16) tensor asked for in
+// bf16 (f16) is returned sharing t.Data, since its codes are its bytes.
 func QuantizeTensor(ctx context.Context, t *tensor.Tensor, f Format, opts *Options) (*Packed, error) {
 	o := Options{}
 	if opts != nil {
@@ -567,6 +568,17 @@ func QuantizeTensor(ctx context.Context, t *tensor.Tensor, f Format, opts *Optio
 		}
 	default:
 		return nil, fmt.Errorf("quant: tensor %q: cannot quantize dtype %s", t.Name, t.DType)
+	}
+	if (f.Elem == ElemBF16 && t.DType == tensor.BF16) || (f.Elem == ElemF16 && t.DType == tensor.F16) {
+		// Already in the format: the packed tensor shares t.Data (no
+		// copy), unless a NaN/Inf must be reported or encoded.
+		exp := uint16(0x7f80) // BF16
+		if f.Elem == ElemF16 {
+			exp = 0x7c00
+		}
+		if !half16NonFinite(t.Data, exp) {
+			return &Packed{Format: f, Rows: rows, Cols: cols, Codes: t.Data[: rows*cols*2 : rows*cols*2], Scales: []byte{}}, nil
+		}
 	}
 	if f.PerTensor {
 		// The scale is fitted on every weight at once (with scale search,
@@ -629,6 +641,17 @@ func QuantizeTensor(ctx context.Context, t *tensor.Tensor, f Format, opts *Optio
 		return nil, wrapTensorErr(o.Name, err)
 	}
 	return p, nil
+}
+
+// half16NonFinite reports whether little-endian 16-bit floats b (BF16 or
+// F16) hold a NaN or an infinity: an exponent field of all ones.
+func half16NonFinite(b []byte, exp uint16) bool {
+	for i := 0; i+1 < len(b); i += 2 {
+		if binary.LittleEndian.Uint16(b[i:])&exp == exp {
+			return true
+		}
+	}
+	return false
 }
 
 func abs32(x float32) float32 { return math.Float32frombits(math.Float32bits(x) &^ (1 << 31)) }

@@ -2,6 +2,7 @@ package quant
 
 import (
 	"context"
+	"encoding/binary"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -217,6 +218,49 @@ func TestParallelRowsDeterministic(t *testing.T) {
 		_, err := Quantize(bad, rows, cols, mustLookup(t, "mxfp4"), &Options{Name: "x", Workers: 8})
 		if err == nil || !strings.Contains(err.Error(), "[40, 9]") {
 			t.Fatalf("error %v, want the element at [40, 9]", err)
+		}
+	}
+}
+
+// TestQuantizeTensorKeepsHalfTensors: a finite BF16 (F16) tensor asked for
+// in bf16 (f16) comes back sharing its bytes, equal to what the row path
+// writes; a NaN still takes the row path and its error.
+func TestQuantizeTensorKeepsHalfTensors(t *testing.T) {
+	for _, tc := range []struct {
+		format string
+		dtype  tensor.DType
+		enc    func(float32) uint16
+		nan    uint16
+	}{{"bf16", tensor.BF16, EncodeBF16, 0x7fc0}, {"f16", tensor.F16, EncodeF16, 0x7e00}} {
+		f, err := Lookup(tc.format)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const rows, cols = 3, 10
+		data := make([]byte, 2*rows*cols)
+		w := make([]float32, rows*cols)
+		for i := range w {
+			w[i] = float32(i%7) - 2.5
+			binary.LittleEndian.PutUint16(data[2*i:], tc.enc(w[i]))
+		}
+		ten := &tensor.Tensor{Name: "w", DType: tc.dtype, Shape: []int{rows, cols}, Data: data}
+		p, err := QuantizeTensor(context.Background(), ten, f, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if &p.Codes[0] != &data[0] || p.Validate() != nil {
+			t.Errorf("%s: codes not shared or invalid (%v)", tc.format, p.Validate())
+		}
+		ref, err := Quantize(w, rows, cols, f, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(ref.Codes) != string(p.Codes) {
+			t.Errorf("%s: shared bytes differ from the row path's", tc.format)
+		}
+		binary.LittleEndian.PutUint16(data[2*7:], tc.nan)
+		if _, err := QuantizeTensor(context.Background(), ten, f, nil); err == nil || !strings.Contains(err.Error(), "non-finite") {
+			t.Errorf("%s: NaN weight: %v", tc.format, err)
 		}
 	}
 }

@@ -92,10 +92,22 @@ func runCommand() *command {
 			if err != nil {
 				return err
 			}
-			if a.logFmt != "json" {
-				fmt.Fprintf(a.Stdout, "%s: %d tasks run, %d skipped, %d recomputed after failed verification, %s written in %.1fs; outputs in %s\n",
-					job.Name, stats.Executed, stats.Skipped, stats.Recomputed, pipeline.ByteSize(stats.Bytes), time.Since(start).Seconds(), store.OutDir())
+			peak, havePeak := peakRSS()
+			if a.logFmt == "json" {
+				attrs := []any{"executed", stats.Executed, "skipped", stats.Skipped, "recomputed", stats.Recomputed,
+					"bytes", stats.Bytes, "seconds", time.Since(start).Seconds(), "out", store.OutDir()}
+				if havePeak {
+					attrs = append(attrs, "peak_rss_bytes", peak)
+				}
+				log.Info("run finished", attrs...)
+				return nil
 			}
+			mem := ""
+			if havePeak {
+				mem = ", peak RSS " + pipeline.ByteSize(peak).String()
+			}
+			fmt.Fprintf(a.Stdout, "%s: %d tasks run, %d skipped, %d recomputed after failed verification, %s written in %.1fs%s; outputs in %s\n",
+				job.Name, stats.Executed, stats.Skipped, stats.Recomputed, pipeline.ByteSize(stats.Bytes), time.Since(start).Seconds(), mem, store.OutDir())
 			return nil
 		},
 	}
