@@ -15,11 +15,10 @@ import (
 	"github.com/marlin-llm/marlin/internal/assets"
 )
 
-// TestPackGPTQBeatsRTNInLlamaCpp quantizes qwen3-nano to INT4 (groups of
-// 32, symmetric, F16 scales) with RTN and with GPTQ, packs both as GGUF
-// (the INT4 weights become Q4_0 blocks without re-quantization) and has
-// llama.cpp score them: GPTQ's perplexity must be lower. MARLIN_SLOW=1.
-func TestPackGPTQBeatsRTNInLlamaCpp(t *testing.T) {
+// slowLlamaTools skips the test unless MARLIN_SLOW=1 and the llama.cpp
+// tools are there, and returns their directory.
+func slowLlamaTools(t *testing.T) string {
+	t.Helper()
 	if os.Getenv("MARLIN_SLOW") != "1" {
 		t.Skip("set MARLIN_SLOW=1 to run GPTQ calibration and llama-perplexity (minutes)")
 	}
@@ -27,7 +26,15 @@ func TestPackGPTQBeatsRTNInLlamaCpp(t *testing.T) {
 	if err != nil {
 		t.Skipf("llama.cpp tools unavailable: %v", err)
 	}
-	bin := strings.TrimSpace(string(out))
+	return strings.TrimSpace(string(out))
+}
+
+// TestPackGPTQBeatsRTNInLlamaCpp quantizes qwen3-nano to INT4 (groups of
+// 32, symmetric, F16 scales) with RTN and with GPTQ, packs both as GGUF
+// (the INT4 weights become Q4_0 blocks without re-quantization) and has
+// llama.cpp score them: GPTQ's perplexity must be lower. MARLIN_SLOW=1.
+func TestPackGPTQBeatsRTNInLlamaCpp(t *testing.T) {
+	bin := slowLlamaTools(t)
 	model := assets.Model(t, "qwen3-nano")
 	calib := assets.Shared(t, "corpus", "calib.txt")
 	ppl := map[string]float64{}
@@ -69,14 +76,7 @@ func TestPackGPTQBeatsRTNInLlamaCpp(t *testing.T) {
 // protocol: RTN must land within 0.2% of llama.cpp's own MXFP4_MOE score
 // (the same grid), and MR-GPTQ below it. MARLIN_SLOW=1.
 func TestPackMRGPTQExpertsBeatMXFP4MOE(t *testing.T) {
-	if os.Getenv("MARLIN_SLOW") != "1" {
-		t.Skip("set MARLIN_SLOW=1 to run GPTQ calibration and llama-perplexity")
-	}
-	out, err := exec.Command("sh", assets.Shared(t, "..", "tools", "llama.cpp", "bin.sh")).Output()
-	if err != nil {
-		t.Skipf("llama.cpp tools unavailable: %v", err)
-	}
-	bin := strings.TrimSpace(string(out))
+	bin := slowLlamaTools(t)
 	js, err := os.ReadFile(assets.Shared(t, "gguf", "llama-perplexity.json"))
 	if err != nil {
 		t.Fatal(err)
