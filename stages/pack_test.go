@@ -23,12 +23,23 @@ import (
 // returns the output directory and run statistics.
 func runPackJob(t *testing.T, dir, stagesYAML string) (string, pipeline.RunStats) {
 	t.Helper()
+	out, stats, err := runJobIn(t, dir, "job.yaml", "work", stagesYAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, stats
+}
+
+// runJobIn runs the job of stagesYAML (file name in dir, workdir work) and
+// returns its output directory, statistics and the runner's error.
+func runJobIn(t *testing.T, dir, name, work, stagesYAML string) (string, pipeline.RunStats, error) {
+	t.Helper()
 	reg, err := NewRegistry()
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc := "version: 1\nworkdir: work\nstages:\n" + stagesYAML
-	job, err := pipeline.LoadBytes(filepath.Join(dir, "job.yaml"), []byte(doc), reg, pipeline.LoadOptions{})
+	doc := "version: 1\nworkdir: " + work + "\nstages:\n" + stagesYAML
+	job, err := pipeline.LoadBytes(filepath.Join(dir, name), []byte(doc), reg, pipeline.LoadOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,10 +53,7 @@ func runPackJob(t *testing.T, dir, stagesYAML string) (string, pipeline.RunStats
 	}
 	defer st.Close()
 	stats, err := (&pipeline.Runner{Store: st}).Run(context.Background(), plan)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return st.OutDir(), stats
+	return st.OutDir(), stats, err
 }
 
 // TestPackGGUFMatchesConverter: load → pack (gguf, f16) reproduces
@@ -390,23 +398,8 @@ func TestPackMRGPTQOnlineRotation(t *testing.T) {
 		t.Errorf("GGUF %s matches the rotated-basis codes (cosine %.4f): not un-rotated", name, c)
 	}
 
-	reg, _ := NewRegistry()
-	doc := "version: 1\nworkdir: work2\nstages:\n" + head + `  - {id: ct, kind: pack, needs: [quant], with: {format: compressed-tensors, out: ct, model: ` + model + `}}
-`
-	job, err := pipeline.LoadBytes(filepath.Join(dir, "job2.yaml"), []byte(doc), reg, pipeline.LoadOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := pipeline.PlanJob(context.Background(), job, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := pipeline.OpenStore(job.Workdir, pipeline.StoreOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	_, err = (&pipeline.Runner{Store: st}).Run(context.Background(), plan)
+	_, _, err = runJobIn(t, dir, "job2.yaml", "work2", head+`  - {id: ct, kind: pack, needs: [quant], with: {format: compressed-tensors, out: ct, model: `+model+`}}
+`)
 	if err == nil || !strings.Contains(err.Error(), "online input rotation") {
 		t.Errorf("compressed-tensors of MR-GPTQ online weights: err %v, want a refusal", err)
 	}
