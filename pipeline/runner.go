@@ -65,6 +65,15 @@ type taskState struct {
 	pending int
 	users   []*taskState
 	entry   JournalEntry
+	// needs are the distinct states of task.Needs.
+	needs []*taskState
+	// usersLeft counts users not finished yet (transient tasks: the blob
+	// is dropped when it reaches zero). Only the dispatch loop touches it.
+	usersLeft int
+	// mu guards entry and dropped while a dropped transient output is
+	// recomputed for a user that must run.
+	mu      sync.Mutex
+	dropped bool
 }
 
 // Run executes the plan. It returns when every task is done or skipped,
@@ -118,7 +127,9 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 			}
 			seen[n] = true
 			st.pending++
+			st.needs = append(st.needs, states[n])
 			states[n].users = append(states[n].users, st)
+			states[n].usersLeft++
 		}
 	}
 
@@ -127,31 +138,52 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
 
-	runOne := func(st *taskState) error {
-		if err := gctx.Err(); err != nil {
-			return err
+	taskID := func(st *taskState) string {
+		inputs := make([]string, len(st.task.Needs))
+		for i, n := range st.task.Needs {
+			ns := states[n]
+			ns.mu.Lock()
+			inputs[i] = ns.entry.Digest
+			ns.mu.Unlock()
 		}
-		t := st.task
-		inputs := make([]string, len(t.Needs))
-		for i, n := range t.Needs {
-			inputs[i] = states[n].entry.Digest
-		}
-		id := TaskID(*st.js.Kind, st.js.ConfigJSON, t, inputs)
-		if e, ok := r.Store.Lookup(id); ok {
-			if err := r.Store.Verify(e); err == nil {
-				st.entry = e
-				statsMu.Lock()
-				stats.Skipped++
-				statsMu.Unlock()
-				emit(Event{Type: EventSkipped, Stage: st.ref.Stage, Key: st.ref.Key, Bytes: e.Size})
-				return nil
-			} else {
-				log.Warn("checkpoint invalid, recomputing", "task", st.ref.String(), "err", err)
-				statsMu.Lock()
-				stats.Recomputed++
-				statsMu.Unlock()
+		return TaskID(*st.js.Kind, st.js.ConfigJSON, st.task, inputs)
+	}
+	// execute runs st's task (its inputs present), stores its output and
+	// records the entry.
+	var execute func(st *taskState, id string) error
+	// materialize recomputes the dropped transient outputs st needs (and,
+	// recursively, theirs), so that st can run.
+	materialize := func(st *taskState) error {
+		for _, ns := range st.needs {
+			ns.mu.Lock()
+			dropped := ns.dropped
+			ns.mu.Unlock()
+			if !dropped {
+				continue
+			}
+			if err := execute(ns, ""); err != nil {
+				return err
 			}
 		}
+		return nil
+	}
+	execute = func(st *taskState, id string) error {
+		if st.dropped || id == "" {
+			// Recomputing a dropped transient output for a user.
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			if id == "" && !st.dropped {
+				return nil // another user recomputed it
+			}
+			log.Info("recomputing a dropped intermediate output", "task", st.ref.String())
+		}
+		if err := materialize(st); err != nil {
+			return err
+		}
+		if id == "" {
+			id = taskID(st)
+		}
+		t := st.task
 		w := t.EstBytes
 		if sem != nil {
 			if w > budget {
@@ -185,7 +217,11 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 			Input: func(ref TaskRef) (*Output, error) {
 				for _, n := range t.Needs {
 					if n == ref {
-						return r.Store.Get(states[ref].entry)
+						ns := states[ref]
+						ns.mu.Lock()
+						e := ns.entry
+						ns.mu.Unlock()
+						return r.Store.Get(e)
 					}
 				}
 				return nil, fmt.Errorf("task %s did not declare a need for %s", st.ref, ref)
@@ -206,12 +242,14 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 			return fmt.Errorf("task %s: %w", st.ref, err)
 		}
 		st.entry = e
+		st.dropped = false
 		if sem != nil && w >= budget/4 {
 			// A task holding a quarter of the budget or more leaves as
 			// much garbage: collect it before its bytes are released, so
 			// the next admitted task does not find the heap still full
 			// (the GC limit alone lags when other processes hold the CPU).
 			// out is dead here, so its tensors are collected too.
+			out = nil
 			runtime.GC()
 		}
 		statsMu.Lock()
@@ -220,6 +258,43 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 		statsMu.Unlock()
 		emit(Event{Type: EventDone, Stage: st.ref.Stage, Key: st.ref.Key, Bytes: e.Size, Seconds: e.Seconds})
 		return nil
+	}
+
+	runOne := func(st *taskState) error {
+		if err := gctx.Err(); err != nil {
+			return err
+		}
+		t := st.task
+		id := taskID(st)
+		if e, ok := r.Store.Lookup(id); ok {
+			if t.Transient && !r.Store.HasBlob(e) {
+				// Dropped after its users finished: skipped while they
+				// stay done (materialize recomputes it otherwise).
+				st.entry, st.dropped = e, true
+				statsMu.Lock()
+				stats.Skipped++
+				statsMu.Unlock()
+				emit(Event{Type: EventSkipped, Stage: st.ref.Stage, Key: st.ref.Key, Bytes: e.Size})
+				return nil
+			}
+			if err := r.Store.Verify(e); err == nil {
+				st.entry = e
+				statsMu.Lock()
+				stats.Skipped++
+				statsMu.Unlock()
+				emit(Event{Type: EventSkipped, Stage: st.ref.Stage, Key: st.ref.Key, Bytes: e.Size})
+				return nil
+			} else {
+				log.Warn("checkpoint invalid, recomputing", "task", st.ref.String(), "err", err)
+				statsMu.Lock()
+				stats.Recomputed++
+				statsMu.Unlock()
+			}
+		}
+		if err := materialize(st); err != nil {
+			return err
+		}
+		return execute(st, taskID(st))
 	}
 
 	var ready []*taskState
@@ -251,6 +326,19 @@ dispatch:
 		select {
 		case st := <-doneCh:
 			completed++
+			for _, ns := range st.needs {
+				ns.usersLeft--
+				if ns.usersLeft == 0 && ns.task.Transient {
+					ns.mu.Lock()
+					if !ns.dropped {
+						if err := r.Store.DropBlob(ns.entry); err != nil {
+							log.Warn("dropping an intermediate output", "task", ns.ref.String(), "err", err)
+						}
+						ns.dropped = true
+					}
+					ns.mu.Unlock()
+				}
+			}
 			for _, u := range st.users {
 				u.pending--
 				if u.pending == 0 {

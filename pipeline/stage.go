@@ -98,6 +98,14 @@ type Task struct {
 	// Fingerprint identifies inputs that are not tasks (a source file's
 	// size and mtime or digest). It is part of the task identity.
 	Fingerprint string
+	// Transient marks an intermediate output (a layer's calibration
+	// activations) that only the tasks needing it read: the runner deletes
+	// its blob once every task that needs it has finished, keeping its
+	// journal record. A resumed run skips a dropped transient task while
+	// the tasks needing it are done, and recomputes it when one of them
+	// must run again. The workdir thus holds a few such outputs at a time
+	// instead of one per task.
+	Transient bool
 	// Run computes the task's output. It must honour ctx and must not write
 	// files the runner does not know about except through TaskEnv.
 	Run func(ctx context.Context, env *TaskEnv) (*Output, error)

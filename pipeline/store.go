@@ -246,6 +246,25 @@ func (s *Store) Verify(e JournalEntry) error {
 	return nil
 }
 
+// HasBlob reports whether the blob of e is present (a transient output's
+// blob is deleted once its consumers are done; see Task.Transient).
+func (s *Store) HasBlob(e JournalEntry) bool {
+	_, err := os.Stat(s.BlobPath(e.ID))
+	return err == nil
+}
+
+// DropBlob deletes the blob of e, keeping its journal record (a transient
+// output all of whose consumers are done). A missing blob is no error.
+func (s *Store) DropBlob(e JournalEntry) error {
+	if s.readOnly {
+		return errors.New("store is read-only")
+	}
+	if err := os.Remove(s.BlobPath(e.ID)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("drop %s/%s: %w", e.Stage, e.Key, err)
+	}
+	return nil
+}
+
 // hashWriter tees writes into a SHA-256 and counts them.
 type hashWriter struct {
 	w io.Writer

@@ -20,7 +20,9 @@ import (
 //   - MoE layers from mlp_layer_types / first_k_dense_replace, with sigmoid
 //     "noaux_tc" routing (see sigmoidRouter) and n_shared_experts shared
 //     experts of n_shared_experts×moe_intermediate_size.
-func buildGlm4MoeLite(cfg *hfconfig.Config, w *weights) ([]*DecoderLayer, error) {
+//
+// It builds decoder layer l.
+func buildGlm4MoeLite(cfg *hfconfig.Config, w *weights, l int) (*DecoderLayer, error) {
 	ml := cfg.MLA
 	if ml == nil {
 		return nil, fmt.Errorf("config has no MLA settings")
@@ -38,51 +40,47 @@ func buildGlm4MoeLite(cfg *hfconfig.Config, w *weights) ([]*DecoderLayer, error)
 	}
 	H, Hd := cfg.NumHeads, cfg.HiddenSize
 	qk := ml.QKNopeHeadDim + ml.QKRopeHeadDim
-	layers := make([]*DecoderLayer, cfg.NumLayers)
-	for l := range layers {
-		in, post := decoderNorms(cfg, w, l)
-		p := fmt.Sprintf("model.layers.%d.self_attn.", l)
-		a := &MLAttention{
-			kvA:     w.proj(p+"kv_a_proj_with_mqa", l, -1, ml.KVLoRARank+ml.QKRopeHeadDim, Hd),
-			kvANorm: w.norm(p+"kv_a_layernorm.weight", ml.KVLoRARank, cfg.RMSNormEps),
-			kvB:     w.proj(p+"kv_b_proj", l, -1, H*(ml.QKNopeHeadDim+ml.VHeadDim), ml.KVLoRARank),
-			o:       w.proj(p+"o_proj", l, -1, Hd, H*ml.VHeadDim),
-			heads:   H, nope: ml.QKNopeHeadDim, rope: ml.QKRopeHeadDim, vDim: ml.VHeadDim,
-			kvRank: ml.KVLoRARank, style: style,
-		}
-		if ml.QLoRARank > 0 {
-			a.qA = w.proj(p+"q_a_proj", l, -1, ml.QLoRARank, Hd)
-			a.qANorm = w.norm(p+"q_a_layernorm.weight", ml.QLoRARank, cfg.RMSNormEps)
-			a.qB = w.proj(p+"q_b_proj", l, -1, H*qk, ml.QLoRARank)
-		} else {
-			a.q = w.proj(p+"q_proj", l, -1, H*qk, Hd)
-		}
-		shareInput(p+"input", a.qA, a.q, a.kvA)
-		if cfg.AttentionBias {
-			w.fail(fmt.Errorf("attention_bias is not supported for %s", cfg.ModelType))
-		}
-		d := &DecoderLayer{index: l, inputNorm: in, postNorm: post, attn: a}
-		mp := fmt.Sprintf("model.layers.%d.mlp.", l)
-		if cfg.IsMoELayer(l) {
-			r := &sigmoidRouter{
-				experts: m.NumExperts, k: m.NumExpertsPerTok, nGroup: max(m.NGroup, 1), topKGroup: max(m.TopKGroup, 1),
-				norm: m.NormTopKProb, scale: float32(m.RoutedScalingFactor),
-				bias: w.get(mp+"gate.e_score_correction_bias", m.NumExperts),
-			}
-			moe := &MoE{gate: w.proj(mp+"gate", l, -1, m.NumExperts, Hd), router: r, k: m.NumExpertsPerTok}
-			for e := 0; e < m.NumExperts; e++ {
-				moe.experts = append(moe.experts, mlp(w, fmt.Sprintf("%sexperts.%d.", mp, e), l, e, Hd, m.IntermediateSize))
-			}
-			shareInput(mp+"input", moe.gate)
-			if m.NumSharedExperts > 0 {
-				moe.shared = mlp(w, mp+"shared_experts.", l, -1, Hd, m.IntermediateSize*m.NumSharedExperts)
-				shareInput(mp+"input", moe.shared.gate, moe.shared.up)
-			}
-			d.mlp = moe
-		} else {
-			d.mlp = mlp(w, mp, l, -1, Hd, cfg.IntermediateSize)
-		}
-		layers[l] = d
+	in, post := decoderNorms(cfg, w, l)
+	p := fmt.Sprintf("model.layers.%d.self_attn.", l)
+	a := &MLAttention{
+		kvA:     w.proj(p+"kv_a_proj_with_mqa", l, -1, ml.KVLoRARank+ml.QKRopeHeadDim, Hd),
+		kvANorm: w.norm(p+"kv_a_layernorm.weight", ml.KVLoRARank, cfg.RMSNormEps),
+		kvB:     w.proj(p+"kv_b_proj", l, -1, H*(ml.QKNopeHeadDim+ml.VHeadDim), ml.KVLoRARank),
+		o:       w.proj(p+"o_proj", l, -1, Hd, H*ml.VHeadDim),
+		heads:   H, nope: ml.QKNopeHeadDim, rope: ml.QKRopeHeadDim, vDim: ml.VHeadDim,
+		kvRank: ml.KVLoRARank, style: style,
 	}
-	return layers, nil
+	if ml.QLoRARank > 0 {
+		a.qA = w.proj(p+"q_a_proj", l, -1, ml.QLoRARank, Hd)
+		a.qANorm = w.norm(p+"q_a_layernorm.weight", ml.QLoRARank, cfg.RMSNormEps)
+		a.qB = w.proj(p+"q_b_proj", l, -1, H*qk, ml.QLoRARank)
+	} else {
+		a.q = w.proj(p+"q_proj", l, -1, H*qk, Hd)
+	}
+	shareInput(p+"input", a.qA, a.q, a.kvA)
+	if cfg.AttentionBias {
+		w.fail(fmt.Errorf("attention_bias is not supported for %s", cfg.ModelType))
+	}
+	d := &DecoderLayer{index: l, inputNorm: in, postNorm: post, attn: a}
+	mp := fmt.Sprintf("model.layers.%d.mlp.", l)
+	if cfg.IsMoELayer(l) {
+		r := &sigmoidRouter{
+			experts: m.NumExperts, k: m.NumExpertsPerTok, nGroup: max(m.NGroup, 1), topKGroup: max(m.TopKGroup, 1),
+			norm: m.NormTopKProb, scale: float32(m.RoutedScalingFactor),
+			bias: w.get(mp+"gate.e_score_correction_bias", m.NumExperts),
+		}
+		moe := &MoE{gate: w.proj(mp+"gate", l, -1, m.NumExperts, Hd), router: r, k: m.NumExpertsPerTok}
+		for e := 0; e < m.NumExperts; e++ {
+			moe.experts = append(moe.experts, mlp(w, fmt.Sprintf("%sexperts.%d.", mp, e), l, e, Hd, m.IntermediateSize))
+		}
+		shareInput(mp+"input", moe.gate)
+		if m.NumSharedExperts > 0 {
+			moe.shared = mlp(w, mp+"shared_experts.", l, -1, Hd, m.IntermediateSize*m.NumSharedExperts)
+			shareInput(mp+"input", moe.shared.gate, moe.shared.up)
+		}
+		d.mlp = moe
+	} else {
+		d.mlp = mlp(w, mp, l, -1, Hd, cfg.IntermediateSize)
+	}
+	return d, nil
 }

@@ -126,7 +126,8 @@ type Model struct {
 	byName map[string]*Proj
 }
 
-type builder func(cfg *hfconfig.Config, w *weights) ([]*DecoderLayer, error)
+// builder builds decoder layer l of one architecture family.
+type builder func(cfg *hfconfig.Config, w *weights, l int) (*DecoderLayer, error)
 
 // builders is the architecture registry, keyed by config.json model_type.
 var builders = map[string]builder{
@@ -171,24 +172,34 @@ func (m *Model) Close() error {
 	return err
 }
 
-// Build builds a model from a parsed config and a tensor source.
-func Build(cfg *hfconfig.Config, src TensorSource, opts Options) (*Model, error) {
+// builderFor checks what every architecture shares and returns the
+// config's builder and the backend to run on.
+func builderFor(cfg *hfconfig.Config, opts Options) (builder, kernels.Backend, error) {
 	bld, ok := builders[cfg.ModelType]
 	if !ok {
-		return nil, fmt.Errorf("arch: no forward pass for model_type %q (supported: %v)", cfg.ModelType, Supported())
+		return nil, nil, fmt.Errorf("arch: no forward pass for model_type %q (supported: %v)", cfg.ModelType, Supported())
 	}
 	if cfg.HiddenAct != "silu" {
-		return nil, fmt.Errorf("arch: hidden_act %q not supported (want silu)", cfg.HiddenAct)
+		return nil, nil, fmt.Errorf("arch: hidden_act %q not supported (want silu)", cfg.HiddenAct)
 	}
 	if cfg.Rope.Type != "default" && cfg.Rope.Type != "" {
-		return nil, fmt.Errorf("arch: rope type %q not supported (want default)", cfg.Rope.Type)
+		return nil, nil, fmt.Errorf("arch: rope type %q not supported (want default)", cfg.Rope.Type)
 	}
 	b := opts.Backend
 	if b == nil {
 		var err error
 		if b, err = kernels.Open("auto", kernels.Options{}); err != nil {
-			return nil, fmt.Errorf("arch: %w", err)
+			return nil, nil, fmt.Errorf("arch: %w", err)
 		}
+	}
+	return bld, b, nil
+}
+
+// Build builds a model from a parsed config and a tensor source.
+func Build(cfg *hfconfig.Config, src TensorSource, opts Options) (*Model, error) {
+	bld, b, err := builderFor(cfg, opts)
+	if err != nil {
+		return nil, err
 	}
 	w := &weights{src: src, lazy: opts.Lazy}
 	m := &Model{cfg: cfg, b: b, vocab: cfg.VocabSize, hidden: cfg.HiddenSize, byName: map[string]*Proj{}}
@@ -197,15 +208,15 @@ func Build(cfg *hfconfig.Config, src TensorSource, opts Options) (*Model, error)
 	} else {
 		m.embed = w.get("model.embed_tokens.weight", cfg.VocabSize, cfg.HiddenSize)
 	}
-	layers, err := bld(cfg, w)
-	if err != nil {
-		return nil, fmt.Errorf("arch: %s: %w", cfg.ModelType, err)
+	m.layers = make([]*DecoderLayer, cfg.NumLayers)
+	for l := range m.layers {
+		if m.layers[l], err = bld(cfg, w, l); err != nil {
+			return nil, fmt.Errorf("arch: %s: %w", cfg.ModelType, err)
+		}
 	}
-	m.layers = layers
 	m.norm = w.norm("model.norm.weight", cfg.HiddenSize, cfg.RMSNormEps)
 	if cfg.TieWordEmbeddings {
 		var lin Linear
-		var err error
 		switch {
 		case m.embed != nil:
 			lin, err = NewDense(cfg.VocabSize, cfg.HiddenSize, m.embed, nil)

@@ -43,17 +43,13 @@ func decoderNorms(cfg *hfconfig.Config, w *weights, l int) (in, post *RMSNorm) {
 		w.norm(p+"post_attention_layernorm.weight", cfg.HiddenSize, cfg.RMSNormEps)
 }
 
-// buildQwen3 builds Qwen3ForCausalLM: GQA with q/k RMSNorm and RoPE,
-// SwiGLU MLP, optionally tied embeddings.
-func buildQwen3(cfg *hfconfig.Config, w *weights) ([]*DecoderLayer, error) {
-	layers := make([]*DecoderLayer, cfg.NumLayers)
-	for l := range layers {
-		in, post := decoderNorms(cfg, w, l)
-		layers[l] = &DecoderLayer{
-			index: l, inputNorm: in, postNorm: post,
-			attn: qwen3Attention(cfg, w, l),
-			mlp:  mlp(w, fmt.Sprintf("model.layers.%d.mlp.", l), l, -1, cfg.HiddenSize, cfg.IntermediateSize),
-		}
-	}
-	return layers, nil
+// buildQwen3 builds decoder layer l of Qwen3ForCausalLM: GQA with q/k
+// RMSNorm and RoPE, SwiGLU MLP (embeddings optionally tied).
+func buildQwen3(cfg *hfconfig.Config, w *weights, l int) (*DecoderLayer, error) {
+	in, post := decoderNorms(cfg, w, l)
+	return &DecoderLayer{
+		index: l, inputNorm: in, postNorm: post,
+		attn: qwen3Attention(cfg, w, l),
+		mlp:  mlp(w, fmt.Sprintf("model.layers.%d.mlp.", l), l, -1, cfg.HiddenSize, cfg.IntermediateSize),
+	}, nil
 }

@@ -154,145 +154,198 @@ func stages(order []string, alias map[string]string) [][]string {
 // Sequential calibrates and quantizes m layer by layer: the hidden states of
 // all calibration windows are kept, each layer's Linears (those include
 // accepts) are calibrated on the current hidden states, i.e. the outputs of
-// the already-quantized layers before it, quantized by fn, and the layer is
-// re-run with its quantized weights to produce the next layer's inputs.
+// the already-quantized layers before it, quantized by fn (see Layer), and
+// the layer is re-run with its quantized weights to produce the next
+// layer's inputs.
 func Sequential(ctx context.Context, m *arch.Model, ids []int32, opts Options, include func(*arch.Proj) bool, fn QuantizeFunc) (*Report, error) {
 	n, err := checkIDs(m, ids, opts.Window)
 	if err != nil {
 		return nil, err
 	}
-	W, Hd := opts.Window, m.Hidden()
 	h, err := m.Embed(ids)
 	if err != nil {
 		return nil, fmt.Errorf("calib: %w", err)
 	}
 	rep := &Report{Tokens: len(ids), RouterCounts: map[string][]int64{}}
-	keys := inputKeys(m)
-	// runLayer runs layer l over all windows; with keep the hidden states
-	// are not advanced (a calibration pass on a scratch copy).
-	runLayer := func(l int, hooks *arch.Hooks, keep bool) error {
+	for l := 0; l < m.NumLayers(); l++ {
+		ly := m.DecoderLayer(l)
+		lr, err := Layer(ctx, ly, h, n, opts, include, fn)
+		if err != nil {
+			return nil, err
+		}
+		rep.merge(lr)
+		if err := Advance(ctx, ly, h, n, opts); err != nil {
+			return nil, err
+		}
 		rep.Passes++
-		buf := make([]float32, opts.batch()*W*Hd)
+	}
+	return rep, nil
+}
+
+// merge adds a layer's report to r (tokens are not summed: every layer
+// sees the same calibration tokens).
+func (r *Report) merge(lr *Report) {
+	if r.RouterCounts == nil {
+		r.RouterCounts = map[string][]int64{}
+	}
+	for k, v := range lr.RouterCounts {
+		r.RouterCounts[k] = v
+	}
+	r.Experts = append(r.Experts, lr.Experts...)
+	r.Passes += lr.Passes
+	r.Tokens = max(r.Tokens, lr.Tokens)
+}
+
+// Advance runs ly over the hidden states h of n windows of opts.Window
+// tokens in place, opts.Batch windows per call: h becomes the next layer's
+// input.
+func Advance(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options) error {
+	W, Hd := opts.Window, ly.Hidden()
+	if len(h) != n*W*Hd {
+		return fmt.Errorf("calib: %d hidden floats for %d windows of %d×%d", len(h), n, W, Hd)
+	}
+	for s := 0; s < n; s += opts.batch() {
+		k := min(opts.batch(), n-s)
+		if err := ly.Forward(ctx, h[s*W*Hd:(s+k)*W*Hd], arch.Batch{Seqs: k, Len: W}, nil); err != nil {
+			return fmt.Errorf("calib: %w", err)
+		}
+	}
+	return nil
+}
+
+// Layer calibrates and quantizes one decoder layer on h, the hidden states
+// at its input for n windows of opts.Window tokens (left unchanged): the
+// Linears include accepts (nil: all) get Hessians from passes over h and
+// are quantized by fn, which must swap in their quantized Linears. With
+// opts.TrueSequential the layer's projections are quantized one group at a
+// time (q/k/v, then o, then gate/up, then down, ...), each calibrated on a
+// pass through the groups already quantized; otherwise one pass calibrates
+// them all. The expert policy (see ExpertPolicy) applies to routed experts.
+func Layer(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options, include func(*arch.Proj) bool, fn QuantizeFunc) (*Report, error) {
+	W, Hd := opts.Window, ly.Hidden()
+	if len(h) != n*W*Hd {
+		return nil, fmt.Errorf("calib: %d hidden floats for %d windows of %d×%d", len(h), n, W, Hd)
+	}
+	rep := &Report{Tokens: n * W, RouterCounts: map[string][]int64{}}
+	keys := map[string]string{}
+	projs := map[string]*arch.Proj{}
+	cols := map[string]int{}
+	for _, p := range ly.Projs() {
+		keys[p.Name()] = p.InputKey()
+		if include == nil || include(p) {
+			projs[p.Name()] = p
+			_, cols[p.Name()] = p.Linear().Dims()
+		}
+	}
+	// pass runs the layer over all windows on a scratch copy of h.
+	buf := make([]float32, min(opts.batch(), n)*W*Hd)
+	pass := func(hooks *arch.Hooks) error {
+		rep.Passes++
 		for s := 0; s < n; s += opts.batch() {
 			k := min(opts.batch(), n-s)
-			x := h[s*W*Hd : (s+k)*W*Hd]
-			if keep {
-				x = buf[:len(x)]
-				copy(x, h[s*W*Hd:(s+k)*W*Hd])
-			}
-			if err := m.Layer(ctx, l, x, arch.Batch{Seqs: k, Len: W}, hooks); err != nil {
+			x := buf[:k*W*Hd]
+			copy(x, h[s*W*Hd:(s+k)*W*Hd])
+			if err := ly.Forward(ctx, x, arch.Batch{Seqs: k, Len: W}, hooks); err != nil {
 				return fmt.Errorf("calib: %w", err)
 			}
 		}
 		return nil
 	}
-	for l := 0; l < m.NumLayers(); l++ {
-		projs := map[string]*arch.Proj{}
-		cols := map[string]int{}
-		for _, p := range m.LayerProjs(l) {
-			if include == nil || include(p) {
-				projs[p.Name()] = p
-				_, cols[p.Name()] = p.Linear().Dims()
-			}
-		}
-		want := func(name string) bool { _, ok := projs[name]; return ok }
+	collect := func(want func(string) bool) (*Collector, error) {
 		c := NewCollector(opts.Precision, wantWithRouters(want))
-		c.UseGemm(m.Backend().Sgemm)
+		c.UseGemm(ly.Backend().Sgemm)
 		c.UseInputKeys(keys)
-		if err := runLayer(l, c.Hooks(), true); err != nil {
+		if err := pass(c.Hooks()); err != nil {
 			return nil, err
 		}
-		if err := c.Err(); err != nil {
-			return nil, err
+		return c, c.Err()
+	}
+	want := func(name string) bool { _, ok := projs[name]; return ok }
+	c, err := collect(want)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range c.RouterCounts() {
+		rep.RouterCounts[k] = v
+	}
+	groups := [][]string{nil}
+	for _, name := range c.Order() {
+		if want(name) {
+			groups[0] = append(groups[0], name)
 		}
-		for k, v := range c.RouterCounts() {
-			rep.RouterCounts[k] = v
-		}
-		groups := [][]string{nil}
-		for _, name := range c.Order() {
-			if want(name) {
-				groups[0] = append(groups[0], name)
-			}
-		}
-		if opts.TrueSequential {
-			groups = nil
-			for _, g := range stages(c.Order(), c.alias) {
-				var keep []string
-				for _, name := range g {
-					if want(name) {
-						keep = append(keep, name)
-					}
-				}
-				if keep != nil {
-					groups = append(groups, keep)
-				}
-			}
-		}
-		// Projections that never ran (experts without tokens) join the
-		// group of their role, or the last group.
-		inGroup := map[string]bool{}
-		for _, g := range groups {
+	}
+	if opts.TrueSequential {
+		groups = nil
+		for _, g := range stages(c.Order(), c.alias) {
+			var keep []string
 			for _, name := range g {
-				inGroup[name] = true
+				if want(name) {
+					keep = append(keep, name)
+				}
+			}
+			if keep != nil {
+				groups = append(groups, keep)
 			}
 		}
-		for _, p := range m.LayerProjs(l) {
-			name := p.Name()
-			if !want(name) || inGroup[name] {
-				continue
-			}
-			gi := len(groups) - 1
-			for i, g := range groups {
-				for _, o := range g {
-					if role(o) == role(name) {
-						gi = i
-					}
-				}
-			}
-			groups[gi] = append(groups[gi], name)
+	}
+	// Projections that never ran (experts without tokens) join the group
+	// of their role, or the last group.
+	inGroup := map[string]bool{}
+	for _, g := range groups {
+		for _, name := range g {
+			inGroup[name] = true
 		}
-		hess := c.Hessians()
-		for gi, g := range groups {
-			if gi > 0 {
-				c = NewCollector(opts.Precision, wantWithRouters(func(name string) bool {
-					for _, o := range g {
-						if o == name {
-							return true
-						}
-					}
-					return false
-				}))
-				c.UseGemm(m.Backend().Sgemm)
-				c.UseInputKeys(keys)
-				if err := runLayer(l, c.Hooks(), true); err != nil {
-					return nil, err
+	}
+	for _, p := range ly.Projs() {
+		name := p.Name()
+		if !want(name) || inGroup[name] {
+			continue
+		}
+		if len(groups) == 0 {
+			groups = [][]string{nil}
+		}
+		gi := len(groups) - 1
+		for i, g := range groups {
+			for _, o := range g {
+				if role(o) == role(name) {
+					gi = i
 				}
-				if err := c.Err(); err != nil {
-					return nil, err
-				}
-				hess = c.Hessians()
 			}
-			cov, err := ExpertPolicy(hess, g, cols, opts.Precision)
-			if err != nil {
+		}
+		groups[gi] = append(groups[gi], name)
+	}
+	hess := c.Hessians()
+	for gi, g := range groups {
+		if len(g) == 0 {
+			continue
+		}
+		if gi > 0 {
+			inG := map[string]bool{}
+			for _, o := range g {
+				inG[o] = true
+			}
+			if c, err = collect(func(name string) bool { return inG[name] }); err != nil {
 				return nil, err
 			}
-			rep.Experts = append(rep.Experts, cov...)
-			ps := make([]*arch.Proj, 0, len(g))
-			for _, name := range g {
-				if hess[name] == nil {
-					return nil, fmt.Errorf("calib: %s received no calibration input", name)
-				}
-				ps = append(ps, projs[name])
-			}
-			if err := fn(ctx, ps, hess); err != nil {
-				return nil, err
-			}
-			if opts.Progress != nil {
-				opts.Progress(fmt.Sprintf("layer %d group %d: %d projections quantized", l, gi, len(ps)))
-			}
+			hess = c.Hessians()
 		}
-		if err := runLayer(l, nil, false); err != nil {
+		cov, err := ExpertPolicy(hess, g, cols, opts.Precision)
+		if err != nil {
 			return nil, err
+		}
+		rep.Experts = append(rep.Experts, cov...)
+		ps := make([]*arch.Proj, 0, len(g))
+		for _, name := range g {
+			if hess[name] == nil {
+				return nil, fmt.Errorf("calib: %s received no calibration input", name)
+			}
+			ps = append(ps, projs[name])
+		}
+		if err := fn(ctx, ps, hess); err != nil {
+			return nil, err
+		}
+		if opts.Progress != nil {
+			opts.Progress(fmt.Sprintf("layer %d group %d: %d projections quantized", ly.Index(), gi, len(ps)))
 		}
 	}
 	return rep, nil
