@@ -69,8 +69,14 @@ func PlanJob(ctx context.Context, job *Job, log *slog.Logger) (*Plan, error) {
 			JobDir:    job.Dir,
 			Workdir:   job.Workdir,
 			Inputs:    inputs,
+			Upstream:  map[string]*StagePlan{},
 			Resources: job.Resources,
 			Log:       log.With("stage", js.ID),
+		}
+		for a := range anc {
+			if sp := planned[a]; sp != nil {
+				pc.Upstream[a] = sp
+			}
 		}
 		tasks, err := st.Plan(ctx, pc)
 		if err != nil {

@@ -61,6 +61,11 @@ type PlanContext struct {
 	Workdir string
 	// Inputs are the planned upstream stages named in `needs:`, in order.
 	Inputs []*StagePlan
+	// Upstream are all planned stages upstream of this one (those in
+	// Inputs and, transitively, theirs), keyed by id: a stage may need
+	// tasks of any of them (the layer-streamed quantize stage reads the
+	// weights a calibrate stage was given).
+	Upstream map[string]*StagePlan
 	// Resources are the job's resource settings.
 	Resources Resources
 	// Log is the run's structured logger.
@@ -117,6 +122,11 @@ type Output struct {
 	Tensors []*tensor.Tensor
 	// Meta is free-form result metadata (metrics, reports) stored with it.
 	Meta map[string]string
+	// Stats are measurements of the run that made the output (seconds of
+	// a task's phases). They are kept in the journal, not in the blob, so
+	// that a task's output bytes do not depend on how fast it ran; Store.Get
+	// returns them with the output.
+	Stats map[string]float64
 }
 
 // TaskEnv is what a running task can reach.

@@ -48,7 +48,9 @@ type JournalEntry struct {
 	Size   int64  `json:"size"`
 	// Artifacts are final files in the output directory (path → SHA-256).
 	Artifacts map[string]string `json:"artifacts,omitempty"`
-	Seconds   float64           `json:"seconds"`
+	// Stats are the output's run measurements (Output.Stats).
+	Stats   map[string]float64 `json:"stats,omitempty"`
+	Seconds float64            `json:"seconds"`
 	Time      time.Time         `json:"time"`
 }
 
@@ -319,6 +321,9 @@ func (s *Store) Put(id string, ref TaskRef, out *Output, seconds float64) (Journ
 	if a := out.Artifacts(); len(a) > 0 {
 		e.Artifacts = a
 	}
+	if len(out.Stats) > 0 {
+		e.Stats = out.Stats
+	}
 	line, err := json.Marshal(e)
 	if err != nil {
 		return JournalEntry{}, fmt.Errorf("store %s: %w", ref, err)
@@ -348,7 +353,7 @@ func (s *Store) Get(e JournalEntry) (*Output, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load %s/%s: %w", e.Stage, e.Key, err)
 	}
-	return &Output{Tensors: ts, Meta: meta}, nil
+	return &Output{Tensors: ts, Meta: meta, Stats: e.Stats}, nil
 }
 
 // Compact keeps only the journal entries and blobs whose task identities

@@ -2,29 +2,24 @@ package stages
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
-	"github.com/marlin-llm/marlin/kernels"
-	"github.com/marlin-llm/marlin/model/arch"
-	"github.com/marlin-llm/marlin/model/hfconfig"
 	"github.com/marlin-llm/marlin/model/tokenizer"
 	"github.com/marlin-llm/marlin/pipeline"
-	"github.com/marlin-llm/marlin/quant/calib"
-	"github.com/marlin-llm/marlin/quant/gptq"
-	"github.com/marlin-llm/marlin/quant/hadamard"
 	"github.com/marlin-llm/marlin/tensor"
 )
 
-// CalibrateConfig configures the calibrate stage: run calibration text
-// through the forward pass of the upstream weights (loaded or rotated) and
-// accumulate every Linear's Hessian H = 2XᵀX/n (routed experts: from the
-// tokens routed to them; experts with fewer tokens than their input width
-// are shrunk towards a pooled Hessian, see package quant/calib; the
-// coverage report is in the calibration task's Meta).
+// CalibrateConfig configures the calibrate stage: the calibration data that
+// a downstream quantize stage streams through the model layer by layer
+// (see layerwise.go). The stage itself only tokenizes the text; the
+// forward passes, Hessians and GPTQ run in the quantize stage's layer
+// tasks, so no Hessian is ever stored.
 type CalibrateConfig struct {
 	// Model is the model directory holding config.json and tokenizer.json
 	// (weights come from the upstream stage).
@@ -38,14 +33,24 @@ type CalibrateConfig struct {
 	SeqLen int `yaml:"seq_len,omitempty" json:"seq_len,omitempty" jsonschema:"minimum=2,description=tokens per window (default 256)"`
 	// Precision of the Hessian accumulation: f32 (default) or f64.
 	Precision string `yaml:"precision,omitempty" json:"precision,omitempty" jsonschema:"enum=f32,enum=f64,description=precision of the Hessian accumulation (default f32)"`
-	// Sequential calibrates layer L on the outputs of layers < L already
-	// quantized with Quant (which must match the quantize stage's
-	// settings); true-sequential within each layer.
-	Sequential bool `yaml:"sequential,omitempty" json:"sequential,omitempty" jsonschema:"description=calibrate layer L on the outputs of layers before L already quantized with quant (which is then required and must match the quantize stage's settings); true-sequential within each layer (default false)"`
-	// Quant is the recipe sequential mode quantizes with (same schema as
-	// the quantize stage's with: block).
-	Quant *QuantizeConfig `yaml:"quant,omitempty" json:"quant,omitempty" jsonschema:"description=quantization recipe of sequential mode (same fields as the quantize stage's with: block)"`
+	// Sequential (the default) calibrates layer L on the outputs of layers
+	// < L already quantized, and each group of a layer's projections
+	// (q/k/v, o, gate/up, down) on the outputs of the groups before it
+	// (true-sequential), as GPTQ implementations do; false calibrates every
+	// layer on the original model's activations.
+	Sequential *bool `yaml:"sequential,omitempty" json:"sequential,omitempty" jsonschema:"description=calibrate layer L on the outputs of the already-quantized layers before it and each group of its projections on the outputs of the groups before it (true-sequential); default true; false: on the original model activations"`
+	// AllExperts sends every calibration token through every routed expert
+	// for the Hessians only (the layer's output still combines the routed
+	// experts), so that no expert lacks calibration data.
+	AllExperts bool `yaml:"all_experts,omitempty" json:"all_experts,omitempty" jsonschema:"description=MoE: accumulate every routed expert's Hessians from all tokens (the layer output still uses the routed experts); default false: each expert from its routed tokens"`
+	// MinExpertTokens quantizes a routed expert that saw fewer tokens with
+	// round-to-nearest instead of GPTQ (0: never; experts below their
+	// input width are otherwise shrunk towards the pooled Hessian).
+	MinExpertTokens int `yaml:"min_expert_tokens,omitempty" json:"min_expert_tokens,omitempty" jsonschema:"minimum=0,description=MoE: a routed expert that received fewer calibration tokens is quantized with RTN instead of GPTQ (default 0: never; below its input width its Hessian is shrunk towards the pooled one)"`
 }
+
+// sequential reports the effective Sequential setting.
+func (c *CalibrateConfig) sequential() bool { return c.Sequential == nil || *c.Sequential }
 
 // Validate checks the config.
 func (c *CalibrateConfig) Validate() error {
@@ -67,13 +72,8 @@ func (c *CalibrateConfig) Validate() error {
 	default:
 		errs = append(errs, &pipeline.FieldError{Field: "precision", Err: fmt.Errorf("must be f32 or f64, got %q", c.Precision)})
 	}
-	if c.Sequential && c.Quant == nil {
-		errs = append(errs, &pipeline.FieldError{Field: "quant", Err: fmt.Errorf("sequential mode needs the quantization recipe")})
-	}
-	if c.Quant != nil {
-		if err := c.Quant.Validate(); err != nil {
-			errs = append(errs, prefixField("quant", err))
-		}
+	if c.MinExpertTokens < 0 {
+		errs = append(errs, &pipeline.FieldError{Field: "min_expert_tokens", Err: fmt.Errorf("must be >= 0")})
 	}
 	if len(errs) > 0 {
 		return errs
@@ -85,7 +85,7 @@ func (c *CalibrateConfig) Validate() error {
 func CalibrateKind() pipeline.Kind {
 	return pipeline.Kind{
 		Name:      "calibrate",
-		Doc:       "run calibration text through the forward pass and attach each Linear's Hessian (per routed expert: routed tokens only) to its weight; optional sequential mode",
+		Doc:       "calibration data for the quantize stage downstream, which streams it through the model one decoder layer at a time (Hessians per Linear and per routed expert, sequential by default)",
 		NewConfig: func() any { return &CalibrateConfig{Samples: 128, SeqLen: 256, Precision: "f32"} },
 		New: func(cfg any) (pipeline.Stage, error) {
 			c, ok := cfg.(*CalibrateConfig)
@@ -101,22 +101,41 @@ func CalibrateKind() pipeline.Kind {
 			if c.SeqLen == 0 {
 				c.SeqLen = 256
 			}
+			if c.Precision == "" {
+				c.Precision = "f32"
+			}
 			return &calibrateStage{cfg: *c}, nil
 		},
+		Version: 1,
 	}
 }
 
 type calibrateStage struct{ cfg CalibrateConfig }
 
-// CalibrationKey is the key of the calibrate stage's internal task.
+// CalibrationKey is the key of the calibrate stage's one task (the
+// tokenized calibration windows).
 const CalibrationKey = "_calibration"
+
+// Meta keys of the calibration task, read by the quantize stage's planner.
+const (
+	metaCalibInputs     = "calib.inputs"     // upstream stage ids holding the weights
+	metaCalibModel      = "calib.model"      // model dir (config.json)
+	metaCalibSequential = "calib.sequential" // "true" or "false"
+	metaCalibPrecision  = "calib.precision"
+	metaCalibAllExperts = "calib.all_experts"
+	metaCalibMinTokens  = "calib.min_expert_tokens"
+	metaCalibSamples    = "calib.samples"
+	metaCalibSeqLen     = "calib.seq_len"
+	metaCalibTextBytes  = "calib.text_bytes"
+	// calibIDsName is the tensor of token ids ([windows, seq_len] I32).
+	calibIDsName = "calib.ids"
+)
 
 func (s *calibrateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipeline.Task, error) {
 	if len(pc.Inputs) == 0 {
 		return nil, fmt.Errorf("calibrate: needs an upstream stage that produces tensors (load or rotate)")
 	}
-	ix, err := indexTensors(pc.Inputs)
-	if err != nil {
+	if _, err := indexTensors(pc.Inputs); err != nil {
 		return nil, fmt.Errorf("calibrate: %w", err)
 	}
 	modelDir := jobPath(pc, s.cfg.Model)
@@ -129,127 +148,40 @@ func (s *calibrateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]
 	if err != nil {
 		return nil, fmt.Errorf("calibrate: model: %w", err)
 	}
-	var all []pipeline.TaskRef
-	seen := map[pipeline.TaskRef]bool{}
-	var est int64 = 64 << 20
-	for _, n := range ix.names {
-		r := ix.refs[n]
-		if !seen[r] {
-			seen[r] = true
-			all = append(all, r)
-		}
-		var b int64
-		fmt.Sscan(ix.metas[n][MetaBytes], &b)
-		est += 2 * b
+	tokFP, err := fileFingerprint(filepath.Join(modelDir, "tokenizer.json"), 1<<20)
+	if err != nil {
+		return nil, fmt.Errorf("calibrate: model: %w", err)
 	}
-	run := &pipeline.Task{
-		Key: CalibrationKey, Needs: all, EstBytes: est,
-		Meta:        map[string]string{MetaInternal: "true"},
-		Fingerprint: fp + "; " + cfgFP,
-		Run:         s.calibrate(modelDir, textPath, ix),
+	fi, err := os.Stat(textPath)
+	if err != nil {
+		return nil, fmt.Errorf("calibrate: %w", err)
 	}
-	tasks := []*pipeline.Task{run}
-	self := pipeline.TaskRef{Stage: pc.StageID, Key: CalibrationKey}
+	var ins []string
 	for _, in := range pc.Inputs {
-		for _, ut := range in.Tasks {
-			if ut.Meta[MetaInternal] == "true" {
-				continue
-			}
-			meta := map[string]string{}
-			for k, v := range ut.Meta {
-				meta[k] = v
-			}
-			names := []string{ut.Key}
-			if l := ut.Meta[MetaTensors]; l != "" {
-				names = strings.Split(l, ",")
-			}
-			meta[MetaHasHessian] = "none"
-			for _, n := range names {
-				if isLinearWeight(n) {
-					meta[MetaHasHessian] = "true"
-				}
-			}
-			ref := pipeline.TaskRef{Stage: in.ID, Key: ut.Key}
-			tasks = append(tasks, &pipeline.Task{
-				Key: ut.Key, Needs: []pipeline.TaskRef{ref, self}, EstBytes: 2*ut.EstBytes + 1<<20, Meta: meta,
-				Run: func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
-					in, err := env.Input(ref)
-					if err != nil {
-						return nil, err
-					}
-					hs, err := env.Input(self)
-					if err != nil {
-						return nil, err
-					}
-					byName := map[string]*tensor.Tensor{}
-					for _, h := range hs.Tensors {
-						byName[h.Meta["calib.for"]] = h
-					}
-					out := &pipeline.Output{Meta: map[string]string{}}
-					for _, t := range in.Tensors {
-						c := *t
-						c.Meta = map[string]string{}
-						for k, v := range t.Meta {
-							c.Meta[k] = v
-						}
-						c.Meta[MetaHasHessian] = "none"
-						out.Tensors = append(out.Tensors, &c)
-						if h := byName[t.Name]; h != nil {
-							c.Meta[MetaHasHessian] = "true"
-							out.Tensors = append(out.Tensors, h)
-						} else if isLinearWeight(t.Name) {
-							return nil, fmt.Errorf("calibrate: %s: the forward pass never ran this Linear", t.Name)
-						}
-					}
-					return out, nil
-				},
-			})
-		}
+		ins = append(ins, in.ID)
 	}
-	return tasks, nil
-}
-
-// isLinearWeight reports whether a tensor name is the weight of a Linear
-// the forward pass runs (everything 2-D named *.weight except embeddings
-// and norms; the check against the built model happens at run time).
-func isLinearWeight(n string) bool {
-	if !strings.HasSuffix(n, ".weight") || strings.Contains(n, "norm") || strings.Contains(n, "embed_tokens") {
-		return false
+	meta := map[string]string{
+		MetaInternal:        "true",
+		metaCalibInputs:     strings.Join(ins, ","),
+		metaCalibModel:      modelDir,
+		metaCalibSequential: strconv.FormatBool(s.cfg.sequential()),
+		metaCalibPrecision:  s.cfg.Precision,
+		metaCalibAllExperts: strconv.FormatBool(s.cfg.AllExperts),
+		metaCalibMinTokens:  strconv.Itoa(s.cfg.MinExpertTokens),
+		metaCalibSamples:    strconv.Itoa(s.cfg.Samples),
+		metaCalibSeqLen:     strconv.Itoa(s.cfg.SeqLen),
+		metaCalibTextBytes:  strconv.FormatInt(fi.Size(), 10),
 	}
-	return strings.Contains(n, "_proj") || strings.HasSuffix(n, ".mlp.gate.weight") || n == "lm_head.weight"
+	return []*pipeline.Task{{
+		Key: CalibrationKey, EstBytes: 16*fi.Size() + 64<<20, Meta: meta,
+		Fingerprint: fp + "; " + cfgFP + "; " + tokFP,
+		Run:         s.tokenize(modelDir, textPath),
+	}}, nil
 }
 
-// upstreamSource serves the upstream tensors to arch.Build.
-type upstreamSource struct {
-	env *pipeline.TaskEnv
-	ix  *tensorIndex
-}
-
-func (u *upstreamSource) Tensor(name string) (*tensor.Tensor, error) {
-	ref, ok := u.ix.refs[name]
-	if !ok {
-		return nil, fmt.Errorf("no upstream tensor %q", name)
-	}
-	return fetch(u.env, ref, name)
-}
-
-func (s *calibrateStage) calibrate(modelDir, textPath string, ix *tensorIndex) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+// tokenize reads the calibration text into windows of token ids.
+func (s *calibrateStage) tokenize(modelDir, textPath string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
 	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
-		cfg, err := hfconfig.Load(modelDir)
-		if err != nil {
-			return nil, fmt.Errorf("calibrate: %w", err)
-		}
-		if _, ok := ix.refs["lm_head.weight"]; ok {
-			cfg.TieWordEmbeddings = false // the rotate stage unties lm_head
-		}
-		b, err := kernels.Open("auto", kernels.Options{})
-		if err != nil {
-			return nil, fmt.Errorf("calibrate: %w", err)
-		}
-		m, err := arch.Build(cfg, &upstreamSource{env: env, ix: ix}, arch.Options{Backend: b})
-		if err != nil {
-			return nil, fmt.Errorf("calibrate: %w", err)
-		}
 		tok, err := tokenizer.Load(filepath.Join(modelDir, "tokenizer.json"))
 		if err != nil {
 			return nil, fmt.Errorf("calibrate: %w", err)
@@ -266,108 +198,40 @@ func (s *calibrateStage) calibrate(modelDir, textPath string, ix *tensorIndex) f
 		if n == 0 {
 			return nil, fmt.Errorf("calibrate: %s has %d tokens, less than one window of %d", textPath, len(ids), s.cfg.SeqLen)
 		}
+		if n < s.cfg.Samples && env.Log != nil {
+			env.Log.Warn("calibration text is shorter than requested", "file", textPath, "windows", n, "requested", s.cfg.Samples, "seq_len", s.cfg.SeqLen, "tokens", len(ids))
+		}
 		ids = ids[:n*s.cfg.SeqLen]
-		prec := gptq.F32
-		if s.cfg.Precision == "f64" {
-			prec = gptq.F64
+		data := make([]byte, 4*len(ids))
+		for i, id := range ids {
+			binary.LittleEndian.PutUint32(data[4*i:], uint32(id))
 		}
-		opts := calib.Options{Window: s.cfg.SeqLen, Precision: prec, TrueSequential: true}
-		var hess map[string]*gptq.Hessian
-		var rep *calib.Report
-		if s.cfg.Sequential {
-			hess = map[string]*gptq.Hessian{}
-			qs := &quantizeStage{cfg: *s.cfg.Quant}
-			rep, err = calib.Sequential(ctx, m, ids, opts, func(p *arch.Proj) bool { return p.Layer() >= 0 },
-				func(ctx context.Context, ps []*arch.Proj, hs map[string]*gptq.Hessian) error {
-					for _, p := range ps {
-						hess[p.Name()] = hs[p.Name()]
-						wmeta := map[string]string{}
-						if tm := ix.metas[p.Name()+".weight"]; tm["rotation.role"] == "reader" {
-							wmeta[hadamard.MetaInput] = tm["rotation.spec"]
-						}
-						if err := qs.applyToProj(ctx, p, hs[p.Name()], wmeta); err != nil {
-							return err
-						}
-					}
-					return nil
-				})
-		} else {
-			hess, rep, err = calib.Collect(ctx, m, ids, opts, nil)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("calibrate: %w", err)
-		}
-		out := &pipeline.Output{Meta: map[string]string{}}
-		for _, p := range m.Projs() {
-			h := hess[p.Name()]
-			if h == nil {
-				continue
-			}
-			wn := p.Name() + ".weight"
-			t := h.Tensor(wn + HessianSuffix)
-			t.Meta["calib.for"] = wn
-			out.Tensors = append(out.Tensors, t)
-		}
-		summary := map[string]any{"tokens": rep.Tokens, "windows": n, "requested_windows": s.cfg.Samples,
-			"seq_len": s.cfg.SeqLen, "sequential": s.cfg.Sequential, "hessians": len(out.Tensors), "experts": rep.Experts, "router_counts": rep.RouterCounts}
-		js, err := json.Marshal(summary)
+		t := &tensor.Tensor{Name: calibIDsName, DType: tensor.I32, Shape: []int{n, s.cfg.SeqLen}, Data: data}
+		rep := map[string]any{"tokens": len(ids), "windows": n, "requested_windows": s.cfg.Samples, "seq_len": s.cfg.SeqLen, "sequential": s.cfg.sequential()}
+		js, err := json.Marshal(rep)
 		if err != nil {
 			return nil, err
 		}
-		out.Meta["calib.report"] = string(js)
-		policies := map[string]int{}
-		for _, e := range rep.Experts {
-			policies[e.Policy]++
-		}
-		if env.Log != nil {
-			env.Log.Info("calibrated", "tokens", rep.Tokens, "windows", n, "hessians", len(out.Tensors), "expert_policies", fmt.Sprint(policies))
-		}
-		return out, nil
+		return &pipeline.Output{Tensors: []*tensor.Tensor{t}, Meta: map[string]string{"calib.report": string(js)}}, nil
 	}
 }
 
-// applyToProj quantizes one projection with the stage's resolved settings
-// for its weight and swaps in the dequantized effective weight (sequential
-// calibration). Tensors resolved to skip or a float format stay dense.
-func (s *quantizeStage) applyToProj(ctx context.Context, p *arch.Proj, h *gptq.Hessian, wmeta map[string]string) error {
-	name := p.Name() + ".weight"
-	rq, err := s.cfg.Resolve(name)
-	if err != nil {
-		return err
-	}
-	if rq.Skip || !rq.Format.Quantized() {
-		return nil
-	}
-	wl, ok := p.Linear().(arch.Weighted)
-	if !ok {
-		return fmt.Errorf("calibrate: %s is not dense", p.Name())
-	}
-	rows, cols := wl.Dims()
-	w := wl.Weight()
-	var eff []float32
-	if rq.Method == MethodRTN || h == nil {
-		pk, err := quantizeRTN(ctx, name, w, rows, cols, rq)
-		if err != nil {
-			return err
+// calibIDs decodes the calibration task's token ids.
+func calibIDs(out *pipeline.Output) ([]int32, int, int, error) {
+	for _, t := range out.Tensors {
+		if t.Name != calibIDsName {
+			continue
 		}
-		eff = make([]float32, rows*cols)
-		pk.Dequantize(eff)
-	} else {
-		_, e, _, _, err := hessianGPTQ(ctx, name, w, rows, cols, h.Matrix(), wmeta, rq)
-		if err != nil {
-			return err
+		if t.DType != tensor.I32 || len(t.Shape) != 2 || len(t.Data) != 4*t.Shape[0]*t.Shape[1] {
+			return nil, 0, 0, fmt.Errorf("calibration ids: %s %v", t.DType, t.Shape)
 		}
-		eff = e
+		ids := make([]int32, t.Shape[0]*t.Shape[1])
+		for i := range ids {
+			ids[i] = int32(binary.LittleEndian.Uint32(t.Data[4*i:]))
+		}
+		return ids, t.Shape[0], t.Shape[1], nil
 	}
-	var bias []float32
-	if d, ok := p.Linear().(*arch.Dense); ok {
-		bias = d.Bias()
-	}
-	d, err := arch.NewDense(rows, cols, eff, bias)
-	if err != nil {
-		return err
-	}
-	return p.Set(d)
+	return nil, 0, 0, fmt.Errorf("calibration output has no %s tensor", calibIDsName)
 }
 
 // jobPath resolves a config path against the job file's directory.

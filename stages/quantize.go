@@ -12,6 +12,7 @@ import (
 
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
+	"github.com/marlin-llm/marlin/quant/calib"
 	"github.com/marlin-llm/marlin/tensor"
 )
 
@@ -289,7 +290,20 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 	}
 	var tasks []*pipeline.Task
 	seen := map[string]bool{}
+	if calStage, cal := calibrationTask(pc.Inputs); cal != nil {
+		ts, err := s.planLayers(pc, calStage, cal) // layerwise.go
+		if err != nil {
+			return nil, err
+		}
+		tasks = ts
+		for _, t := range ts {
+			seen[t.Key] = true
+		}
+	}
 	for _, in := range pc.Inputs {
+		if len(tasks) > 0 {
+			break // layer mode planned every tensor
+		}
 		for _, ut := range in.Tasks {
 			if ut.Meta[MetaInternal] == "true" {
 				continue // a calibration run, not a tensor (see calibrate.go)
@@ -333,9 +347,11 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 		if seen[quantReportKey] {
 			return nil, fmt.Errorf("quantize: an upstream task is named %q, which the report task needs", quantReportKey)
 		}
-		refs := make([]pipeline.TaskRef, len(tasks))
-		for i, t := range tasks {
-			refs[i] = pipeline.TaskRef{Stage: pc.StageID, Key: t.Key}
+		var refs []pipeline.TaskRef
+		for _, t := range tasks {
+			if t.Meta[MetaInternal] != "true" { // not activations
+				refs = append(refs, pipeline.TaskRef{Stage: pc.StageID, Key: t.Key})
+			}
 		}
 		// The task carries no model tensors: tensor-per-task downstream
 		// stages skip it.
@@ -352,6 +368,18 @@ const quantReportKey = "quantize-report"
 type QuantizeReport struct {
 	Summary quant.Summary  `json:"summary"`
 	Tensors []quant.Report `json:"tensors"`
+	// Experts lists every routed expert projection's calibration: tokens
+	// routed to it and the policy applied (own, shrunk, pooled, rtn).
+	Experts []calib.ExpertCoverage `json:"experts,omitempty"`
+	// Layers is each layer task's time split (layer-streamed mode).
+	Layers []LayerStats `json:"layers,omitempty"`
+}
+
+// LayerStats is one layer task's measurements: seconds spent building the
+// layer, in calibration passes and in quantization, and the passes run.
+type LayerStats struct {
+	Task  string             `json:"task"`
+	Stats map[string]float64 `json:"stats"`
 }
 
 func (s *quantizeStage) runReport(refs []pipeline.TaskRef) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
@@ -371,6 +399,16 @@ func (s *quantizeStage) runReport(refs []pipeline.TaskRef) func(context.Context,
 					return nil, fmt.Errorf("quantize report: %s: %w", r.Key, err)
 				}
 				doc.Tensors = append(doc.Tensors, reps...)
+			}
+			if js := o.Meta[metaExperts]; js != "" && js != "null" {
+				var cov []calib.ExpertCoverage
+				if err := json.Unmarshal([]byte(js), &cov); err != nil {
+					return nil, fmt.Errorf("quantize report: %s: %w", r.Key, err)
+				}
+				doc.Experts = append(doc.Experts, cov...)
+			}
+			if strings.HasPrefix(r.Key, layerKeyPrefix) {
+				doc.Layers = append(doc.Layers, LayerStats{Task: r.Key, Stats: o.Stats})
 			}
 			if env.Progress != nil {
 				env.Progress(int64(i+1), int64(len(refs)))
@@ -458,6 +496,12 @@ func (s *quantizeStage) quantizeTensor(ctx context.Context, t, hessian *tensor.T
 	if err != nil {
 		return nil, nil, err
 	}
+	return s.quantizeResolved(ctx, t, hessian, rq)
+}
+
+// quantizeResolved is quantizeTensor with the settings already resolved
+// (the layer task falls back to RTN for experts without enough tokens).
+func (s *quantizeStage) quantizeResolved(ctx context.Context, t, hessian *tensor.Tensor, rq ResolvedQuant) ([]*tensor.Tensor, *quant.Report, error) {
 	if rq.Skip || len(t.Shape) != 2 {
 		return []*tensor.Tensor{t}, nil, nil
 	}
@@ -478,6 +522,9 @@ func (s *quantizeStage) quantizeTensor(ctx context.Context, t, hessian *tensor.T
 		return nil, nil, err
 	}
 	extra := map[string]string{quant.MetaMethod: rq.Method, quant.MetaShape: quant.FormatShape(t.Shape), "quant.source_dtype": t.DType.String()}
+	if f := t.Meta["calib.fallback"]; f != "" {
+		extra["calib.fallback"] = f
+	}
 	if rq.ScaleSearch {
 		extra["quant.scale_search"] = "true"
 	}

@@ -469,6 +469,20 @@ func (m *MoE) forward(rc *run, x, out []float32) error {
 		fill[e]++
 	}
 	clear(out[:T*Hd])
+	rcRouted := rc
+	if rc.hooks != nil && rc.hooks.AllExperts {
+		for e := 0; e < E; e++ {
+			if err := rc.ctx.Err(); err != nil {
+				return err
+			}
+			if _, err := m.experts[e].apply(rc, x, T); err != nil {
+				return err
+			}
+		}
+		c := *rc
+		c.hooks = nil
+		rcRouted = &c
+	}
 	for e := 0; e < E; e++ {
 		te, we := toks[start[e]:start[e+1]], wts[start[e]:start[e+1]]
 		if len(te) == 0 {
@@ -481,7 +495,7 @@ func (m *MoE) forward(rc *run, x, out []float32) error {
 		for i, t := range te {
 			copy(xe[i*Hd:(i+1)*Hd], x[int(t)*Hd:])
 		}
-		ye, err := m.experts[e].apply(rc, xe, len(te))
+		ye, err := m.experts[e].apply(rcRouted, xe, len(te))
 		if err != nil {
 			return err
 		}

@@ -61,6 +61,11 @@ type Hooks struct {
 	Linear func(name string, x []float32, rows, cols int)
 	// Route sees each MoE router's decision.
 	Route func(r *Routing)
+	// AllExperts runs every routed expert on every token of its MoE block
+	// for Linear to observe (calibration of experts that few tokens
+	// reach); the block's output still combines the routed experts only,
+	// computed without reporting their inputs.
+	AllExperts bool
 }
 
 // Routing is one MoE router's decision for a batch of tokens.

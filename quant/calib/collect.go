@@ -195,7 +195,8 @@ type ExpertCoverage struct {
 	// Needed is the threshold (the projection's input width).
 	Needed int `json:"needed"`
 	// Policy is "own" (enough tokens), "shrunk" (mixed with the pooled
-	// Hessian) or "pooled" (no tokens: pooled Hessian only).
+	// Hessian), "pooled" (no tokens: pooled Hessian only) or "rtn" (fewer
+	// than Options.MinExpertTokens: rounded to nearest, no Hessian).
 	Policy string `json:"policy"`
 	// Pool names the pooled Hessian's source.
 	Pool string `json:"pool,omitempty"`

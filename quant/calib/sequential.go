@@ -23,6 +23,14 @@ type Options struct {
 	TrueSequential bool
 	// Progress, when set, receives a line per finished step.
 	Progress func(msg string)
+	// MinExpertTokens: a routed expert projection that received fewer
+	// tokens gets no Hessian (policy "rtn"): the QuantizeFunc rounds it to
+	// nearest (0: never).
+	MinExpertTokens int
+	// AllExperts accumulates every routed expert's Hessians from all
+	// tokens entering its MoE block (see arch.Hooks.AllExperts); the
+	// layer's output still combines the routed experts only.
+	AllExperts bool
 }
 
 func (o *Options) batch() int {
@@ -255,7 +263,9 @@ func Layer(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options
 		c := NewCollector(opts.Precision, wantWithRouters(want))
 		c.UseGemm(ly.Backend().Sgemm)
 		c.UseInputKeys(keys)
-		if err := pass(c.Hooks()); err != nil {
+		hooks := c.Hooks()
+		hooks.AllExperts = opts.AllExperts
+		if err := pass(hooks); err != nil {
 			return nil, err
 		}
 		return c, c.Err()
@@ -329,14 +339,29 @@ func Layer(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options
 			}
 			hess = c.Hessians()
 		}
+		rtn := map[string]bool{}
+		if opts.MinExpertTokens > 0 {
+			for _, name := range g {
+				if expertRe.MatchString(name) && (hess[name] == nil || hess[name].Samples() < int64(opts.MinExpertTokens)) {
+					rtn[name] = true
+				}
+			}
+		}
 		cov, err := ExpertPolicy(hess, g, cols, opts.Precision)
 		if err != nil {
 			return nil, err
 		}
+		for i := range cov {
+			if rtn[cov[i].Name] {
+				cov[i].Policy, cov[i].Pool = "rtn", ""
+			}
+		}
 		rep.Experts = append(rep.Experts, cov...)
 		ps := make([]*arch.Proj, 0, len(g))
 		for _, name := range g {
-			if hess[name] == nil {
+			if rtn[name] {
+				delete(hess, name)
+			} else if hess[name] == nil {
 				return nil, fmt.Errorf("calib: %s received no calibration input", name)
 			}
 			ps = append(ps, projs[name])

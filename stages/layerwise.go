@@ -1,0 +1,790 @@
+package stages
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/marlin-llm/marlin/kernels"
+	"github.com/marlin-llm/marlin/model/arch"
+	"github.com/marlin-llm/marlin/model/hfconfig"
+	"github.com/marlin-llm/marlin/pipeline"
+	"github.com/marlin-llm/marlin/quant"
+	"github.com/marlin-llm/marlin/quant/calib"
+	"github.com/marlin-llm/marlin/quant/gptq"
+	"github.com/marlin-llm/marlin/quant/hadamard"
+	"github.com/marlin-llm/marlin/tensor"
+)
+
+// This file is the quantize stage's layer-streamed mode, planned when a
+// calibrate stage is upstream. A model streams through one decoder layer at
+// a time:
+//
+//	act.0      token embeddings of the calibration windows (transient)
+//	layer.L    builds layer L from the upstream weights, runs act.L through
+//	           it to accumulate the Hessians (one per distinct input; per
+//	           routed expert from its routed tokens), quantizes the layer's
+//	           Linears (GPTQ / MR-GPTQ / RTN by the rules, in parallel) and
+//	           outputs the layer's packed tensors
+//	act.L+1    act.L through layer L: quantized (sequential, the default) or
+//	           original (sequential: false) weights (transient)
+//	lm_head    with a Hessian method: calibrated on the final-normed act.N
+//
+// Activations are the only thing that flows between layers; Hessians live
+// inside a layer task and are never stored. act.* are transient outputs
+// (pipeline.Task.Transient): the runner deletes each once the tasks reading
+// it are done, so the workdir holds about two activation snapshots, and a
+// killed run resumes at the layer it was in.
+
+// layerRe matches a decoder layer's tensor names.
+var layerRe = regexp.MustCompile(`^model\.layers\.(\d+)\.`)
+
+// Layer-mode task keys and Meta.
+const (
+	actKeyPrefix   = "act."
+	layerKeyPrefix = "layer."
+	metaLayer      = "layer.index"
+	embedName      = "model.embed_tokens.weight"
+	finalNormName  = "model.norm.weight"
+	lmHeadName     = "lm_head.weight"
+	// metaExperts is the JSON list of a layer's routed-expert coverage
+	// (calib.ExpertCoverage) in a layer task's output Meta.
+	metaExperts = "calib.experts"
+)
+
+// layerPlan is what the layer tasks share.
+type layerPlan struct {
+	s          *quantizeStage
+	cfg        *hfconfig.Config
+	ix         *tensorIndex
+	calRef     pipeline.TaskRef
+	stageID    string
+	sequential bool
+	prec       gptq.Precision
+	allExperts bool
+	minTokens  int
+	backend    string
+}
+
+// calibrationTask returns the calibrate stage's task among the inputs.
+func calibrationTask(inputs []*pipeline.StagePlan) (*pipeline.StagePlan, *pipeline.Task) {
+	for _, in := range inputs {
+		for _, t := range in.Tasks {
+			if t.Key == CalibrationKey && t.Meta[metaCalibInputs] != "" {
+				return in, t
+			}
+		}
+	}
+	return nil, nil
+}
+
+// planLayers plans the layer-streamed tasks (see the file comment).
+func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.StagePlan, cal *pipeline.Task) ([]*pipeline.Task, error) {
+	if len(pc.Inputs) != 1 {
+		return nil, fmt.Errorf("quantize: with a calibrate stage upstream, it must be the only input (got %d)", len(pc.Inputs))
+	}
+	var weights []*pipeline.StagePlan
+	for _, id := range strings.Split(cal.Meta[metaCalibInputs], ",") {
+		sp := pc.Upstream[id]
+		if sp == nil {
+			return nil, fmt.Errorf("quantize: calibrate stage %q reads stage %q, which is not planned", calStage.ID, id)
+		}
+		weights = append(weights, sp)
+	}
+	ix, err := indexTensors(weights)
+	if err != nil {
+		return nil, fmt.Errorf("quantize: %w", err)
+	}
+	cfg, err := hfconfig.Load(cal.Meta[metaCalibModel])
+	if err != nil {
+		return nil, fmt.Errorf("quantize: %w", err)
+	}
+	if _, ok := ix.refs[lmHeadName]; ok {
+		cfg.TieWordEmbeddings = false // the rotate stage unties lm_head
+	}
+	lp := &layerPlan{s: s, cfg: cfg, ix: ix, calRef: pipeline.TaskRef{Stage: calStage.ID, Key: cal.Key}, stageID: pc.StageID,
+		sequential: cal.Meta[metaCalibSequential] != "false", prec: gptq.F32, allExperts: cal.Meta[metaCalibAllExperts] == "true",
+		backend: pc.Resources.Backend}
+	if cal.Meta[metaCalibPrecision] == "f64" {
+		lp.prec = gptq.F64
+	}
+	lp.minTokens, _ = strconv.Atoi(cal.Meta[metaCalibMinTokens])
+	samples, _ := strconv.Atoi(cal.Meta[metaCalibSamples])
+	seqLen, _ := strconv.Atoi(cal.Meta[metaCalibSeqLen])
+	actBytes := int64(samples) * int64(seqLen) * int64(cfg.HiddenSize) * 4
+
+	perLayer := make([][]string, cfg.NumLayers)
+	var others []string
+	for _, n := range ix.names {
+		if m := layerRe.FindStringSubmatch(n); m != nil {
+			if l, err := strconv.Atoi(m[1]); err == nil && l < cfg.NumLayers {
+				perLayer[l] = append(perLayer[l], n)
+				continue
+			}
+		}
+		others = append(others, n)
+	}
+	if _, ok := ix.refs[embedName]; !ok {
+		return nil, fmt.Errorf("quantize: the calibration forward pass needs %s, which no upstream task produces", embedName)
+	}
+	// Per-layer estimates: F32 weights, stored bytes, Hessians.
+	layerEst := make([]int64, cfg.NumLayers)
+	layerF32 := make([]int64, cfg.NumLayers)
+	workers := int64(runtime.GOMAXPROCS(0))
+	for l, names := range perLayer {
+		if len(names) == 0 {
+			return nil, fmt.Errorf("quantize: no upstream tensor of decoder layer %d (config.json says %d layers)", l, cfg.NumLayers)
+		}
+		var stored, f32, hess, gptqWork int64
+		for _, n := range names {
+			b, _ := strconv.ParseInt(ix.metas[n][MetaBytes], 10, 64)
+			stored += b
+			sh, _ := parseShapeMeta(ix.metas[n][MetaShape])
+			numel := int64(1)
+			for _, d := range sh {
+				numel *= int64(d)
+			}
+			f32 += 4 * numel
+			if len(sh) == 2 {
+				c := int64(sh[1])
+				hess += 4 * c * c
+				gptqWork = max(gptqWork, 16*c*c+12*numel)
+			}
+		}
+		layerF32[l] = f32
+		layerEst[l] = 2*actBytes + 2*f32 + stored + 2*hess + workers*gptqWork + 64<<20
+	}
+
+	headNeedsAct := false
+	if _, ok := ix.refs[lmHeadName]; ok {
+		rq, err := s.cfg.Resolve(lmHeadName)
+		if err != nil {
+			return nil, fmt.Errorf("quantize: %s: %w", lmHeadName, err)
+		}
+		headNeedsAct = lp.headByHessian(rq)
+	}
+	var tasks []*pipeline.Task
+	act := func(l int) pipeline.TaskRef {
+		return pipeline.TaskRef{Stage: pc.StageID, Key: actKeyPrefix + strconv.Itoa(l)}
+	}
+	layer := func(l int) pipeline.TaskRef {
+		return pipeline.TaskRef{Stage: pc.StageID, Key: layerKeyPrefix + strconv.Itoa(l)}
+	}
+	internal := func(extra map[string]string) map[string]string {
+		m := map[string]string{MetaInternal: "true", metaCalibSequential: strconv.FormatBool(lp.sequential)}
+		for k, v := range extra {
+			m[k] = v
+		}
+		return m
+	}
+	tasks = append(tasks, &pipeline.Task{
+		Key: act(0).Key, Needs: []pipeline.TaskRef{lp.calRef, ix.refs[embedName]}, Transient: true,
+		EstBytes: 2*actBytes + 64<<20, Meta: internal(nil), Run: lp.runEmbed(),
+	})
+	for l, names := range perLayer {
+		needs := lp.refsOf(names)
+		var stored int64
+		for _, n := range names {
+			b, _ := strconv.ParseInt(ix.metas[n][MetaBytes], 10, 64)
+			stored += b
+		}
+		meta := map[string]string{MetaTensors: strings.Join(names, ","), MetaBytes: strconv.FormatInt(stored, 10), metaLayer: strconv.Itoa(l)}
+		for _, n := range names {
+			rq, err := s.cfg.Resolve(n)
+			if err != nil {
+				return nil, fmt.Errorf("quantize: %s: %w", n, err)
+			}
+			if !rq.Skip {
+				meta[quant.MetaFormat] = rq.Format.String() // any: pack only needs "not skip"
+			}
+		}
+		tasks = append(tasks, &pipeline.Task{
+			Key: layer(l).Key, Needs: append(needs, act(l)), EstBytes: layerEst[l], Meta: meta,
+			Run: lp.runLayer(l, names, act(l)),
+		})
+		if l+1 < cfg.NumLayers || headNeedsAct {
+			next := []pipeline.TaskRef{act(l)}
+			if lp.sequential {
+				next = append(next, layer(l))
+			} else {
+				next = append(next, needs...)
+				if l > 0 {
+					next = append(next, layer(l-1)) // bounds how far activations run ahead
+				}
+			}
+			tasks = append(tasks, &pipeline.Task{
+				Key: act(l + 1).Key, Needs: next, Transient: true,
+				EstBytes: 2*actBytes + 2*layerF32[l] + 64<<20, Meta: internal(map[string]string{metaLayer: strconv.Itoa(l)}),
+				Run: lp.runAdvance(l, names, act(l), layer(l)),
+			})
+		}
+	}
+	// Tensors outside the decoder layers: one task each.
+	for _, n := range others {
+		rq, err := s.cfg.Resolve(n)
+		if err != nil {
+			return nil, fmt.Errorf("quantize: %s: %w", n, err)
+		}
+		meta := map[string]string{}
+		for k, v := range ix.metas[n] {
+			if k != MetaTensors {
+				meta[k] = v
+			}
+		}
+		meta[MetaHasHessian] = "none"
+		if rq.Skip {
+			meta[quant.MetaFormat] = "skip"
+		} else {
+			meta[quant.MetaFormat] = rq.Format.String()
+			meta[quant.MetaMethod] = rq.Method
+		}
+		b, _ := strconv.ParseInt(ix.metas[n][MetaBytes], 10, 64)
+		t := &pipeline.Task{Key: n, Needs: []pipeline.TaskRef{ix.refs[n]}, EstBytes: 3*b + 1<<20, Meta: meta}
+		if n == lmHeadName && lp.headByHessian(rq) {
+			normRef, ok := ix.refs[finalNormName]
+			if !ok {
+				return nil, fmt.Errorf("quantize: %s by %s needs %s", n, rq.Method, finalNormName)
+			}
+			meta[MetaHasHessian] = "true"
+			t.Needs = []pipeline.TaskRef{ix.refs[n], normRef, act(cfg.NumLayers)}
+			t.EstBytes += 2*actBytes + 8*int64(cfg.HiddenSize)*int64(cfg.HiddenSize)
+			t.Run = lp.runHead(t.Needs)
+		} else {
+			if layerRe.MatchString(n) && !rq.Skip && rq.Method != MethodRTN && pc.Log != nil {
+				pc.Log.Warn("tensor of a layer the forward pass does not run (beyond num_hidden_layers): quantized without a Hessian (round to nearest)", "tensor", n, "num_hidden_layers", cfg.NumLayers)
+			}
+			t.Run = lp.runTensor(ix.refs[n], n)
+		}
+		tasks = append(tasks, t)
+	}
+	return tasks, nil
+}
+
+// headByHessian reports whether lm_head is quantized with a Hessian (its
+// task then needs the activations after the last layer).
+func (lp *layerPlan) headByHessian(rq ResolvedQuant) bool {
+	return !rq.Skip && rq.Method != MethodRTN && rq.Format.Quantized()
+}
+
+// refsOf returns the distinct upstream tasks holding names.
+func (lp *layerPlan) refsOf(names []string) []pipeline.TaskRef {
+	var refs []pipeline.TaskRef
+	for _, n := range names {
+		if r := lp.ix.refs[n]; !slices.Contains(refs, r) {
+			refs = append(refs, r)
+		}
+	}
+	return refs
+}
+
+func (lp *layerPlan) openBackend() (kernels.Backend, error) {
+	name := lp.backend
+	if name == "" {
+		name = "auto"
+	}
+	return kernels.Open(name, kernels.Options{})
+}
+
+// activations is a layer boundary's hidden states: n windows of w tokens.
+type activations struct {
+	h      []float32
+	n, w   int
+	hidden int
+}
+
+func (a *activations) opts(prec gptq.Precision) calib.Options {
+	return calib.Options{Window: a.w, Precision: prec}
+}
+
+// actOutput stores activations, one F32 tensor per window.
+func actOutput(a *activations, meta map[string]string) (*pipeline.Output, error) {
+	out := &pipeline.Output{Meta: meta}
+	if out.Meta == nil {
+		out.Meta = map[string]string{}
+	}
+	sz := a.w * a.hidden
+	for i := 0; i < a.n; i++ {
+		t, err := tensor.FromFloat32(fmt.Sprintf("hidden.%06d", i), tensor.F32, []int{a.w, a.hidden}, a.h[i*sz:(i+1)*sz])
+		if err != nil {
+			return nil, err
+		}
+		out.Tensors = append(out.Tensors, t)
+	}
+	return out, nil
+}
+
+// readActivations reads an act.* output back.
+func readActivations(env *pipeline.TaskEnv, ref pipeline.TaskRef) (*activations, error) {
+	o, err := env.Input(ref)
+	if err != nil {
+		return nil, err
+	}
+	if len(o.Tensors) == 0 {
+		return nil, fmt.Errorf("%s holds no activations", ref)
+	}
+	t0 := o.Tensors[0]
+	if len(t0.Shape) != 2 {
+		return nil, fmt.Errorf("%s: activations of shape %v", ref, t0.Shape)
+	}
+	a := &activations{n: len(o.Tensors), w: t0.Shape[0], hidden: t0.Shape[1]}
+	sz := a.w * a.hidden
+	a.h = make([]float32, a.n*sz)
+	for i, t := range o.Tensors {
+		if t.DType != tensor.F32 || !slices.Equal(t.Shape, t0.Shape) {
+			return nil, fmt.Errorf("%s: window %d is %s %v", ref, i, t.DType, t.Shape)
+		}
+		if err := tensor.DecodeFloat32(a.h[i*sz:(i+1)*sz], t.DType, t.Data); err != nil {
+			return nil, fmt.Errorf("%s: %w", ref, err)
+		}
+	}
+	return a, nil
+}
+
+// upstreamTensors serves the upstream tensors of one task's needs to
+// arch.BuildLayer, reading each upstream output once.
+type upstreamTensors struct {
+	env  *pipeline.TaskEnv
+	ix   *tensorIndex
+	mu   sync.Mutex
+	outs map[pipeline.TaskRef]*pipeline.Output
+}
+
+func (u *upstreamTensors) Tensor(name string) (*tensor.Tensor, error) {
+	ref, ok := u.ix.refs[name]
+	if !ok {
+		return nil, fmt.Errorf("no upstream tensor %q", name)
+	}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.outs == nil {
+		u.outs = map[pipeline.TaskRef]*pipeline.Output{}
+	}
+	o := u.outs[ref]
+	if o == nil {
+		var err error
+		if o, err = u.env.Input(ref); err != nil {
+			return nil, err
+		}
+		u.outs[ref] = o
+	}
+	for _, t := range o.Tensors {
+		if t.Name == name {
+			return t, nil
+		}
+	}
+	return nil, fmt.Errorf("task %s has no tensor %q", ref, name)
+}
+
+// runEmbed makes act.0: the embeddings of the calibration windows.
+func (lp *layerPlan) runEmbed() func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
+		cal, err := env.Input(lp.calRef)
+		if err != nil {
+			return nil, err
+		}
+		ids, n, w, err := calibIDs(cal)
+		if err != nil {
+			return nil, fmt.Errorf("calibration: %w", err)
+		}
+		src := &upstreamTensors{env: env, ix: lp.ix}
+		emb, err := src.Tensor(embedName)
+		if err != nil {
+			return nil, err
+		}
+		hd := lp.cfg.HiddenSize
+		if len(emb.Shape) != 2 || emb.Shape[1] != hd {
+			return nil, fmt.Errorf("%s has shape %v, want [vocab, %d]", embedName, emb.Shape, hd)
+		}
+		a := &activations{h: make([]float32, len(ids)*hd), n: n, w: w, hidden: hd}
+		sz := emb.DType.Size()
+		for t, id := range ids {
+			if id < 0 || int(id) >= emb.Shape[0] {
+				return nil, fmt.Errorf("calibration token %d at %d outside the vocabulary of %d", id, t, emb.Shape[0])
+			}
+			if err := tensor.DecodeFloat32(a.h[t*hd:(t+1)*hd], emb.DType, emb.Data[int(id)*hd*sz:(int(id)+1)*hd*sz]); err != nil {
+				return nil, fmt.Errorf("%s: %w", embedName, err)
+			}
+		}
+		return actOutput(a, map[string]string{"calib.windows": strconv.Itoa(n), "calib.seq_len": strconv.Itoa(w)})
+	}
+}
+
+// runAdvance makes act.L+1 from act.L through layer L: its quantized
+// weights (the layer task's output) in sequential mode, else the originals.
+func (lp *layerPlan) runAdvance(l int, names []string, in, quantized pipeline.TaskRef) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
+		a, err := readActivations(env, in)
+		if err != nil {
+			return nil, err
+		}
+		b, err := lp.openBackend()
+		if err != nil {
+			return nil, err
+		}
+		var src arch.TensorSource = &upstreamTensors{env: env, ix: lp.ix}
+		if lp.sequential {
+			q, err := env.Input(quantized)
+			if err != nil {
+				return nil, err
+			}
+			src = &effectiveTensors{out: q}
+		}
+		ly, err := arch.BuildLayer(lp.cfg, src, l, arch.Options{Backend: b})
+		if err != nil {
+			return nil, err
+		}
+		opts := a.opts(lp.prec)
+		if err := calib.Advance(ctx, ly, a.h, a.n, opts); err != nil {
+			return nil, err
+		}
+		return actOutput(a, nil)
+	}
+}
+
+// effectiveTensors serves a layer task's output as the weights a forward
+// pass must use: packed weights dequantized to F32 in their own input basis
+// (an MR-GPTQ weight stored as W·Rᵀ is turned back into W), everything else
+// as stored.
+type effectiveTensors struct {
+	out *pipeline.Output
+}
+
+func (e *effectiveTensors) Tensor(name string) (*tensor.Tensor, error) {
+	var group []*tensor.Tensor
+	var main *tensor.Tensor
+	for _, t := range e.out.Tensors {
+		if t.Name == name {
+			main = t
+		}
+		if t.Name == name || strings.HasPrefix(t.Name, name+".") {
+			group = append(group, t)
+		}
+	}
+	if main == nil {
+		return nil, fmt.Errorf("quantized layer has no tensor %q", name)
+	}
+	if !quant.IsPacked(main) {
+		return main, nil
+	}
+	w, rows, cols, err := effectiveWeight(name, group)
+	if err != nil {
+		return nil, err
+	}
+	return tensor.FromFloat32(name, tensor.F32, []int{rows, cols}, w)
+}
+
+// effectiveWeight dequantizes a packed weight (quant.Packed.ToTensors) into
+// the weight's own input basis.
+func effectiveWeight(name string, ts []*tensor.Tensor) ([]float32, int, int, error) {
+	p, err := quant.FromTensors(name, ts)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	w := make([]float32, p.Rows*p.Cols)
+	p.Dequantize(w)
+	for _, t := range ts {
+		if t.Name != name || t.Meta[hadamard.MetaInputPlacement] != hadamard.PlacementOnline {
+			continue
+		}
+		r, err := hadamard.Parse(t.Meta[hadamard.MetaInput], p.Cols)
+		if err != nil {
+			return nil, 0, 0, fmt.Errorf("%s: %w", name, err)
+		}
+		// Rows of W·Rᵀ are R·w; Rᵀ gives w back.
+		if err := r.ApplyT(w, p.Rows); err != nil {
+			return nil, 0, 0, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return w, p.Rows, p.Cols, nil
+}
+
+// layerTimes is a layer task's time split.
+type layerTimes struct {
+	Build    float64 `json:"build"`
+	Calib    float64 `json:"calibrate"`
+	Quantize float64 `json:"quantize"`
+	Passes   int     `json:"passes"`
+}
+
+// runLayer is layer.L: calibrate and quantize decoder layer l.
+func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
+		start := time.Now()
+		a, err := readActivations(env, in)
+		if err != nil {
+			return nil, err
+		}
+		b, err := lp.openBackend()
+		if err != nil {
+			return nil, err
+		}
+		src := &upstreamTensors{env: env, ix: lp.ix}
+		ly, err := arch.BuildLayer(lp.cfg, src, l, arch.Options{Backend: b})
+		if err != nil {
+			return nil, err
+		}
+		var times layerTimes
+		times.Build = time.Since(start).Seconds()
+		results := map[string][]*tensor.Tensor{}
+		var reports []quant.Report
+		var mu sync.Mutex
+		total := int64(len(ly.Projs()))
+		var done int64
+		var quantSecs float64
+		fn := func(ctx context.Context, ps []*arch.Proj, hess map[string]*gptq.Hessian) error {
+			t0 := time.Now()
+			g, gctx := errgroup.WithContext(ctx)
+			g.SetLimit(runtime.GOMAXPROCS(0))
+			for _, p := range ps {
+				g.Go(func() error {
+					name := p.Name() + ".weight"
+					t, err := src.Tensor(name)
+					if err != nil {
+						return err
+					}
+					ts, rep, eff, err := lp.quantizeProj(gctx, t, hess[p.Name()])
+					if err != nil {
+						return err
+					}
+					if eff != nil && lp.sequential {
+						rows, cols := p.Linear().Dims()
+						var bias []float32
+						if d, ok := p.Linear().(*arch.Dense); ok {
+							bias = d.Bias()
+						}
+						d, err := arch.NewDense(rows, cols, eff, bias)
+						if err != nil {
+							return err
+						}
+						if err := p.Set(d); err != nil {
+							return err
+						}
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					results[name] = ts
+					if rep != nil {
+						reports = append(reports, *rep)
+					}
+					done++
+					if env.Progress != nil {
+						env.Progress(done, total)
+					}
+					return nil
+				})
+			}
+			err := g.Wait()
+			quantSecs += time.Since(t0).Seconds()
+			return err
+		}
+		opts := a.opts(lp.prec)
+		opts.TrueSequential = lp.sequential
+		opts.MinExpertTokens = lp.minTokens
+		opts.AllExperts = lp.allExperts
+		t0 := time.Now()
+		rep, err := calib.Layer(ctx, ly, a.h, a.n, opts, nil, fn)
+		if err != nil {
+			return nil, err
+		}
+		times.Quantize = quantSecs
+		times.Calib = time.Since(t0).Seconds() - quantSecs
+		times.Passes = rep.Passes
+		a = nil
+		// Every tensor of the layer, in upstream order: quantized Linears,
+		// and the rest (norms, router biases) through the tensor path.
+		out := &pipeline.Output{Meta: map[string]string{}}
+		for _, n := range names {
+			if ts, ok := results[n]; ok {
+				out.Tensors = append(out.Tensors, ts...)
+				continue
+			}
+			t, err := src.Tensor(n)
+			if err != nil {
+				return nil, err
+			}
+			c := *t
+			c.Meta = map[string]string{MetaHasHessian: "none"}
+			for k, v := range t.Meta {
+				c.Meta[k] = v
+			}
+			ts, r, err := lp.s.quantizeTensor(ctx, &c, nil)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", n, err)
+			}
+			out.Tensors = append(out.Tensors, ts...)
+			if r != nil {
+				reports = append(reports, *r)
+			}
+		}
+		slices.SortFunc(reports, func(x, y quant.Report) int { return strings.Compare(x.Name, y.Name) })
+		if err := setReports(out, reports); err != nil {
+			return nil, err
+		}
+		out.Stats = map[string]float64{"build_s": times.Build, "calibrate_s": times.Calib, "quantize_s": times.Quantize, "passes": float64(times.Passes)}
+		for _, k := range []struct {
+			key string
+			v   any
+		}{{metaExperts, rep.Experts}, {"calib.router_counts", rep.RouterCounts}} {
+			js, err := json.Marshal(k.v)
+			if err != nil {
+				return nil, err
+			}
+			out.Meta[k.key] = string(js)
+		}
+		if env.Log != nil {
+			env.Log.Info("layer quantized", "layer", l, "tensors", len(names), "experts", len(rep.Experts),
+				"calibrate_s", fmt.Sprintf("%.2f", times.Calib), "quantize_s", fmt.Sprintf("%.2f", times.Quantize), "passes", rep.Passes)
+		}
+		return out, nil
+	}
+}
+
+// quantizeProj quantizes one Linear weight of a layer with its Hessian (nil
+// when the expert policy chose round to nearest) and returns its tensors,
+// its report and, for formats that change the weight, the effective F32
+// weight a forward pass must use next.
+func (lp *layerPlan) quantizeProj(ctx context.Context, t *tensor.Tensor, h *gptq.Hessian) ([]*tensor.Tensor, *quant.Report, []float32, error) {
+	rq, err := lp.s.cfg.Resolve(t.Name)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	c := *t
+	c.Meta = map[string]string{}
+	for k, v := range t.Meta {
+		c.Meta[k] = v
+	}
+	var ht *tensor.Tensor
+	if h != nil {
+		c.Meta[MetaHasHessian] = "true"
+		ht = h.Tensor(t.Name + HessianSuffix)
+	} else {
+		c.Meta[MetaHasHessian] = "none"
+		if rq.Method != MethodRTN {
+			c.Meta["calib.fallback"] = "rtn"
+		}
+	}
+	ts, rep, err := lp.s.quantizeResolved(ctx, &c, ht, rq)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if rq.Skip || !rq.Format.Quantized() || len(t.Shape) != 2 {
+		return ts, rep, nil, nil
+	}
+	eff, _, _, err := effectiveWeight(t.Name, ts)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return ts, rep, eff, nil
+}
+
+// setReports records a task's tensor reports in its Meta ("quant.reports",
+// read by the report task; a single report's fields too).
+func setReports(out *pipeline.Output, reports []quant.Report) error {
+	if len(reports) == 1 {
+		for k, v := range reports[0].Meta() {
+			out.Meta[k] = v
+		}
+	}
+	if len(reports) == 0 {
+		return nil
+	}
+	b, err := json.Marshal(reports)
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	out.Meta["quant.reports"] = string(b)
+	return nil
+}
+
+// runTensor quantizes one tensor outside the decoder layers (embeddings,
+// final norm, an lm_head by RTN) with no Hessian.
+func (lp *layerPlan) runTensor(ref pipeline.TaskRef, name string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
+		t, err := fetch(env, ref, name)
+		if err != nil {
+			return nil, err
+		}
+		c := *t
+		c.Meta = map[string]string{MetaHasHessian: "none"}
+		for k, v := range t.Meta {
+			c.Meta[k] = v
+		}
+		ts, rep, err := lp.s.quantizeTensor(ctx, &c, nil)
+		if err != nil {
+			return nil, fmt.Errorf("quantize %s: %w", name, err)
+		}
+		out := &pipeline.Output{Tensors: ts, Meta: map[string]string{}}
+		var reps []quant.Report
+		if rep != nil {
+			reps = append(reps, *rep)
+		}
+		return out, setReports(out, reps)
+	}
+}
+
+// runHead quantizes lm_head with the Hessian of its input: the final-normed
+// hidden states after the last layer (needs: lm_head, final norm, act.N).
+func (lp *layerPlan) runHead(needs []pipeline.TaskRef) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
+		w, err := fetch(env, needs[0], lmHeadName)
+		if err != nil {
+			return nil, err
+		}
+		nt, err := fetch(env, needs[1], finalNormName)
+		if err != nil {
+			return nil, err
+		}
+		norm, err := tensor.ToFloat32(nt)
+		if err != nil {
+			return nil, err
+		}
+		a, err := readActivations(env, needs[2])
+		if err != nil {
+			return nil, err
+		}
+		if len(norm) != a.hidden {
+			return nil, fmt.Errorf("%s has %d entries for a hidden size of %d", finalNormName, len(norm), a.hidden)
+		}
+		b, err := lp.openBackend()
+		if err != nil {
+			return nil, err
+		}
+		rows := a.n * a.w
+		if err := b.RMSNorm(a.h, a.h, norm, rows, a.hidden, float32(lp.cfg.RMSNormEps)); err != nil {
+			return nil, err
+		}
+		h, err := gptq.NewHessian(a.hidden, lp.prec)
+		if err != nil {
+			return nil, err
+		}
+		h.UseGemm(b.Sgemm)
+		// Window batches as the layer passes run them.
+		step := 8 * a.w * a.hidden
+		for s := 0; s < len(a.h); s += step {
+			e := min(s+step, len(a.h))
+			if err := h.Add(a.h[s:e], (e-s)/a.hidden); err != nil {
+				return nil, fmt.Errorf("%s: %w", lmHeadName, err)
+			}
+		}
+		a = nil
+		ts, rep, _, err := lp.quantizeProj(ctx, w, h)
+		if err != nil {
+			return nil, fmt.Errorf("quantize %s: %w", lmHeadName, err)
+		}
+		out := &pipeline.Output{Tensors: ts, Meta: map[string]string{}}
+		var reps []quant.Report
+		if rep != nil {
+			reps = append(reps, *rep)
+		}
+		return out, setReports(out, reps)
+	}
+}
