@@ -51,7 +51,7 @@ type JournalEntry struct {
 	// Stats are the output's run measurements (Output.Stats).
 	Stats   map[string]float64 `json:"stats,omitempty"`
 	Seconds float64            `json:"seconds"`
-	Time      time.Time         `json:"time"`
+	Time    time.Time          `json:"time"`
 }
 
 // StoreOptions tune OpenStore.
