@@ -47,6 +47,11 @@ type Runner struct {
 	Events EventHandler
 	// Log is the structured logger (nil: discard).
 	Log *slog.Logger
+	// Rerun names stages whose tasks run even when the journal holds
+	// their outputs (`run --rerun`: re-measure a benchmark). Their new
+	// outputs replace the old ones under the same identities; downstream
+	// tasks re-run when a digest changed.
+	Rerun []string
 }
 
 // RunStats summarizes a run.
@@ -105,6 +110,14 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 		r.Events(e)
 	}
 
+	rerun := map[string]bool{}
+	for _, id := range r.Rerun {
+		if plan.JobStage(id) == nil {
+			return stats, fmt.Errorf("rerun: unknown stage %q", id)
+		}
+		rerun[id] = true
+	}
+
 	states := make(map[TaskRef]*taskState, len(plan.Order))
 	for _, ref := range plan.Order {
 		states[ref] = &taskState{ref: ref, task: plan.Task(ref), js: plan.JobStage(ref.Stage)}
@@ -137,7 +150,7 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 			inputs[i] = states[n].entry.Digest
 		}
 		id := TaskID(*st.js.Kind, st.js.ConfigJSON, t, inputs)
-		if e, ok := r.Store.Lookup(id); ok {
+		if e, ok := r.Store.Lookup(id); ok && !rerun[st.ref.Stage] {
 			if err := r.Store.Verify(e); err == nil {
 				st.entry = e
 				statsMu.Lock()
@@ -194,6 +207,12 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 		out, err := runTask(gctx, t, env)
 		if err == nil {
 			err = gctx.Err()
+		}
+		if err == nil {
+			if out == nil {
+				out = &Output{}
+			}
+			err = env.recordArtifacts(out)
 		}
 		if err != nil {
 			secs := time.Since(start).Seconds()

@@ -205,18 +205,27 @@ type E2EResult struct {
 	WeightBytes  int64   `json:"weight_bytes"`
 }
 
+// Render returns the contents of report.json and report.html.
+func Render(d *Doc) (js, html []byte, err error) {
+	js, err = json.MarshalIndent(d, "", "  ")
+	if err != nil {
+		return nil, nil, fmt.Errorf("report: %w", err)
+	}
+	html, err = HTML(d)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(js, '\n'), html, nil
+}
+
 // Write writes report.json and report.html into dir (each temp + fsync +
 // rename) and returns their names.
 func Write(dir string, d *Doc) ([]string, error) {
-	js, err := json.MarshalIndent(d, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("report: %w", err)
-	}
-	html, err := HTML(d)
+	js, html, err := Render(d)
 	if err != nil {
 		return nil, err
 	}
-	if err := pipeline.WriteFileAtomic(filepath.Join(dir, JSONFile), append(js, '\n')); err != nil {
+	if err := pipeline.WriteFileAtomic(filepath.Join(dir, JSONFile), js); err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
 	if err := pipeline.WriteFileAtomic(filepath.Join(dir, HTMLFile), html); err != nil {

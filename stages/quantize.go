@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -114,8 +113,10 @@ func (c *QuantizeConfig) Validate() error {
 			errs = append(errs, prefixField(p, err))
 		}
 	}
-	if c.Report != "" && (filepath.IsAbs(c.Report) || strings.HasPrefix(filepath.Clean(c.Report), "..")) {
-		errs = append(errs, &pipeline.FieldError{Field: "report", Err: fmt.Errorf("must be a relative path inside the output directory, got %q", c.Report)})
+	if c.Report != "" {
+		if err := pipeline.CheckOutPath(c.Report); err != nil {
+			errs = append(errs, &pipeline.FieldError{Field: "report", Err: err})
+		}
 	}
 	if len(errs) == 1 {
 		return errs[0]
@@ -381,7 +382,7 @@ func (s *quantizeStage) runReport(refs []pipeline.TaskRef) func(context.Context,
 		if err != nil {
 			return nil, fmt.Errorf("quantize report: %w", err)
 		}
-		if err := pipeline.WriteFileAtomic(filepath.Join(env.OutDir, s.cfg.Report), append(data, '\n')); err != nil {
+		if err := env.WriteArtifact(s.cfg.Report, append(data, '\n')); err != nil {
 			return nil, fmt.Errorf("quantize report: %w", err)
 		}
 		sm := doc.Summary

@@ -79,11 +79,15 @@ func (c *ValidateConfig) Validate() error {
 			errs = append(errs, &pipeline.FieldError{Field: f.name, Err: errors.New("required")})
 		}
 	}
-	if c.Packed != "" && (filepath.IsAbs(c.Packed) || strings.HasPrefix(filepath.Clean(c.Packed), "..")) {
-		errs = append(errs, &pipeline.FieldError{Field: "packed", Err: fmt.Errorf("must be a relative path inside the output directory, got %q", c.Packed)})
+	if c.Packed != "" {
+		if err := pipeline.CheckOutPath(c.Packed); err != nil {
+			errs = append(errs, &pipeline.FieldError{Field: "packed", Err: err})
+		}
 	}
-	if c.Out != "" && (filepath.IsAbs(c.Out) || strings.HasPrefix(filepath.Clean(c.Out), "..")) {
-		errs = append(errs, &pipeline.FieldError{Field: "out", Err: fmt.Errorf("must be a relative path inside the output directory, got %q", c.Out)})
+	if c.Out != "" {
+		if err := pipeline.CheckOutPath(c.Out); err != nil {
+			errs = append(errs, &pipeline.FieldError{Field: "out", Err: err})
+		}
 	}
 	if c.Window != 0 && c.Window < 2 {
 		errs = append(errs, &pipeline.FieldError{Field: "window", Err: fmt.Errorf("must be at least 2, got %d", c.Window)})
@@ -247,10 +251,7 @@ func (s *validateStage) run(needs []pipeline.TaskRef, model, text, backend strin
 		if name == "" {
 			name = "validate.json"
 		}
-		if err := pipeline.WriteFileAtomic(filepath.Join(env.OutDir, name), append(doc, '\n')); err != nil {
-			return fail(err)
-		}
-		if err := out.AddArtifact(env.OutDir, name); err != nil {
+		if err := env.WriteArtifact(name, append(doc, '\n')); err != nil {
 			return fail(err)
 		}
 		if env.Log != nil {
