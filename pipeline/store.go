@@ -51,8 +51,8 @@ type JournalEntry struct {
 	// ArtifactStats are the artifacts' sizes and modification times when
 	// recorded (status compares them; run re-hashes).
 	ArtifactStats map[string]FileStat `json:"artifact_stats,omitempty"`
-	Seconds   float64           `json:"seconds"`
-	Time      time.Time         `json:"time"`
+	Seconds       float64             `json:"seconds"`
+	Time          time.Time           `json:"time"`
 }
 
 // StoreOptions tune OpenStore.
