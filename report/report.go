@@ -159,6 +159,10 @@ type Validation struct {
 	// Method names the quantization method(s) (for "ppl by method").
 	Method string  `json:"method"`
 	Checks []Check `json:"checks,omitempty"`
+	// RequestedWindows is the number of windows the job asked for; Windows
+	// is smaller when the text is too short (Warnings say so).
+	RequestedWindows int      `json:"requested_windows,omitempty"`
+	Warnings         []string `json:"warnings,omitempty"`
 }
 
 // Check is one threshold of the job file and its outcome.
