@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -290,10 +291,15 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 	}
 	var tasks []*pipeline.Task
 	seen := map[string]bool{}
+	var names []string // every tensor name, for unmatched-rule warnings
 	for _, in := range pc.Inputs {
 		for _, ut := range in.Tasks {
 			if ut.Meta[MetaInternal] == "true" {
 				continue // a calibration run, not a tensor (see calibrate.go)
+			}
+			names = append(names, ut.Key)
+			if l := ut.Meta[MetaTensors]; l != "" {
+				names = append(names, strings.Split(l, ",")...)
 			}
 			if seen[ut.Key] {
 				return nil, fmt.Errorf("quantize: task key %q produced by two upstream stages", ut.Key)
@@ -330,6 +336,7 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 			})
 		}
 	}
+	s.warnUnmatchedRules(pc, names)
 	if s.cfg.Report != "" {
 		if seen[quantReportKey] {
 			return nil, fmt.Errorf("quantize: an upstream task is named %q, which the report task needs", quantReportKey)
@@ -344,6 +351,20 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 			Meta: map[string]string{MetaInternal: "true"}, Run: s.runReport(refs)})
 	}
 	return tasks, nil
+}
+
+// warnUnmatchedRules logs a warning for every rule whose glob matches none
+// of the tensor names: a typo there silently quantizes what the rule meant
+// to keep.
+func (s *quantizeStage) warnUnmatchedRules(pc *pipeline.PlanContext, names []string) {
+	if pc.Log == nil {
+		return
+	}
+	for i, r := range s.cfg.Rules {
+		if !slices.ContainsFunc(names, func(n string) bool { ok, _ := path.Match(r.Match, n); return ok }) {
+			pc.Log.Warn(fmt.Sprintf("quantize: rules[%d] matches no tensor", i), "rule", i, "match", r.Match, "tensors", len(names))
+		}
+	}
 }
 
 // quantReportKey is the key of the report task.
