@@ -78,7 +78,7 @@ func runCommand() *command {
 				r.Rerun = strings.Split(rerun, ",")
 				for _, id := range r.Rerun {
 					if plan.JobStage(id) == nil {
-						return usagef("--rerun: unknown stage %q", id)
+						return usagef("--rerun: stage %q is not in the job (or not selected by --until)", id)
 					}
 				}
 			}
