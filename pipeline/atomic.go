@@ -34,8 +34,9 @@ func CreateAtomic(path string) (*AtomicFile, error) {
 
 // WriteFileAtomic writes data to path via a temporary file, fsync and
 // rename (the atomic counterpart of os.WriteFile), creating its directory.
-// Stages writing final artifacts into TaskEnv.OutDir must use it (or
-// CreateAtomic).
+// Stages write final artifacts into TaskEnv.OutDir through
+// TaskEnv.WriteArtifact, or with it (or CreateAtomic) on a path from
+// TaskEnv.ArtifactPath, so that the file is recorded.
 func WriteFileAtomic(path string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("create %s: %w", path, err)
@@ -67,7 +68,8 @@ func HashFile(path string) (digest string, size int64, err error) {
 const ArtifactMetaPrefix = "artifact:"
 
 // AddArtifact records the file outDir/rel (already written, e.g. with
-// WriteFileAtomic) as a final artifact of this output.
+// WriteFileAtomic) as a final artifact of this output. TaskEnv.WriteArtifact
+// and ArtifactPath record files without it.
 func (o *Output) AddArtifact(outDir, rel string) error {
 	if filepath.IsAbs(rel) || strings.HasPrefix(filepath.Clean(rel), "..") {
 		return fmt.Errorf("artifact %q: must be relative to the output directory", rel)

@@ -27,6 +27,9 @@
 //     skip-if-checkpointed, first error cancels.
 //   - store.go, atomic.go, lock_*.go: content-addressed Arrow IPC blobs
 //     (tensor.WriteArrow), fsynced journal, temp+fsync+rename, flock.
+//   - artifact.go: files tasks write to out/ (TaskEnv.WriteArtifact,
+//     ArtifactPath), recorded in the journal, re-checked on resume, never
+//     written through a link.
 //   - events.go, progress.go: events as plain lines, JSON lines or mpb bars.
 //
 // Hand-written pieces and why: the strict YAML walker (above); ByteSize

@@ -66,6 +66,7 @@ func PlanJob(ctx context.Context, job *Job, log *slog.Logger) (*Plan, error) {
 		}
 		pc := &PlanContext{
 			StageID:   js.ID,
+			JobName:   job.Name,
 			JobDir:    job.Dir,
 			Workdir:   job.Workdir,
 			Inputs:    inputs,

@@ -47,6 +47,11 @@ type Runner struct {
 	Events EventHandler
 	// Log is the structured logger (nil: discard).
 	Log *slog.Logger
+	// Rerun names stages whose tasks run even when the journal holds
+	// their outputs (`run --rerun`: re-measure a benchmark). Their new
+	// outputs replace the old ones under the same identities; downstream
+	// tasks re-run when a digest changed.
+	Rerun []string
 }
 
 // RunStats summarizes a run.
@@ -112,6 +117,14 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 		evMu.Lock()
 		defer evMu.Unlock()
 		r.Events(e)
+	}
+
+	rerun := map[string]bool{}
+	for _, id := range r.Rerun {
+		if plan.JobStage(id) == nil {
+			return stats, fmt.Errorf("rerun: unknown stage %q", id)
+		}
+		rerun[id] = true
 	}
 
 	states := make(map[TaskRef]*taskState, len(plan.Order))
@@ -231,6 +244,12 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 		if err == nil {
 			err = gctx.Err()
 		}
+		if err == nil {
+			if out == nil {
+				out = &Output{}
+			}
+			err = env.recordArtifacts(out)
+		}
 		if err != nil {
 			secs := time.Since(start).Seconds()
 			emit(Event{Type: EventFailed, Stage: st.ref.Stage, Key: st.ref.Key, Seconds: secs, Err: err.Error()})
@@ -266,7 +285,7 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 		}
 		t := st.task
 		id := taskID(st)
-		if e, ok := r.Store.Lookup(id); ok {
+		if e, ok := r.Store.Lookup(id); ok && !rerun[st.ref.Stage] {
 			if t.Transient && !r.Store.HasBlob(e) {
 				// Dropped after its users finished: skipped while they
 				// stay done (materialize recomputes it otherwise).

@@ -662,3 +662,118 @@ func TestCompactRemovesStaleCheckpoints(t *testing.T) {
 		t.Errorf("old config after compact: %+v %v", stats, err)
 	}
 }
+
+// TestTaskEnvArtifacts: files written through TaskEnv.WriteArtifact and
+// ArtifactPath are recorded without Output.AddArtifact and restored when
+// deleted, altered or replaced by a link; a link in place of the file is
+// replaced, never written through; a link on the way to it is refused.
+func TestTaskEnvArtifacts(t *testing.T) {
+	cnt := &counter{}
+	k := funcKind("export", func(pc *PlanContext, cfg *fakeConfig) ([]*Task, error) {
+		return []*Task{{Key: "file", Run: func(ctx context.Context, env *TaskEnv) (*Output, error) {
+			cnt.inc(pc.StageID)
+			if err := env.WriteArtifact("sub/a.json", []byte("a:"+cfg.Format)); err != nil {
+				return nil, err
+			}
+			p, err := env.ArtifactPath("sub/b.bin")
+			if err != nil {
+				return nil, err
+			}
+			return nil, WriteFileAtomic(p, []byte("b:"+cfg.Format))
+		}}}, nil
+	})
+	reg := testRegistry(t, k)
+	const doc = "version: 1\nstages:\n  - {id: x, kind: export}\n"
+	plan := loadPlan(t, reg, doc)
+	wd := t.TempDir()
+	dir := t.TempDir()
+	arts := []string{filepath.Join(wd, "out", "sub", "a.json"), filepath.Join(wd, "out", "sub", "b.bin")}
+	outside := []string{filepath.Join(dir, "a"), filepath.Join(dir, "b")}
+	want := []string{"a:fp4", "b:fp4"}
+	otherSettings := func() {
+		if _, err := runPlan(t, loadPlan(t, reg, doc, "stages.x.with.format=int4"), wd, Runner{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, c := range []struct {
+		name   string
+		mutate func(art, outside string) // nil: untouched
+		once   func()
+	}{
+		{name: "first run"},
+		{name: "untouched"},
+		{name: "deleted", mutate: func(art, _ string) { os.Remove(art) }},
+		{name: "altered", mutate: func(art, _ string) { os.WriteFile(art, []byte("tampered"), 0o644) }},
+		{name: "link to a copy", mutate: func(art, outside string) {
+			b, _ := os.ReadFile(art)
+			os.WriteFile(outside, b, 0o644)
+			os.Remove(art)
+			os.Symlink(outside, art)
+		}},
+		{name: "other settings", once: otherSettings},
+		// the other run replaces the links: it must not write "int4" behind them
+		{name: "link, then other settings", mutate: func(art, outside string) {
+			os.Remove(outside)
+			os.Rename(art, outside)
+			os.Symlink(outside, art)
+		}, once: otherSettings},
+	} {
+		wantRun := i == 0 || c.mutate != nil || c.once != nil
+		for j := range arts {
+			if c.mutate != nil {
+				c.mutate(arts[j], outside[j])
+			}
+		}
+		if c.once != nil {
+			c.once()
+		}
+		if i > 0 {
+			st, err := OpenStore(wd, StoreOptions{ReadOnly: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pending := 0
+			for _, s := range Status(plan, st) {
+				pending += s.Pending
+			}
+			st.Close()
+			if (pending == 1) != wantRun {
+				t.Errorf("%s: status says %d pending", c.name, pending)
+			}
+		}
+		before := cnt.get("x")
+		if _, err := runPlan(t, plan, wd, Runner{}); err != nil {
+			t.Fatal(err)
+		}
+		if ran := cnt.get("x") - before; (ran == 1) != wantRun {
+			t.Errorf("%s: export ran %d times", c.name, ran)
+		}
+		for j, art := range arts {
+			if fi, err := os.Lstat(art); err != nil || !fi.Mode().IsRegular() {
+				t.Errorf("%s: %s is not a regular file (%v)", c.name, art, err)
+			}
+			if b, err := os.ReadFile(art); err != nil || string(b) != want[j] {
+				t.Errorf("%s: artifact %q, %v", c.name, b, err)
+			}
+			if b, err := os.ReadFile(outside[j]); err == nil && string(b) != want[j] {
+				t.Errorf("%s: wrote through the link: %q", c.name, b)
+			}
+		}
+	}
+
+	// a directory link inside out/ is refused, and nothing lands behind it
+	wd2 := t.TempDir()
+	target := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(wd2, "out"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(target, filepath.Join(wd2, "out", "sub")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runPlan(t, plan, wd2, Runner{}); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Errorf("directory link: err = %v, want a refusal", err)
+	}
+	if ents, _ := os.ReadDir(target); len(ents) != 0 {
+		t.Errorf("wrote through the directory link: %v", ents)
+	}
+}

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"log/slog"
+	"sync"
 
 	"github.com/marlin-llm/marlin/tensor"
 )
@@ -70,6 +71,8 @@ type PlanContext struct {
 	Resources Resources
 	// Log is the run's structured logger.
 	Log *slog.Logger
+	// JobName is the job's `name:` (reports are titled with it).
+	JobName string
 }
 
 // StagePlan is a planned stage: its identity and tasks.
@@ -136,10 +139,15 @@ type TaskEnv struct {
 	// Progress reports work done within the task (done of total units).
 	Progress func(done, total int64)
 	// OutDir is the run's output directory for final artifacts (exports).
-	// Files must be written with pipeline.WriteFileAtomic or equivalent.
+	// Write files there through WriteArtifact or ArtifactPath
+	// (artifact.go): they refuse paths through symbolic
+	// links and record each file, so a resumed run re-checks it.
 	OutDir string
 	// Log is the task's logger.
 	Log *slog.Logger
+
+	artMu     sync.Mutex
+	artifacts map[string]string // rel → digest ("": hash when the task ends)
 }
 
 // Resources are a job's resource settings (`resources:` in the job file).

@@ -11,7 +11,8 @@ type StageStatus struct {
 	ID, Kind string
 	Total    int
 	// Done tasks have a journal record whose blob exists with the recorded
-	// size (status does not re-hash; `run` verifies digests).
+	// size and whose artifacts in out/ have the recorded size and
+	// modification time (status does not re-hash; `run` verifies digests).
 	Done int
 	// Pending tasks still have to run (or have inputs that do).
 	Pending int
@@ -60,7 +61,7 @@ func statusWalk(plan *Plan, store *Store) ([]StageStatus, map[string]bool) {
 		if ok {
 			id := TaskID(*js.Kind, js.ConfigJSON, t, inputs)
 			if e, found := store.Lookup(id); found {
-				if fi, err := os.Stat(store.BlobPath(id)); err == nil && fi.Size() == e.Size {
+				if fi, err := os.Stat(store.BlobPath(id)); err == nil && fi.Size() == e.Size && store.artifactsUnchanged(e) {
 					digest[ref] = e.Digest
 					ids[id] = true
 					st.Done++

@@ -48,6 +48,9 @@ type JournalEntry struct {
 	Size   int64  `json:"size"`
 	// Artifacts are final files in the output directory (path → SHA-256).
 	Artifacts map[string]string `json:"artifacts,omitempty"`
+	// ArtifactStats are the artifacts' sizes and modification times when
+	// recorded (status compares them; run re-hashes).
+	ArtifactStats map[string]FileStat `json:"artifact_stats,omitempty"`
 	// Stats are the output's run measurements (Output.Stats).
 	Stats   map[string]float64 `json:"stats,omitempty"`
 	Seconds float64            `json:"seconds"`
@@ -227,7 +230,8 @@ func (s *Store) BlobPath(id string) string {
 }
 
 // Verify re-hashes an entry's blob and artifacts and reports the first
-// mismatch (missing, truncated or altered file).
+// mismatch (missing, truncated or altered file; an artifact replaced by a
+// symbolic link or anything but a regular file).
 func (s *Store) Verify(e JournalEntry) error {
 	digest, size, err := HashFile(s.BlobPath(e.ID))
 	if err != nil {
@@ -237,7 +241,11 @@ func (s *Store) Verify(e JournalEntry) error {
 		return fmt.Errorf("blob %s: digest mismatch (size %d, journal says %d)", e.ID[:min(12, len(e.ID))], size, e.Size)
 	}
 	for rel, want := range e.Artifacts {
-		got, _, err := HashFile(filepath.Join(s.OutDir(), filepath.FromSlash(rel)))
+		path := filepath.Join(s.OutDir(), filepath.FromSlash(rel))
+		if _, err := checkArtifactFile(path); err != nil {
+			return fmt.Errorf("artifact %s: %w", rel, err)
+		}
+		got, _, err := HashFile(path)
 		if err != nil {
 			return fmt.Errorf("artifact %s: %w", rel, err)
 		}
@@ -320,6 +328,9 @@ func (s *Store) Put(id string, ref TaskRef, out *Output, seconds float64) (Journ
 	}
 	if a := out.Artifacts(); len(a) > 0 {
 		e.Artifacts = a
+		if e.ArtifactStats, err = statArtifacts(s.OutDir(), a); err != nil {
+			return JournalEntry{}, fmt.Errorf("store %s: %w", ref, err)
+		}
 	}
 	if len(out.Stats) > 0 {
 		e.Stats = out.Stats
@@ -474,4 +485,28 @@ func TaskID(kind Kind, configJSON []byte, t *Task, inputDigests []string) string
 		field(d)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// artifactsUnchanged reports whether e's artifacts look as recorded
+// without re-hashing them: regular files of the recorded size and
+// modification time (entries written before ArtifactStats existed are
+// re-hashed).
+func (s *Store) artifactsUnchanged(e JournalEntry) bool {
+	for rel, want := range e.Artifacts {
+		path := filepath.Join(s.OutDir(), filepath.FromSlash(rel))
+		fi, err := checkArtifactFile(path)
+		if err != nil {
+			return false
+		}
+		if st, ok := e.ArtifactStats[rel]; ok {
+			if fi.Size() != st.Size || fi.ModTime().UnixNano() != st.ModTime {
+				return false
+			}
+			continue
+		}
+		if got, _, err := HashFile(path); err != nil || got != want {
+			return false
+		}
+	}
+	return true
 }

@@ -36,6 +36,8 @@ average cosine {{printf "%.5f" .AvgCosine}}, worst {{printf "%.5f" .MinCosine}} 
 <div class="figs">{{range .Figs}}<figure><img alt="{{.Title}}" src="{{.URI}}" width="560" height="320"><figcaption>{{.Title}}</figcaption></figure>{{end}}</div>
 {{with .Doc.Validation}}<h2>Validation</h2>
 <p>{{.Packed}} against {{.Model}} on {{.Text}}: {{.Windows}} windows of {{.Window}} tokens ({{.Tokens}} scored), quantized model run from packed weights through the {{.Backend}} backend's dequant kernels.</p>
+{{range .Warnings}}<p class="fail">warning: {{.}}</p>
+{{end}}
 <table><tr><th class="l">metric</th><th>value</th></tr>
 {{if .Method}}<tr><td class="l">quantization</td><td>{{.Method}}</td></tr>{{end}}
 <tr><td class="l">perplexity (unquantized)</td><td>{{printf "%.4f" .RefPPL}}</td></tr>

@@ -159,6 +159,10 @@ type Validation struct {
 	// Method names the quantization method(s) (for "ppl by method").
 	Method string  `json:"method"`
 	Checks []Check `json:"checks,omitempty"`
+	// RequestedWindows is the number of windows the job asked for; Windows
+	// is smaller when the text is too short (Warnings say so).
+	RequestedWindows int      `json:"requested_windows,omitempty"`
+	Warnings         []string `json:"warnings,omitempty"`
 }
 
 // Check is one threshold of the job file and its outcome.
@@ -205,18 +209,27 @@ type E2EResult struct {
 	WeightBytes  int64   `json:"weight_bytes"`
 }
 
+// Render returns the contents of report.json and report.html.
+func Render(d *Doc) (js, html []byte, err error) {
+	js, err = json.MarshalIndent(d, "", "  ")
+	if err != nil {
+		return nil, nil, fmt.Errorf("report: %w", err)
+	}
+	html, err = HTML(d)
+	if err != nil {
+		return nil, nil, err
+	}
+	return append(js, '\n'), html, nil
+}
+
 // Write writes report.json and report.html into dir (each temp + fsync +
 // rename) and returns their names.
 func Write(dir string, d *Doc) ([]string, error) {
-	js, err := json.MarshalIndent(d, "", "  ")
-	if err != nil {
-		return nil, fmt.Errorf("report: %w", err)
-	}
-	html, err := HTML(d)
+	js, html, err := Render(d)
 	if err != nil {
 		return nil, err
 	}
-	if err := pipeline.WriteFileAtomic(filepath.Join(dir, JSONFile), append(js, '\n')); err != nil {
+	if err := pipeline.WriteFileAtomic(filepath.Join(dir, JSONFile), js); err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
 	if err := pipeline.WriteFileAtomic(filepath.Join(dir, HTMLFile), html); err != nil {

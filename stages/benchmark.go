@@ -1,6 +1,7 @@
 package stages
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -55,13 +56,13 @@ type BenchmarkConfig struct {
 // Validate checks the fields.
 func (c *BenchmarkConfig) Validate() error {
 	var errs []error
-	if c.Packed == "" {
-		errs = append(errs, &pipeline.FieldError{Field: "packed", Err: errors.New("required")})
-	} else if filepath.IsAbs(c.Packed) || strings.HasPrefix(filepath.Clean(c.Packed), "..") {
-		errs = append(errs, &pipeline.FieldError{Field: "packed", Err: fmt.Errorf("must be a relative path inside the output directory, got %q", c.Packed)})
+	if err := pipeline.CheckOutPath(c.Packed); err != nil {
+		errs = append(errs, &pipeline.FieldError{Field: "packed", Err: err})
 	}
-	if c.Out != "" && (filepath.IsAbs(c.Out) || strings.HasPrefix(filepath.Clean(c.Out), "..")) {
-		errs = append(errs, &pipeline.FieldError{Field: "out", Err: fmt.Errorf("must be a relative path inside the output directory, got %q", c.Out)})
+	if c.Out != "" {
+		if err := pipeline.CheckOutPath(c.Out); err != nil {
+			errs = append(errs, &pipeline.FieldError{Field: "out", Err: err})
+		}
 	}
 	for i, b := range c.Backends {
 		switch b {
@@ -152,14 +153,15 @@ func (s *benchmarkStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]
 		Key:      BenchmarkKey,
 		Needs:    needs,
 		EstBytes: est,
-		// Timings differ per run: the fingerprint makes every run re-measure.
-		Fingerprint: "measured " + time.Now().UTC().Format(time.RFC3339Nano),
-		Meta:        map[string]string{"backends": strings.Join(backends, ",")},
-		Run:         s.run(needs, backends, pc.StageID, pc.Resources.Memory/2),
+		// Timings differ per run, but a finished measurement is kept like
+		// any other output: `run --rerun STAGE` measures again.
+		// The job name titles the report.
+		Meta: map[string]string{"backends": strings.Join(backends, ","), "job": pc.JobName},
+		Run:  s.run(needs, backends, cmp.Or(pc.JobName, pc.StageID), pc.Resources.Memory/2),
 	}}, nil
 }
 
-func (s *benchmarkStage) run(needs []pipeline.TaskRef, backends []string, stageID string, memLimit int64) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+func (s *benchmarkStage) run(needs []pipeline.TaskRef, backends []string, jobName string, memLimit int64) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
 	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
 		fail := func(err error) (*pipeline.Output, error) { return nil, fmt.Errorf("benchmark: %w", err) }
 		packed := filepath.Join(env.OutDir, s.cfg.Packed)
@@ -194,10 +196,7 @@ func (s *benchmarkStage) run(needs []pipeline.TaskRef, backends []string, stageI
 			name = "benchmark.json"
 		}
 		pretty, _ := json.MarshalIndent(res, "", "  ")
-		if err := pipeline.WriteFileAtomic(filepath.Join(env.OutDir, name), append(pretty, '\n')); err != nil {
-			return fail(err)
-		}
-		if err := out.AddArtifact(env.OutDir, name); err != nil {
+		if err := env.WriteArtifact(name, append(pretty, '\n')); err != nil {
 			return fail(err)
 		}
 		// The table goes to stderr (the run's progress stream) and, for
@@ -206,25 +205,23 @@ func (s *benchmarkStage) run(needs []pipeline.TaskRef, backends []string, stageI
 		WriteBenchTable(&tbl, res)
 		fmt.Fprint(os.Stderr, tbl.String())
 		txt := strings.TrimSuffix(name, filepath.Ext(name)) + ".txt"
-		if err := pipeline.WriteFileAtomic(filepath.Join(env.OutDir, txt), []byte(tbl.String())); err != nil {
-			return fail(err)
-		}
-		if err := out.AddArtifact(env.OutDir, txt); err != nil {
+		if err := env.WriteArtifact(txt, []byte(tbl.String())); err != nil {
 			return fail(err)
 		}
 		if !s.cfg.NoReport {
-			doc := &report.Doc{Name: stageID, Generated: time.Now().UTC(), Benchmark: res}
+			doc := &report.Doc{Name: jobName, Generated: time.Now().UTC(), Benchmark: res}
 			if err := collectReport(env, needs, doc); err != nil {
 				return fail(err)
 			}
-			files, err := report.Write(env.OutDir, doc)
+			js, html, err := report.Render(doc)
 			if err != nil {
 				return fail(err)
 			}
-			for _, f := range files {
-				if err := out.AddArtifact(env.OutDir, f); err != nil {
-					return fail(err)
-				}
+			if err := env.WriteArtifact(report.JSONFile, js); err != nil {
+				return fail(err)
+			}
+			if err := env.WriteArtifact(report.HTMLFile, html); err != nil {
+				return fail(err)
 			}
 		}
 		return out, nil

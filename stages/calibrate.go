@@ -27,8 +27,10 @@ type CalibrateConfig struct {
 	// Text is the calibration text file.
 	Text string `yaml:"text" json:"text" jsonschema:"required,minLength=1,description=calibration text (relative to the job file)"`
 	// Samples is the number of windows (default 128); fewer are used when
-	// the text is shorter, and the report says so.
-	Samples int `yaml:"samples,omitempty" json:"samples,omitempty" jsonschema:"minimum=1,description=calibration windows (default 128)"`
+	// the text is shorter, with a warning in the log and the report.
+	Samples int `yaml:"samples,omitempty" json:"samples,omitempty" jsonschema:"minimum=1,description=calibration windows (default 128); a shorter text gives fewer with a warning"`
+	// MinSamples fails the stage when the text holds fewer windows.
+	MinSamples int `yaml:"min_samples,omitempty" json:"min_samples,omitempty" jsonschema:"minimum=0,description=fail when the text holds fewer windows than this (default 0: any number of at least one; a warning when fewer than samples)"`
 	// SeqLen is the window length in tokens (default 256).
 	SeqLen int `yaml:"seq_len,omitempty" json:"seq_len,omitempty" jsonschema:"minimum=2,description=tokens per window (default 256)"`
 	// Precision of the Hessian accumulation: f32 (default) or f64.
@@ -63,6 +65,11 @@ func (c *CalibrateConfig) Validate() error {
 	}
 	if c.Samples < 0 {
 		errs = append(errs, &pipeline.FieldError{Field: "samples", Err: fmt.Errorf("must be >= 1")})
+	}
+	if c.MinSamples < 0 {
+		errs = append(errs, &pipeline.FieldError{Field: "min_samples", Err: fmt.Errorf("must be >= 0")})
+	} else if c.Samples > 0 && c.MinSamples > c.Samples {
+		errs = append(errs, &pipeline.FieldError{Field: "min_samples", Err: fmt.Errorf("%d is more than the %d samples requested", c.MinSamples, c.Samples)})
 	}
 	if c.SeqLen < 0 || c.SeqLen == 1 {
 		errs = append(errs, &pipeline.FieldError{Field: "seq_len", Err: fmt.Errorf("must be >= 2")})
@@ -198,8 +205,9 @@ func (s *calibrateStage) tokenize(modelDir, textPath string) func(context.Contex
 		if n == 0 {
 			return nil, fmt.Errorf("calibrate: %s has %d tokens, less than one window of %d", textPath, len(ids), s.cfg.SeqLen)
 		}
-		if n < s.cfg.Samples && env.Log != nil {
-			env.Log.Warn("calibration text is shorter than requested", "file", textPath, "windows", n, "requested", s.cfg.Samples, "seq_len", s.cfg.SeqLen, "tokens", len(ids))
+		short, err := s.checkWindows(textPath, len(ids), n, env)
+		if err != nil {
+			return nil, err
 		}
 		ids = ids[:n*s.cfg.SeqLen]
 		data := make([]byte, 4*len(ids))
@@ -208,12 +216,31 @@ func (s *calibrateStage) tokenize(modelDir, textPath string) func(context.Contex
 		}
 		t := &tensor.Tensor{Name: calibIDsName, DType: tensor.I32, Shape: []int{n, s.cfg.SeqLen}, Data: data}
 		rep := map[string]any{"tokens": len(ids), "windows": n, "requested_windows": s.cfg.Samples, "seq_len": s.cfg.SeqLen, "sequential": s.cfg.sequential()}
+		if short != "" {
+			rep["warning"] = short
+		}
 		js, err := json.Marshal(rep)
 		if err != nil {
 			return nil, err
 		}
 		return &pipeline.Output{Tensors: []*tensor.Tensor{t}, Meta: map[string]string{"calib.report": string(js)}}, nil
 	}
+}
+
+// checkWindows compares the n windows the text holds with the samples
+// requested: fewer than min_samples is an error, fewer than samples a
+// warning (logged, and returned for the report).
+func (s *calibrateStage) checkWindows(textPath string, tokens, n int, env *pipeline.TaskEnv) (string, error) {
+	if n >= s.cfg.Samples {
+		return "", nil
+	}
+	if n < s.cfg.MinSamples {
+		return "", fmt.Errorf("calibrate: %s has %d tokens: %d windows of %d, fewer than min_samples %d", textPath, tokens, n, s.cfg.SeqLen, s.cfg.MinSamples)
+	}
+	if env.Log != nil {
+		env.Log.Warn("calibrate: calibration text shorter than requested", "text", textPath, "tokens", tokens, "windows", n, "requested_windows", s.cfg.Samples, "seq_len", s.cfg.SeqLen)
+	}
+	return fmt.Sprintf("%s has %d tokens: only %d of the %d requested windows of %d tokens; the Hessians are noisier (set min_samples to make this an error)", textPath, tokens, n, s.cfg.Samples, s.cfg.SeqLen), nil
 }
 
 // calibIDs decodes the calibration task's token ids.

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,10 +74,8 @@ func (c *PackConfig) Validate() error {
 	default:
 		errs = append(errs, &pipeline.FieldError{Field: "format", Err: fmt.Errorf("unknown format %q (known: gguf, native, compressed-tensors, gptq)", c.Format)})
 	}
-	if strings.TrimSpace(c.Out) == "" {
-		errs = append(errs, &pipeline.FieldError{Field: "out", Err: errors.New("required")})
-	} else if filepath.IsAbs(c.Out) || strings.HasPrefix(filepath.Clean(c.Out), "..") {
-		errs = append(errs, &pipeline.FieldError{Field: "out", Err: errors.New("must be a relative path inside the output directory")})
+	if err := pipeline.CheckOutPath(c.Out); err != nil {
+		errs = append(errs, &pipeline.FieldError{Field: "out", Err: err})
 	}
 	if c.Model == "" && c.Format != PackNative && c.Format != "" {
 		errs = append(errs, &pipeline.FieldError{Field: "model", Err: fmt.Errorf("required for format %s (config.json and tokenizer)", c.Format)})
@@ -607,8 +604,8 @@ func (s *packStage) runGGUF(inputs []packInput, model string) func(context.Conte
 		if len(requant) > 0 && env.Log != nil {
 			env.Log.Warn("pack: packed weights in formats GGUF cannot store are dequantized and re-encoded", "tensors", len(requant), "first", requant[0])
 		}
-		out := filepath.Join(env.OutDir, s.cfg.Out)
-		if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		out, err := env.ArtifactPath(s.cfg.Out)
+		if err != nil {
 			return fail(err)
 		}
 		if err := plan.Write(ctx, out, it); err != nil {
@@ -621,9 +618,6 @@ func (s *packStage) runGGUF(inputs []packInput, model string) func(context.Conte
 		}}
 		if env.Log != nil {
 			env.Log.Info("pack: wrote GGUF", "file", s.cfg.Out, "arch", plan.Arch, "types", res.Meta["gguf.types"])
-		}
-		if err := res.AddArtifact(env.OutDir, s.cfg.Out); err != nil {
-			return fail(err)
 		}
 		return res, nil
 	}
@@ -707,12 +701,10 @@ func (s *packStage) runShard(inputs []packInput, file string) func(context.Conte
 				}
 			}
 		}
-		dir := filepath.Join(env.OutDir, s.cfg.Out)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		path, err := env.ArtifactPath(filepath.Join(s.cfg.Out, file))
+		if err != nil {
 			return fail(err)
 		}
-		path := filepath.Join(dir, file)
-		var err error
 		if s.cfg.Format == PackNative {
 			res.Names, res.Size, err = native.WriteShard(path, ts)
 		} else {
@@ -730,11 +722,7 @@ func (s *packStage) runShard(inputs []packInput, file string) func(context.Conte
 		if err != nil {
 			return fail(err)
 		}
-		out := &pipeline.Output{Meta: map[string]string{"pack.shard": string(b)}}
-		if err := out.AddArtifact(env.OutDir, filepath.Join(s.cfg.Out, file)); err != nil {
-			return fail(err)
-		}
-		return out, nil
+		return &pipeline.Output{Meta: map[string]string{"pack.shard": string(b)}}, nil
 	}
 }
 
@@ -748,7 +736,10 @@ func (s *packStage) runIndex(shards []pipeline.TaskRef, model string) func(conte
 		fail := func(err error) (*pipeline.Output, error) {
 			return nil, fmt.Errorf("pack %s index: %w", s.cfg.Format, err)
 		}
-		dir := filepath.Join(env.OutDir, s.cfg.Out)
+		dir, err := env.ArtifactDir(s.cfg.Out)
+		if err != nil {
+			return fail(err)
+		}
 		weightMap := map[string]string{}
 		var total int64
 		man := native.Manifest{Source: s.cfg.Model, Weights: map[string]string{}, Rotation: map[string]string{}}
@@ -786,25 +777,23 @@ func (s *packStage) runIndex(shards []pipeline.TaskRef, model string) func(conte
 				gptq = r.GPTQ
 			}
 		}
-		out := &pipeline.Output{Meta: map[string]string{}}
-		var written []string
 		writeJSON := func(name string, v any) error {
 			b, err := json.MarshalIndent(v, "", "  ")
 			if err != nil {
 				return err
 			}
-			if err := pipeline.WriteFileAtomic(filepath.Join(dir, name), append(b, '\n')); err != nil {
-				return err
-			}
-			written = append(written, name)
-			return nil
+			return env.WriteArtifact(filepath.Join(s.cfg.Out, name), append(b, '\n'))
 		}
 		if len(shards) > 1 || s.cfg.Format == PackNative {
 			if s.cfg.Format == PackNative {
+				for _, f := range []string{native.IndexFile, native.ManifestFile} {
+					if _, err := env.ArtifactPath(filepath.Join(s.cfg.Out, f)); err != nil {
+						return fail(err)
+					}
+				}
 				if err := native.WriteIndex(dir, weightMap, total, man); err != nil {
 					return fail(err)
 				}
-				written = append(written, native.IndexFile, native.ManifestFile)
 			} else if err := writeJSON(safetensors.IndexFile, map[string]any{"metadata": map[string]any{"total_size": total}, "weight_map": weightMap}); err != nil {
 				return fail(err)
 			}
@@ -846,18 +835,11 @@ func (s *packStage) runIndex(shards []pipeline.TaskRef, model string) func(conte
 				if err != nil {
 					return fail(err)
 				}
-				if err := pipeline.WriteFileAtomic(filepath.Join(dir, f), b); err != nil {
+				if err := env.WriteArtifact(filepath.Join(s.cfg.Out, f), b); err != nil {
 					return fail(err)
 				}
-				written = append(written, f)
 			}
 		}
-		sort.Strings(written)
-		for _, f := range written {
-			if err := out.AddArtifact(env.OutDir, filepath.Join(s.cfg.Out, f)); err != nil {
-				return fail(err)
-			}
-		}
-		return out, nil
+		return &pipeline.Output{Meta: map[string]string{}}, nil
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -115,8 +115,10 @@ func (c *QuantizeConfig) Validate() error {
 			errs = append(errs, prefixField(p, err))
 		}
 	}
-	if c.Report != "" && (filepath.IsAbs(c.Report) || strings.HasPrefix(filepath.Clean(c.Report), "..")) {
-		errs = append(errs, &pipeline.FieldError{Field: "report", Err: fmt.Errorf("must be a relative path inside the output directory, got %q", c.Report)})
+	if c.Report != "" {
+		if err := pipeline.CheckOutPath(c.Report); err != nil {
+			errs = append(errs, &pipeline.FieldError{Field: "report", Err: err})
+		}
 	}
 	if len(errs) == 1 {
 		return errs[0]
@@ -300,6 +302,14 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 			seen[t.Key] = true
 		}
 	}
+	var names []string // every tensor name, for unmatched-rule warnings
+	for _, t := range tasks {
+		if l := t.Meta[MetaTensors]; l != "" {
+			names = append(names, strings.Split(l, ",")...)
+		} else if t.Meta[MetaInternal] != "true" {
+			names = append(names, t.Key)
+		}
+	}
 	for _, in := range pc.Inputs {
 		if len(tasks) > 0 {
 			break // layer mode planned every tensor
@@ -307,6 +317,10 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 		for _, ut := range in.Tasks {
 			if ut.Meta[MetaInternal] == "true" {
 				continue // a calibration run, not a tensor (see calibrate.go)
+			}
+			names = append(names, ut.Key)
+			if l := ut.Meta[MetaTensors]; l != "" {
+				names = append(names, strings.Split(l, ",")...)
 			}
 			if seen[ut.Key] {
 				return nil, fmt.Errorf("quantize: task key %q produced by two upstream stages", ut.Key)
@@ -343,6 +357,7 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 			})
 		}
 	}
+	s.warnUnmatchedRules(pc, names)
 	if s.cfg.Report != "" {
 		if seen[quantReportKey] {
 			return nil, fmt.Errorf("quantize: an upstream task is named %q, which the report task needs", quantReportKey)
@@ -359,6 +374,20 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 			Meta: map[string]string{MetaInternal: "true"}, Run: s.runReport(refs)})
 	}
 	return tasks, nil
+}
+
+// warnUnmatchedRules logs a warning for every rule whose glob matches none
+// of the tensor names: a typo there silently quantizes what the rule meant
+// to keep.
+func (s *quantizeStage) warnUnmatchedRules(pc *pipeline.PlanContext, names []string) {
+	if pc.Log == nil {
+		return
+	}
+	for i, r := range s.cfg.Rules {
+		if !slices.ContainsFunc(names, func(n string) bool { ok, _ := path.Match(r.Match, n); return ok }) {
+			pc.Log.Warn(fmt.Sprintf("quantize: rules[%d] matches no tensor", i), "rule", i, "match", r.Match, "tensors", len(names))
+		}
+	}
 }
 
 // quantReportKey is the key of the report task.
@@ -419,7 +448,7 @@ func (s *quantizeStage) runReport(refs []pipeline.TaskRef) func(context.Context,
 		if err != nil {
 			return nil, fmt.Errorf("quantize report: %w", err)
 		}
-		if err := pipeline.WriteFileAtomic(filepath.Join(env.OutDir, s.cfg.Report), append(data, '\n')); err != nil {
+		if err := env.WriteArtifact(s.cfg.Report, append(data, '\n')); err != nil {
 			return nil, fmt.Errorf("quantize report: %w", err)
 		}
 		sm := doc.Summary

@@ -1,9 +1,11 @@
 package stages
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"path/filepath"
 	"reflect"
@@ -316,6 +318,58 @@ func TestQuantizeFormatDocListsEveryFormat(t *testing.T) {
 	for _, n := range quant.Names() {
 		if !strings.Contains(doc, " "+n+" ") && !strings.Contains(doc, "("+n+" ") && !strings.Contains(doc, " "+n+")") {
 			t.Errorf("format %q missing from the description %q", n, doc)
+		}
+	}
+}
+
+// TestQuantizeUnmatchedRuleWarns: at plan time, every rule whose glob
+// matches no tensor is logged as a warning naming its index and glob;
+// rules that match (even when an earlier rule wins) are not.
+func TestQuantizeUnmatchedRuleWarns(t *testing.T) {
+	reg, err := NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		rules     string
+		unmatched []int
+	}{
+		{`[{match: "b.*.w", format: bf16}]`, nil},
+		{`[{match: "b.*.weight", format: bf16}]`, []int{0}},
+		{`[{match: "emb", format: bf16}, {match: "b.1.w*", format: skip}, {match: "model.*", format: skip}, {match: "b.1.w", format: int4}]`, []int{2}},
+	}
+	for _, c := range cases {
+		doc := `version: 1
+stages:
+  - {id: g, kind: synthetic, with: {layers: 2, tensors: [{name: "b.{layer}.w", shape: [8, 32]}, {name: emb, shape: [4, 32]}]}}
+  - {id: q, kind: quantize, needs: [g], with: {default: {format: int4}, rules: ` + c.rules + `}}
+`
+		job, err := pipeline.LoadBytes("j.yaml", []byte(doc), reg, pipeline.LoadOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var buf bytes.Buffer
+		if _, err := pipeline.PlanJob(context.Background(), job, slog.New(slog.NewTextHandler(&buf, nil))); err != nil {
+			t.Fatal(err)
+		}
+		var got []int
+		for _, line := range strings.Split(buf.String(), "\n") {
+			if !strings.Contains(line, "level=WARN") || !strings.Contains(line, "matches no tensor") {
+				continue
+			}
+			var idx int
+			if _, err := fmt.Sscanf(line[strings.Index(line, " rule=")+1:], "rule=%d", &idx); err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			got = append(got, idx)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(c.unmatched) {
+			t.Errorf("rules %s: warned about %v, want %v\n%s", c.rules, got, c.unmatched, buf.String())
+		}
+		for _, i := range c.unmatched {
+			if !strings.Contains(buf.String(), fmt.Sprintf("rules[%d] matches no tensor", i)) {
+				t.Errorf("rules %s: warning does not name rules[%d]:\n%s", c.rules, i, buf.String())
+			}
 		}
 	}
 }

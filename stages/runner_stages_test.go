@@ -100,6 +100,8 @@ func TestStageConfigsValidate(t *testing.T) {
 		{"  - {id: g, kind: synthetic, with: {tensors: [{name: w, shape: [2], dtype: I8}]}}\n", `stages[0].with.tensors[0].dtype: unknown dtype "I8"`},
 		{"  - {id: g, kind: synthetic}\n", "at least one tensor"},
 		{"  - {id: g, kind: synthetic, with: {tensors: [{name: w, shape: [2]}]}}\n  - {id: s, kind: stats, needs: [g], with: {out: ../x.json}}\n", "stages[1].with.out: must be a relative path"},
+		{"  - {id: g, kind: synthetic, with: {tensors: [{name: w, shape: [2]}]}}\n  - {id: c, kind: calibrate, needs: [g], with: {model: m, text: t, samples: 8, min_samples: 9}}\n", "stages[1].with.min_samples: 9 is more than the 8 samples requested"},
+		{"  - {id: g, kind: synthetic, with: {tensors: [{name: w, shape: [2]}]}}\n  - {id: v, kind: validate, needs: [g], with: {model: m, text: t, packed: p, min_windows: 9}}\n", "stages[1].with.min_windows: 9 is more than the 8 windows requested"},
 	}
 	for _, c := range cases {
 		_, err := pipeline.LoadBytes("j.yaml", []byte("version: 1\nstages:\n"+c.doc), reg, pipeline.LoadOptions{})

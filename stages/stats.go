@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"math"
 	"path"
-	"path/filepath"
 	"strconv"
-	"strings"
 
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/tensor"
@@ -32,8 +30,10 @@ func (c *StatsConfig) Validate() error {
 			return &pipeline.FieldError{Field: "match", Err: err}
 		}
 	}
-	if c.Out != "" && (filepath.IsAbs(c.Out) || strings.HasPrefix(filepath.Clean(c.Out), "..")) {
-		return &pipeline.FieldError{Field: "out", Err: fmt.Errorf("must be a relative path inside the output directory, got %q", c.Out)}
+	if c.Out != "" {
+		if err := pipeline.CheckOutPath(c.Out); err != nil {
+			return &pipeline.FieldError{Field: "out", Err: err}
+		}
 	}
 	return nil
 }
@@ -136,14 +136,10 @@ func (s *statsStage) runReport(refs []pipeline.TaskRef) func(context.Context, *p
 			return nil, fmt.Errorf("stats report: %w", err)
 		}
 		data = append(data, '\n')
-		if err := pipeline.WriteFileAtomic(filepath.Join(env.OutDir, s.cfg.Out), data); err != nil {
+		if err := env.WriteArtifact(s.cfg.Out, data); err != nil {
 			return nil, fmt.Errorf("stats report: %w", err)
 		}
-		out := &pipeline.Output{}
-		if err := out.AddArtifact(env.OutDir, s.cfg.Out); err != nil {
-			return nil, fmt.Errorf("stats report: %w", err)
-		}
-		return out, nil
+		return &pipeline.Output{}, nil
 	}
 }
 

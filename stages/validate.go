@@ -1,6 +1,7 @@
 package stages
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -40,7 +41,11 @@ type ValidateConfig struct {
 	// Window is the tokens per evaluation window (default 128).
 	Window int `yaml:"window,omitempty" json:"window,omitempty" jsonschema:"minimum=2,description=tokens per window (default 128)"`
 	// Windows is the number of windows (default 8; 0 keeps the default).
-	Windows int `yaml:"windows,omitempty" json:"windows,omitempty" jsonschema:"minimum=0,description=number of windows (default 8)"`
+	// A text too short for them gives fewer, with a warning in the log and
+	// in validate.json.
+	Windows int `yaml:"windows,omitempty" json:"windows,omitempty" jsonschema:"minimum=0,description=number of windows (default 8); a shorter text gives fewer with a warning"`
+	// MinWindows fails the stage when the text holds fewer windows.
+	MinWindows int `yaml:"min_windows,omitempty" json:"min_windows,omitempty" jsonschema:"minimum=0,description=fail when the text holds fewer windows than this (default 0: any number of at least one; a warning when fewer than windows)"`
 	// MaxPPLIncrease fails the run when the quantized perplexity exceeds
 	// the reference's by more than this: "3%" or a fraction (0.03).
 	MaxPPLIncrease string `yaml:"max_ppl_increase,omitempty" json:"max_ppl_increase,omitempty" jsonschema:"description=largest relative perplexity increase: 3% or 0.03"`
@@ -79,17 +84,26 @@ func (c *ValidateConfig) Validate() error {
 			errs = append(errs, &pipeline.FieldError{Field: f.name, Err: errors.New("required")})
 		}
 	}
-	if c.Packed != "" && (filepath.IsAbs(c.Packed) || strings.HasPrefix(filepath.Clean(c.Packed), "..")) {
-		errs = append(errs, &pipeline.FieldError{Field: "packed", Err: fmt.Errorf("must be a relative path inside the output directory, got %q", c.Packed)})
+	if c.Packed != "" {
+		if err := pipeline.CheckOutPath(c.Packed); err != nil {
+			errs = append(errs, &pipeline.FieldError{Field: "packed", Err: err})
+		}
 	}
-	if c.Out != "" && (filepath.IsAbs(c.Out) || strings.HasPrefix(filepath.Clean(c.Out), "..")) {
-		errs = append(errs, &pipeline.FieldError{Field: "out", Err: fmt.Errorf("must be a relative path inside the output directory, got %q", c.Out)})
+	if c.Out != "" {
+		if err := pipeline.CheckOutPath(c.Out); err != nil {
+			errs = append(errs, &pipeline.FieldError{Field: "out", Err: err})
+		}
 	}
 	if c.Window != 0 && c.Window < 2 {
 		errs = append(errs, &pipeline.FieldError{Field: "window", Err: fmt.Errorf("must be at least 2, got %d", c.Window)})
 	}
 	if c.Windows < 0 {
 		errs = append(errs, &pipeline.FieldError{Field: "windows", Err: fmt.Errorf("must not be negative, got %d", c.Windows)})
+	}
+	if c.MinWindows < 0 {
+		errs = append(errs, &pipeline.FieldError{Field: "min_windows", Err: fmt.Errorf("must not be negative, got %d", c.MinWindows)})
+	} else if w := cmp.Or(c.Windows, 8); c.MinWindows > w {
+		errs = append(errs, &pipeline.FieldError{Field: "min_windows", Err: fmt.Errorf("%d is more than the %d windows requested", c.MinWindows, w)})
 	}
 	if c.MaxPPLIncrease != "" {
 		if _, err := ParseFraction(c.MaxPPLIncrease); err != nil {
@@ -247,10 +261,7 @@ func (s *validateStage) run(needs []pipeline.TaskRef, model, text, backend strin
 		if name == "" {
 			name = "validate.json"
 		}
-		if err := pipeline.WriteFileAtomic(filepath.Join(env.OutDir, name), append(doc, '\n')); err != nil {
-			return fail(err)
-		}
-		if err := out.AddArtifact(env.OutDir, name); err != nil {
+		if err := env.WriteArtifact(name, append(doc, '\n')); err != nil {
 			return fail(err)
 		}
 		if env.Log != nil {
@@ -297,11 +308,21 @@ func (s *validateStage) modelMetrics(ctx context.Context, b kernels.Backend, bac
 	if windows == 0 {
 		windows = 8
 	}
+	requested := windows
+	var warnings []string
 	if n := len(ids) / window; n < windows {
 		if n == 0 {
 			return nil, fmt.Errorf("%s has %d tokens, fewer than one window of %d", text, len(ids), window)
 		}
+		if n < s.cfg.MinWindows {
+			return nil, fmt.Errorf("%s has %d tokens: %d windows of %d, fewer than min_windows %d", text, len(ids), n, window, s.cfg.MinWindows)
+		}
 		windows = n
+		w := fmt.Sprintf("%s has %d tokens: only %d of the %d requested windows of %d tokens; the scores are noisier (set min_windows to make this an error)", s.cfg.Text, len(ids), n, requested, window)
+		warnings = append(warnings, w)
+		if env.Log != nil {
+			env.Log.Warn("validate: evaluation text shorter than requested", "text", s.cfg.Text, "tokens", len(ids), "windows", n, "requested_windows", requested, "window", window)
+		}
 	}
 	// Lazy: the reference keeps its weights as stored (mmapped BF16) and
 	// converts them per use, so a large model needs no F32 copy.
@@ -330,7 +351,9 @@ func (s *validateStage) modelMetrics(ctx context.Context, b kernels.Backend, bac
 		Model: s.cfg.Model, Packed: s.cfg.Packed, Text: s.cfg.Text, Window: window, Windows: kl.P.Windows,
 		Tokens: kl.P.Tokens, Backend: backend, RefPPL: kl.P.PPL, QuantPPL: kl.Q.PPL,
 		PPLIncrease: (kl.Q.PPL - kl.P.PPL) / kl.P.PPL, KL: kl.KL, MaxKL: kl.MaxKL, Top1: kl.Top1,
-		Method: methodLabel(packed),
+		Method:           methodLabel(packed),
+		RequestedWindows: requested,
+		Warnings:         warnings,
 	}, nil
 }
 

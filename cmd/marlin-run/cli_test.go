@@ -123,3 +123,32 @@ func TestCLIUsageAndErrors(t *testing.T) {
 		t.Errorf("help: %q", out)
 	}
 }
+
+// TestCLIRerun: `run --rerun STAGE` runs that stage's tasks again though
+// they are checkpointed (and only what their new outputs change); an id
+// outside the job is a usage error.
+func TestCLIRerun(t *testing.T) {
+	dir := t.TempDir()
+	job := filepath.Join(dir, "job.yaml")
+	os.WriteFile(job, []byte(cliJob), 0o644)
+	wd := filepath.Join(dir, "wd")
+	if code, _, errs := cli(t, "run", "--quiet", "--workdir", wd, job); code != 0 {
+		t.Fatalf("run: %d %s", code, errs)
+	}
+	cases := []struct {
+		rerun string
+		code  int
+		want  string
+	}{
+		{"s", 0, "3 tasks run, 2 skipped"},
+		{"g", 0, "2 tasks run, 3 skipped"}, // same outputs: s is skipped
+		{"g,s", 0, "5 tasks run, 0 skipped"},
+		{"nope", 2, `--rerun: stage "nope" is not in the job`},
+	}
+	for _, c := range cases {
+		code, out, errs := cli(t, "run", "--quiet", "--rerun", c.rerun, "--workdir", wd, job)
+		if code != c.code || !strings.Contains(out+errs, c.want) {
+			t.Errorf("--rerun %s: %d %q %q, want %d and %q", c.rerun, code, out, errs, c.code, c.want)
+		}
+	}
+}

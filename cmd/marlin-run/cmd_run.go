@@ -15,7 +15,7 @@ import (
 func runCommand() *command {
 	var fresh, resume, quiet bool
 	var workers int
-	var memory, until string
+	var memory, until, rerun string
 	return &command{
 		Name:    "run",
 		Usage:   "[flags] JOB.yaml",
@@ -28,6 +28,7 @@ func runCommand() *command {
 			fs.IntVar(&workers, "workers", 0, "override resources.workers")
 			fs.StringVar(&memory, "memory", "", "override resources.memory (e.g. 8GiB)")
 			fs.StringVar(&until, "until", "", "run only these stages (comma-separated ids) and what they need")
+			fs.StringVar(&rerun, "rerun", "", "run these stages (comma-separated ids) again even when checkpointed, e.g. to re-measure a benchmark")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {
 			if len(args) != 1 {
@@ -73,6 +74,14 @@ func runCommand() *command {
 			}
 			defer store.Close()
 			r := &pipeline.Runner{Store: store, Log: log}
+			if rerun != "" {
+				r.Rerun = strings.Split(rerun, ",")
+				for _, id := range r.Rerun {
+					if plan.JobStage(id) == nil {
+						return usagef("--rerun: stage %q is not in the job (or not selected by --until)", id)
+					}
+				}
+			}
 			var prog *pipeline.Progress
 			switch {
 			case quiet:
