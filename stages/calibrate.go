@@ -129,6 +129,13 @@ func (s *calibrateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]
 	if err != nil {
 		return nil, fmt.Errorf("calibrate: model: %w", err)
 	}
+	if cfg, err := hfconfig.Load(modelDir); err == nil {
+		// Layers the config does not declare would never be calibrated
+		// (arch.Build refuses them too, but only once the task runs).
+		if err := cfg.CheckLayers(ix.names); err != nil {
+			return nil, fmt.Errorf("calibrate: %w", err)
+		}
+	}
 	var all []pipeline.TaskRef
 	seen := map[pipeline.TaskRef]bool{}
 	var est int64 = 64 << 20
@@ -224,6 +231,10 @@ type upstreamSource struct {
 	env *pipeline.TaskEnv
 	ix  *tensorIndex
 }
+
+// Names lists the upstream tensors, so that arch.Build refuses tensors
+// the model does not use.
+func (u *upstreamSource) Names() []string { return u.ix.names }
 
 func (u *upstreamSource) Tensor(name string) (*tensor.Tensor, error) {
 	ref, ok := u.ix.refs[name]
