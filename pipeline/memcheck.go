@@ -66,8 +66,8 @@ func (e *OverBudgetError) Error() string {
 		}
 		fmt.Fprintf(&b, "%s estimates %s", t.Ref, ByteSize(t.EstBytes))
 	}
-	fmt.Fprintf(&b, "; budget %s (resources.memory), machine memory %s", limitString(e.Limits.Budget, "unlimited"), limitString(e.Limits.Machine, "unknown"))
-	b.WriteString("; refused before running anything: raise resources.memory (--memory) or set resources.allow_over_budget: true (--allow-over-budget) to run such tasks anyway, each alone")
+	fmt.Fprintf(&b, "; budget %s (resources.memory), machine memory %s", limitString(e.Limits.Budget, "unlimited"), limitString(e.Limits.Machine, "not checked"))
+	b.WriteString("; run refuses such a job before starting any task: raise resources.memory (--memory) or set resources.allow_over_budget: true (--allow-over-budget) to run such tasks anyway, each alone")
 	return b.String()
 }
 

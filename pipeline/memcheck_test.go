@@ -50,7 +50,7 @@ func TestOverBudgetRefusedBeforeAnythingRuns(t *testing.T) {
 	}{
 		{"within budget", "{memory: 1000}", sizes(10, 1000, 20), Runner{MachineMemory: -1}, nil},
 		{"over budget", "{memory: 1000}", sizes(10, 5000, 20), Runner{MachineMemory: -1},
-			[]string{"1 task's memory estimate exceeds the memory budget", "x/t1 estimates 4.9KiB", "budget 1000B", "machine memory unknown", "allow_over_budget"}},
+			[]string{"1 task's memory estimate exceeds the memory budget", "x/t1 estimates 4.9KiB", "budget 1000B", "machine memory not checked", "allow_over_budget"}},
 		{"runner budget override", "{memory: 1MiB}", sizes(10, 5000, 20), Runner{Memory: 2000, MachineMemory: -1},
 			[]string{"x/t1 estimates 4.9KiB", "budget 2KiB"}},
 		{"over machine memory", "{}", sizes(10, 5000, 3000), Runner{MachineMemory: 4000},

@@ -36,7 +36,7 @@ func TestRunRefusesTaskOverBudget(t *testing.T) {
 	// the other tests of this process.
 	limit := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(limit) })
-	machine := "machine memory unknown"
+	machine := "machine memory not checked"
 	if m := pipeline.MachineMemory(); m > 0 {
 		machine = "machine memory " + pipeline.ByteSize(m).String()
 	}
@@ -93,5 +93,32 @@ func TestRunRefusesTaskOverBudget(t *testing.T) {
 				t.Errorf("a refused run journaled tasks: %s", data)
 			}
 		})
+	}
+}
+
+// TestValidatePlanChecksBudget: validate --plan checks the tasks'
+// estimates against resources.memory (not the machine's memory: CI
+// machines are not the ones that run jobs).
+func TestValidatePlanChecksBudget(t *testing.T) {
+	dir := t.TempDir()
+	job := filepath.Join(dir, "job.yaml")
+	if err := os.WriteFile(job, []byte(fmt.Sprintf(overBudgetJob, "F32", "[512, 512]")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"validate", job}, 0, "ok " + job},
+		{[]string{"validate", "--plan", job}, 1, "w/big estimates 2MiB, s/w/big estimates 1.2MiB; budget 1MiB (resources.memory), machine memory not checked"},
+		{[]string{"validate", "--plan", "--set", "resources.allow_over_budget=true", job}, 0, "ok " + job},
+		{[]string{"validate", "--plan", "--set", "resources.memory=4MiB", job}, 0, "ok " + job},
+	}
+	for _, c := range cases {
+		code, out, errs := cli(t, c.args...)
+		if code != c.code || !strings.Contains(out+errs, c.want) {
+			t.Errorf("%v: exit %d, want %d with %q; %q %q", c.args, code, c.code, c.want, out, errs)
+		}
 	}
 }
