@@ -38,6 +38,9 @@ type ResourcesSpec struct {
 	Workers int `yaml:"workers,omitempty" json:"workers,omitempty" jsonschema:"minimum=0,description=number of tasks run at once (0 or absent: GOMAXPROCS)"`
 	// Backend selects the compute backend.
 	Backend string `yaml:"backend,omitempty" json:"backend,omitempty" jsonschema:"enum=auto,enum=cpu,enum=metal,description=compute backend for stages that run kernels (default auto: the first accelerated backend that opens or else cpu)"`
+	// AllowOverBudget runs tasks whose estimate exceeds the memory budget
+	// or the machine's memory (alone) instead of refusing the job.
+	AllowOverBudget bool `yaml:"allow_over_budget,omitempty" json:"allow_over_budget,omitempty" jsonschema:"description=run tasks whose memory estimate exceeds the budget or the machine's memory (each alone; holding the whole budget) instead of refusing the job before anything runs (default false; marlin-run run --allow-over-budget does the same)"`
 }
 
 // StageSpec is one entry of `stages:`.
@@ -197,7 +200,8 @@ func LoadBytes(name string, data []byte, reg *Registry, opts LoadOptions) (*Job,
 	}
 	// resources
 	resNode, _ := mapGet(root, "resources")
-	job.Resources = Resources{Memory: int64(spec.Resources.Memory), Workers: spec.Resources.Workers, Backend: spec.Resources.Backend}
+	job.Resources = Resources{Memory: int64(spec.Resources.Memory), Workers: spec.Resources.Workers, Backend: spec.Resources.Backend,
+		AllowOverBudget: spec.Resources.AllowOverBudget}
 	if job.Resources.Workers < 0 {
 		n, _ := mapGet(resNode, "workers")
 		errs = append(errs, d.errf(n, "resources.workers", "must be >= 0, got %d", job.Resources.Workers))

@@ -231,7 +231,11 @@ func (p *Plan) WriteText(w io.Writer) error {
 		}
 		note := ""
 		if m := p.Job.Resources.Memory; m > 0 && maxEst > m {
-			note = fmt.Sprintf("  [largest task exceeds memory %s: runs alone]", ByteSize(m))
+			if p.Job.Resources.AllowOverBudget {
+				note = fmt.Sprintf("  [largest task exceeds memory %s: runs alone (allow_over_budget)]", ByteSize(m))
+			} else {
+				note = fmt.Sprintf("  [largest task exceeds memory %s: refused]", ByteSize(m))
+			}
 		}
 		if _, err := fmt.Fprintf(w, "  %-16s kind=%-12s tasks=%-6d est=%-10s max_task=%-10s needs: %s%s\n", sp.ID, sp.Kind, len(sp.Tasks), ByteSize(est), ByteSize(maxEst), needs, note); err != nil {
 			return err

@@ -20,10 +20,16 @@ import (
 // tasks start through an errgroup limited to Workers goroutines and are
 // admitted by a semaphore.Weighted holding Memory bytes: a task acquires
 // its EstBytes before Run and releases them after its output is stored.
-// A task whose estimate exceeds the whole budget acquires the whole budget
-// instead, i.e. it runs alone rather than waiting forever (the budget is a
-// bound on the sum of estimates of tasks in flight, not on one task).
 // The semaphore is FIFO, so a large task is not starved by small ones.
+//
+// Before any task starts, Run refuses a plan holding a task whose estimate
+// alone exceeds the budget or the machine's physical memory, with an
+// *OverBudgetError naming the tasks, their estimates, the budget and the
+// machine's memory (Plan.CheckMemory): such a task would either break the
+// budget or kill the process with the runtime's out-of-memory fatal error
+// once the tasks before it had run. With AllowOverBudget (or the job's
+// resources.allow_over_budget) such a task runs anyway, holding the whole
+// budget, i.e. alone.
 //
 // Resume: a task's identity (TaskID) covers its kind, config, key, Meta,
 // Fingerprint and the digests of its inputs. Before running, the runner
@@ -43,6 +49,14 @@ type Runner struct {
 	// Memory is the admission budget in bytes (0: the job's
 	// resources.memory; negative: unlimited).
 	Memory int64
+	// MachineMemory is the memory no task's estimate may exceed, in bytes
+	// (0: the machine's physical memory, MachineMemory(); negative: not
+	// checked).
+	MachineMemory int64
+	// AllowOverBudget runs tasks whose estimate exceeds the budget or the
+	// machine's memory (each alone) instead of refusing the plan; the
+	// job's resources.allow_over_budget does the same.
+	AllowOverBudget bool
 	// Events receives task events (may be nil).
 	Events EventHandler
 	// Log is the structured logger (nil: discard).
@@ -103,6 +117,15 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 	budget := r.Memory
 	if budget == 0 {
 		budget = plan.Job.Resources.Memory
+	}
+	if !r.AllowOverBudget && !plan.Job.Resources.AllowOverBudget {
+		machine := r.MachineMemory
+		if machine == 0 {
+			machine = MachineMemory()
+		}
+		if err := plan.CheckMemory(MemoryLimits{Budget: budget, Machine: machine}); err != nil {
+			return stats, err
+		}
 	}
 	var sem *semaphore.Weighted
 	if budget > 0 {

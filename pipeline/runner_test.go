@@ -320,7 +320,7 @@ func TestMemoryAdmissionNeverExceedsBudget(t *testing.T) {
 		}
 		return ts, nil
 	})
-	plan := loadPlan(t, testRegistry(t, k), "version: 1\nresources: {memory: 1000}\nstages:\n  - {id: m, kind: mem}\n")
+	plan := loadPlan(t, testRegistry(t, k), "version: 1\nresources: {memory: 1000, allow_over_budget: true}\nstages:\n  - {id: m, kind: mem}\n")
 	stats, err := runPlan(t, plan, t.TempDir(), Runner{Workers: 8})
 	if err != nil {
 		t.Fatal(err)

@@ -158,4 +158,7 @@ type Resources struct {
 	Workers int
 	// Backend selects the compute backend: "auto", "cpu" or "metal".
 	Backend string
+	// AllowOverBudget runs tasks whose estimate exceeds Memory or the
+	// machine's memory instead of refusing the plan (see Plan.CheckMemory).
+	AllowOverBudget bool
 }

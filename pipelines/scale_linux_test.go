@@ -79,7 +79,10 @@ func TestScaleSyntheticGLM47(t *testing.T) {
 		t.Fatalf("model %d bytes is not larger than the budget %d: nothing to show", total, budget)
 	}
 
-	run := exec.Command(filepath.Join(bin, "marlin-run"), "run", "--log-format", "json", "glm47-synth-scale.yaml")
+	// The largest tasks' estimates (quantize: 3× the embedding) exceed
+	// the budget: this test measures how far past the budget the
+	// process goes when they run anyway, each alone.
+	run := exec.Command(filepath.Join(bin, "marlin-run"), "run", "--log-format", "json", "--allow-over-budget", "glm47-synth-scale.yaml")
 	run.Env = append(filteredEnv("GOMEMLIMIT", "MODEL", "MEM", "WORKDIR"),
 		"MODEL="+model, "MEM="+strconv.FormatInt(budget>>20, 10)+"MiB", "WORKDIR="+filepath.Join(dir, "work"))
 	start := time.Now()

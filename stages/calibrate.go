@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/marlin-llm/marlin/model/hfconfig"
 	"github.com/marlin-llm/marlin/model/tokenizer"
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/tensor"
@@ -142,7 +143,8 @@ func (s *calibrateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]
 	if len(pc.Inputs) == 0 {
 		return nil, fmt.Errorf("calibrate: needs an upstream stage that produces tensors (load or rotate)")
 	}
-	if _, err := indexTensors(pc.Inputs); err != nil {
+	ix, err := indexTensors(pc.Inputs)
+	if err != nil {
 		return nil, fmt.Errorf("calibrate: %w", err)
 	}
 	modelDir := jobPath(pc, s.cfg.Model)
@@ -158,6 +160,12 @@ func (s *calibrateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]
 	tokFP, err := fileFingerprint(filepath.Join(modelDir, "tokenizer.json"), 1<<20)
 	if err != nil {
 		return nil, fmt.Errorf("calibrate: model: %w", err)
+	}
+	if cfg, err := hfconfig.Load(modelDir); err == nil {
+		// Layers the config does not declare would never be calibrated.
+		if err := cfg.CheckLayers(ix.names); err != nil {
+			return nil, fmt.Errorf("calibrate: %w", err)
+		}
 	}
 	fi, err := os.Stat(textPath)
 	if err != nil {

@@ -33,7 +33,7 @@ type LoadConfig struct {
 	Include []string `yaml:"include,omitempty" json:"include,omitempty" jsonschema:"description=globs of tensor names to load (empty: all)"`
 	// Exclude drops tensors whose names match one of these globs (applied
 	// after include).
-	Exclude []string `yaml:"exclude,omitempty" json:"exclude,omitempty" jsonschema:"description=globs of tensor names to skip"`
+	Exclude []string `yaml:"exclude,omitempty" json:"exclude,omitempty" jsonschema:"description=globs of tensor names to skip (they are logged); the way to leave out tensors of layers past config.json's num_hidden_layers on purpose"`
 	// GroupSmall batches tensors smaller than this many bytes (norms,
 	// biases, routers) into shared tasks of up to GroupMax bytes, so that a
 	// model with thousands of tiny tensors does not become thousands of
@@ -274,35 +274,40 @@ func (s *loadStage) path(pc *pipeline.PlanContext) string {
 	return p
 }
 
-// modelType reads config.json beside the model (if any) so downstream
-// stages can plan by architecture. An architecture hfconfig does not know
-// is logged and left out: loading tensors does not depend on it.
-func (s *loadStage) modelType(pc *pipeline.PlanContext) (string, error) {
+// modelConfig reads config.json beside the model (if any) so downstream
+// stages can plan by architecture and the tensors can be checked against
+// its layer count. A config hfconfig does not understand is logged and
+// left out (nil): loading tensors does not depend on it.
+func (s *loadStage) modelConfig(pc *pipeline.PlanContext) *hfconfig.Config {
 	dir := s.path(pc)
 	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
 		dir = filepath.Dir(dir)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "config.json")); err != nil {
-		return "", nil
+		return nil
 	}
 	c, err := hfconfig.Load(dir)
 	if err != nil {
 		if pc != nil && pc.Log != nil {
 			pc.Log.Warn("load: config.json not understood; tasks carry no model_type", "err", err)
 		}
-		return "", nil
+		return nil
 	}
-	return c.ModelType, nil
+	return c
 }
+
+// maxLoggedSkipped bounds the names the "left out" log line lists.
+const maxLoggedSkipped = 20
 
 func (s *loadStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipeline.Task, error) {
 	src, err := s.open(pc)
 	if err != nil {
 		return nil, err
 	}
-	modelType, err := s.modelType(pc)
-	if err != nil {
-		return nil, err
+	var modelType string
+	cfg := s.modelConfig(pc)
+	if cfg != nil {
+		modelType = cfg.ModelType
 	}
 	groupMax := int64(s.cfg.GroupMax)
 	if groupMax == 0 {
@@ -318,12 +323,13 @@ func (s *loadStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 		tasks = append(tasks, s.task(src, "group."+group[0], group, modelType))
 		group, groupBytes = nil, 0
 	}
-	selected := 0
+	var selected, skipped []string
 	for _, name := range src.names() {
 		if !s.cfg.selected(name) {
+			skipped = append(skipped, name)
 			continue
 		}
-		selected++
+		selected = append(selected, name)
 		e, _ := src.entry(name)
 		if e.bytes < int64(s.cfg.GroupSmall) {
 			if groupBytes+e.bytes > groupMax {
@@ -336,8 +342,23 @@ func (s *loadStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 		tasks = append(tasks, s.task(src, name, []string{name}, modelType))
 	}
 	flush()
-	if selected == 0 {
+	if len(selected) == 0 {
 		return nil, fmt.Errorf("load: no tensor of %s matches include %v / exclude %v", s.cfg.Path, s.cfg.Include, s.cfg.Exclude)
+	}
+	if len(skipped) > 0 && pc != nil && pc.Log != nil {
+		// include/exclude are the explicit way to leave tensors out: say
+		// which ones, since nothing downstream will see them.
+		listed := skipped[:min(len(skipped), maxLoggedSkipped)]
+		pc.Log.Info("load: tensors left out by include/exclude", "path", s.cfg.Path, "count", len(skipped),
+			"tensors", strings.Join(listed, ","), "more", len(skipped)-len(listed))
+	}
+	if cfg != nil {
+		// Tensors of layers the config does not declare would be
+		// quantized and then dropped by every consumer (issue 18):
+		// refuse them before anything runs.
+		if err := cfg.CheckLayers(selected); err != nil {
+			return nil, fmt.Errorf("load: %w (fix config.json, or leave them out with exclude globs)", err)
+		}
 	}
 	return tasks, nil
 }

@@ -185,10 +185,24 @@ func (s *packStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 	for _, in := range inputs {
 		refs = append(refs, in.ref)
 	}
-	if s.cfg.Format == PackGGUF {
-		if _, err := hfconfig.Load(model); err != nil {
+	if model != "" {
+		cfg, err := hfconfig.Load(model)
+		switch {
+		case err != nil && s.cfg.Format == PackGGUF:
 			return nil, fmt.Errorf("pack: %w", err)
+		case err == nil:
+			// A file written with config.json's layer count must hold
+			// exactly those layers: refuse before anything runs.
+			var names []string
+			for _, in := range inputs {
+				names = append(names, in.names...)
+			}
+			if err := cfg.CheckLayers(names); err != nil {
+				return nil, fmt.Errorf("pack: %w", err)
+			}
 		}
+	}
+	if s.cfg.Format == PackGGUF {
 		return []*pipeline.Task{{
 			Key:         "gguf",
 			Needs:       refs,

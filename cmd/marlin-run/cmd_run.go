@@ -13,7 +13,7 @@ import (
 )
 
 func runCommand() *command {
-	var fresh, resume, quiet bool
+	var fresh, resume, quiet, overBudget bool
 	var workers int
 	var memory, until, rerun string
 	return &command{
@@ -29,6 +29,7 @@ func runCommand() *command {
 			fs.StringVar(&memory, "memory", "", "override resources.memory (e.g. 8GiB)")
 			fs.StringVar(&until, "until", "", "run only these stages (comma-separated ids) and what they need")
 			fs.StringVar(&rerun, "rerun", "", "run these stages (comma-separated ids) again even when checkpointed, e.g. to re-measure a benchmark")
+			fs.BoolVar(&overBudget, "allow-over-budget", false, "run tasks whose memory estimate exceeds the budget or the machine's memory (each alone) instead of refusing the job (resources.allow_over_budget)")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {
 			if len(args) != 1 {
@@ -47,6 +48,9 @@ func runCommand() *command {
 					return usagef("--memory: %v", err)
 				}
 				job.Resources.Memory = int64(m)
+			}
+			if overBudget {
+				job.Resources.AllowOverBudget = true
 			}
 			if job.Resources.Memory > 0 && os.Getenv("GOMEMLIMIT") == "" {
 				// Make the Go GC keep the heap near the admission budget

@@ -18,7 +18,7 @@ func validateCommand() *command {
 		Summary: "check job files against the JSON Schema and semantically (exit 1 on any error)",
 		Job:     true,
 		Flags: func(fs *flag.FlagSet) {
-			fs.BoolVar(&plan, "plan", false, "also plan each job (reads the files stages plan from)")
+			fs.BoolVar(&plan, "plan", false, "also plan each job (reads the files stages plan from) and check its tasks' memory estimates against resources.memory")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {
 			if len(args) == 0 {
@@ -57,8 +57,16 @@ func validateOne(ctx context.Context, a *app, sv *pipeline.SchemaValidator, file
 		return errors.Join(schemaErr, loadErr)
 	}
 	if plan {
-		if _, err := pipeline.PlanJob(ctx, job, a.logger()); err != nil {
+		p, err := pipeline.PlanJob(ctx, job, a.logger())
+		if err != nil {
 			return err
+		}
+		// The budget only: the machine that validates is seldom the one
+		// that runs the job.
+		if !job.Resources.AllowOverBudget {
+			if err := p.CheckMemory(pipeline.MemoryLimits{Budget: job.Resources.Memory}); err != nil {
+				return fmt.Errorf("%s: %w", file, err)
+			}
 		}
 	}
 	return nil

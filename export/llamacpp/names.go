@@ -124,6 +124,7 @@ func Map(cfg *hfconfig.Config, names []string, shape func(string) []int) ([]*Ten
 	_ = arch
 	nExp := cfg.MoE.NumExperts
 	var out []*Tensor
+	var beyond []string // tensors of layers past num_hidden_layers
 	seen := map[string]bool{}
 	// pending expert stacks: gguf name → sources by expert.
 	stacks := map[string][]string{}
@@ -149,7 +150,7 @@ func Map(cfg *hfconfig.Config, names []string, shape func(string) []int) ([]*Ten
 			continue
 		case "lm_head.weight":
 			if cfg.TieWordEmbeddings {
-				continue // llama.cpp reuses token_embd
+				continue // llama.cpp reuses token_embd (hfconfig.SpareTensor)
 			}
 			if err := emit(&Tensor{Name: "output.weight", Dims: dims, Role: RoleOutput, Layer: -1, Sources: []string{name}}); err != nil {
 				return nil, err
@@ -166,13 +167,16 @@ func Map(cfg *hfconfig.Config, names []string, shape func(string) []int) ([]*Ten
 			return nil, fmt.Errorf("llamacpp: no llama.cpp name for tensor %q", name)
 		}
 		layer, err := strconv.Atoi(m[1])
-		if err != nil || layer >= cfg.NumLayers {
-			if layer >= cfg.NumLayers && cfg.NumLayers > 0 {
-				// MTP / next-n layers beyond num_hidden_layers: llama.cpp's
-				// converter drops them too.
-				continue
-			}
+		if err != nil {
 			return nil, fmt.Errorf("llamacpp: %s: bad layer index", name)
+		}
+		if layer >= cfg.NumLayers {
+			if !cfg.SpareTensor(name) {
+				beyond = append(beyond, name)
+			}
+			// else: an MTP / next-n layer (num_nextn_predict_layers):
+			// llama.cpp's converter drops them too.
+			continue
 		}
 		suffix := m[2]
 		blk := "blk." + m[1] + "."
@@ -242,6 +246,11 @@ func Map(cfg *hfconfig.Config, names []string, shape func(string) []int) ([]*Ten
 		if err := emit(&Tensor{Name: blk + s.name, Dims: dims, Role: role, Layer: layer, Sources: []string{name}}); err != nil {
 			return nil, err
 		}
+	}
+	if len(beyond) > 0 {
+		// Layers the config does not declare: a GGUF without them (and
+		// with block_count = num_hidden_layers) is another model.
+		return nil, fmt.Errorf("llamacpp: %w", cfg.CheckUsed(beyond, func(string) bool { return false }))
 	}
 	if len(stacks) > 0 {
 		var missing []string

@@ -29,7 +29,7 @@ func BuildLayer(cfg *hfconfig.Config, src TensorSource, l int, opts Options) (*L
 	if err != nil {
 		return nil, err
 	}
-	w := &weights{src: src, lazy: opts.Lazy}
+	w := &weights{src: src, lazy: opts.Lazy, used: map[string]bool{}}
 	d, err := bld(cfg, w, l)
 	if err == nil {
 		err = w.err()

@@ -97,6 +97,17 @@ type TensorSource interface {
 	Tensor(name string) (*tensor.Tensor, error)
 }
 
+// TensorLister is a TensorSource that also lists its tensors. Build
+// refuses a lister holding tensors the model does not use (beyond
+// hfconfig's SpareTensor: rotary buffers, a tied lm_head, next-n layers),
+// e.g. layers past a config.json's num_hidden_layers, with an
+// *hfconfig.UnusedTensorsError naming them: a model built without them
+// would silently compute something else than the checkpoint.
+type TensorLister interface {
+	TensorSource
+	Names() []string
+}
+
 // mixer is a sub-layer (attention or MLP): it reads the normalised input x
 // (tokens×hidden) and overwrites out (tokens×hidden).
 type mixer interface {
@@ -206,7 +217,7 @@ func Build(cfg *hfconfig.Config, src TensorSource, opts Options) (*Model, error)
 	if err != nil {
 		return nil, err
 	}
-	w := &weights{src: src, lazy: opts.Lazy}
+	w := &weights{src: src, lazy: opts.Lazy, used: map[string]bool{}}
 	m := &Model{cfg: cfg, b: b, vocab: cfg.VocabSize, hidden: cfg.HiddenSize, byName: map[string]*Proj{}}
 	if opts.Lazy {
 		m.embedT = w.stored("model.embed_tokens.weight", cfg.VocabSize, cfg.HiddenSize)
@@ -239,6 +250,11 @@ func Build(cfg *hfconfig.Config, src TensorSource, opts Options) (*Model, error)
 	}
 	if err := w.err(); err != nil {
 		return nil, fmt.Errorf("arch: %s: %w", cfg.ModelType, err)
+	}
+	if ls, ok := src.(TensorLister); ok {
+		if err := cfg.CheckUsed(ls.Names(), func(n string) bool { return w.used[n] }); err != nil {
+			return nil, fmt.Errorf("arch: %s: %w", cfg.ModelType, err)
+		}
 	}
 	for _, l := range m.layers {
 		for _, p := range append(l.attn.projs(), l.mlp.projs()...) {
@@ -502,6 +518,14 @@ type weights struct {
 	src  TensorSource
 	lazy bool
 	errs []error
+	// used records every tensor name the model asked for.
+	used map[string]bool
+}
+
+// tensor fetches a tensor from the source, recording its name as used.
+func (w *weights) tensor(name string) (*tensor.Tensor, error) {
+	w.used[name] = true
+	return w.src.Tensor(name)
 }
 
 func (w *weights) err() error { return errors.Join(w.errs...) }
@@ -515,7 +539,7 @@ func (w *weights) fail(err error) {
 // get returns the named tensor as F32 after checking its shape and that
 // every value is finite; it returns nil (and records an error) otherwise.
 func (w *weights) get(name string, shape ...int) []float32 {
-	t, err := w.src.Tensor(name)
+	t, err := w.tensor(name)
 	if err != nil {
 		w.fail(err)
 		return nil
@@ -550,7 +574,7 @@ func (w *weights) norm(name string, n int, eps float64) *RMSNorm {
 
 // stored returns the named tensor as stored after checking its shape.
 func (w *weights) stored(name string, shape ...int) *tensor.Tensor {
-	t, err := w.src.Tensor(name)
+	t, err := w.tensor(name)
 	if err != nil {
 		w.fail(err)
 		return nil

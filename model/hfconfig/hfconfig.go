@@ -32,6 +32,7 @@ type Config struct {
 
 	HiddenSize            int     // hidden_size
 	NumLayers             int     // num_hidden_layers
+	NumNextNLayers        int     // num_nextn_predict_layers (MTP layers stored after the decoder layers)
 	NumHeads              int     // num_attention_heads
 	NumKVHeads            int     // num_key_value_heads (defaults to NumHeads)
 	HeadDim               int     // head_dim (default hidden/heads; MLA: qk_nope+qk_rope)
@@ -58,6 +59,10 @@ type Config struct {
 
 	// Raw is the whole decoded config.json for fields not modelled here.
 	Raw map[string]any
+
+	// Path is the config.json file Load read ("" after Parse), for
+	// messages.
+	Path string
 }
 
 // Rope is the rotary position embedding configuration.
@@ -134,6 +139,7 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hfconfig: %s: %w", path, err)
 	}
+	c.Path = path
 	return c, nil
 }
 
@@ -152,6 +158,8 @@ type raw struct {
 	Architectures         []string        `json:"architectures"`
 	HiddenSize            *int            `json:"hidden_size"`
 	NumHiddenLayers       *int            `json:"num_hidden_layers"`
+	NumNextNPredictLayers int             `json:"num_nextn_predict_layers"`
+	LayerTypes            []any           `json:"layer_types"`
 	NumAttentionHeads     *int            `json:"num_attention_heads"`
 	NumKeyValueHeads      *int            `json:"num_key_value_heads"`
 	HeadDim               *int            `json:"head_dim"`
@@ -232,6 +240,13 @@ func Parse(b []byte) (*Config, error) {
 	if c.NumLayers > maxLayers {
 		return nil, fmt.Errorf("num_hidden_layers %d is over the %d supported", c.NumLayers, maxLayers)
 	}
+	if r.LayerTypes != nil && len(r.LayerTypes) != c.NumLayers {
+		return nil, fmt.Errorf("layer_types has %d entries for num_hidden_layers %d", len(r.LayerTypes), c.NumLayers)
+	}
+	c.NumNextNLayers = r.NumNextNPredictLayers
+	if c.NumNextNLayers < 0 || c.NumNextNLayers > maxLayers {
+		return nil, fmt.Errorf("num_nextn_predict_layers must be in 0..%d, got %d", maxLayers, c.NumNextNLayers)
+	}
 	c.NumKVHeads = c.NumHeads
 	if r.NumKeyValueHeads != nil {
 		c.NumKVHeads = *r.NumKeyValueHeads
@@ -303,7 +318,7 @@ func Parse(b []byte) (*Config, error) {
 			return nil, fmt.Errorf("scoring_func %q (supported: softmax, sigmoid)", m.ScoringFunc)
 		}
 		if m.LayerTypes != nil && len(m.LayerTypes) != c.NumLayers {
-			return nil, fmt.Errorf("mlp_layer_types has %d entries for %d layers", len(m.LayerTypes), c.NumLayers)
+			return nil, fmt.Errorf("mlp_layer_types has %d entries for num_hidden_layers %d", len(m.LayerTypes), c.NumLayers)
 		}
 		for _, l := range m.LayerTypes {
 			if l != "dense" && l != "sparse" {

@@ -84,6 +84,10 @@ type source struct {
 	zero []byte
 }
 
+// Names lists the checkpoint's logical tensors, so that arch.Build refuses
+// a packed model holding tensors its config.json does not use.
+func (s *source) Names() []string { return s.nat.Names() }
+
 func (s *source) Tensor(name string) (*tensor.Tensor, error) {
 	if !s.nat.IsPacked(name) {
 		return s.nat.Tensor(name)
