@@ -73,7 +73,7 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 // jobFlags registers the flags shared by commands that load a job file.
 func (a *app) jobFlags(fs *flag.FlagSet) {
-	fs.Var(&a.set, "set", "override a job field before validation: path=value (repeatable), e.g. stages.quant.with.format=nvfp4")
+	fs.Var(&a.set, "set", "override a job field before validation: path=value (repeatable); a stage by id or index, list elements by index, e.g. stages.quant.with.default.format=nvfp4 or stages.quant.with.rules[0].format=f16")
 	fs.StringVar(&a.workdir, "workdir", "", "override the job's workdir")
 }
 
