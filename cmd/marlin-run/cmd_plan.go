@@ -13,7 +13,7 @@ func planCommand() *command {
 		Summary: "print the stage graph with task counts and memory estimates",
 		Job:     true,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&format, "format", "text", "output format: text or dot (Graphviz)")
+			fs.StringVar(&format, "format", "text", "output `text|dot`: text or dot (Graphviz)")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {
 			if format != "text" && format != "dot" {

@@ -25,9 +25,9 @@ func runCommand() *command {
 			fs.BoolVar(&fresh, "fresh", false, "discard the workdir's checkpoints and start over")
 			fs.BoolVar(&resume, "resume", true, "continue from checkpoints (the default; --fresh overrides)")
 			fs.BoolVar(&quiet, "quiet", false, "no progress display or event lines")
-			fs.IntVar(&workers, "workers", 0, "override resources.workers")
-			fs.StringVar(&memory, "memory", "", "override resources.memory (e.g. 8GiB)")
-			fs.StringVar(&until, "until", "", "run only these stages (comma-separated ids) and what they need")
+			fs.IntVar(&workers, "workers", 0, "override resources.workers with `N` (0: keep the job's)")
+			fs.StringVar(&memory, "memory", "", "override resources.memory with `SIZE` (e.g. 8GiB)")
+			fs.StringVar(&until, "until", "", "run only these `STAGES` (comma-separated ids) and what they need")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {
 			if len(args) != 1 {
