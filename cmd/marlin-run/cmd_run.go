@@ -12,8 +12,12 @@ import (
 	"github.com/marlin-llm/marlin/pipeline"
 )
 
+// summaryInterval is the least time between two progress lines of a
+// stage in the plain (non-terminal) display.
+const summaryInterval = 5 * time.Second
+
 func runCommand() *command {
-	var fresh, resume, quiet bool
+	var fresh, resume, quiet, verbose bool
 	var workers int
 	var memory, until string
 	return &command{
@@ -25,6 +29,7 @@ func runCommand() *command {
 			fs.BoolVar(&fresh, "fresh", false, "discard the workdir's checkpoints and start over")
 			fs.BoolVar(&resume, "resume", true, "continue from checkpoints (the default; --fresh overrides)")
 			fs.BoolVar(&quiet, "quiet", false, "no progress display or event lines")
+			fs.BoolVar(&verbose, "v", false, "a line per task event (queued, started, done, ...) instead of bars or the per-stage summary, and debug logs")
 			fs.IntVar(&workers, "workers", 0, "override resources.workers with `N` (0: keep the job's)")
 			fs.StringVar(&memory, "memory", "", "override resources.memory with `SIZE` (e.g. 8GiB)")
 			fs.StringVar(&until, "until", "", "run only these `STAGES` (comma-separated ids) and what they need")
@@ -33,9 +38,13 @@ func runCommand() *command {
 			if len(args) != 1 {
 				return usagef("want exactly one job file")
 			}
+			a.verbose = verbose
 			job, err := a.loadJob(args[0])
 			if err != nil {
 				return err
+			}
+			if workers < 0 {
+				return usagef("--workers must be >= 0 (0: the job's resources.workers), got %d", workers)
 			}
 			if workers > 0 {
 				job.Resources.Workers = workers
@@ -74,20 +83,27 @@ func runCommand() *command {
 			defer store.Close()
 			r := &pipeline.Runner{Store: store, Log: log}
 			var prog *pipeline.Progress
+			var sum *pipeline.Summary
 			switch {
 			case quiet:
 			case a.logFmt == "json":
 				r.Events = pipeline.JSONLines(a.Stdout)
-			case isTerminal(a.Stderr):
+			case verbose:
+				r.Events = pipeline.PlainLines(a.Stderr)
+			case a.barsOK():
 				prog = pipeline.NewProgress(a.Stderr, plan)
 				r.Events = prog.Handler()
 			default:
-				r.Events = pipeline.PlainLines(a.Stderr)
+				sum = pipeline.NewSummary(a.Stderr, plan, summaryInterval)
+				r.Events = sum.Handler()
 			}
 			start := time.Now()
 			stats, err := r.Run(ctx, plan)
 			if prog != nil {
 				prog.Wait()
+			}
+			if sum != nil {
+				sum.Close()
 			}
 			if err != nil {
 				return err

@@ -57,6 +57,24 @@ type app struct {
 	// logLevel is --log-level ("" picks warn on a terminal, where progress
 	// bars show what info lines would, and info elsewhere).
 	logLevel string
+	// verbose (run -v) asks for a line per task event and debug logs.
+	verbose bool
+	// termWidth reports whether a writer is a terminal and its width
+	// (terminalWidth; tests inject others).
+	termWidth func(io.Writer) (cols int, isTTY bool)
+}
+
+// barsOK reports whether stderr is a terminal that can show progress
+// bars: one that reports a width. A terminal of size 0x0 (CI runners,
+// script(1), some `docker -t`) gets plain lines, as a pipe does; bars
+// drawn at width 0 would show nothing.
+func (a *app) barsOK() bool {
+	f := a.termWidth
+	if f == nil {
+		f = terminalWidth
+	}
+	cols, tty := f(a.Stderr)
+	return tty && cols > 0
 }
 
 // usageError makes the CLI print the command's usage and exit 2.
@@ -105,14 +123,16 @@ func (a *app) logger() *slog.Logger {
 	level := slog.LevelInfo
 	if a.logLevel != "" {
 		_ = level.UnmarshalText([]byte(a.logLevel)) // validated in runCLI
-	} else if a.logFmt != "json" && isTerminal(a.Stderr) {
+	} else if a.verbose {
+		level = slog.LevelDebug
+	} else if a.logFmt != "json" && a.barsOK() {
 		level = slog.LevelWarn
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	if a.logFmt == "json" {
 		return slog.New(slog.NewJSONHandler(a.Stderr, opts))
 	}
-	return slog.New(slog.NewTextHandler(a.Stderr, opts))
+	return slog.New(newLineHandler(a.Stderr, level))
 }
 
 // parseInterspersed parses flags that may appear before, between or after
@@ -136,6 +156,13 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runApp(ctx, args, &app{Stdout: stdout, Stderr: stderr, termWidth: terminalWidth})
+}
+
+// runApp runs the command line args with a's writers and terminal probe
+// (the rest of a is filled in here).
+func runApp(ctx context.Context, args []string, a *app) int {
+	stdout, stderr := a.Stdout, a.Stderr
 	reg, err := stages.NewRegistry()
 	if err != nil {
 		fmt.Fprintln(stderr, "marlin-run:", err)
@@ -163,7 +190,7 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		printHelp(stderr, cmds)
 		return 2
 	}
-	a := &app{Stdout: stdout, Stderr: stderr, Registry: reg}
+	a.Registry = reg
 	fs := a.flagSet(cmd)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
