@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"io"
 	"log/slog"
 
 	"github.com/marlin-llm/marlin/tensor"
@@ -122,6 +123,10 @@ type TaskEnv struct {
 	OutDir string
 	// Log is the task's logger.
 	Log *slog.Logger
+	// Text receives human-readable results for the reader of the run (a
+	// results table); nil when nobody reads them (--log-format json,
+	// --quiet). Writes must be whole blocks of lines.
+	Text io.Writer
 }
 
 // Resources are a job's resource settings (`resources:` in the job file).

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -200,11 +199,14 @@ func (s *benchmarkStage) run(needs []pipeline.TaskRef, backends []string, stageI
 		if err := out.AddArtifact(env.OutDir, name); err != nil {
 			return fail(err)
 		}
-		// The table goes to stderr (the run's progress stream) and, for
-		// the record, to benchmark.txt next to the JSON.
+		// The table goes to the run's display (env.Text: stderr, not in
+		// --log-format json) and, for the record, to benchmark.txt next
+		// to the JSON.
 		var tbl strings.Builder
 		WriteBenchTable(&tbl, res)
-		fmt.Fprint(os.Stderr, tbl.String())
+		if env.Text != nil {
+			fmt.Fprint(env.Text, tbl.String())
+		}
 		txt := strings.TrimSuffix(name, filepath.Ext(name)) + ".txt"
 		if err := pipeline.WriteFileAtomic(filepath.Join(env.OutDir, txt), []byte(tbl.String())); err != nil {
 			return fail(err)

@@ -39,12 +39,13 @@ func runCommand() *command {
 				return usagef("want exactly one job file")
 			}
 			a.verbose = verbose
+			if workers < 0 {
+				// as resources.workers in a job file
+				return usagef("--workers must be >= 0 (0: the job's resources.workers), got %d", workers)
+			}
 			job, err := a.loadJob(args[0])
 			if err != nil {
 				return err
-			}
-			if workers < 0 {
-				return usagef("--workers must be >= 0 (0: the job's resources.workers), got %d", workers)
 			}
 			if workers > 0 {
 				job.Resources.Workers = workers
@@ -90,12 +91,15 @@ func runCommand() *command {
 				r.Events = pipeline.JSONLines(a.Stdout)
 			case verbose:
 				r.Events = pipeline.PlainLines(a.Stderr)
+				r.Text = a.Stderr
 			case a.barsOK():
 				prog = pipeline.NewProgress(a.Stderr, plan)
 				r.Events = prog.Handler()
+				r.Text = prog.Writer()
 			default:
 				sum = pipeline.NewSummary(a.Stderr, plan, summaryInterval)
 				r.Events = sum.Handler()
+				r.Text = a.Stderr
 			}
 			start := time.Now()
 			stats, err := r.Run(ctx, plan)
