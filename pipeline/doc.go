@@ -27,7 +27,8 @@
 //     skip-if-checkpointed, first error cancels.
 //   - store.go, atomic.go, lock_*.go: content-addressed Arrow IPC blobs
 //     (tensor.WriteArrow), fsynced journal, temp+fsync+rename, flock.
-//   - events.go, progress.go: events as plain lines, JSON lines or mpb bars.
+//   - events.go, progress.go, summary.go: events as plain lines, JSON
+//     lines, mpb bars or a per-stage summary.
 //
 // Hand-written pieces and why: the strict YAML walker (above); ByteSize
 // parsing (a ten-line table, smaller than a dependency); the journal (JSON

@@ -10,7 +10,8 @@
 # Skipped unless --all: slow suites (make test, MARLIN_SLOW=1, scale test,
 # resume check, benchmarks); always skipped: templates (<model>, JOB.yaml,
 # PATH), jobs on real models (MODEL=/data/...), commands that fetch a
-# released version (@latest), make metal-check without clang. Each command
+# released version (@latest), make metal-check without clang, make lint
+# without staticcheck. Each command
 # runs in the clone's root with a 10-minute limit.
 #   scripts/readme-commands.sh [--all] [--keep]
 set -uo pipefail
@@ -56,6 +57,7 @@ skip_reason() {
 	case $c in
 	marlin-run | 'marlin-run '[a-z]*) if [[ $c =~ ^marlin-run( (run|plan|status|gc|validate|inspect|ppl|generate|report))?$ ]]; then echo "a command's name in prose"; return; fi ;;
 	esac
+	if [ "$c" = "make lint" ] && ! command -v staticcheck >/dev/null && [ ! -x "$(go env GOPATH)/bin/staticcheck" ]; then echo "needs staticcheck (see the go install line)"; return; fi
 	if [ "$c" = "make metal-check" ] && ! command -v clang >/dev/null; then echo "needs clang"; return; fi
 	if [ "$all" = 0 ]; then
 		case $c in

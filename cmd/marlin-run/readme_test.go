@@ -46,7 +46,7 @@ func TestREADMECLISection(t *testing.T) {
 			fs := flag.NewFlagSet(c.Name, flag.ContinueOnError)
 			c.Flags(fs)
 			fs.VisitAll(func(f *flag.Flag) {
-				if !strings.Contains(sec, "`--"+f.Name) {
+				if !strings.Contains(sec, "`"+strings.Fields(strings.Trim(flagSynopsis(f), "`"))[0]) {
 					t.Errorf("CLI section lacks %s --%s", c.Name, f.Name)
 				}
 			})
