@@ -33,10 +33,12 @@ demo: build
 scale-test:
 	MARLIN_SLOW=1 $(GO) test -count=1 -v -run TestScaleSyntheticGLM47 ./pipelines/
 
-# Regenerate README.md's generated sections (job reference, formats table).
+# Regenerate README.md's generated sections (job reference, formats table,
+# CLI commands from cmd/marlin-run's command table).
 .PHONY: docs
 docs:
 	$(GO) run ./internal/readme/gen
+	$(GO) test -count=1 -run '^TestREADMECLISection$$' ./cmd/marlin-run -update-readme
 
 # Regenerate the checked-in JSON Schema from the registered stage configs.
 schema:

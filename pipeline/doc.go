@@ -30,7 +30,8 @@
 //   - artifact.go: files tasks write to out/ (TaskEnv.WriteArtifact,
 //     ArtifactPath), recorded in the journal, re-checked on resume, never
 //     written through a link.
-//   - events.go, progress.go: events as plain lines, JSON lines or mpb bars.
+//   - events.go, progress.go, summary.go: events as plain lines, JSON
+//     lines, mpb bars or a per-stage summary.
 //
 // Hand-written pieces and why: the strict YAML walker (above); ByteSize
 // parsing (a ten-line table, smaller than a dependency); the journal (JSON

@@ -97,7 +97,7 @@ func (j *Job) Stage(id string) *JobStage {
 // LoadOptions tune Load.
 type LoadOptions struct {
 	// Set holds "path=value" overrides applied after ${VAR} expansion and
-	// before validation ("stages.quant.with.format=nvfp4").
+	// before validation ("stages.quant.with.default.format=nvfp4").
 	Set []string
 	// Getenv looks up variables for ${VAR}; nil means os.LookupEnv.
 	Getenv func(string) (string, bool)
@@ -150,6 +150,9 @@ func ParseDocument(name string, data []byte, opts LoadOptions) (*yaml.Node, map[
 	return root, d.origin, nil
 }
 
+// unquotedVarRE finds a ${VAR} written as an unquoted flow value.
+var unquotedVarRE = regexp.MustCompile(`[{\[,][^"'{}\[\]]*?(?::\s*)?(\$\{[^}"']*\})`)
+
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // syntaxError turns a yaml.v3 parse error ("yaml: line 3: ...") into a
@@ -164,7 +167,14 @@ func syntaxError(name string, data []byte, err error) error {
 		if line >= 1 && line <= len(lines) {
 			col = len(lines[line-1]) - len(strings.TrimLeft(lines[line-1], " \t")) + 1
 		}
-		return ErrorList{&PosError{File: name, Line: line, Column: col, Err: fmt.Errorf("yaml syntax: %s", m[2])}}
+		msg := m[2]
+		for l := max(line-1, 1); l <= min(line+1, len(lines)); l++ {
+			if m := unquotedVarRE.FindStringSubmatch(lines[l-1]); m != nil {
+				msg += fmt.Sprintf(" (line %d: an unquoted %s cannot stand inside a flow {...} or [...]: write \"%s\", which also fills number and boolean fields)", l, m[1], m[1])
+				break
+			}
+		}
+		return ErrorList{&PosError{File: name, Line: line, Column: col, Err: fmt.Errorf("yaml syntax: %s", msg)}}
 	}
 	return ErrorList{&PosError{File: name, Line: 1, Column: 1, Err: fmt.Errorf("yaml syntax: %s", strings.TrimPrefix(msg, "yaml: "))}}
 }

@@ -86,6 +86,9 @@ func (pr *Progress) Handler() EventHandler {
 	}
 }
 
+// Writer returns a writer whose lines are printed above the bars.
+func (pr *Progress) Writer() io.Writer { return pr.p }
+
 // Wait stops the display (aborting unfinished bars) and waits for the last
 // frame to be drawn.
 func (pr *Progress) Wait() {

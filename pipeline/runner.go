@@ -66,6 +66,10 @@ type Runner struct {
 	// outputs replace the old ones under the same identities; downstream
 	// tasks re-run when a digest changed.
 	Rerun []string
+	// Text receives human-readable results that stages print for the
+	// reader of the run (the benchmark table); nil discards them, as in
+	// --log-format json, where the same data is in the events and files.
+	Text io.Writer
 }
 
 // RunStats summarizes a run.
@@ -237,6 +241,7 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 		env := &TaskEnv{
 			OutDir: r.Store.OutDir(),
 			Log:    log.With("task", st.ref.String()),
+			Text:   r.Text,
 			Progress: func(done, total int64) {
 				// at most one progress event per task every 100ms (and the last)
 				now := time.Now()

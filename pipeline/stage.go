@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"sync"
 
@@ -148,6 +149,10 @@ type TaskEnv struct {
 
 	artMu     sync.Mutex
 	artifacts map[string]string // rel → digest ("": hash when the task ends)
+	// Text receives human-readable results for the reader of the run (a
+	// results table); nil when nobody reads them (--log-format json,
+	// --quiet). Writes must be whole blocks of lines.
+	Text io.Writer
 }
 
 // Resources are a job's resource settings (`resources:` in the job file).

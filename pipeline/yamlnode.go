@@ -151,7 +151,20 @@ func (d *docCtx) expandEnv(n *yaml.Node, getenv func(string) (string, bool), pat
 			return
 		}
 		if v != n.Value {
+			whole := wholeExpr(n.Value)
 			n.Value = v
+			if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 && whole && n.Tag == "!!str" {
+				// A quoted scalar that is one ${...} expression and
+				// nothing else ("${G}") takes the type of its value, so
+				// that integer, number and boolean fields can be filled
+				// from the environment (unquoted, ${G} is a syntax error
+				// inside a flow mapping {...}). It keeps its quoted
+				// style: string fields still accept it (see
+				// isRetaggedQuoted).
+				if t := resolveScalarTag(v); t == "!!int" || t == "!!float" || t == "!!bool" {
+					n.Tag = t
+				}
+			}
 			if n.Style == 0 && (n.Tag == "!!str" || n.Tag == "") {
 				n.Tag = ""
 				var tmp yaml.Node
@@ -163,6 +176,27 @@ func (d *docCtx) expandEnv(n *yaml.Node, getenv func(string) (string, bool), pat
 			}
 		}
 	}
+}
+
+// wholeExpr reports whether s is exactly one ${...} expression.
+func wholeExpr(s string) bool {
+	return strings.HasPrefix(s, "${") && strings.IndexByte(s, '}') == len(s)-1
+}
+
+// resolveScalarTag returns the tag YAML gives s as a plain scalar.
+func resolveScalarTag(s string) string {
+	var tmp yaml.Node
+	if yaml.Unmarshal([]byte(s), &tmp) == nil && len(tmp.Content) == 1 && tmp.Content[0].Kind == yaml.ScalarNode {
+		return tmp.Content[0].Tag
+	}
+	return "!!str"
+}
+
+// isRetaggedQuoted reports whether n is a quoted scalar that expandEnv
+// gave a non-string type ("${G}" with G=4): such a value also fills a
+// string field.
+func isRetaggedQuoted(n *yaml.Node) bool {
+	return n != nil && n.Kind == yaml.ScalarNode && n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) != 0 && n.Tag != "!!str" && n.Tag != ""
 }
 
 func expandString(s string, getenv func(string) (string, bool)) (string, error) {
@@ -401,7 +435,7 @@ func (d *docCtx) checkStrict(n *yaml.Node, t reflect.Type, path string, errs *Er
 					known = append(known, name)
 				}
 				sort.Strings(known)
-				*errs = append(*errs, d.errf(k, joinPath(path, k.Value), "unknown field %q (known: %s)", k.Value, strings.Join(known, ", ")))
+				*errs = append(*errs, d.errf(k, joinPath(path, k.Value), "unknown field %q (known: %s)%s", k.Value, strings.Join(known, ", "), d.didYouMean(k, path, t)))
 				continue
 			}
 			d.checkStrict(v, ft, joinPath(path, k.Value), errs)
@@ -444,6 +478,98 @@ func (d *docCtx) checkStrict(n *yaml.Node, t reflect.Type, path string, errs *Er
 			*errs = append(*errs, d.errAt(n, path, cleanYAMLErr(err)))
 		}
 	}
+}
+
+// didYouMean suggests where an unknown key k of struct type t (at path)
+// probably belongs: a field of that name one or two levels down
+// ("format" -> "default.format") or a field whose name is a near miss
+// ("formt" -> "format"). For a key that came from --set the suggestion is
+// the corrected --set argument. It returns "" or "; did you mean ...?".
+func (d *docCtx) didYouMean(k *yaml.Node, path string, t reflect.Type) string {
+	cands := fieldSuggestions(t, k.Value)
+	if len(cands) == 0 {
+		return ""
+	}
+	out := make([]string, len(cands))
+	for i, c := range cands {
+		out[i] = joinPath(path, c)
+		if o, ok := d.origin[k]; ok {
+			// "--set stages.quant.with.format=nvfp4": keep the user's
+			// spelling of the prefix (a stage id, not stages[3]).
+			spec := strings.TrimPrefix(o, "--set ")
+			if p, v, ok := strings.Cut(spec, "="); ok && strings.HasSuffix(p, k.Value) {
+				out[i] = "--set " + strings.TrimSuffix(p, k.Value) + c + "=" + v
+			}
+		}
+	}
+	return "; did you mean " + strings.Join(out, " or ") + "?"
+}
+
+// fieldSuggestions lists the relative paths under struct type t where key
+// is a field (searching nested structs two levels down), or else the
+// fields of t whose names are within an edit distance of 2 of key.
+func fieldSuggestions(t reflect.Type, key string) []string {
+	var out []string
+	var walk func(t reflect.Type, prefix string, depth int)
+	walk = func(t reflect.Type, prefix string, depth int) {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct || depth > 2 {
+			return
+		}
+		fields := yamlFields(t)
+		names := make([]string, 0, len(fields))
+		for n := range fields {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			ft := fields[n]
+			if depth > 0 && n == key {
+				out = append(out, prefix+n)
+			}
+			walk(ft, prefix+n+".", depth+1)
+		}
+	}
+	walk(t, "", 0)
+	if len(out) > 0 {
+		return out
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return nil
+	}
+	for n := range yamlFields(t) {
+		if editDistance(strings.ToLower(n), strings.ToLower(key)) <= 2 && len(key) > 2 {
+			out = append(out, n)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// editDistance is the Levenshtein distance of a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			c := prev[j-1]
+			if a[i-1] != b[j-1] {
+				c++
+			}
+			cur[j] = min(c, prev[j]+1, cur[j-1]+1)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 func nodeKindName(n *yaml.Node) string {

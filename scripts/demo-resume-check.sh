@@ -5,11 +5,30 @@
 # the checkpoints), then run the demo uninterrupted into workdir B and
 # compare the sha256 of every quantized output (GGUF file, native packed
 # model, quantize report). Exit 1 on any difference.
+# The two workdirs (about 170 MB) are deleted on exit when the script made
+# its own temporary directory, unless the check failed (then it says where
+# they are) or KEEP=1; a TMPDIR given as argument is left in place.
 #   scripts/demo-resume-check.sh [TMPDIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-base=${1:-$(mktemp -d)}
+own=0
+if [ $# -ge 1 ]; then base=$1; else base=$(mktemp -d); own=1; fi
 a=$base/interrupted b=$base/uninterrupted
+pid=
+cleanup() {
+	rc=$?
+	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill -INT -- "-$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+	if [ "$own" = 1 ]; then
+		if [ "$rc" -ne 0 ] || [ "${KEEP:-0}" = 1 ]; then
+			echo "workdirs and logs kept in $base"
+		else
+			rm -rf "$base"
+		fi
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 rm -rf "$a" "$b"; mkdir -p "$base"
 make -s build
 
@@ -24,6 +43,7 @@ for _ in $(seq 1 1200); do
 done
 kill -INT -- "-$pid"
 rc=0; wait "$pid" || rc=$?
+pid=
 done_before=$(grep -c '"stage":"quant"' "$a/journal.jsonl" || true)
 echo "interrupted: make exit $rc, $done_before quant tasks journaled"
 tail -n 3 "$base/run1.log" | cut -c1-200

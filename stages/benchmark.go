@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"runtime"
 	"sort"
@@ -199,11 +198,14 @@ func (s *benchmarkStage) run(needs []pipeline.TaskRef, backends []string, jobNam
 		if err := env.WriteArtifact(name, append(pretty, '\n')); err != nil {
 			return fail(err)
 		}
-		// The table goes to stderr (the run's progress stream) and, for
-		// the record, to benchmark.txt next to the JSON.
+		// The table goes to the run's display (env.Text: stderr, not in
+		// --log-format json) and, for the record, to benchmark.txt next
+		// to the JSON.
 		var tbl strings.Builder
 		WriteBenchTable(&tbl, res)
-		fmt.Fprint(os.Stderr, tbl.String())
+		if env.Text != nil {
+			fmt.Fprint(env.Text, tbl.String())
+		}
 		txt := strings.TrimSuffix(name, filepath.Ext(name)) + ".txt"
 		if err := env.WriteArtifact(txt, []byte(tbl.String())); err != nil {
 			return fail(err)

@@ -487,7 +487,7 @@ func (s *quantizeStage) run(ref pipeline.TaskRef) func(context.Context, *pipelin
 			if rep != nil {
 				reports = append(reports, *rep)
 				if env.Log != nil {
-					env.Log.Info("quantized", "tensor", rep.Name, "format", rep.Format, "cosine", rep.Cosine, "sqnr_db", rep.SQNRdB, "bpw", rep.BitsPerWeight)
+					env.Log.Debug("quantized", "tensor", rep.Name, "format", rep.Format, "cosine", rep.Cosine, "sqnr_db", rep.SQNRdB, "bpw", rep.BitsPerWeight)
 				}
 			}
 			if env.Progress != nil {

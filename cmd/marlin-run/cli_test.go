@@ -78,10 +78,16 @@ func TestCLIRunStatusPlan(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "5/5 tasks done") {
 		t.Errorf("status after: %q", out)
 	}
-	// second run: plain lines on a non-terminal, everything skipped
+	// second run: a summary line per stage on a non-terminal, everything skipped
 	code, out, errs = cli(t, "run", "--workdir", wd, job)
-	if code != 0 || strings.Count(errs, " skipped ") != 5 || !strings.Contains(out, "0 tasks run, 5 skipped") {
+	if code != 0 || strings.Count(errs, "\n") != 2 || !strings.Contains(errs, "g: done: 2 tasks skipped") ||
+		!strings.Contains(errs, "s: done: 3 tasks skipped") || !strings.Contains(out, "0 tasks run, 5 skipped") {
 		t.Errorf("resume: %d %q %q", code, out, errs)
+	}
+	// -v: a line per task event
+	code, _, errs = cli(t, "run", "-v", "--workdir", wd, job)
+	if code != 0 || strings.Count(errs, " skipped ") != 5 {
+		t.Errorf("resume -v: %d %q", code, errs)
 	}
 	// --set changes a config: g and s re-run
 	code, out, _ = cli(t, "run", "--quiet", "--workdir", wd, "--set", "stages.g.with.seed=2", job)

@@ -49,7 +49,7 @@ func inspectCommand() *command {
 		Usage:   "PATH",
 		Summary: "list the tensors (name, dtype, shape, bytes) and config summary of a safetensors file/dir or a GGUF file",
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&match, "match", "", "only tensors whose names match this glob")
+			fs.StringVar(&match, "match", "", "only tensors whose names match this `glob`")
 			fs.BoolVar(&asJSON, "json", false, "print the report as JSON")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {

@@ -16,7 +16,7 @@ func planCommand() *command {
 		Summary: "print the stage graph with task counts and memory estimates (exit 1 when run would refuse a task over the memory budget)",
 		Job:     true,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&format, "format", "text", "output format: text or dot (Graphviz)")
+			fs.StringVar(&format, "format", "text", "output `text|dot`: text or dot (Graphviz)")
 			fs.BoolVar(&overBudget, "allow-over-budget", false, "do not fail on tasks over the memory budget or the machine's memory (as run --allow-over-budget)")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {

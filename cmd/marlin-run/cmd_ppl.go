@@ -76,7 +76,7 @@ func pplCommand() *command {
 			if total == 0 && window > 0 {
 				total = len(ids) / window
 			}
-			done := progressFunc(a.Stderr, int64(total))
+			done := progressFunc(a.Stderr, a.barsOK(), int64(total))
 			opts.Progress = done.update
 			start := time.Now()
 			out := pplOutput{Model: args[0], Text: args[1], Backend: b.Name(), Window: window, LlamaCpp: llama}
@@ -195,9 +195,9 @@ type progress struct {
 	last  int64
 }
 
-func progressFunc(w io.Writer, total int64) *progress {
+func progressFunc(w io.Writer, bars bool, total int64) *progress {
 	pr := &progress{w: w, total: total}
-	if isTerminal(w) && total > 0 {
+	if bars && total > 0 {
 		pr.p = mpb.New(mpb.WithOutput(w), mpb.WithWidth(40), mpb.WithRefreshRate(150*time.Millisecond))
 		pr.bar = pr.p.AddBar(total,
 			mpb.PrependDecorators(decor.Name("windows "), decor.CountersNoUnit("%d/%d")),

@@ -22,8 +22,8 @@ func reportCommand() *command {
 		Summary: "rebuild report.html and report.json from a run's checkpoints (quantize reports, validate and " +
 			"benchmark results; the latest of each)",
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&out, "out", "", "directory for report.html/report.json (default: WORKDIR/out)")
-			fs.StringVar(&name, "name", "", "report title (default: the workdir's name)")
+			fs.StringVar(&out, "out", "", "`DIR` for report.html/report.json (default: WORKDIR/out)")
+			fs.StringVar(&name, "name", "", "report `title` (default: the workdir's name)")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {
 			if len(args) != 1 {

@@ -12,8 +12,12 @@ import (
 	"github.com/marlin-llm/marlin/pipeline"
 )
 
+// summaryInterval is the least time between two progress lines of a
+// stage in the plain (non-terminal) display.
+const summaryInterval = 5 * time.Second
+
 func runCommand() *command {
-	var fresh, resume, quiet, overBudget bool
+	var fresh, resume, quiet, overBudget, verbose bool
 	var workers int
 	var memory, until, rerun string
 	return &command{
@@ -25,15 +29,21 @@ func runCommand() *command {
 			fs.BoolVar(&fresh, "fresh", false, "discard the workdir's checkpoints and start over")
 			fs.BoolVar(&resume, "resume", true, "continue from checkpoints (the default; --fresh overrides)")
 			fs.BoolVar(&quiet, "quiet", false, "no progress display or event lines")
-			fs.IntVar(&workers, "workers", 0, "override resources.workers")
-			fs.StringVar(&memory, "memory", "", "override resources.memory (e.g. 8GiB)")
-			fs.StringVar(&until, "until", "", "run only these stages (comma-separated ids) and what they need")
-			fs.StringVar(&rerun, "rerun", "", "run these stages (comma-separated ids) again even when checkpointed, e.g. to re-measure a benchmark")
+			fs.BoolVar(&verbose, "v", false, "a line per task event (queued, started, done, ...) instead of bars or the per-stage summary, and debug logs")
+			fs.IntVar(&workers, "workers", 0, "override resources.workers with `N` (0: keep the job's)")
+			fs.StringVar(&memory, "memory", "", "override resources.memory with `SIZE` (e.g. 8GiB)")
+			fs.StringVar(&until, "until", "", "run only these `STAGES` (comma-separated ids) and what they need")
+			fs.StringVar(&rerun, "rerun", "", "run these `STAGES` (comma-separated ids) again even when checkpointed, e.g. to re-measure a benchmark")
 			fs.BoolVar(&overBudget, "allow-over-budget", false, "run tasks whose memory estimate exceeds the budget or the machine's memory (each alone) instead of refusing the job (resources.allow_over_budget)")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {
 			if len(args) != 1 {
 				return usagef("want exactly one job file")
+			}
+			a.verbose = verbose
+			if workers < 0 {
+				// as resources.workers in a job file
+				return usagef("--workers must be >= 0 (0: the job's resources.workers), got %d", workers)
 			}
 			job, err := a.loadJob(args[0])
 			if err != nil {
@@ -87,20 +97,30 @@ func runCommand() *command {
 				}
 			}
 			var prog *pipeline.Progress
+			var sum *pipeline.Summary
 			switch {
 			case quiet:
 			case a.logFmt == "json":
 				r.Events = pipeline.JSONLines(a.Stdout)
-			case isTerminal(a.Stderr):
+			case verbose:
+				r.Events = pipeline.PlainLines(a.Stderr)
+				r.Text = a.Stderr
+			case a.barsOK():
 				prog = pipeline.NewProgress(a.Stderr, plan)
 				r.Events = prog.Handler()
+				r.Text = prog.Writer()
 			default:
-				r.Events = pipeline.PlainLines(a.Stderr)
+				sum = pipeline.NewSummary(a.Stderr, plan, summaryInterval)
+				r.Events = sum.Handler()
+				r.Text = a.Stderr
 			}
 			start := time.Now()
 			stats, err := r.Run(ctx, plan)
 			if prog != nil {
 				prog.Wait()
+			}
+			if sum != nil {
+				sum.Close()
 			}
 			if err != nil {
 				return err

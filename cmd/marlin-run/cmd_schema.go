@@ -14,7 +14,7 @@ func schemaCommand() *command {
 		Usage:   "[-o FILE]",
 		Summary: "print the job file JSON Schema generated from the registered stage kinds",
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&out, "o", "", "write to FILE (atomically) instead of stdout")
+			fs.StringVar(&out, "o", "", "write to `FILE` (atomically) instead of stdout")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {
 			if len(args) != 0 {

@@ -15,7 +15,7 @@ func statusCommand() *command {
 		Summary: "show done/pending tasks per stage (reads the journal; runs nothing)",
 		Job:     true,
 		Flags: func(fs *flag.FlagSet) {
-			fs.IntVar(&list, "list", 0, "also list up to N pending task keys per stage")
+			fs.IntVar(&list, "list", 0, "also list up to `N` pending task keys per stage")
 		},
 		Run: func(ctx context.Context, a *app, args []string) error {
 			job, plan, err := a.planJob(ctx, args)

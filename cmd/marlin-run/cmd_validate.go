@@ -54,7 +54,7 @@ func validateOne(ctx context.Context, a *app, sv *pipeline.SchemaValidator, file
 	schemaErr := sv.ValidateBytes(file, data, opts)
 	job, loadErr := pipeline.LoadBytes(file, data, a.Registry, opts)
 	if schemaErr != nil || loadErr != nil {
-		return errors.Join(schemaErr, loadErr)
+		return mergeErrors(schemaErr, loadErr)
 	}
 	if plan {
 		p, err := pipeline.PlanJob(ctx, job, a.logger())
@@ -70,4 +70,48 @@ func validateOne(ctx context.Context, a *app, sv *pipeline.SchemaValidator, file
 		}
 	}
 	return nil
+}
+
+// mergeErrors reports the loader's errors and those schema errors that
+// the loader did not also find: both check most fields, and a problem is
+// printed once, with the loader's message (it names the known fields and
+// suggests fixes), not once per checker.
+func mergeErrors(schemaErr, loadErr error) error {
+	var out pipeline.ErrorList
+	seenPath := map[string]bool{}
+	seenMsg := map[string]bool{}
+	add := func(e error, schema bool) {
+		var pe *pipeline.PosError
+		if errors.As(e, &pe) {
+			key := pe.File + "\x00" + pe.Origin + "\x00" + pe.Path
+			if schema && seenPath[key] {
+				return
+			}
+			seenPath[key] = true
+		}
+		if seenMsg[e.Error()] {
+			return
+		}
+		seenMsg[e.Error()] = true
+		out = append(out, e)
+	}
+	for _, e := range flatten(loadErr) {
+		add(e, false)
+	}
+	for _, e := range flatten(schemaErr) {
+		add(e, true)
+	}
+	return out
+}
+
+// flatten returns the errors of an ErrorList, or err alone (none for nil).
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	var l pipeline.ErrorList
+	if errors.As(err, &l) {
+		return l
+	}
+	return []error{err}
 }

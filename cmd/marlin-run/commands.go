@@ -42,6 +42,7 @@ func commands() []*command {
 		pplCommand(),
 		generateCommand(),
 		reportCommand(),
+		versionCommand(),
 	}
 }
 
@@ -56,6 +57,24 @@ type app struct {
 	// logLevel is --log-level ("" picks warn on a terminal, where progress
 	// bars show what info lines would, and info elsewhere).
 	logLevel string
+	// verbose (run -v) asks for a line per task event and debug logs.
+	verbose bool
+	// termWidth reports whether a writer is a terminal and its width
+	// (terminalWidth; tests inject others).
+	termWidth func(io.Writer) (cols int, isTTY bool)
+}
+
+// barsOK reports whether stderr is a terminal that can show progress
+// bars: one that reports a width. A terminal of size 0x0 (CI runners,
+// script(1), some `docker -t`) gets plain lines, as a pipe does; bars
+// drawn at width 0 would show nothing.
+func (a *app) barsOK() bool {
+	f := a.termWidth
+	if f == nil {
+		f = terminalWidth
+	}
+	cols, tty := f(a.Stderr)
+	return tty && cols > 0
 }
 
 // usageError makes the CLI print the command's usage and exit 2.
@@ -73,8 +92,8 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 // jobFlags registers the flags shared by commands that load a job file.
 func (a *app) jobFlags(fs *flag.FlagSet) {
-	fs.Var(&a.set, "set", "override a job field before validation: path=value (repeatable), e.g. stages.quant.with.format=nvfp4")
-	fs.StringVar(&a.workdir, "workdir", "", "override the job's workdir")
+	fs.Var(&a.set, "set", "override a job field before validation: `path=value` (repeatable); a stage by id or index, list elements by index, e.g. stages.quant.with.default.format=nvfp4 or stages.quant.with.rules[0].format=f16")
+	fs.StringVar(&a.workdir, "workdir", "", "use `DIR` as the workdir instead of the job's")
 }
 
 // loadJob loads a job file with the common flags applied.
@@ -104,14 +123,16 @@ func (a *app) logger() *slog.Logger {
 	level := slog.LevelInfo
 	if a.logLevel != "" {
 		_ = level.UnmarshalText([]byte(a.logLevel)) // validated in runCLI
-	} else if a.logFmt != "json" && isTerminal(a.Stderr) {
+	} else if a.verbose {
+		level = slog.LevelDebug
+	} else if a.logFmt != "json" && a.barsOK() {
 		level = slog.LevelWarn
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	if a.logFmt == "json" {
 		return slog.New(slog.NewJSONHandler(a.Stderr, opts))
 	}
-	return slog.New(slog.NewTextHandler(a.Stderr, opts))
+	return slog.New(newLineHandler(a.Stderr, level))
 }
 
 // parseInterspersed parses flags that may appear before, between or after
@@ -135,12 +156,22 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 }
 
 func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	return runApp(ctx, args, &app{Stdout: stdout, Stderr: stderr, termWidth: terminalWidth})
+}
+
+// runApp runs the command line args with a's writers and terminal probe
+// (the rest of a is filled in here).
+func runApp(ctx context.Context, args []string, a *app) int {
+	stdout, stderr := a.Stdout, a.Stderr
 	reg, err := stages.NewRegistry()
 	if err != nil {
 		fmt.Fprintln(stderr, "marlin-run:", err)
 		return 1
 	}
 	cmds := commands()
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version") {
+		args = append([]string{"version"}, args[1:]...)
+	}
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		printHelp(stdout, cmds)
 		if len(args) == 0 {
@@ -159,17 +190,9 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		printHelp(stderr, cmds)
 		return 2
 	}
-	a := &app{Stdout: stdout, Stderr: stderr, Registry: reg}
-	fs := flag.NewFlagSet("marlin-run "+cmd.Name, flag.ContinueOnError)
+	a.Registry = reg
+	fs := a.flagSet(cmd)
 	fs.SetOutput(stderr)
-	fs.StringVar(&a.logFmt, "log-format", "text", "log and event format: text or json")
-	fs.StringVar(&a.logLevel, "log-level", "", "log level: debug, info, warn or error (default: warn on a terminal with progress bars, info otherwise)")
-	if cmd.Job {
-		a.jobFlags(fs)
-	}
-	if cmd.Flags != nil {
-		cmd.Flags(fs)
-	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: marlin-run %s %s\n\n%s\n\nflags:\n", cmd.Name, cmd.Usage, cmd.Summary)
 		fs.PrintDefaults()
@@ -205,13 +228,33 @@ func runCLI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// flagSet builds cmd's flag set: the common flags (--log-format,
+// --log-level; --set and --workdir for job commands) and cmd's own.
+func (a *app) flagSet(cmd *command) *flag.FlagSet {
+	fs := flag.NewFlagSet("marlin-run "+cmd.Name, flag.ContinueOnError)
+	a.commonFlags(fs)
+	if cmd.Job {
+		a.jobFlags(fs)
+	}
+	if cmd.Flags != nil {
+		cmd.Flags(fs)
+	}
+	return fs
+}
+
+// commonFlags registers the flags every command takes.
+func (a *app) commonFlags(fs *flag.FlagSet) {
+	fs.StringVar(&a.logFmt, "log-format", "text", "log and event `format`: text or json")
+	fs.StringVar(&a.logLevel, "log-level", "", "log `level`: debug, info, warn or error (default: warn on a terminal with progress bars, info otherwise)")
+}
+
 func printHelp(w io.Writer, cmds []*command) {
 	fmt.Fprintln(w, "marlin-run: run marlin quantization pipelines (YAML job files)")
 	fmt.Fprintln(w, "\nusage: marlin-run <command> [flags] [args]\n\ncommands:")
 	for _, c := range cmds {
 		fmt.Fprintf(w, "  %-10s %s\n", c.Name, c.Summary)
 	}
-	fmt.Fprintln(w, "\nrun 'marlin-run <command> -h' for a command's flags")
+	fmt.Fprintln(w, "\nrun 'marlin-run <command> -h' for a command's flags; 'marlin-run --version' for the version")
 }
 
 // isTerminal reports whether w is a character device (a terminal).

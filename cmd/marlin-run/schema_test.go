@@ -127,9 +127,10 @@ func TestValidateCommand(t *testing.T) {
 		doc      string
 		contains []string
 	}{
-		// schema violations point at the value
+		// violations point at the value; one the schema and the loader
+		// both find is printed once, with the loader's message
 		{"version: 1\nstages:\n  - {id: g, kind: synthetic, with: {dtype: F8, tensors: [{name: w, shape: [2]}]}}\n",
-			[]string{"bad.yaml:3:44: stages[0].with.dtype: schema:", `bad.yaml:3:44: stages[0].with.dtype: unknown dtype "F8"`}},
+			[]string{`bad.yaml:3:44: stages[0].with.dtype: unknown dtype "F8"`}},
 		{"version: 1\nstages:\n  - {id: g, kind: synthetic, with: {tensors: [{name: w, shape: [2]}]}}\n  - {id: s, kind: stats, needs: [g, h]}\n",
 			[]string{`bad.yaml:4:37: stages[1].needs[1]: unknown stage "h"`}},
 		{"version: 1\nstages:\n  - {id: s, kind: stats, needs: [s2]}\n  - {id: s2, kind: stats, needs: [s]}\n",
@@ -150,6 +151,9 @@ func TestValidateCommand(t *testing.T) {
 		for _, want := range c.contains {
 			if !strings.Contains(msg, want) {
 				t.Errorf("stderr %q\nlacks %q", msg, want)
+			}
+			if pos, _, _ := strings.Cut(want, ": "); strings.Count(msg, pos+": ") != 1 {
+				t.Errorf("stderr %q\nreports %s more than once", msg, pos)
 			}
 		}
 		if !strings.Contains(out.String(), "ok "+good) {
