@@ -61,7 +61,9 @@ func statusWalk(plan *Plan, store *Store) ([]StageStatus, map[string]bool) {
 		if ok {
 			id := TaskID(*js.Kind, js.ConfigJSON, t, inputs)
 			if e, found := store.Lookup(id); found {
-				if fi, err := os.Stat(store.BlobPath(id)); err == nil && fi.Size() == e.Size && store.artifactsUnchanged(e) {
+				fi, err := os.Stat(store.BlobPath(id))
+				dropped := t.Transient && err != nil // its users were done (see Task.Transient)
+				if dropped || err == nil && fi.Size() == e.Size && store.artifactsUnchanged(e) {
 					digest[ref] = e.Digest
 					ids[id] = true
 					st.Done++

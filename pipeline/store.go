@@ -312,7 +312,11 @@ func (s *Store) Put(id string, ref TaskRef, out *Output, seconds float64) (Journ
 	defer f.Abort()
 	bw := bufio.NewWriterSize(f, 1<<20)
 	hw := &hashWriter{w: bw, h: sha256.New()}
-	if err := tensor.WriteArrow(hw, out.Tensors, out.Meta); err != nil {
+	ts, err := toRefs(out.Tensors)
+	if err != nil {
+		return JournalEntry{}, fmt.Errorf("store %s: %w", ref, err)
+	}
+	if err := tensor.WriteArrow(hw, ts, out.Meta); err != nil {
 		return JournalEntry{}, fmt.Errorf("store %s: %w", ref, err)
 	}
 	if err := bw.Flush(); err != nil {
@@ -362,6 +366,9 @@ func (s *Store) Get(e JournalEntry) (*Output, error) {
 	}
 	ts, meta, err := tensor.ReadArrowBytes(data)
 	if err != nil {
+		return nil, fmt.Errorf("load %s/%s: %w", e.Stage, e.Key, err)
+	}
+	if err := fromRefs(ts); err != nil {
 		return nil, fmt.Errorf("load %s/%s: %w", e.Stage, e.Key, err)
 	}
 	return &Output{Tensors: ts, Meta: meta, Stats: e.Stats}, nil

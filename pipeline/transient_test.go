@@ -155,3 +155,24 @@ func TestTransientResumeAfterFailure(t *testing.T) {
 		t.Errorf("resume re-ran %d layer tasks (want 4) and %d activation tasks (want <= 3): %+v", cnt.get("layers"), cnt.get("acts"), stats)
 	}
 }
+
+// TestStatusCountsDroppedTransientDone: status reports a finished job with
+// dropped transient outputs as complete.
+func TestStatusCountsDroppedTransientDone(t *testing.T) {
+	wd := t.TempDir()
+	cnt := &counter{}
+	plan := loadPlan(t, testRegistry(t, chainKinds(cnt, -1)...), chainDoc)
+	if _, err := runPlan(t, plan, wd, Runner{Workers: 2}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := OpenStore(wd, StoreOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := Status(plan, st)
+	for _, s := range ss {
+		if s.Pending != 0 {
+			t.Errorf("stage %s: %d pending %v", s.ID, s.Pending, s.PendingKeys)
+		}
+	}
+}

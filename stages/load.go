@@ -244,6 +244,24 @@ func (s *stSource) entry(name string) (loadEntry, bool) {
 }
 func (s *stSource) tensor(name string) (*tensor.Tensor, error) { return s.ck.Tensor(name) }
 
+// sourceRegions is a load source whose tensors are regions of files that
+// the store can reference instead of copying (pipeline.MetaSource).
+type sourceRegions interface {
+	region(name string) (path string, offset int64, ok bool)
+}
+
+func (s *stSource) region(name string) (string, int64, bool) {
+	p, off, ok := s.ck.Region(name)
+	if !ok {
+		return "", 0, false
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", 0, false
+	}
+	return abs, off, true
+}
+
 type ggufSource struct {
 	f  *gguf.File
 	fp string
@@ -391,6 +409,15 @@ func (s *loadStage) task(src loadSource, key string, names []string, modelType s
 		fpList = append(fpList, fp)
 	}
 	sort.Strings(fpList)
+	if ref, ok := src.(sourceRegions); ok {
+		// Outputs reference the files by path: a moved model re-runs.
+		for _, n := range names {
+			if p, _, ok := ref.region(n); ok && !fps["file="+p] {
+				fps["file="+p] = true
+				fpList = append(fpList, "file="+p)
+			}
+		}
+	}
 	return &pipeline.Task{
 		Key:         key,
 		EstBytes:    total,
@@ -405,6 +432,22 @@ func (s *loadStage) task(src loadSource, key string, names []string, modelType s
 				t, err := src.tensor(n)
 				if err != nil {
 					return nil, fmt.Errorf("load: %w", err)
+				}
+				if ref, ok := src.(sourceRegions); ok {
+					// Stored by reference to the source file (no copy in
+					// the workdir): hash the mapped bytes, dropping them.
+					if path, off, ok := ref.region(n); ok {
+						sum := hashDropping(t.Data)
+						if t.Meta == nil {
+							t.Meta = map[string]string{}
+						}
+						t.Meta[pipeline.MetaSource] = pipeline.SourceRegion(path, off, int64(len(t.Data)), sum)
+						out.Tensors = append(out.Tensors, t)
+						if env != nil && env.Progress != nil {
+							env.Progress(int64(i+1), int64(len(names)))
+						}
+						continue
+					}
 				}
 				// Copy out of the mapping and drop the mapped pages as the
 				// copy proceeds: the copy is garbage once the runner has

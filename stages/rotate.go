@@ -147,7 +147,9 @@ func (s *rotateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pi
 		if op.Role != rotate.Keep {
 			meta[MetaDType] = tensor.F32.String()
 		}
-		tasks = append(tasks, &pipeline.Task{Key: op.Name, Needs: needs, EstBytes: est, Meta: meta, Run: s.run(op, needs)})
+		// Transient: the rotated F32 copy is dropped once its readers (a
+		// layer task) are done, so the workdir never holds the rotated model.
+		tasks = append(tasks, &pipeline.Task{Key: op.Name, Needs: needs, EstBytes: est, Meta: meta, Transient: true, Run: s.run(op, needs)})
 	}
 	return tasks, nil
 }

@@ -225,6 +225,17 @@ func (c *Checkpoint) Info(name string) (TensorInfo, bool) {
 	return ti, ok
 }
 
+// Region returns the file holding the named tensor and the offset of its
+// bytes in it (from the start of the file).
+func (c *Checkpoint) Region(name string) (path string, offset int64, ok bool) {
+	ti, ok := c.infos[name]
+	if !ok {
+		return "", 0, false
+	}
+	f := c.fileOf[name]
+	return f.path, f.dataStart + ti.Begin, true
+}
+
 // Tensor returns the named tensor as a zero-copy view of the mapped file.
 // The view stays valid until Close; writes to Data go to private pages and
 // never reach the file. Clone the tensor to keep it past Close.
