@@ -17,6 +17,7 @@ import (
 	"github.com/marlin-llm/marlin/kernels"
 	"github.com/marlin-llm/marlin/model/arch"
 	"github.com/marlin-llm/marlin/model/eval"
+	"github.com/marlin-llm/marlin/model/hfconfig"
 	"github.com/marlin-llm/marlin/model/qmodel"
 	"github.com/marlin-llm/marlin/model/safetensors"
 	"github.com/marlin-llm/marlin/model/tokenizer"
@@ -179,12 +180,26 @@ func (s *validateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 	if err != nil {
 		return nil, fmt.Errorf("validate: model: %w", err)
 	}
+	est := 64<<20 + 4*mb
+	if cfg, err := hfconfig.Load(model); err == nil && cfg.NumLayers > 0 {
+		// Layer by layer (see run): the hidden states of every window for
+		// both models, a batch of logits for both, one layer of each model
+		// resident (and its F32 conversion), embeddings and lm_head in F32.
+		win, n := int64(s.cfg.Window), int64(s.cfg.Windows)
+		if win == 0 {
+			win = 128
+		}
+		if n == 0 {
+			n = 8
+		}
+		hd, v := int64(cfg.HiddenSize), int64(cfg.VocabSize)
+		perLayer := mb / int64(cfg.NumLayers)
+		est = min(est, 256<<20+2*n*win*hd*4+2*4*win*v*4+4*perLayer+3*v*hd*4)
+	}
 	return []*pipeline.Task{{
-		Key:   ValidateKey,
-		Needs: needs,
-		// The unquantized model in F32 (twice its BF16 files) and the
-		// packed one, whose dense tensors are F32 too (at most as much).
-		EstBytes:    64<<20 + 4*mb,
+		Key:         ValidateKey,
+		Needs:       needs,
+		EstBytes:    est,
 		Fingerprint: fp,
 		Meta:        map[string]string{"backend": pc.Resources.Backend},
 		Run:         s.run(needs, model, text, pc.Resources.Backend),
@@ -339,7 +354,9 @@ func (s *validateStage) modelMetrics(ctx context.Context, b kernels.Backend, bac
 	if q.Packed == 0 {
 		return nil, fmt.Errorf("%s holds no packed projection", packed)
 	}
-	opts := eval.Options{Window: window, Windows: windows}
+	// Layer by layer over all windows, each layer's mapped weights given
+	// back after it: about one layer of either model is resident.
+	opts := eval.Options{Window: window, Windows: windows, AfterLayer: func(l int) { releaseLayer(l, ref, q.Model) }}
 	if env.Progress != nil {
 		opts.Progress = func(done, total int) { env.Progress(int64(done), int64(total)) }
 	}

@@ -32,6 +32,14 @@ type Options struct {
 	Progress func(done, total int)
 	// Hooks are passed to every forward pass (of both models for KL).
 	Hooks *arch.Hooks
+	// AfterLayer, when set, makes the models run layer by layer over all
+	// windows (each layer on every batch, then the next layer) instead of
+	// window batch by window batch, and is called after each layer, so
+	// that a caller can release that layer's weights (mapped pages) before
+	// the next one is read: a model larger than memory is evaluated with
+	// one layer resident. The scores are the same (each batch runs the
+	// same operations); the hidden states of all windows are held instead.
+	AfterLayer func(layer int)
 }
 
 func (o *Options) defaults(n int) (windows int, err error) {
@@ -220,6 +228,9 @@ func eachWindowBatch(ctx context.Context, models []*arch.Model, ids []int32, opt
 			}
 		}
 	}
+	if opts.AfterLayer != nil {
+		return eachWindowBatchLayered(ctx, models, ids, windows, opts, fn)
+	}
 	logits := make([][]float32, len(models))
 	for w := 0; w < windows; w += opts.Batch {
 		seqs := min(opts.Batch, windows-w)
@@ -236,6 +247,62 @@ func eachWindowBatch(ctx context.Context, models []*arch.Model, ids []int32, opt
 		if opts.Progress != nil {
 			opts.Progress(w+seqs, windows)
 		}
+	}
+	return nil
+}
+
+// eachWindowBatchLayered is eachWindowBatch run layer-outer (see
+// Options.AfterLayer).
+func eachWindowBatchLayered(ctx context.Context, models []*arch.Model, ids []int32, windows int, opts *Options,
+	fn func(logits [][]float32, win []int32, seqs int) error) error {
+	n := windows * opts.Window
+	hs := make([][]float32, len(models))
+	layers := 0
+	for i, m := range models {
+		var err error
+		if hs[i], err = m.Embed(ids[:n]); err != nil {
+			return fmt.Errorf("eval: %w", err)
+		}
+		layers = max(layers, m.NumLayers())
+	}
+	for l := 0; l < layers; l++ {
+		for i, m := range models {
+			if l >= m.NumLayers() {
+				continue
+			}
+			hd := m.Hidden()
+			for w := 0; w < windows; w += opts.Batch {
+				seqs := min(opts.Batch, windows-w)
+				h := hs[i][w*opts.Window*hd : (w+seqs)*opts.Window*hd]
+				if err := m.Layer(ctx, l, h, arch.Batch{Seqs: seqs, Len: opts.Window}, opts.Hooks); err != nil {
+					return fmt.Errorf("eval: windows %d..%d: %w", w, w+seqs-1, err)
+				}
+			}
+		}
+		opts.AfterLayer(l)
+		if opts.Progress != nil {
+			opts.Progress((l+1)*windows/(layers+1), windows)
+		}
+	}
+	logits := make([][]float32, len(models))
+	for w := 0; w < windows; w += opts.Batch {
+		seqs := min(opts.Batch, windows-w)
+		win := ids[w*opts.Window : (w+seqs)*opts.Window]
+		batch := arch.Batch{Seqs: seqs, Len: opts.Window}
+		for i, m := range models {
+			hd := m.Hidden()
+			h := hs[i][w*opts.Window*hd : (w+seqs)*opts.Window*hd]
+			var err error
+			if logits[i], err = m.Head(ctx, h, batch, opts.Hooks); err != nil {
+				return fmt.Errorf("eval: windows %d..%d: %w", w, w+seqs-1, err)
+			}
+		}
+		if err := fn(logits, win, seqs); err != nil {
+			return err
+		}
+	}
+	if opts.Progress != nil {
+		opts.Progress(windows, windows)
 	}
 	return nil
 }

@@ -219,3 +219,44 @@ func TestKLOrdering(t *testing.T) {
 		t.Errorf("KL not increasing with coarser quantization: int8 %g, int4 %g, int2 %g", kls[0], kls[1], kls[2])
 	}
 }
+
+// TestKLLayered: running the models layer by layer (Options.AfterLayer)
+// gives exactly the scores of the window-batch order, and calls AfterLayer
+// once per layer in order.
+func TestKLLayered(t *testing.T) {
+	p, ids, _ := setup(t, "qwen3-nano")
+	q, _, _ := setup(t, "qwen3-nano")
+	for _, pr := range q.Projs() {
+		if pr.Layer() == 1 {
+			w := pr.Linear().(arch.Weighted)
+			out, in := w.Dims()
+			f, _ := quant.Lookup("int4")
+			pk, err := quant.Quantize(w.Weight(), out, in, f, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ql, _ := arch.NewQuantized(pk, nil)
+			if err := pr.Set(ql); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx := context.Background()
+	opts := Options{Windows: 6, Window: 64, Batch: 4}
+	want, err := KL(ctx, p, q, ids, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var layers []int
+	opts.AfterLayer = func(l int) { layers = append(layers, l) }
+	got, err := KL(ctx, p, q, ids, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *got != *want {
+		t.Errorf("layered %+v, batched %+v", got, want)
+	}
+	if len(layers) != p.NumLayers() || layers[0] != 0 || layers[len(layers)-1] != p.NumLayers()-1 {
+		t.Errorf("AfterLayer calls %v", layers)
+	}
+}

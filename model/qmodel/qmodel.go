@@ -179,6 +179,9 @@ type onlineRotated struct {
 	r *hadamard.Rotation
 }
 
+// Base returns the wrapped Linear.
+func (o *onlineRotated) Base() arch.Linear { return o.Linear }
+
 // Forward implements arch.Linear.
 func (o *onlineRotated) Forward(b kernels.Backend, x []float32, rows int, y []float32) error {
 	_, in := o.Dims()
