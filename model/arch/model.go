@@ -61,12 +61,21 @@ type Hooks struct {
 	Linear func(name string, x []float32, rows, cols int)
 	// Route sees each MoE router's decision.
 	Route func(r *Routing)
+	// StopBefore, when set, ends the pass before the first Linear it
+	// accepts (its input already reported to Linear): the pass returns
+	// ErrStopped and the hidden states are left partly computed. A
+	// calibration pass that only needs the inputs of earlier Linears
+	// skips the rest of the layer.
+	StopBefore func(name string) bool
 	// AllExperts runs every routed expert on every token of its MoE block
 	// for Linear to observe (calibration of experts that few tokens
 	// reach); the block's output still combines the routed experts only,
 	// computed without reporting their inputs.
 	AllExperts bool
 }
+
+// ErrStopped is returned by a pass that Hooks.StopBefore ended early.
+var ErrStopped = errors.New("arch: pass stopped by a hook")
 
 // Routing is one MoE router's decision for a batch of tokens.
 type Routing struct {
@@ -452,6 +461,9 @@ func (rc *run) linearInto(p *Proj, x []float32, rows int, y []float32) error {
 	}
 	if rc.hooks != nil && rc.hooks.Linear != nil {
 		rc.hooks.Linear(p.name, x[:rows*in], rows, in)
+	}
+	if rc.hooks != nil && rc.hooks.StopBefore != nil && rc.hooks.StopBefore(p.name) {
+		return ErrStopped
 	}
 	if err := p.lin.Forward(rc.b, x[:rows*in], rows, y); err != nil {
 		return fmt.Errorf("%s: %w", p.name, err)

@@ -122,6 +122,7 @@ func TestStages(t *testing.T) {
 		"model.layers.1.self_attn.o_proj", "model.layers.1.mlp.gate",
 		"model.layers.1.mlp.experts.0.gate_proj", "model.layers.1.mlp.experts.0.up_proj", "model.layers.1.mlp.experts.0.down_proj",
 		"model.layers.1.mlp.experts.3.gate_proj", "model.layers.1.mlp.experts.3.up_proj", "model.layers.1.mlp.experts.3.down_proj",
+		"model.layers.1.mlp.shared_experts.gate_proj", "model.layers.1.mlp.shared_experts.up_proj", "model.layers.1.mlp.shared_experts.down_proj",
 	}
 	alias := map[string]string{
 		"model.layers.1.self_attn.k_proj":      "model.layers.1.self_attn.q_proj",
@@ -130,10 +131,12 @@ func TestStages(t *testing.T) {
 		"model.layers.1.mlp.experts.3.up_proj": "model.layers.1.mlp.experts.3.gate_proj",
 	}
 	got := stages(order, alias)
+	// An MoE block in two groups: what reads its input (router, routed
+	// and shared experts' gate/up), then every down projection.
 	want := [][]string{
-		order[0:3], order[3:4], order[4:5],
-		{order[5], order[6], order[8], order[9]},
-		{order[7], order[10]},
+		order[0:3], order[3:4],
+		{order[4], order[5], order[6], order[8], order[9], order[11], order[12]},
+		{order[7], order[10], order[13]},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("stages:\n got %v\nwant %v", got, want)

@@ -2,6 +2,7 @@ package calib
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"regexp"
 
@@ -121,10 +122,29 @@ func wantWithRouters(want func(string) bool) func(string) bool {
 var layerPrefixRe = regexp.MustCompile(`^model\.layers\.\d+\.`)
 var expertIdxRe = regexp.MustCompile(`\.experts\.\d+\.`)
 
-// role strips the layer and expert indices from a projection name.
+// moeInRe and moeDownRe match the projections of an MoE block that read
+// its input (router, shared and routed experts' gate/up) and the down
+// projections of its experts.
+var (
+	moeInRe   = regexp.MustCompile(`^mlp\.(gate|shared_experts?\.(gate|up)_proj|experts\.\*\.(gate|up)_proj)$`)
+	moeDownRe = regexp.MustCompile(`^mlp\.(shared_experts?|experts\.\*)\.down_proj$`)
+)
+
+// role strips the layer and expert indices from a projection name. The
+// projections of an MoE block that read its input share one role, and so
+// do its down projections: true-sequential quantizes an MoE block in two
+// groups, as a dense MLP's gate/up then down (GPTQModel and llm-compressor
+// calibrate a block's experts together too).
 func role(name string) string {
 	r := layerPrefixRe.ReplaceAllString(name, "")
-	return expertIdxRe.ReplaceAllString(r, ".experts.*.")
+	r = expertIdxRe.ReplaceAllString(r, ".experts.*.")
+	switch {
+	case moeInRe.MatchString(r):
+		return "mlp.moe.in"
+	case moeDownRe.MatchString(r):
+		return "mlp.moe.down"
+	}
+	return r
 }
 
 // stages groups a layer's projections, in execution order, into true-
@@ -253,25 +273,30 @@ func Layer(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options
 			k := min(opts.batch(), n-s)
 			x := buf[:k*W*Hd]
 			copy(x, h[s*W*Hd:(s+k)*W*Hd])
-			if err := ly.Forward(ctx, x, arch.Batch{Seqs: k, Len: W}, hooks); err != nil {
+			if err := ly.Forward(ctx, x, arch.Batch{Seqs: k, Len: W}, hooks); err != nil && !errors.Is(err, arch.ErrStopped) {
 				return fmt.Errorf("calib: %w", err)
 			}
 		}
 		return nil
 	}
-	collect := func(want func(string) bool) (*Collector, error) {
+	// collect runs a calibration pass for the Linears want accepts; with
+	// stopAt it ends each forward pass at the first Linear stopAt accepts
+	// (one of a later group: what follows cannot change this group's
+	// inputs).
+	collect := func(want, stopAt func(string) bool) (*Collector, error) {
 		c := NewCollector(opts.Precision, wantWithRouters(want))
 		c.UseGemm(ly.Backend().Sgemm)
 		c.UseInputKeys(keys)
 		hooks := c.Hooks()
 		hooks.AllExperts = opts.AllExperts
+		hooks.StopBefore = stopAt
 		if err := pass(hooks); err != nil {
 			return nil, err
 		}
 		return c, c.Err()
 	}
 	want := func(name string) bool { _, ok := projs[name]; return ok }
-	c, err := collect(want)
+	c, err := collect(want, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -324,6 +349,12 @@ func Layer(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options
 		}
 		groups[gi] = append(groups[gi], name)
 	}
+	groupOf := map[string]int{}
+	for gi, g := range groups {
+		for _, name := range g {
+			groupOf[name] = gi
+		}
+	}
 	hess := c.Hessians()
 	for gi, g := range groups {
 		if len(g) == 0 {
@@ -331,10 +362,18 @@ func Layer(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options
 		}
 		if gi > 0 {
 			inG := map[string]bool{}
+			experts := false
 			for _, o := range g {
 				inG[o] = true
+				experts = experts || expertRe.MatchString(o)
 			}
-			if c, err = collect(func(name string) bool { return inG[name] }); err != nil {
+			// Routed experts run expert by expert (gate, up, down of one,
+			// then the next): a group holding them needs the whole pass.
+			var stopAt func(string) bool
+			if !experts {
+				stopAt = func(name string) bool { gj, ok := groupOf[name]; return ok && gj > gi }
+			}
+			if c, err = collect(func(name string) bool { return inG[name] }, stopAt); err != nil {
 				return nil, err
 			}
 			hess = c.Hessians()
