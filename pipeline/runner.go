@@ -97,6 +97,9 @@ type taskState struct {
 	// recomputed for a user that must run.
 	mu      sync.Mutex
 	dropped bool
+	// pins counts running tasks about to read this output: a transient
+	// blob is not dropped while pinned.
+	pins int
 }
 
 // Run executes the plan. It returns when every task is done or skipped,
@@ -178,6 +181,20 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(workers)
 
+	// dropIfUnused deletes a transient output's blob once no user needs it.
+	dropIfUnused := func(ns *taskState) {
+		if !ns.task.Transient {
+			return
+		}
+		ns.mu.Lock()
+		defer ns.mu.Unlock()
+		if ns.usersLeft == 0 && ns.pins == 0 && !ns.dropped {
+			if err := r.Store.DropBlob(ns.entry); err != nil {
+				log.Warn("dropping an intermediate output", "task", ns.ref.String(), "err", err)
+			}
+			ns.dropped = true
+		}
+	}
 	taskID := func(st *taskState) string {
 		inputs := make([]string, len(st.task.Needs))
 		for i, n := range st.task.Needs {
@@ -208,15 +225,35 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 		return nil
 	}
 	execute = func(st *taskState, id string) error {
-		if st.dropped || id == "" {
-			// Recomputing a dropped transient output for a user.
+		materialized := id == ""
+		if materialized {
+			// Recomputing a dropped transient output for a user; st.mu
+			// keeps a second user from recomputing it too. When done, it
+			// is dropped again if every user has finished meanwhile.
 			st.mu.Lock()
-			defer st.mu.Unlock()
-			if id == "" && !st.dropped {
+			if !st.dropped {
+				st.mu.Unlock()
 				return nil // another user recomputed it
 			}
 			log.Info("recomputing a dropped intermediate output", "task", st.ref.String())
+			defer dropIfUnused(st) // runs after the unlock below
+			defer st.mu.Unlock()
 		}
+		// Pin the needs while st reads them; afterwards a need recomputed
+		// for st after its users had finished is dropped again.
+		for _, ns := range st.needs {
+			ns.mu.Lock()
+			ns.pins++
+			ns.mu.Unlock()
+		}
+		defer func() {
+			for _, ns := range st.needs {
+				ns.mu.Lock()
+				ns.pins--
+				ns.mu.Unlock()
+				dropIfUnused(ns)
+			}
+		}()
 		if err := materialize(st); err != nil {
 			return err
 		}
@@ -374,17 +411,10 @@ dispatch:
 		case st := <-doneCh:
 			completed++
 			for _, ns := range st.needs {
+				ns.mu.Lock()
 				ns.usersLeft--
-				if ns.usersLeft == 0 && ns.task.Transient {
-					ns.mu.Lock()
-					if !ns.dropped {
-						if err := r.Store.DropBlob(ns.entry); err != nil {
-							log.Warn("dropping an intermediate output", "task", ns.ref.String(), "err", err)
-						}
-						ns.dropped = true
-					}
-					ns.mu.Unlock()
-				}
+				ns.mu.Unlock()
+				dropIfUnused(ns)
 			}
 			for _, u := range st.users {
 				u.pending--
