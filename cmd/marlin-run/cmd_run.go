@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -18,6 +19,7 @@ const summaryInterval = 5 * time.Second
 
 func runCommand() *command {
 	var fresh, resume, quiet, overBudget, verbose bool
+	var cpuProfile string
 	var workers int
 	var memory, until, rerun string
 	return &command{
@@ -29,6 +31,7 @@ func runCommand() *command {
 			fs.BoolVar(&fresh, "fresh", false, "discard the workdir's checkpoints and start over")
 			fs.BoolVar(&resume, "resume", true, "continue from checkpoints (the default; --fresh overrides)")
 			fs.BoolVar(&quiet, "quiet", false, "no progress display or event lines")
+			fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to `FILE` (go tool pprof)")
 			fs.BoolVar(&verbose, "v", false, "a line per task event (queued, started, done, ...) instead of bars or the per-stage summary, and debug logs")
 			fs.IntVar(&workers, "workers", 0, "override resources.workers with `N` (0: keep the job's)")
 			fs.StringVar(&memory, "memory", "", "override resources.memory with `SIZE` (e.g. 8GiB)")
@@ -41,6 +44,17 @@ func runCommand() *command {
 				return usagef("want exactly one job file")
 			}
 			a.verbose = verbose
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			if workers < 0 {
 				// as resources.workers in a job file
 				return usagef("--workers must be >= 0 (0: the job's resources.workers), got %d", workers)
