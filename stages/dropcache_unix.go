@@ -16,7 +16,11 @@ import (
 // which keeps peak RSS near resources.memory instead of the model's size.
 // Unmodified private file pages carry no data of their own, so dropping
 // them loses nothing. Errors are ignored: this is only advice.
-func dropPages(b []byte) {
+func dropPages(b []byte) { madviseWholePages(b, unix.MADV_DONTNEED) }
+
+// madviseWholePages gives advice for the whole pages inside b; errors are
+// ignored (it is only advice).
+func madviseWholePages(b []byte, advice int) {
 	if len(b) == 0 {
 		return
 	}
@@ -28,5 +32,5 @@ func dropPages(b []byte) {
 	if hi <= lo {
 		return
 	}
-	_ = unix.Madvise(b[lo-start:hi-start], unix.MADV_DONTNEED)
+	_ = unix.Madvise(b[lo-start:hi-start], advice)
 }

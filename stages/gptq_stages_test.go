@@ -260,18 +260,10 @@ func TestGLMEveryExpertCalibrated(t *testing.T) {
 	}
 	dir := assets.Model(t, "glm47-nano")
 	st := mustRunPlan(t, layerJob(t, dir, 4, ""), filepath.Join(t.TempDir(), "run"), 2)
-	data, err := os.ReadFile(filepath.Join(st.OutDir(), "quant-report.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep QuantizeReport
-	if err := json.Unmarshal(data, &rep); err != nil {
-		t.Fatal(err)
-	}
+	rep := readQuantReport(t, st)
 	got := layerOutputs(t, st)
-	policies := map[string]int{}
+	policies := rep.policies()
 	for _, e := range rep.Experts {
-		policies[e.Policy]++
 		if w := got[e.Name+".weight"]; w == nil || w.Meta[quant.MetaMethod] != MethodGPTQ {
 			t.Errorf("%s: not quantized by GPTQ", e.Name)
 		}

@@ -620,12 +620,7 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 			if err != nil {
 				return nil, err
 			}
-			c := *t
-			c.Meta = map[string]string{MetaHasHessian: "none"}
-			for k, v := range t.Meta {
-				c.Meta[k] = v
-			}
-			ts, r, err := lp.s.quantizeTensor(ctx, &c, nil)
+			ts, r, err := lp.s.quantizeNoHessian(ctx, t)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", n, err)
 			}
@@ -714,6 +709,17 @@ func setReports(out *pipeline.Output, reports []quant.Report) error {
 	return nil
 }
 
+// quantizeNoHessian quantizes t as a tensor no Linear reads (norms, biases,
+// embeddings): Hessian methods fall back to RTN for it.
+func (s *quantizeStage) quantizeNoHessian(ctx context.Context, t *tensor.Tensor) ([]*tensor.Tensor, *quant.Report, error) {
+	c := *t
+	c.Meta = map[string]string{MetaHasHessian: "none"}
+	for k, v := range t.Meta {
+		c.Meta[k] = v
+	}
+	return s.quantizeTensor(ctx, &c, nil)
+}
+
 // runTensor quantizes one tensor outside the decoder layers (embeddings,
 // final norm, an lm_head by RTN) with no Hessian.
 func (lp *layerPlan) runTensor(ref pipeline.TaskRef, name string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
@@ -722,12 +728,7 @@ func (lp *layerPlan) runTensor(ref pipeline.TaskRef, name string) func(context.C
 		if err != nil {
 			return nil, err
 		}
-		c := *t
-		c.Meta = map[string]string{MetaHasHessian: "none"}
-		for k, v := range t.Meta {
-			c.Meta[k] = v
-		}
-		ts, rep, err := lp.s.quantizeTensor(ctx, &c, nil)
+		ts, rep, err := lp.s.quantizeNoHessian(ctx, t)
 		if err != nil {
 			return nil, fmt.Errorf("quantize %s: %w", name, err)
 		}

@@ -224,18 +224,8 @@ func TestLayerStreamedReport(t *testing.T) {
 	plan := layerJob(t, dir, 2, ", sequential: false, min_expert_tokens: 40")
 	wd := filepath.Join(t.TempDir(), "run")
 	st := mustRunPlan(t, plan, wd, 2)
-	data, err := os.ReadFile(filepath.Join(st.OutDir(), "quant-report.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rep QuantizeReport
-	if err := json.Unmarshal(data, &rep); err != nil {
-		t.Fatal(err)
-	}
-	policies := map[string]int{}
-	for _, e := range rep.Experts {
-		policies[e.Policy]++
-	}
+	rep := readQuantReport(t, st)
+	policies := rep.policies()
 	if len(rep.Layers) != 4 || len(rep.Experts) == 0 || policies["rtn"] == 0 || policies["rtn"] == len(rep.Experts) {
 		t.Fatalf("layers %d, experts %d, policies %v", len(rep.Layers), len(rep.Experts), policies)
 	}
@@ -251,4 +241,18 @@ func TestLayerStreamedReport(t *testing.T) {
 		}
 	}
 	t.Logf("expert policies %v", policies)
+}
+
+// readQuantReport reads the quantize stage's quant-report.json.
+func readQuantReport(t *testing.T, st *pipeline.Store) *QuantizeReport {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(st.OutDir(), "quant-report.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep QuantizeReport
+	if err := json.Unmarshal(data, &rep); err != nil {
+		t.Fatal(err)
+	}
+	return &rep
 }

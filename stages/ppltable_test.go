@@ -248,10 +248,7 @@ func pplQuantize(t *testing.T, reg *pipeline.Registry, dir, doc string) (*arch.M
 		if err := json.Unmarshal(data, &rep); err != nil {
 			t.Fatal(err)
 		}
-		policies := map[string]int{}
-		for _, e := range rep.Experts {
-			policies[e.Policy]++
-		}
+		policies := rep.policies()
 		if len(rep.Experts) > 0 {
 			note = fmt.Sprintf(", %d routed-expert projections: %v", len(rep.Experts), policies)
 		}

@@ -404,6 +404,15 @@ type QuantizeReport struct {
 	Layers []LayerStats `json:"layers,omitempty"`
 }
 
+// policies counts the routed-expert projections per calibration policy.
+func (r *QuantizeReport) policies() map[string]int {
+	p := map[string]int{}
+	for _, e := range r.Experts {
+		p[e.Policy]++
+	}
+	return p
+}
+
 // LayerStats is one layer task's measurements: seconds spent building the
 // layer, in calibration passes and in quantization, and the passes run.
 type LayerStats struct {
