@@ -1,6 +1,9 @@
 // Command marlin-synth writes a synthetic checkpoint with the real tensor
 // names and layout of GLM-4.7-Flash (Glm4MoeLite), scaled down in width and
-// depth, for memory-budget and throughput tests on realistic shapes.
+// depth, for memory-budget and throughput tests on realistic shapes. It
+// writes a byte-level BPE tokenizer next to the weights (the bundled
+// qwen3-nano one, ids < 2048, or -tokenizer DIR's) so that jobs that
+// tokenize text (calibrate) or store a vocabulary (GGUF) run on it too.
 //
 //	marlin-synth -out runs/glm47-synth -width-div 4 -layers 4
 package main
@@ -22,6 +25,7 @@ func main() {
 	layers := flag.Int("layers", 4, "decoder layers (0 = all 47)")
 	seed := flag.Uint64("seed", 1, "generator seed")
 	shard := flag.Int64("shard-mb", 512, "maximum shard size in MiB")
+	tok := flag.String("tokenizer", "", "copy tokenizer.json (and tokenizer_config.json) from this directory instead of the bundled byte-level BPE tokenizer (ids < 2048); every id must be below the synthetic vocab_size")
 	flag.Parse()
 	if *out == "" {
 		fmt.Fprintln(os.Stderr, "marlin-synth: -out is required")
@@ -36,10 +40,22 @@ func main() {
 		fmt.Fprintln(os.Stderr, "marlin-synth:", err)
 		os.Exit(1)
 	}
+	vocab, _ := cfg["vocab_size"].(int)
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "marlin-synth:", err)
+		os.Exit(1)
+	}
+	// The tokenizer first: a vocabulary too large for the synthetic
+	// embedding fails before gigabytes of weights are written.
+	maxID, err := synth.WriteTokenizer(*out, *tok, vocab)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "marlin-synth:", err)
+		os.Exit(1)
+	}
 	total, err := synth.Write(ctx, *out, cfg, ts, *seed, *shard<<20)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "marlin-synth:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("wrote %s: %d tensors, %.1f M parameters, %.1f MiB BF16\n", *out, len(ts), float64(synth.ParamCount(ts))/1e6, float64(total)/(1<<20))
+	fmt.Printf("wrote %s: %d tensors, %.1f M parameters, %.1f MiB BF16; tokenizer ids < %d (vocab_size %d)\n", *out, len(ts), float64(synth.ParamCount(ts))/1e6, float64(total)/(1<<20), maxID+1, vocab)
 }
