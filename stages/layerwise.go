@@ -1,6 +1,7 @@
 package stages
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -144,7 +145,8 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 		if len(names) == 0 {
 			return nil, fmt.Errorf("quantize: no upstream tensor of decoder layer %d (config.json says %d layers)", l, cfg.NumLayers)
 		}
-		var stored, f32, hess, gptqWork int64
+		var stored, f32, hess int64
+		var work []int64
 		for _, n := range names {
 			b, _ := strconv.ParseInt(ix.metas[n][MetaBytes], 10, 64)
 			stored += b
@@ -157,11 +159,23 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 			if len(sh) == 2 {
 				c := int64(sh[1])
 				hess += 4 * c * c
-				gptqWork = max(gptqWork, 16*c*c+12*numel)
+				// GPTQ's working set: about six cols² float64 matrices
+				// live at once (the Hessian in F64, its damped and
+				// act-order permuted copies, gonum's Cholesky factor,
+				// the inverse and its upper factor in invCholUpper),
+				// measured ~1.1GB for a 5120-column o_proj (16c² before,
+				// which undercounted it 3×), plus the weight's F64 copies.
+				work = append(work, 48*c*c+12*numel)
 			}
 		}
+		// The widest Linears quantized at once, one per worker.
+		slices.SortFunc(work, func(a, b int64) int { return cmp.Compare(b, a) })
+		var gptqWork int64
+		for _, w := range work[:min(int64(len(work)), workers)] {
+			gptqWork += w
+		}
 		layerF32[l] = f32
-		layerEst[l] = 2*actBytes + 2*f32 + stored + 2*hess + workers*gptqWork + 64<<20
+		layerEst[l] = 2*actBytes + 2*f32 + stored + 2*hess + gptqWork + 64<<20
 	}
 
 	headNeedsAct := false
