@@ -33,6 +33,15 @@ demo: build
 scale-test:
 	MARLIN_SLOW=1 $(GO) test -count=1 -v -run TestScaleSyntheticGLM47 ./pipelines/
 
+# The flagship job's shape on a synthetic GLM-4.7-Flash (width-div 8, 6
+# layers, random weights, bundled tokenizer): rotate → calibrate →
+# layer-streamed MR-GPTQ MXFP4 → GGUF + native under a budget below the
+# model's F32 size; prints peak RSS, refused tasks, workdir components and
+# per-layer seconds (~10 minutes on 2 cores).
+.PHONY: scale-mrgptq-test
+scale-mrgptq-test:
+	MARLIN_SLOW=1 $(GO) test -count=1 -v -timeout 40m -run TestScaleSyntheticGLM47MRGPTQ ./pipelines/
+
 # Regenerate README.md's generated sections (job reference, formats table,
 # CLI commands from cmd/marlin-run's command table).
 .PHONY: docs

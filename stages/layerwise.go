@@ -159,14 +159,19 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 			if len(sh) == 2 {
 				c := int64(sh[1])
 				hess += 4 * c * c
-				work = append(work, 16*c*c+12*numel)
+				// GPTQ's working set: about six cols² float64 matrices
+				// live at once (the Hessian in F64, its damped and
+				// act-order permuted copies, gonum's Cholesky factor,
+				// the inverse and its upper factor in invCholUpper),
+				// measured ~1.1GB for a 5120-column o_proj (16c² before,
+				// which undercounted it 3×), plus the weight's F64 copies.
+				work = append(work, 48*c*c+12*numel)
 			}
 		}
-		// At most `workers` projections are quantized at once: the
-		// largest ones bound it.
+		// The widest Linears quantized at once, one per worker.
 		slices.SortFunc(work, func(a, b int64) int { return cmp.Compare(b, a) })
 		var gptqWork int64
-		for _, w := range work[:min(len(work), int(workers))] {
+		for _, w := range work[:min(int64(len(work)), workers)] {
 			gptqWork += w
 		}
 		layerF32[l] = f32
