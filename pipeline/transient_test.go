@@ -103,7 +103,7 @@ func TestTransientOutputsDropped(t *testing.T) {
 	if n := countBlobs(t, wd); n != 6 {
 		t.Errorf("%d blobs after the run, want 6 (the transient ones dropped)", n)
 	}
-	cnt, stats, err = run(-1)
+	_, stats, err = run(-1)
 	if err != nil || stats.Executed != 0 || stats.Skipped != 12 {
 		t.Fatalf("resume: %+v %v", stats, err)
 	}

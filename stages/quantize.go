@@ -483,12 +483,8 @@ func (s *quantizeStage) run(ref pipeline.TaskRef) func(context.Context, *pipelin
 		}
 		out := &pipeline.Output{Meta: map[string]string{}}
 		var reports []quant.Report
-		hess := hessiansOf(in.Tensors) // quantize_gptq.go
 		for i, t := range in.Tensors {
-			if isHessian(t) {
-				continue
-			}
-			ts, rep, err := s.quantizeTensor(ctx, t, hess[t.Name])
+			ts, rep, err := s.quantizeTensor(ctx, t, nil)
 			if err != nil {
 				return nil, fmt.Errorf("quantize %s: %w", ref.Key, err)
 			}

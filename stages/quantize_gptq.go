@@ -14,10 +14,10 @@ import (
 )
 
 // This file is the quantize stage's hook for the Hessian-based methods
-// (gptq, mr-gptq). The calibrate stage puts each weight's Hessian next to
-// it in its task output (tensor "<weight>.hessian", Meta gptq.kind =
-// hessian) and marks the task with MetaHasHessian; the quantize stage hands
-// such pairs to quantizeWithHessian.
+// (gptq, mr-gptq). The layer tasks (layerwise.go) hand each Linear's weight
+// and its Hessian (as a tensor "<weight>.hessian", Meta gptq.kind =
+// hessian, never stored) to quantizeWithHessian; MetaHasHessian marks what
+// has one ("none": not a Linear, so RTN).
 
 // MetaHasHessian marks an upstream task whose output carries a Hessian for
 // its weight.
@@ -25,20 +25,6 @@ const MetaHasHessian = "calib.hessian"
 
 // HessianSuffix names a weight's Hessian tensor.
 const HessianSuffix = ".hessian"
-
-// isHessian reports whether t is a Hessian produced by calibration.
-func isHessian(t *tensor.Tensor) bool { return t.Meta["gptq.kind"] == "hessian" }
-
-// hessiansOf maps weight names to their Hessian tensors within one output.
-func hessiansOf(ts []*tensor.Tensor) map[string]*tensor.Tensor {
-	m := map[string]*tensor.Tensor{}
-	for _, t := range ts {
-		if isHessian(t) {
-			m[t.Meta["calib.for"]] = t
-		}
-	}
-	return m
-}
 
 // checkMethodPlan fails planning when a Hessian method has no calibrated
 // input.
@@ -167,9 +153,4 @@ func quantizeWithHessian(ctx context.Context, t, ht *tensor.Tensor, rq ResolvedQ
 		}
 	}
 	return p.ToTensors(t.Name, meta), &rep, nil
-}
-
-// quantizeRTN is the quantize stage's RTN for a float32 weight.
-func quantizeRTN(ctx context.Context, name string, w []float32, rows, cols int, rq ResolvedQuant) (*quant.Packed, error) {
-	return quant.QuantizeContext(ctx, w, rows, cols, rq.Format, &quant.Options{Name: name, ScaleSearch: rq.ScaleSearch, ClipRatios: rq.ClipRatios, NonFinite: rq.NonFinite})
 }
