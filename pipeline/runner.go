@@ -100,6 +100,10 @@ type taskState struct {
 	// pins counts running tasks about to read this output: a transient
 	// blob is not dropped while pinned.
 	pins int
+	// Dispatch state (the dispatch loop only): idle is a transient task
+	// whose needs are done but that no user has asked for yet; queued is
+	// set once it is handed to a worker, done once it finished.
+	idle, queued, done bool
 }
 
 // Run executes the plan. It returns when every task is done or skipped,
@@ -381,13 +385,55 @@ func (r *Runner) Run(ctx context.Context, plan *Plan) (RunStats, error) {
 		return execute(st, taskID(st))
 	}
 
+	// Transient tasks run on demand: once its needs are done, a transient
+	// task waits (idle) until one of its users could start as soon as its
+	// transient needs are computed, i.e. every need of the user is done,
+	// queued or idle. So a layer's rotated weights are made when the
+	// layer's activations are, not all at the start of the run, and the
+	// workdir holds about one layer's transient outputs.
 	var ready []*taskState
-	for _, ref := range plan.Order {
-		if states[ref].pending == 0 {
-			ready = append(ready, states[ref])
+	var demand func(u *taskState)
+	enqueue := func(st *taskState) {
+		if st.task.Transient && len(st.users) > 0 {
+			st.idle = true
+			for _, u := range st.users {
+				demand(u)
+			}
+			return
+		}
+		st.queued = true
+		ready = append(ready, st)
+		for _, u := range st.users {
+			demand(u)
 		}
 	}
-	completed := 0
+	demand = func(u *taskState) {
+		if u.done {
+			return
+		}
+		for _, n := range u.needs {
+			if !n.done && !n.queued && !n.idle {
+				return
+			}
+		}
+		for _, n := range u.needs {
+			if n.idle {
+				n.idle, n.queued = false, true
+				ready = append(ready, n)
+				for _, uu := range n.users {
+					if uu != u {
+						demand(uu)
+					}
+				}
+			}
+		}
+	}
+	for _, ref := range plan.Order {
+		if st := states[ref]; st.pending == 0 && !st.queued && !st.idle {
+			enqueue(st)
+		}
+	}
+	completed, dispatched := 0, 0
 	cancelled := false
 dispatch:
 	for completed < len(plan.Order) {
@@ -399,6 +445,7 @@ dispatch:
 				break dispatch
 			}
 			emit(Event{Type: EventQueued, Stage: st.ref.Stage, Key: st.ref.Key, Bytes: st.task.EstBytes})
+			dispatched++
 			g.Go(func() error {
 				if err := runOne(st); err != nil {
 					return err
@@ -407,9 +454,23 @@ dispatch:
 				return nil
 			})
 		}
+		if len(ready) == 0 && dispatched == completed && completed < len(plan.Order) {
+			// Nothing runs or waits: would only happen if idle transient
+			// tasks were never asked for. Run them rather than stall.
+			for _, ref := range plan.Order {
+				if st := states[ref]; st.idle {
+					st.idle, st.queued = false, true
+					ready = append(ready, st)
+				}
+			}
+			if len(ready) > 0 {
+				continue
+			}
+		}
 		select {
 		case st := <-doneCh:
 			completed++
+			st.done = true
 			for _, ns := range st.needs {
 				ns.mu.Lock()
 				ns.usersLeft--
@@ -419,8 +480,9 @@ dispatch:
 			for _, u := range st.users {
 				u.pending--
 				if u.pending == 0 {
-					ready = append(ready, u)
+					enqueue(u)
 				}
+				demand(u)
 			}
 		case <-gctx.Done():
 			cancelled = true

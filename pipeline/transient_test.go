@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -175,5 +176,68 @@ func TestStatusCountsDroppedTransientDone(t *testing.T) {
 		if s.Pending != 0 {
 			t.Errorf("stage %s: %d pending %v", s.ID, s.Pending, s.PendingKeys)
 		}
+	}
+}
+
+// TestTransientOnDemand: a transient task runs when a user is about to be
+// able to start, not as soon as its own needs are done, so transient
+// outputs (rotated weights) are made layer by layer.
+func TestTransientOnDemand(t *testing.T) {
+	src := funcKind("rot", func(pc *PlanContext, cfg *fakeConfig) ([]*Task, error) {
+		var ts []*Task
+		for i := 0; i < cfg.Count; i++ {
+			key := fmt.Sprintf("rot.%d", i)
+			ts = append(ts, &Task{Key: key, EstBytes: 1, Transient: true, Run: func(ctx context.Context, env *TaskEnv) (*Output, error) {
+				return constOutput(key, key), nil
+			}})
+		}
+		return ts, nil
+	})
+	chain := funcKind("layer", func(pc *PlanContext, cfg *fakeConfig) ([]*Task, error) {
+		var ts []*Task
+		for i, in := range pc.Inputs[0].Tasks {
+			t := &Task{Key: fmt.Sprintf("layer.%d", i), EstBytes: 1, Needs: []TaskRef{{pc.Inputs[0].ID, in.Key}}}
+			if i > 0 {
+				t.Needs = append(t.Needs, TaskRef{pc.StageID, fmt.Sprintf("layer.%d", i-1)})
+			}
+			t.Run = func(ctx context.Context, env *TaskEnv) (*Output, error) { return constOutput("l", t.Key), nil }
+			ts = append(ts, t)
+		}
+		return ts, nil
+	})
+	doc := `version: 1
+stages:
+  - {id: rot, kind: rot, with: {count: 8}}
+  - {id: layers, kind: layer, needs: [rot]}
+`
+	var mu sync.Mutex
+	var order []string
+	st, err := OpenStore(t.TempDir(), StoreOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r := Runner{Store: st, Workers: 4, Events: func(e Event) {
+		if e.Type == EventStarted {
+			mu.Lock()
+			order = append(order, e.Key)
+			mu.Unlock()
+		}
+	}}
+	if _, err := r.Run(context.Background(), loadPlan(t, testRegistry(t, src, chain), doc)); err != nil {
+		t.Fatal(err)
+	}
+	pos := map[string]int{}
+	for i, k := range order {
+		pos[k] = i
+	}
+	for i := 2; i < 8; i++ {
+		// rot.i is asked for once layer.i-1 runs (layer.i's other need).
+		if pos[fmt.Sprintf("rot.%d", i)] < pos[fmt.Sprintf("layer.%d", i-2)] {
+			t.Errorf("rot.%d started before layer.%d: %v", i, i-2, order)
+		}
+	}
+	if n := countBlobs(t, st.Dir()); n != 8 {
+		t.Errorf("%d blobs, want the 8 layer outputs", n)
 	}
 }
