@@ -3,6 +3,7 @@
 package pipelines_test
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -41,25 +42,7 @@ func TestScaleSyntheticGLM47(t *testing.T) {
 	budget := int64(scaleParam("SCALE_MEM_MIB", 256)) << 20
 
 	dir := t.TempDir()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("scale test needs the go command: %v", err)
-	}
-	bin := filepath.Join(dir, "bin")
-	for _, cmd := range []string{"marlin-run", "marlin-synth"} {
-		build := exec.Command(goBin, "build", "-o", filepath.Join(bin, cmd), "../cmd/"+cmd)
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", cmd, err, out)
-		}
-	}
-	model := filepath.Join(dir, "glm47-synth")
-	synth := exec.Command(filepath.Join(bin, "marlin-synth"), "-out", model,
-		"-width-div", strconv.Itoa(widthDiv), "-layers", strconv.Itoa(layers), "-shard-mb", "256")
-	if out, err := synth.CombinedOutput(); err != nil {
-		t.Fatalf("marlin-synth: %v\n%s", err, out)
-	} else {
-		t.Logf("%s", out)
-	}
+	bin, model := buildSynthetic(t, dir, widthDiv, layers, 256)
 
 	ck, err := safetensors.Open(model)
 	if err != nil {
@@ -135,4 +118,30 @@ next:
 		env = append(env, kv)
 	}
 	return env
+}
+
+// buildSynthetic builds marlin-run and marlin-synth into dir/bin and writes
+// a synthetic GLM-4.7-Flash (shards of shardMiB) to dir/glm47-synth.
+func buildSynthetic(t *testing.T, dir string, widthDiv, layers, shardMiB int) (bin, model string) {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skipf("scale test needs the go command: %v", err)
+	}
+	bin = filepath.Join(dir, "bin")
+	for _, cmd := range []string{"marlin-run", "marlin-synth"} {
+		build := exec.Command(goBin, "build", "-o", filepath.Join(bin, cmd), "../cmd/"+cmd)
+		if out, err := build.CombinedOutput(); err != nil {
+			t.Fatalf("go build %s: %v\n%s", cmd, err, out)
+		}
+	}
+	model = filepath.Join(dir, "glm47-synth")
+	synth := exec.Command(filepath.Join(bin, "marlin-synth"), "-out", model,
+		"-width-div", strconv.Itoa(widthDiv), "-layers", strconv.Itoa(layers), "-shard-mb", strconv.Itoa(shardMiB))
+	out, err := synth.CombinedOutput()
+	if err != nil {
+		t.Fatalf("marlin-synth: %v\n%s", err, out)
+	}
+	t.Logf("%s", bytes.TrimSpace(out))
+	return bin, model
 }

@@ -63,25 +63,7 @@ func TestScaleSyntheticGLM47MRGPTQ(t *testing.T) {
 	mib := func(b int64) string { return fmt.Sprintf("%.1fMiB", float64(b)/(1<<20)) }
 
 	dir := t.TempDir()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("scale test needs the go command: %v", err)
-	}
-	bin := filepath.Join(dir, "bin")
-	for _, cmd := range []string{"marlin-run", "marlin-synth"} {
-		build := exec.Command(goBin, "build", "-o", filepath.Join(bin, cmd), "../cmd/"+cmd)
-		if out, err := build.CombinedOutput(); err != nil {
-			t.Fatalf("go build %s: %v\n%s", cmd, err, out)
-		}
-	}
-	model := filepath.Join(dir, "glm47-synth")
-	synth := exec.Command(filepath.Join(bin, "marlin-synth"), "-out", model,
-		"-width-div", strconv.Itoa(widthDiv), "-layers", strconv.Itoa(layers), "-shard-mb", "64")
-	if out, err := synth.CombinedOutput(); err != nil {
-		t.Fatalf("marlin-synth: %v\n%s", err, out)
-	} else {
-		t.Logf("%s", bytes.TrimSpace(out))
-	}
+	bin, model := buildSynthetic(t, dir, widthDiv, layers, 64)
 	ck, err := safetensors.Open(model)
 	if err != nil {
 		t.Fatal(err)

@@ -725,6 +725,16 @@ func (s *quantizeStage) quantizeNoHessian(ctx context.Context, t *tensor.Tensor)
 	return s.quantizeTensor(ctx, &c, nil)
 }
 
+// tensorOutput is the output of a one-tensor task with its report.
+func tensorOutput(ts []*tensor.Tensor, rep *quant.Report) (*pipeline.Output, error) {
+	out := &pipeline.Output{Tensors: ts, Meta: map[string]string{}}
+	var reps []quant.Report
+	if rep != nil {
+		reps = append(reps, *rep)
+	}
+	return out, setReports(out, reps)
+}
+
 // runTensor quantizes one tensor outside the decoder layers (embeddings,
 // final norm, an lm_head by RTN) with no Hessian.
 func (lp *layerPlan) runTensor(ref pipeline.TaskRef, name string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
@@ -737,12 +747,7 @@ func (lp *layerPlan) runTensor(ref pipeline.TaskRef, name string) func(context.C
 		if err != nil {
 			return nil, fmt.Errorf("quantize %s: %w", name, err)
 		}
-		out := &pipeline.Output{Tensors: ts, Meta: map[string]string{}}
-		var reps []quant.Report
-		if rep != nil {
-			reps = append(reps, *rep)
-		}
-		return out, setReports(out, reps)
+		return tensorOutput(ts, rep)
 	}
 }
 
@@ -795,11 +800,6 @@ func (lp *layerPlan) runHead(needs []pipeline.TaskRef) func(context.Context, *pi
 		if err != nil {
 			return nil, fmt.Errorf("quantize %s: %w", lmHeadName, err)
 		}
-		out := &pipeline.Output{Tensors: ts, Meta: map[string]string{}}
-		var reps []quant.Report
-		if rep != nil {
-			reps = append(reps, *rep)
-		}
-		return out, setReports(out, reps)
+		return tensorOutput(ts, rep)
 	}
 }
