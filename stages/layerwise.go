@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -46,8 +45,6 @@ import (
 // it are done, so the workdir holds about two activation snapshots, and a
 // killed run resumes at the layer it was in.
 
-// layerRe matches a decoder layer's tensor names.
-var layerRe = regexp.MustCompile(`^model\.layers\.(\d+)\.`)
 
 // Layer-mode task keys and Meta.
 const (
@@ -126,11 +123,9 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 	perLayer := make([][]string, cfg.NumLayers)
 	var others []string
 	for _, n := range ix.names {
-		if m := layerRe.FindStringSubmatch(n); m != nil {
-			if l, err := strconv.Atoi(m[1]); err == nil && l < cfg.NumLayers {
-				perLayer[l] = append(perLayer[l], n)
-				continue
-			}
+		if l := hfconfig.LayerIndex(n); l >= 0 && l < cfg.NumLayers {
+			perLayer[l] = append(perLayer[l], n)
+			continue
 		}
 		others = append(others, n)
 	}
@@ -273,7 +268,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 			t.EstBytes += 2*actBytes + 8*int64(cfg.HiddenSize)*int64(cfg.HiddenSize)
 			t.Run = lp.runHead(t.Needs)
 		} else {
-			if layerRe.MatchString(n) && !rq.Skip && rq.Method != MethodRTN && pc.Log != nil {
+			if hfconfig.LayerIndex(n) >= 0 && !rq.Skip && rq.Method != MethodRTN && pc.Log != nil {
 				pc.Log.Warn("tensor of a layer the forward pass does not run (beyond num_hidden_layers): quantized without a Hessian (round to nearest)", "tensor", n, "num_hidden_layers", cfg.NumLayers)
 			}
 			t.Run = lp.runTensor(ix.refs[n], n)
