@@ -45,7 +45,6 @@ import (
 // it are done, so the workdir holds about two activation snapshots, and a
 // killed run resumes at the layer it was in.
 
-
 // Layer-mode task keys and Meta.
 const (
 	actKeyPrefix   = "act."
