@@ -9,7 +9,6 @@ import (
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
-	"gonum.org/v1/gonum/mat"
 )
 
 // Options are GPTQ's knobs; the zero value means the reference defaults
@@ -213,7 +212,7 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 	}
 	meanDiag /= float64(cols)
 	damp := percdamp * meanDiag
-	U, usedDamp, err := invCholUpper(H, cols, damp)
+	U, usedDamp, err := invCholUpper(ctx, H, cols, damp)
 	if err != nil {
 		return nil, err
 	}
@@ -336,45 +335,6 @@ func fitGroup(grid Grid, vals, weights, clips []float64) Scale {
 		}
 	}
 	return best
-}
-
-// invCholUpper damps H in place and returns the upper Cholesky factor of
-// H⁻¹ (row-major, zeros below the diagonal) and the damping used. When H
-// is not positive definite after damping, damping grows tenfold (at most
-// four times) before giving up.
-func invCholUpper(H []float64, n int, damp float64) ([]float64, float64, error) {
-	if damp <= 0 {
-		damp = 1e-8
-	}
-	base := append([]float64(nil), H...)
-	for try := 0; try < 5; try++ {
-		a := append([]float64(nil), base...)
-		for i := 0; i < n; i++ {
-			a[i*n+i] += damp
-		}
-		var ch mat.Cholesky
-		if ch.Factorize(mat.NewSymDense(n, a)) {
-			var inv mat.SymDense
-			err := ch.InverseTo(&inv)
-			var cond mat.Condition
-			if err == nil || errors.As(err, &cond) && !math.IsInf(float64(cond), 0) {
-				var ch2 mat.Cholesky
-				if ch2.Factorize(&inv) {
-					var u mat.TriDense
-					ch2.UTo(&u)
-					out := make([]float64, n*n)
-					for i := 0; i < n; i++ {
-						for j := i; j < n; j++ {
-							out[i*n+j] = u.At(i, j)
-						}
-					}
-					return out, damp, nil
-				}
-			}
-		}
-		damp *= 10
-	}
-	return nil, damp, fmt.Errorf("gptq: hessian not positive definite even with damping %g", damp)
 }
 
 // LayerError returns tr((W−Q) H (W−Q)ᵀ) for rows×cols weights and a
