@@ -50,7 +50,6 @@ func invCholUpperRef(H []float64, n int, damp float64) ([]float64, float64, erro
 	return nil, damp, fmt.Errorf("gptq: hessian not positive definite even with damping %g", damp)
 }
 
-
 // TestInvCholUpperMatchesTextbook checks the reversed-Cholesky factor
 // against cholesky(inverse(H)) on Hessians of real activations and on a
 // rank-deficient one that needs extra damping.
