@@ -191,3 +191,14 @@ func expF32(dst, x []float32) {
 		dst[i] = expGo(x[i])
 	}
 }
+
+//go:noescape
+func dgemm6x8(kc int, a, b, c *float64, ldc int)
+
+// dgemmKernelSIMD is dgemmKernelGo in AVX2/FMA assembly.
+func dgemmKernelSIMD(kc int, ap, bp, c []float64, ldc int) {
+	_ = ap[kc*dgemmMR-1]
+	_ = bp[kc*dgemmNR-1]
+	_ = c[(dgemmMR-1)*ldc+dgemmNR-1]
+	dgemm6x8(kc, &ap[0], &bp[0], &c[0], ldc)
+}

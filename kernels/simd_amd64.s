@@ -129,6 +129,128 @@ store:
 	VZEROUPPER
 	RET
 
+// func dgemm6x8(kc int, a, b, c *float64, ldc int)
+// gemm6x16 for float64: C[0:6, 0:8] += Ap·Bp, Ap = kc groups of 6 doubles,
+// Bp = kc groups of 8. kc >= 1. Y4..Y15 hold the 6×8 tile.
+TEXT ·dgemm6x8(SB), NOSPLIT, $0-40
+	MOVQ kc+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ c+24(FP), DX
+	MOVQ ldc+32(FP), R8
+	SHLQ $3, R8
+	// Prefetch the C tile (6 rows of 64 bytes, possibly straddling two
+	// lines each): for large C it is not in cache, and its load at the end
+	// would otherwise stall.
+	MOVQ DX, AX
+	PREFETCHT0 (AX)
+	PREFETCHT0 63(AX)
+	ADDQ R8, AX
+	PREFETCHT0 (AX)
+	PREFETCHT0 63(AX)
+	ADDQ R8, AX
+	PREFETCHT0 (AX)
+	PREFETCHT0 63(AX)
+	ADDQ R8, AX
+	PREFETCHT0 (AX)
+	PREFETCHT0 63(AX)
+	ADDQ R8, AX
+	PREFETCHT0 (AX)
+	PREFETCHT0 63(AX)
+	ADDQ R8, AX
+	PREFETCHT0 (AX)
+	PREFETCHT0 63(AX)
+	VXORPD Y4, Y4, Y4
+	VXORPD Y5, Y5, Y5
+	VXORPD Y6, Y6, Y6
+	VXORPD Y7, Y7, Y7
+	VXORPD Y8, Y8, Y8
+	VXORPD Y9, Y9, Y9
+	VXORPD Y10, Y10, Y10
+	VXORPD Y11, Y11, Y11
+	VXORPD Y12, Y12, Y12
+	VXORPD Y13, Y13, Y13
+	VXORPD Y14, Y14, Y14
+	VXORPD Y15, Y15, Y15
+
+#define DSTEP(aoff, boff) \
+	VMOVUPD boff(DI), Y0 \
+	VMOVUPD boff+32(DI), Y1 \
+	VBROADCASTSD aoff(SI), Y2 \
+	VFMADD231PD Y0, Y2, Y4 \
+	VFMADD231PD Y1, Y2, Y5 \
+	VBROADCASTSD aoff+8(SI), Y3 \
+	VFMADD231PD Y0, Y3, Y6 \
+	VFMADD231PD Y1, Y3, Y7 \
+	VBROADCASTSD aoff+16(SI), Y2 \
+	VFMADD231PD Y0, Y2, Y8 \
+	VFMADD231PD Y1, Y2, Y9 \
+	VBROADCASTSD aoff+24(SI), Y3 \
+	VFMADD231PD Y0, Y3, Y10 \
+	VFMADD231PD Y1, Y3, Y11 \
+	VBROADCASTSD aoff+32(SI), Y2 \
+	VFMADD231PD Y0, Y2, Y12 \
+	VFMADD231PD Y1, Y2, Y13 \
+	VBROADCASTSD aoff+40(SI), Y3 \
+	VFMADD231PD Y0, Y3, Y14 \
+	VFMADD231PD Y1, Y3, Y15
+
+	CMPQ CX, $4
+	JLT  tail
+loop4:
+	PREFETCHT0 384(DI)
+	DSTEP(0, 0)
+	DSTEP(48, 64)
+	PREFETCHT0 448(DI)
+	DSTEP(96, 128)
+	DSTEP(144, 192)
+	ADDQ $192, SI
+	ADDQ $256, DI
+	SUBQ $4, CX
+	CMPQ CX, $4
+	JGE  loop4
+tail:
+	TESTQ CX, CX
+	JZ    store
+loop1:
+	DSTEP(0, 0)
+	ADDQ $48, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ  loop1
+store:
+	VADDPD (DX), Y4, Y4
+	VADDPD 32(DX), Y5, Y5
+	VMOVUPD Y4, (DX)
+	VMOVUPD Y5, 32(DX)
+	ADDQ R8, DX
+	VADDPD (DX), Y6, Y6
+	VADDPD 32(DX), Y7, Y7
+	VMOVUPD Y6, (DX)
+	VMOVUPD Y7, 32(DX)
+	ADDQ R8, DX
+	VADDPD (DX), Y8, Y8
+	VADDPD 32(DX), Y9, Y9
+	VMOVUPD Y8, (DX)
+	VMOVUPD Y9, 32(DX)
+	ADDQ R8, DX
+	VADDPD (DX), Y10, Y10
+	VADDPD 32(DX), Y11, Y11
+	VMOVUPD Y10, (DX)
+	VMOVUPD Y11, 32(DX)
+	ADDQ R8, DX
+	VADDPD (DX), Y12, Y12
+	VADDPD 32(DX), Y13, Y13
+	VMOVUPD Y12, (DX)
+	VMOVUPD Y13, 32(DX)
+	ADDQ R8, DX
+	VADDPD (DX), Y14, Y14
+	VADDPD 32(DX), Y15, Y15
+	VMOVUPD Y14, (DX)
+	VMOVUPD Y15, 32(DX)
+	VZEROUPPER
+	RET
+
 // func dotAVX(x, y *float32, n int) float32
 // n is a positive multiple of 8.
 TEXT ·dotAVX(SB), NOSPLIT, $0-28

@@ -3,13 +3,10 @@ package gptq
 import (
 	"context"
 	"fmt"
+	"math"
 	"runtime"
-	"sync/atomic"
 
-	"golang.org/x/sync/errgroup"
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas64"
-	"gonum.org/v1/gonum/lapack/lapack64"
+	"github.com/marlin-llm/marlin/kernels"
 )
 
 // invCholUpper damps H and returns the upper Cholesky factor U of H⁻¹
@@ -22,18 +19,16 @@ import (
 // inverse): with J the reversal permutation, factor JHJ = LLᵀ; then
 // H = (JLJ)(JLJ)ᵀ with JLJ upper triangular, so H⁻¹ = UᵀU with
 // U = (JLJ)⁻¹ = J L⁻¹ J, upper triangular with a positive diagonal, which
-// is the unique upper Cholesky factor of H⁻¹. The triangular inverse runs
-// in parallel over column blocks and checks ctx between blocks.
+// is the unique upper Cholesky factor of H⁻¹. Both steps are blocked so
+// that almost all their work is kernels.Dgemm, and both check ctx between
+// blocks.
 func invCholUpper(ctx context.Context, H []float64, n int, damp float64) ([]float64, float64, error) {
 	if damp <= 0 {
 		damp = 1e-8
 	}
 	a := make([]float64, n*n)
 	for try := 0; try < 5; try++ {
-		if err := ctx.Err(); err != nil {
-			return nil, damp, fmt.Errorf("gptq: %w", err)
-		}
-		// a = J(H + damp·I)J, lower triangle only is read.
+		// a = J(H + damp·I)J; only the lower triangle is read.
 		for i := 0; i < n; i++ {
 			src := H[(n-1-i)*n:]
 			row := a[i*n : i*n+i+1]
@@ -42,9 +37,13 @@ func invCholUpper(ctx context.Context, H []float64, n int, damp float64) ([]floa
 			}
 			row[i] += damp
 		}
-		if _, ok := lapack64.Potrf(blas64.Symmetric{Uplo: blas.Lower, N: n, Stride: n, Data: a}); ok {
-			linv, err := invLower(ctx, a, n)
-			if err != nil {
+		ok, err := cholLower(ctx, a, n)
+		if err != nil {
+			return nil, damp, err
+		}
+		if ok {
+			linv := make([]float64, n*n)
+			if err := invLower(ctx, a, n, linv, n, n); err != nil {
 				return nil, damp, err
 			}
 			// U[i][j] = L⁻¹[n-1-i][n-1-j]; L⁻¹ is lower, so U is upper.
@@ -62,43 +61,120 @@ func invCholUpper(ctx context.Context, H []float64, n int, damp float64) ([]floa
 	return nil, damp, fmt.Errorf("gptq: hessian not positive definite even with damping %g", damp)
 }
 
-// invLowerBlock is the column-block width of invLower's parallel solves.
-const invLowerBlock = 64
+// cholBlock is the panel width of cholLower and the base size of invLower.
+const cholBlock = 96
 
-// invLower returns L⁻¹ for the n×n lower-triangular L held in the lower
-// triangle of l (row-major; the upper triangle is ignored). Column block
-// [c0,c1) of L⁻¹ is zero above row c0 and solves L[c0:,c0:]·X = I[c0:,c0:c1],
-// so blocks are independent and run in parallel.
-func invLower(ctx context.Context, l []float64, n int) ([]float64, error) {
-	inv := make([]float64, n*n)
-	for i := 0; i < n; i++ {
-		inv[i*n+i] = 1
-	}
-	nb := (n + invLowerBlock - 1) / invLowerBlock
-	var next atomic.Int64
-	g, ctx := errgroup.WithContext(ctx)
-	for w := 0; w < min(runtime.GOMAXPROCS(0), nb); w++ {
-		g.Go(func() error {
-			for {
-				// Largest blocks (leftmost) first for balance.
-				b := int(next.Add(1)) - 1
-				if b >= nb {
-					return nil
+// cholLower overwrites the lower triangle of the n×n symmetric a
+// (row-major) with its Cholesky factor L (a = LLᵀ); it reports false when
+// a is not positive definite. Left-looking by panels of cholBlock columns:
+// the updates of a panel from the columns before it are two GEMMs.
+func cholLower(ctx context.Context, a []float64, n int) (bool, error) {
+	for j0 := 0; j0 < n; j0 += cholBlock {
+		if err := ctx.Err(); err != nil {
+			return false, fmt.Errorf("gptq: %w", err)
+		}
+		jb := min(cholBlock, n-j0)
+		if j0 > 0 {
+			// A[j0:n, j0:j0+jb] -= L[j0:n, 0:j0] · L[j0:j0+jb, 0:j0]ᵀ
+			if err := kernels.Dgemm(false, true, n-j0, jb, j0, -1, a[j0*n:], n, a[j0*n:], n, 1, a[j0*n+j0:], n); err != nil {
+				return false, fmt.Errorf("gptq: cholesky: %w", err)
+			}
+		}
+		// Unblocked factor of the diagonal block.
+		for j := j0; j < j0+jb; j++ {
+			d := a[j*n+j]
+			for k := j0; k < j; k++ {
+				d -= a[j*n+k] * a[j*n+k]
+			}
+			if !(d > 0) || math.IsInf(d, 0) {
+				return false, nil
+			}
+			d = math.Sqrt(d)
+			a[j*n+j] = d
+			for i := j + 1; i < j0+jb; i++ {
+				s := a[i*n+j]
+				for k := j0; k < j; k++ {
+					s -= a[i*n+k] * a[j*n+k]
 				}
-				if err := ctx.Err(); err != nil {
-					return fmt.Errorf("gptq: %w", err)
+				a[i*n+j] = s / d
+			}
+		}
+		// Rows below: solve X·L11ᵀ = A21 row by row (rows are independent).
+		rows := n - j0 - jb
+		parallelRows(rows, func(r0, r1 int) {
+			for i := j0 + jb + r0; i < j0+jb+r1; i++ {
+				row := a[i*n:]
+				for j := j0; j < j0+jb; j++ {
+					s := row[j]
+					lj := a[j*n:]
+					for k := j0; k < j; k++ {
+						s -= row[k] * lj[k]
+					}
+					row[j] = s / lj[j]
 				}
-				c0 := b * invLowerBlock
-				c1 := min(c0+invLowerBlock, n)
-				m := n - c0
-				blas64.Trsm(blas.Left, blas.NoTrans, 1,
-					blas64.Triangular{Uplo: blas.Lower, Diag: blas.NonUnit, N: m, Stride: n, Data: l[c0*n+c0:]},
-					blas64.General{Rows: m, Cols: c1 - c0, Stride: n, Data: inv[c0*n+c0:]})
 			}
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return nil, err
+	return true, nil
+}
+
+// invLower writes L⁻¹ into out (leading dimension ldo) for the n×n lower
+// triangular L in the lower triangle of l (leading dimension ldl); out's
+// upper triangle is left zero. With L = [A 0; B C], L⁻¹ = [A⁻¹ 0;
+// −C⁻¹BA⁻¹ C⁻¹]: two recursive inverses and two GEMMs.
+func invLower(ctx context.Context, l []float64, ldl int, out []float64, ldo, n int) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("gptq: %w", err)
 	}
-	return inv, nil
+	if n <= cholBlock {
+		for j := 0; j < n; j++ {
+			out[j*ldo+j] = 1 / l[j*ldl+j]
+			for i := j + 1; i < n; i++ {
+				var s float64
+				for k := j; k < i; k++ {
+					s += l[i*ldl+k] * out[k*ldo+j]
+				}
+				out[i*ldo+j] = -s / l[i*ldl+i]
+			}
+		}
+		return nil
+	}
+	n1 := (n/2 + cholBlock - 1) / cholBlock * cholBlock
+	n2 := n - n1
+	if err := invLower(ctx, l, ldl, out, ldo, n1); err != nil {
+		return err
+	}
+	if err := invLower(ctx, l[n1*ldl+n1:], ldl, out[n1*ldo+n1:], ldo, n2); err != nil {
+		return err
+	}
+	// T = B·A⁻¹ (n2×n1), then X21 = −C⁻¹·T.
+	t := make([]float64, n2*n1)
+	if err := kernels.Dgemm(false, false, n2, n1, n1, 1, l[n1*ldl:], ldl, out, ldo, 0, t, n1); err != nil {
+		return fmt.Errorf("gptq: triangular inverse: %w", err)
+	}
+	if err := kernels.Dgemm(false, false, n2, n1, n2, -1, out[n1*ldo+n1:], ldo, t, n1, 0, out[n1*ldo:], ldo); err != nil {
+		return fmt.Errorf("gptq: triangular inverse: %w", err)
+	}
+	return nil
+}
+
+// parallelRows splits [0, rows) into contiguous ranges over GOMAXPROCS
+// goroutines.
+func parallelRows(rows int, body func(r0, r1 int)) {
+	w := min(runtime.GOMAXPROCS(0), (rows+63)/64)
+	if w <= 1 {
+		body(0, rows)
+		return
+	}
+	done := make(chan struct{}, w)
+	step := (rows + w - 1) / w
+	for r0 := 0; r0 < rows; r0 += step {
+		go func(r0, r1 int) {
+			body(r0, r1)
+			done <- struct{}{}
+		}(r0, min(rows, r0+step))
+	}
+	for r0 := 0; r0 < rows; r0 += step {
+		<-done
+	}
 }

@@ -7,8 +7,7 @@ import (
 	"math"
 	"sort"
 
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas64"
+	"github.com/marlin-llm/marlin/kernels"
 )
 
 // Options are GPTQ's knobs; the zero value means the reference defaults
@@ -282,10 +281,10 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 		// Lazy batch update: Wt[i2:,:] -= U[i1:i2, i2:]ᵀ · Err.
 		if i2 < cols {
 			cnt := i2 - i1
-			blas64.Gemm(blas.Trans, blas.NoTrans, -1,
-				blas64.General{Rows: cnt, Cols: cols - i2, Stride: cols, Data: U[i1*cols+i2:]},
-				blas64.General{Rows: cnt, Cols: rows, Stride: rows, Data: errBlk[:cnt*rows]},
-				1, blas64.General{Rows: cols - i2, Cols: rows, Stride: rows, Data: wt[i2*rows:]})
+			if err := kernels.Dgemm(true, false, cols-i2, rows, cnt, -1, U[i1*cols+i2:], cols,
+				errBlk[:cnt*rows], rows, 1, wt[i2*rows:], rows); err != nil {
+				return nil, fmt.Errorf("gptq: lazy batch update: %w", err)
+			}
 		}
 	}
 
@@ -348,10 +347,9 @@ func LayerError(w, q []float64, rows, cols int, h []float64) (float64, error) {
 		d[i] = w[i] - q[i]
 	}
 	m := make([]float64, rows*cols)
-	blas64.Gemm(blas.NoTrans, blas.NoTrans, 1,
-		blas64.General{Rows: rows, Cols: cols, Stride: cols, Data: d},
-		blas64.General{Rows: cols, Cols: cols, Stride: cols, Data: h},
-		0, blas64.General{Rows: rows, Cols: cols, Stride: cols, Data: m})
+	if err := kernels.Dgemm(false, false, rows, cols, cols, 1, d, cols, h, cols, 0, m, cols); err != nil {
+		return 0, fmt.Errorf("gptq: layer error: %w", err)
+	}
 	var s float64
 	for i := range d {
 		s += d[i] * m[i]

@@ -1,0 +1,223 @@
+package kernels
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+)
+
+// Blocking of the float64 GEMM: a dgemmMR×dgemmNR register tile, a
+// dgemmKC×dgemmNR strip of B (16 KiB) in L1, a dgemmMC×dgemmKC block of A
+// (192 KiB) in L2.
+const (
+	dgemmMR    = 6
+	dgemmNR    = 8
+	dgemmKC    = 256
+	dgemmMC    = 96 // multiple of dgemmMR
+	dgemmNC    = 2048
+	dgemmChunk = 256 // columns of C per parallel task, multiple of dgemmNR
+)
+
+// dgemmKernel computes C[0:6, 0:8] += Ap·Bp over kc packed steps.
+type dgemmKernel func(kc int, ap, bp, c []float64, ldc int)
+
+// Dgemm computes C = alpha·op(A)·op(B) + beta·C in float64 on the CPU, on
+// up to GOMAXPROCS goroutines; op(X) is X or Xᵀ. Matrices are row-major
+// with leading dimensions lda, ldb, ldc; op(A) is m×k, op(B) k×n. It is
+// the dense linear algebra of GPTQ (Cholesky, triangular inverse, the
+// lazy-batch update, Hessian products), with the AVX2/FMA micro-kernel
+// when the CPU has one and a pure-Go one otherwise.
+func Dgemm(transA, transB bool, m, n, k int, alpha float64, a []float64, lda int,
+	b []float64, ldb int, beta float64, c []float64, ldc int) error {
+	kern := dgemmKernelGo
+	if haveSIMD {
+		kern = dgemmKernelSIMD
+	}
+	return dgemm(kern, runtime.GOMAXPROCS(0), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+func dgemm(kern dgemmKernel, threads int, transA, transB bool, m, n, k int, alpha float64, a []float64, lda int,
+	b []float64, ldb int, beta float64, c []float64, ldc int) error {
+	ra, ca := m, k
+	if transA {
+		ra, ca = k, m
+	}
+	rb, cb := k, n
+	if transB {
+		rb, cb = n, k
+	}
+	if err := checkMatrix("A", ra, ca, len(a), lda); err != nil {
+		return err
+	}
+	if err := checkMatrix("B", rb, cb, len(b), ldb); err != nil {
+		return err
+	}
+	if err := checkMatrix("C", m, n, len(c), ldc); err != nil {
+		return err
+	}
+	if m == 0 || n == 0 {
+		return nil
+	}
+	if beta != 1 {
+		for i := 0; i < m; i++ {
+			row := c[i*ldc : i*ldc+n]
+			if beta == 0 {
+				clear(row)
+				continue
+			}
+			for j := range row {
+				row[j] *= beta
+			}
+		}
+	}
+	if k == 0 || alpha == 0 {
+		return nil
+	}
+	threads = max(1, min(threads, m*n*k/(1<<17)))
+	bp := make([]float64, ((min(n, dgemmNC)+dgemmNR-1)/dgemmNR)*dgemmNR*dgemmKC)
+	var apool sync.Pool
+	nmb := (m + dgemmMC - 1) / dgemmMC
+	mcb := ((m+nmb-1)/nmb + dgemmMR - 1) / dgemmMR * dgemmMR
+	for jc := 0; jc < n; jc += dgemmNC {
+		nc := min(dgemmNC, n-jc)
+		strips := (nc + dgemmNR - 1) / dgemmNR
+		for pc := 0; pc < k; pc += dgemmKC {
+			kc := min(dgemmKC, k-pc)
+			parallelFor(threads, strips, func(_, s int) {
+				dpackB(bp[s*dgemmKC*dgemmNR:], transB, b, ldb, pc, kc, jc+s*dgemmNR, min(dgemmNR, nc-s*dgemmNR))
+			})
+			chunks := (nc + dgemmChunk - 1) / dgemmChunk
+			mBlocks := (m + mcb - 1) / mcb
+			parallelFor(threads, mBlocks*chunks, func(_, t int) {
+				ic := (t / chunks) * mcb
+				mc := min(mcb, m-ic)
+				ap, _ := apool.Get().(*[]float64)
+				if ap == nil {
+					s := make([]float64, dgemmMC*dgemmKC)
+					ap = &s
+				}
+				dpackA(*ap, transA, a, lda, ic, mc, pc, kc, alpha)
+				j0 := (t % chunks) * dgemmChunk
+				j1 := min(nc, j0+dgemmChunk)
+				dmacroKernel(kern, kc, *ap, mc, bp[(j0/dgemmNR)*dgemmKC*dgemmNR:], j1-j0, c[ic*ldc+jc+j0:], ldc)
+				apool.Put(ap)
+			})
+		}
+	}
+	return nil
+}
+
+// checkMatrix validates a rows×cols row-major operand of n elements.
+func checkMatrix(name string, rows, cols, n, ld int) error {
+	if rows < 0 || cols < 0 {
+		return fmt.Errorf("kernels: dgemm: %s is %dx%d", name, rows, cols)
+	}
+	if rows == 0 || cols == 0 {
+		return nil
+	}
+	if ld < cols {
+		return fmt.Errorf("kernels: dgemm: %s leading dimension %d < %d columns", name, ld, cols)
+	}
+	if need := (rows-1)*ld + cols; n < need {
+		return fmt.Errorf("kernels: dgemm: %s has %d elements, %dx%d (ld %d) needs %d", name, n, rows, cols, ld, need)
+	}
+	return nil
+}
+
+// dmacroKernel computes C[0:mc, 0:nc] += Ap·Bp over kc steps.
+func dmacroKernel(kern dgemmKernel, kc int, ap []float64, mc int, bp []float64, nc int, cm []float64, ldc int) {
+	var tmp [dgemmMR * dgemmNR]float64
+	for jr := 0; jr < nc; jr += dgemmNR {
+		nr := min(dgemmNR, nc-jr)
+		bs := bp[(jr/dgemmNR)*dgemmKC*dgemmNR:]
+		for ir := 0; ir < mc; ir += dgemmMR {
+			mr := min(dgemmMR, mc-ir)
+			as := ap[(ir/dgemmMR)*dgemmKC*dgemmMR:]
+			off := ir*ldc + jr
+			if mr == dgemmMR && nr == dgemmNR {
+				kern(kc, as, bs, cm[off:], ldc)
+				continue
+			}
+			clear(tmp[:])
+			kern(kc, as, bs, tmp[:], dgemmNR)
+			for i := 0; i < mr; i++ {
+				row := cm[off+i*ldc : off+i*ldc+nr]
+				for j := range row {
+					row[j] += tmp[i*dgemmNR+j]
+				}
+			}
+		}
+	}
+}
+
+// dpackB packs op(B)[pc:pc+kc, j0:j0+nr] as kc rows of dgemmNR (zero padded).
+func dpackB(dst []float64, transB bool, b []float64, ldb, pc, kc, j0, nr int) {
+	dst = dst[:kc*dgemmNR]
+	if !transB {
+		for p := 0; p < kc; p++ {
+			d := dst[p*dgemmNR : (p+1)*dgemmNR]
+			copy(d, b[(pc+p)*ldb+j0:(pc+p)*ldb+j0+nr])
+			clear(d[nr:])
+		}
+		return
+	}
+	if nr < dgemmNR {
+		clear(dst)
+	}
+	for j := 0; j < nr; j++ {
+		for p, v := range b[(j0+j)*ldb+pc : (j0+j)*ldb+pc+kc] {
+			dst[p*dgemmNR+j] = v
+		}
+	}
+}
+
+// dpackA packs alpha·op(A)[ic:ic+mc, pc:pc+kc] as strips of dgemmMR rows.
+func dpackA(dst []float64, transA bool, a []float64, lda, ic, mc, pc, kc int, alpha float64) {
+	for s := 0; s*dgemmMR < mc; s++ {
+		mr := min(dgemmMR, mc-s*dgemmMR)
+		d := dst[s*dgemmKC*dgemmMR : s*dgemmKC*dgemmMR+kc*dgemmMR]
+		if mr < dgemmMR {
+			clear(d)
+		}
+		i0 := ic + s*dgemmMR
+		if !transA {
+			for i := 0; i < mr; i++ {
+				for p, v := range a[(i0+i)*lda+pc : (i0+i)*lda+pc+kc] {
+					d[p*dgemmMR+i] = alpha * v
+				}
+			}
+			continue
+		}
+		for p := 0; p < kc; p++ {
+			dd := d[p*dgemmMR : p*dgemmMR+mr]
+			for i, v := range a[(pc+p)*lda+i0 : (pc+p)*lda+i0+mr] {
+				dd[i] = alpha * v
+			}
+		}
+	}
+}
+
+// dgemmKernelGo is the pure-Go micro-kernel (the reference for the
+// assembly one).
+func dgemmKernelGo(kc int, ap, bp, c []float64, ldc int) {
+	var acc [dgemmMR][dgemmNR]float64
+	ap = ap[:kc*dgemmMR]
+	bp = bp[:kc*dgemmNR]
+	for p := 0; p < kc; p++ {
+		b := (*[dgemmNR]float64)(bp[p*dgemmNR:])
+		a := (*[dgemmMR]float64)(ap[p*dgemmMR:])
+		for i := 0; i < dgemmMR; i++ {
+			ai := a[i]
+			r := &acc[i]
+			for j := 0; j < dgemmNR; j++ {
+				r[j] += ai * b[j]
+			}
+		}
+	}
+	for i := 0; i < dgemmMR; i++ {
+		row := c[i*ldc : i*ldc+dgemmNR]
+		for j := range row {
+			row[j] += acc[i][j]
+		}
+	}
+}
