@@ -42,6 +42,12 @@ type CalibrateConfig struct {
 	// (true-sequential), as GPTQ implementations do; false calibrates every
 	// layer on the original model's activations.
 	Sequential *bool `yaml:"sequential,omitempty" json:"sequential,omitempty" jsonschema:"description=calibrate layer L on the outputs of the already-quantized layers before it and each group of its projections on the outputs of the groups before it (true-sequential); default true; false: on the original model activations"`
+	// TrueSequential (the default, with Sequential) calibrates each group
+	// of a layer's projections on the outputs of the groups before it,
+	// already quantized: one pass through the layer per group. false takes
+	// every Hessian of a layer from one pass (llm-compressor's sequential
+	// pipeline): fewer forward passes on big layers.
+	TrueSequential *bool `yaml:"true_sequential,omitempty" json:"true_sequential,omitempty" jsonschema:"description=with sequential: calibrate each group of a layer's projections (q/k/v, o, gate/up, down) on the outputs of the already-quantized groups before it, one pass per group (default true); false: all of a layer's Hessians from one pass"`
 	// AllExperts sends every calibration token through every routed expert
 	// for the Hessians only (the layer's output still combines the routed
 	// experts), so that no expert lacks calibration data.
@@ -54,6 +60,11 @@ type CalibrateConfig struct {
 
 // sequential reports the effective Sequential setting.
 func (c *CalibrateConfig) sequential() bool { return c.Sequential == nil || *c.Sequential }
+
+// trueSequential reports the effective TrueSequential setting.
+func (c *CalibrateConfig) trueSequential() bool {
+	return c.sequential() && (c.TrueSequential == nil || *c.TrueSequential)
+}
 
 // Validate checks the config.
 func (c *CalibrateConfig) Validate() error {
@@ -74,6 +85,9 @@ func (c *CalibrateConfig) Validate() error {
 	}
 	if c.SeqLen < 0 || c.SeqLen == 1 {
 		errs = append(errs, &pipeline.FieldError{Field: "seq_len", Err: fmt.Errorf("must be >= 2")})
+	}
+	if c.TrueSequential != nil && *c.TrueSequential && !c.sequential() {
+		errs = append(errs, &pipeline.FieldError{Field: "true_sequential", Err: fmt.Errorf("needs sequential: true")})
 	}
 	switch c.Precision {
 	case "", "f32", "f64":
@@ -129,6 +143,7 @@ const (
 	metaCalibInputs     = "calib.inputs"     // upstream stage ids holding the weights
 	metaCalibModel      = "calib.model"      // model dir (config.json)
 	metaCalibSequential = "calib.sequential" // "true" or "false"
+	metaCalibTrueSeq    = "calib.true_sequential"
 	metaCalibPrecision  = "calib.precision"
 	metaCalibAllExperts = "calib.all_experts"
 	metaCalibMinTokens  = "calib.min_expert_tokens"
@@ -180,6 +195,7 @@ func (s *calibrateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]
 		metaCalibInputs:     strings.Join(ins, ","),
 		metaCalibModel:      modelDir,
 		metaCalibSequential: strconv.FormatBool(s.cfg.sequential()),
+		metaCalibTrueSeq:    strconv.FormatBool(s.cfg.trueSequential()),
 		metaCalibPrecision:  s.cfg.Precision,
 		metaCalibAllExperts: strconv.FormatBool(s.cfg.AllExperts),
 		metaCalibMinTokens:  strconv.Itoa(s.cfg.MinExpertTokens),

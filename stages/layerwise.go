@@ -66,10 +66,13 @@ type layerPlan struct {
 	calRef     pipeline.TaskRef
 	stageID    string
 	sequential bool
-	prec       gptq.Precision
-	allExperts bool
-	minTokens  int
-	backend    string
+	// trueSequential: one calibration pass per projection group (with
+	// sequential), else one per layer.
+	trueSequential bool
+	prec           gptq.Precision
+	allExperts     bool
+	minTokens      int
+	backend        string
 }
 
 // calibrationTask returns the calibrate stage's task among the inputs.
@@ -109,7 +112,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 		cfg.TieWordEmbeddings = false // the rotate stage unties lm_head
 	}
 	lp := &layerPlan{s: s, cfg: cfg, ix: ix, calRef: pipeline.TaskRef{Stage: calStage.ID, Key: cal.Key}, stageID: pc.StageID,
-		sequential: cal.Meta[metaCalibSequential] != "false", prec: gptq.F32, allExperts: cal.Meta[metaCalibAllExperts] == "true",
+		sequential: cal.Meta[metaCalibSequential] != "false", trueSequential: cal.Meta[metaCalibTrueSeq] != "false", prec: gptq.F32, allExperts: cal.Meta[metaCalibAllExperts] == "true",
 		backend: pc.Resources.Backend}
 	if cal.Meta[metaCalibPrecision] == "f64" {
 		lp.prec = gptq.F64
@@ -595,7 +598,7 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 			return err
 		}
 		opts := a.opts(lp.prec)
-		opts.TrueSequential = lp.sequential
+		opts.TrueSequential = lp.sequential && lp.trueSequential
 		opts.MinExpertTokens = lp.minTokens
 		opts.AllExperts = lp.allExperts
 		t0 := time.Now()

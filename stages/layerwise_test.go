@@ -90,7 +90,7 @@ func calibrationIDs(t *testing.T, dir string, samples, seqLen int) []int32 {
 // model in memory, calib.Collect (non-sequential) or calib.Sequential, and
 // the quantize stage's GPTQ per weight with its Hessian. It returns the
 // packed tensors by name.
-func wholeModelReference(t *testing.T, dir string, plan *pipeline.Plan, ids []int32, sequential bool) map[string]*tensor.Tensor {
+func wholeModelReference(t *testing.T, dir string, plan *pipeline.Plan, ids []int32, sequential, trueSequential bool) map[string]*tensor.Tensor {
 	t.Helper()
 	ctx := context.Background()
 	qs := &quantizeStage{cfg: *plan.JobStage("quant").Config.(*QuantizeConfig)}
@@ -146,7 +146,7 @@ func wholeModelReference(t *testing.T, dir string, plan *pipeline.Plan, ids []in
 		}
 		return out
 	}
-	opts.TrueSequential = true
+	opts.TrueSequential = trueSequential
 	_, err = calib.Sequential(ctx, m, ids, opts, nil, func(ctx context.Context, ps []*arch.Proj, hs map[string]*gptq.Hessian) error {
 		for _, p := range ps {
 			if eff := quantize(p, hs[p.Name()]); eff != nil {
@@ -171,31 +171,38 @@ func wholeModelReference(t *testing.T, dir string, plan *pipeline.Plan, ids []in
 // TestLayerStreamedMatchesWholeModel: on all three nano models (tied and
 // untied lm_head, routed and shared experts, MLA), the layer-streamed
 // quantize stage writes the same packed bytes as whole-model calibration,
-// non-sequential and sequential (the latter needs MARLIN_SLOW for the MoE
-// models).
+// non-sequential, sequential and sequential with one calibration pass per
+// layer (true_sequential: false); the sequential MoE cases need MARLIN_SLOW.
 func TestLayerStreamedMatchesWholeModel(t *testing.T) {
 	for _, tc := range []struct {
-		model      string
-		sequential bool
-		slow       bool
+		model          string
+		sequential     bool
+		trueSequential bool
+		slow           bool
 	}{
-		{"qwen3-nano", false, false},
-		{"qwen3-nano", true, false},
-		{"qwen3moe-nano", false, false},
-		{"glm47-nano", false, true},
-		{"qwen3moe-nano", true, true},
-		{"glm47-nano", true, true},
+		{"qwen3-nano", false, false, false},
+		{"qwen3-nano", true, true, false},
+		{"qwen3-nano", true, false, false},
+		{"qwen3moe-nano", false, false, false},
+		{"glm47-nano", false, false, true},
+		{"qwen3moe-nano", true, true, true},
+		{"glm47-nano", true, true, true},
+		{"glm47-nano", true, false, true},
 	} {
-		t.Run(fmt.Sprintf("%s/sequential=%v", tc.model, tc.sequential), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%s/sequential=%v/true_sequential=%v", tc.model, tc.sequential, tc.trueSequential), func(t *testing.T) {
 			if tc.slow && os.Getenv("MARLIN_SLOW") == "" {
 				t.Skip("set MARLIN_SLOW=1")
 			}
 			dir := assets.Model(t, tc.model)
 			const samples = 4
-			plan := layerJob(t, dir, samples, fmt.Sprintf(", sequential: %v", tc.sequential))
+			extra := fmt.Sprintf(", sequential: %v", tc.sequential)
+			if tc.sequential {
+				extra += fmt.Sprintf(", true_sequential: %v", tc.trueSequential)
+			}
+			plan := layerJob(t, dir, samples, extra)
 			st := mustRunPlan(t, plan, filepath.Join(t.TempDir(), "run"), 2)
 			got := layerOutputs(t, st)
-			want := wholeModelReference(t, dir, plan, calibrationIDs(t, dir, samples, 64), tc.sequential)
+			want := wholeModelReference(t, dir, plan, calibrationIDs(t, dir, samples, 64), tc.sequential, tc.trueSequential)
 			if len(want) == 0 {
 				t.Fatal("reference quantized nothing")
 			}
