@@ -33,8 +33,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/marlin-llm/marlin/internal/atomicfile"
 	"github.com/marlin-llm/marlin/model/safetensors"
-	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
 	"github.com/marlin-llm/marlin/tensor"
 )
@@ -112,14 +112,14 @@ func WriteIndex(dir string, weightMap map[string]string, totalSize int64, m Mani
 	if err != nil {
 		return err
 	}
-	if err := pipeline.WriteFileAtomic(filepath.Join(dir, IndexFile), b); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, IndexFile), b); err != nil {
 		return fmt.Errorf("native: %w", err)
 	}
 	mb, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := pipeline.WriteFileAtomic(filepath.Join(dir, ManifestFile), mb); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, ManifestFile), mb); err != nil {
 		return fmt.Errorf("native: %w", err)
 	}
 	return nil
