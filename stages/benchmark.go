@@ -266,13 +266,11 @@ func AddToReport(doc *report.Doc, meta map[string]string, reps *[]quant.Report) 
 		}
 		doc.Benchmark = &b
 	}
-	if js := meta["quant.reports"]; js != "" {
-		var rs []quant.Report
-		if err := json.Unmarshal([]byte(js), &rs); err != nil {
-			return fmt.Errorf("quant.reports: %w", err)
-		}
-		*reps = append(*reps, rs...)
+	rs, err := reportsOf(meta)
+	if err != nil {
+		return fmt.Errorf("%s: %w", metaQuantReports, err)
 	}
+	*reps = append(*reps, rs...)
 	return nil
 }
 

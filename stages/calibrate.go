@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/marlin-llm/marlin/model/hfconfig"
@@ -124,20 +123,8 @@ type calibrateStage struct{ cfg CalibrateConfig }
 // tokenized calibration windows).
 const CalibrationKey = "_calibration"
 
-// Meta keys of the calibration task, read by the quantize stage's planner.
-const (
-	metaCalibInputs     = "calib.inputs"     // upstream stage ids holding the weights
-	metaCalibModel      = "calib.model"      // model dir (config.json)
-	metaCalibSequential = "calib.sequential" // "true" or "false"
-	metaCalibPrecision  = "calib.precision"
-	metaCalibAllExperts = "calib.all_experts"
-	metaCalibMinTokens  = "calib.min_expert_tokens"
-	metaCalibSamples    = "calib.samples"
-	metaCalibSeqLen     = "calib.seq_len"
-	metaCalibTextBytes  = "calib.text_bytes"
-	// calibIDsName is the tensor of token ids ([windows, seq_len] I32).
-	calibIDsName = "calib.ids"
-)
+// calibIDsName is the tensor of token ids ([windows, seq_len] I32).
+const calibIDsName = "calib.ids"
 
 func (s *calibrateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipeline.Task, error) {
 	if len(pc.Inputs) == 0 {
@@ -175,18 +162,11 @@ func (s *calibrateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]
 	for _, in := range pc.Inputs {
 		ins = append(ins, in.ID)
 	}
-	meta := map[string]string{
-		MetaInternal:        "true",
-		metaCalibInputs:     strings.Join(ins, ","),
-		metaCalibModel:      modelDir,
-		metaCalibSequential: strconv.FormatBool(s.cfg.sequential()),
-		metaCalibPrecision:  s.cfg.Precision,
-		metaCalibAllExperts: strconv.FormatBool(s.cfg.AllExperts),
-		metaCalibMinTokens:  strconv.Itoa(s.cfg.MinExpertTokens),
-		metaCalibSamples:    strconv.Itoa(s.cfg.Samples),
-		metaCalibSeqLen:     strconv.Itoa(s.cfg.SeqLen),
-		metaCalibTextBytes:  strconv.FormatInt(fi.Size(), 10),
-	}
+	meta := calibMeta{
+		Inputs: ins, Model: modelDir, Sequential: s.cfg.sequential(), Precision: s.cfg.Precision,
+		AllExperts: s.cfg.AllExperts, MinExpertTokens: s.cfg.MinExpertTokens,
+		Samples: s.cfg.Samples, SeqLen: s.cfg.SeqLen, TextBytes: fi.Size(),
+	}.encode()
 	return []*pipeline.Task{{
 		Key: CalibrationKey, EstBytes: 16*fi.Size() + 64<<20, Meta: meta,
 		Fingerprint: fp + "; " + cfgFP + "; " + tokFP,
@@ -231,7 +211,7 @@ func (s *calibrateStage) tokenize(modelDir, textPath string) func(context.Contex
 		if err != nil {
 			return nil, err
 		}
-		return &pipeline.Output{Tensors: []*tensor.Tensor{t}, Meta: map[string]string{"calib.report": string(js)}}, nil
+		return &pipeline.Output{Tensors: []*tensor.Tensor{t}, Meta: map[string]string{metaCalibReport: string(js)}}, nil
 	}
 }
 

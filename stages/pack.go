@@ -145,24 +145,21 @@ func (s *packStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 	var maxBytes int64
 	for _, in := range pc.Inputs {
 		for _, t := range in.Tasks {
-			if t.Meta[MetaInternal] == "true" {
+			if isInternal(t.Meta) {
 				continue // a report or calibration task: no model tensors
 			}
-			names := []string{t.Key}
-			if list := t.Meta[MetaTensors]; list != "" {
-				names = strings.Split(list, ",")
-			}
+			names := taskTensors(t)
 			for _, n := range names {
 				if seen[n] {
 					return nil, fmt.Errorf("pack: tensor %q comes from two upstream tasks", n)
 				}
 				seen[n] = true
 			}
-			b, _ := strconv.ParseInt(t.Meta[MetaBytes], 10, 64)
+			b := taskBytes(t.Meta)
 			maxBytes = max(maxBytes, b)
 			pi := packInput{ref: pipeline.TaskRef{Stage: in.ID, Key: t.Key}, names: names, bytes: b}
-			if sh := t.Meta[MetaShape]; sh != "" && len(names) == 1 {
-				pi.shape, _ = parseShapeMeta(sh)
+			if sh, ok := taskShape(t.Meta); ok && len(names) == 1 {
+				pi.shape = sh
 			}
 			if f := t.Meta[quant.MetaFormat]; f != "" && f != "skip" {
 				pi.packed = true
@@ -257,22 +254,6 @@ func (s *packStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 		Run:         s.runIndex(shardRefs, model),
 	})
 	return tasks, nil
-}
-
-func parseShapeMeta(s string) ([]int, error) {
-	s = strings.Trim(s, "[]")
-	if s == "" {
-		return []int{}, nil
-	}
-	var out []int
-	for _, p := range strings.Split(s, ",") {
-		d, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || d < 0 {
-			return nil, fmt.Errorf("bad shape %q", s)
-		}
-		out = append(out, d)
-	}
-	return out, nil
 }
 
 // dirFingerprint identifies the metadata files of a model directory by

@@ -304,10 +304,8 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 	}
 	var names []string // every tensor name, for unmatched-rule warnings
 	for _, t := range tasks {
-		if l := t.Meta[MetaTensors]; l != "" {
-			names = append(names, strings.Split(l, ",")...)
-		} else if t.Meta[MetaInternal] != "true" {
-			names = append(names, t.Key)
+		if !isInternal(t.Meta) {
+			names = append(names, taskTensors(t)...)
 		}
 	}
 	for _, in := range pc.Inputs {
@@ -315,13 +313,11 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 			break // layer mode planned every tensor
 		}
 		for _, ut := range in.Tasks {
-			if ut.Meta[MetaInternal] == "true" {
+			if isInternal(ut.Meta) {
 				continue // a calibration run, not a tensor (see calibrate.go)
 			}
 			names = append(names, ut.Key)
-			if l := ut.Meta[MetaTensors]; l != "" {
-				names = append(names, strings.Split(l, ",")...)
-			}
+			names = append(names, groupNames(ut.Meta)...)
 			if seen[ut.Key] {
 				return nil, fmt.Errorf("quantize: task key %q produced by two upstream stages", ut.Key)
 			}
@@ -333,10 +329,7 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 			if err := checkMethodPlan(rq, ut); err != nil { // quantize_gptq.go
 				return nil, fmt.Errorf("quantize: %s: %w", ut.Key, err)
 			}
-			var inBytes int64
-			if b, err := strconv.ParseInt(ut.Meta["bytes"], 10, 64); err == nil && b > 0 {
-				inBytes = b
-			}
+			inBytes := max(taskBytes(ut.Meta), 0)
 			meta := map[string]string{}
 			for k, v := range ut.Meta {
 				meta[k] = v
@@ -364,7 +357,7 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 		}
 		var refs []pipeline.TaskRef
 		for _, t := range tasks {
-			if t.Meta[MetaInternal] != "true" { // not activations
+			if !isInternal(t.Meta) { // not activations
 				refs = append(refs, pipeline.TaskRef{Stage: pc.StageID, Key: t.Key})
 			}
 		}
@@ -431,20 +424,16 @@ func (s *quantizeStage) runReport(refs []pipeline.TaskRef) func(context.Context,
 			if err != nil {
 				return nil, fmt.Errorf("quantize report: %w", err)
 			}
-			if js := o.Meta["quant.reports"]; js != "" {
-				var reps []quant.Report
-				if err := json.Unmarshal([]byte(js), &reps); err != nil {
-					return nil, fmt.Errorf("quantize report: %s: %w", r.Key, err)
-				}
-				doc.Tensors = append(doc.Tensors, reps...)
+			reps, err := reportsOf(o.Meta)
+			if err != nil {
+				return nil, fmt.Errorf("quantize report: %s: %w", r.Key, err)
 			}
-			if js := o.Meta[metaExperts]; js != "" && js != "null" {
-				var cov []calib.ExpertCoverage
-				if err := json.Unmarshal([]byte(js), &cov); err != nil {
-					return nil, fmt.Errorf("quantize report: %s: %w", r.Key, err)
-				}
-				doc.Experts = append(doc.Experts, cov...)
+			doc.Tensors = append(doc.Tensors, reps...)
+			cov, err := expertsOf(o.Meta)
+			if err != nil {
+				return nil, fmt.Errorf("quantize report: %s: %w", r.Key, err)
 			}
+			doc.Experts = append(doc.Experts, cov...)
 			if strings.HasPrefix(r.Key, layerKeyPrefix) {
 				doc.Layers = append(doc.Layers, LayerStats{Task: r.Key, Stats: o.Stats})
 			}
@@ -499,17 +488,8 @@ func (s *quantizeStage) run(ref pipeline.TaskRef) func(context.Context, *pipelin
 				env.Progress(int64(i+1), int64(len(in.Tensors)))
 			}
 		}
-		if len(reports) == 1 {
-			for k, v := range reports[0].Meta() {
-				out.Meta[k] = v
-			}
-		}
-		if len(reports) > 0 {
-			b, err := json.Marshal(reports)
-			if err != nil {
-				return nil, fmt.Errorf("quantize %s: report: %w", ref.Key, err)
-			}
-			out.Meta["quant.reports"] = string(b)
+		if err := setReports(out, reports); err != nil {
+			return nil, fmt.Errorf("quantize %s: %w", ref.Key, err)
 		}
 		return out, nil
 	}
@@ -555,12 +535,12 @@ func (s *quantizeStage) quantizeResolved(ctx context.Context, t, hessian *tensor
 	if err != nil {
 		return nil, nil, err
 	}
-	extra := map[string]string{quant.MetaMethod: rq.Method, quant.MetaShape: quant.FormatShape(t.Shape), "quant.source_dtype": t.DType.String()}
-	if f := t.Meta["calib.fallback"]; f != "" {
-		extra["calib.fallback"] = f
+	extra := map[string]string{quant.MetaMethod: rq.Method, quant.MetaShape: quant.FormatShape(t.Shape), metaSourceDType: t.DType.String()}
+	if f := t.Meta[metaCalibFallback]; f != "" {
+		extra[metaCalibFallback] = f
 	}
 	if rq.ScaleSearch {
-		extra["quant.scale_search"] = "true"
+		extra[metaScaleSearch] = "true"
 	}
 	return p.ToTensors(t.Name, extra), &rep, nil
 }

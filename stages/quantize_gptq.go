@@ -19,10 +19,6 @@ import (
 // hessian, never stored) to quantizeWithHessian; MetaHasHessian marks what
 // has one ("none": not a Linear, so RTN).
 
-// MetaHasHessian marks an upstream task whose output carries a Hessian for
-// its weight.
-const MetaHasHessian = "calib.hessian"
-
 // HessianSuffix names a weight's Hessian tensor.
 const HessianSuffix = ".hessian"
 
@@ -32,7 +28,7 @@ func checkMethodPlan(rq ResolvedQuant, upstream *pipeline.Task) error {
 	if rq.Skip || rq.Method == MethodRTN {
 		return nil
 	}
-	if sh, err := quant.ParseShape(upstream.Meta[MetaShape]); err == nil && len(sh) != 2 {
+	if sh, ok := taskShape(upstream.Meta); ok && len(sh) != 2 {
 		return nil // only 2-D tensors are quantized
 	}
 	switch upstream.Meta[MetaHasHessian] {
