@@ -51,6 +51,26 @@ type CalibrateConfig struct {
 	MinExpertTokens int `yaml:"min_expert_tokens,omitempty" json:"min_expert_tokens,omitempty" jsonschema:"minimum=0,description=MoE: a routed expert that received fewer calibration tokens is quantized with RTN instead of GPTQ (default 0: never; below its input width its Hessian is shrunk towards the pooled one)"`
 }
 
+// Calibrate defaults (setDefaults applies them).
+const (
+	defaultCalibSamples   = 128
+	defaultCalibSeqLen    = 256
+	defaultCalibPrecision = "f32"
+)
+
+// setDefaults fills the settings left at zero with their defaults.
+func (c *CalibrateConfig) setDefaults() {
+	if c.Samples == 0 {
+		c.Samples = defaultCalibSamples
+	}
+	if c.SeqLen == 0 {
+		c.SeqLen = defaultCalibSeqLen
+	}
+	if c.Precision == "" {
+		c.Precision = defaultCalibPrecision
+	}
+}
+
 // sequential reports the effective Sequential setting.
 func (c *CalibrateConfig) sequential() bool { return c.Sequential == nil || *c.Sequential }
 
@@ -93,7 +113,11 @@ func CalibrateKind() pipeline.Kind {
 	return pipeline.Kind{
 		Name:      "calibrate",
 		Doc:       "calibration data for the quantize stage downstream, which streams it through the model one decoder layer at a time (Hessians per Linear and per routed expert, sequential by default)",
-		NewConfig: func() any { return &CalibrateConfig{Samples: 128, SeqLen: 256, Precision: "f32"} },
+		NewConfig: func() any {
+			c := &CalibrateConfig{}
+			c.setDefaults()
+			return c
+		},
 		New: func(cfg any) (pipeline.Stage, error) {
 			c, ok := cfg.(*CalibrateConfig)
 			if !ok {
@@ -102,15 +126,7 @@ func CalibrateKind() pipeline.Kind {
 			if err := c.Validate(); err != nil {
 				return nil, fmt.Errorf("calibrate: %w", err)
 			}
-			if c.Samples == 0 {
-				c.Samples = 128
-			}
-			if c.SeqLen == 0 {
-				c.SeqLen = 256
-			}
-			if c.Precision == "" {
-				c.Precision = "f32"
-			}
+			c.setDefaults()
 			return &calibrateStage{cfg: *c}, nil
 		},
 		Version: 1,

@@ -261,7 +261,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 			t.EstBytes += 2*actBytes + 8*int64(cfg.HiddenSize)*int64(cfg.HiddenSize)
 			t.Run = lp.runHead(t.Needs)
 		} else {
-			if hfconfig.LayerIndex(n) >= 0 && !rq.Skip && rq.Method != MethodRTN && pc.Log != nil {
+			if hfconfig.LayerIndex(n) >= 0 && !rq.Skip && rq.needsHessian() && pc.Log != nil {
 				pc.Log.Warn("tensor of a layer the forward pass does not run (beyond num_hidden_layers): quantized without a Hessian (round to nearest)", "tensor", n, "num_hidden_layers", cfg.NumLayers)
 			}
 			t.Run = lp.runTensor(ix.refs[n], n)
@@ -274,7 +274,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 // headByHessian reports whether lm_head is quantized with a Hessian (its
 // task then needs the activations after the last layer).
 func (lp *layerPlan) headByHessian(rq ResolvedQuant) bool {
-	return !rq.Skip && rq.Method != MethodRTN && rq.Format.Quantized()
+	return !rq.Skip && rq.needsHessian() && rq.Format.Quantized()
 }
 
 // refsOf returns the distinct upstream tasks holding names.
@@ -665,8 +665,8 @@ func (lp *layerPlan) quantizeProj(ctx context.Context, t *tensor.Tensor, h *gptq
 		ht = h.Tensor(t.Name + HessianSuffix)
 	} else {
 		c.Meta[MetaHasHessian] = "none"
-		if rq.Method != MethodRTN {
-			c.Meta[metaCalibFallback] = "rtn"
+		if rq.needsHessian() {
+			c.Meta[metaCalibFallback] = MethodRTN
 		}
 	}
 	ts, rep, err := lp.s.quantizeResolved(ctx, &c, ht, rq)

@@ -83,7 +83,7 @@ func (c *PackConfig) Validate() error {
 	if c.Format == PackGGUF {
 		recipe := c.GGUFType
 		if recipe == "" {
-			recipe = "f16"
+			recipe = llamacpp.DefaultRecipe
 		}
 		if err := llamacpp.ValidateRecipe(recipe, c.Rules); err != nil {
 			errs = append(errs, &pipeline.FieldError{Field: "gguf_type", Err: err})
@@ -551,7 +551,7 @@ func (s *packStage) runGGUF(inputs []packInput, model string) func(context.Conte
 		}
 		recipe := s.cfg.GGUFType
 		if recipe == "" {
-			recipe = "f16"
+			recipe = llamacpp.DefaultRecipe
 		}
 		opt := llamacpp.Options{Recipe: recipe, Rules: s.cfg.Rules, Name: s.cfg.Name, TokenizerPre: s.cfg.TokenizerPre}
 		plan, err := llamacpp.NewPlan(cfg, model, names, func(n string) []int { return shapes[n] }, opt)

@@ -13,6 +13,7 @@ import (
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
 	"github.com/marlin-llm/marlin/quant/calib"
+	"github.com/marlin-llm/marlin/quant/gptq"
 	"github.com/marlin-llm/marlin/tensor"
 )
 
@@ -30,18 +31,20 @@ type QuantSpec struct {
 	// Scale overrides the scale encoding of formats with a float scale.
 	Scale string `yaml:"scale,omitempty" json:"scale,omitempty" jsonschema:"enum=f16,enum=bf16,enum=f32,description=scale encoding override for fp4/int/nf/fp8 formats"`
 	// Method is rtn (round to nearest), gptq or mr-gptq.
-	Method string `yaml:"method,omitempty" json:"method,omitempty" jsonschema:"enum=rtn,enum=gptq,enum=mr-gptq,description=quantization method: rtn (round to nearest; default); gptq; or mr-gptq (gptq with act-order and scale search on Hadamard-rotated input); gptq and mr-gptq need a calibrate stage upstream"`
+	// Its schema enum and description come from quant.Methods
+	// (quantize_schema.go).
+	Method string `yaml:"method,omitempty" json:"method,omitempty"`
 	// ScaleSearch searches clipping ratios per group for the least MSE.
 	ScaleSearch *bool `yaml:"scale_search,omitempty" json:"scale_search,omitempty" jsonschema:"description=search clipping ratios per group for the least squared error (default false; mr-gptq always searches)"`
 	// ClipRatios overrides the scale-search grid (each in (0, 1]).
-	ClipRatios []float32 `yaml:"clip_ratios,omitempty" json:"clip_ratios,omitempty" jsonschema:"description=clipping ratios the scale search tries; each > 0 and <= 1 (default 1 0.98 ... 0.70); rtn uses them only with scale_search: true; gptq and mr-gptq search whenever they are set"`
+	ClipRatios []float32 `yaml:"clip_ratios,omitempty" json:"clip_ratios,omitempty"`
 	// ActOrder (GPTQ) quantizes columns in decreasing Hessian-diagonal order;
 	// groups stay static and contiguous (no g_idx).
 	ActOrder *bool `yaml:"actorder,omitempty" json:"actorder,omitempty" jsonschema:"description=gptq: quantize columns in decreasing Hessian-diagonal order; groups stay contiguous (default false; mr-gptq always does)"`
 	// Damp (GPTQ) is the relative dampening added to the Hessian diagonal.
-	Damp *float64 `yaml:"damp,omitempty" json:"damp,omitempty" jsonschema:"minimum=0,description=gptq: dampening added to the Hessian diagonal as a fraction of its mean (default 0.01; 0 also means 0.01)"`
+	Damp *float64 `yaml:"damp,omitempty" json:"damp,omitempty" jsonschema:"minimum=0"`
 	// BlockSize (GPTQ) is the lazy-batch column block.
-	BlockSize *int `yaml:"block_size,omitempty" json:"block_size,omitempty" jsonschema:"minimum=1,description=gptq: lazy-batch width in columns; rounded to a multiple of the group size (default 128)"`
+	BlockSize *int `yaml:"block_size,omitempty" json:"block_size,omitempty" jsonschema:"minimum=1"`
 	// NonFinite is error (default: a NaN/Inf weight fails the task, naming
 	// tensor and index) or pass (quantize anyway; see quant.NonFinitePass).
 	NonFinite string `yaml:"nonfinite,omitempty" json:"nonfinite,omitempty" jsonschema:"enum=error,enum=pass,description=NaN/Inf weights: error (default) fails the task naming tensor and index; pass quantizes anyway with scales fitted on the finite weights (an MXFP4 block holding NaN/Inf becomes NaN; FP8 keeps NaN; other grids saturate Inf and encode NaN as zero)"`
@@ -83,11 +86,11 @@ type ResolvedQuant struct {
 	Rule int
 }
 
-// Quantization methods.
+// Quantization methods (the registry is quant.Methods).
 const (
-	MethodRTN    = "rtn"
-	MethodGPTQ   = "gptq"
-	MethodMRGPTQ = "mr-gptq"
+	MethodRTN    = quant.MethodRTN
+	MethodGPTQ   = quant.MethodGPTQ
+	MethodMRGPTQ = quant.MethodMRGPTQ
 )
 
 func newQuantizeConfig() *QuantizeConfig {
@@ -195,14 +198,12 @@ func resolve(base, over QuantSpec, rule int) (ResolvedQuant, error) {
 	if over.NonFinite != "" {
 		s.NonFinite = over.NonFinite
 	}
-	rq := ResolvedQuant{Rule: rule, Method: s.Method, Damp: 0.01, BlockSize: 128}
+	rq := ResolvedQuant{Rule: rule, Method: s.Method, Damp: gptq.DefaultPercDamp, BlockSize: gptq.DefaultBlockSize}
 	if rq.Method == "" {
 		rq.Method = MethodRTN
 	}
-	switch rq.Method {
-	case MethodRTN, MethodGPTQ, MethodMRGPTQ:
-	default:
-		return rq, &pipeline.FieldError{Field: "method", Err: fmt.Errorf("unknown method %q (known: rtn, gptq, mr-gptq)", s.Method)}
+	if _, err := quant.LookupMethod(rq.Method); err != nil {
+		return rq, &pipeline.FieldError{Field: "method", Err: err}
 	}
 	if strings.EqualFold(s.Format, "skip") {
 		rq.Skip = true
@@ -519,7 +520,7 @@ func (s *quantizeStage) quantizeResolved(ctx context.Context, t, hessian *tensor
 	if rq.Skip || len(t.Shape) != 2 {
 		return []*tensor.Tensor{t}, nil, nil
 	}
-	if rq.Method != MethodRTN && rq.Format.Quantized() {
+	if rq.needsHessian() && rq.Format.Quantized() {
 		ts, rep, err := quantizeWithHessian(ctx, t, hessian, rq) // quantize_gptq.go
 		if !errors.Is(err, errNoLinear) {
 			return ts, rep, err

@@ -25,7 +25,7 @@ const HessianSuffix = ".hessian"
 // checkMethodPlan fails planning when a Hessian method has no calibrated
 // input.
 func checkMethodPlan(rq ResolvedQuant, upstream *pipeline.Task) error {
-	if rq.Skip || rq.Method == MethodRTN {
+	if rq.Skip || !rq.needsHessian() {
 		return nil
 	}
 	if sh, ok := taskShape(upstream.Meta); ok && len(sh) != 2 {
@@ -60,7 +60,7 @@ func gptqOptions(rq ResolvedQuant) gptq.Options {
 		}
 	}
 	if o.PercDamp == 0 {
-		o.PercDamp = 0.01
+		o.PercDamp = gptq.DefaultPercDamp
 	}
 	return o
 }
