@@ -71,6 +71,13 @@ func (c *CalibrateConfig) setDefaults() {
 	}
 }
 
+// newCalibrateConfig is the config a job's `with:` is decoded into.
+func newCalibrateConfig() any {
+	c := &CalibrateConfig{}
+	c.setDefaults()
+	return c
+}
+
 // sequential reports the effective Sequential setting.
 func (c *CalibrateConfig) sequential() bool { return c.Sequential == nil || *c.Sequential }
 
@@ -113,11 +120,7 @@ func CalibrateKind() pipeline.Kind {
 	return pipeline.Kind{
 		Name:      "calibrate",
 		Doc:       "calibration data for the quantize stage downstream, which streams it through the model one decoder layer at a time (Hessians per Linear and per routed expert, sequential by default)",
-		NewConfig: func() any {
-			c := &CalibrateConfig{}
-			c.setDefaults()
-			return c
-		},
+		NewConfig: newCalibrateConfig,
 		New: func(cfg any) (pipeline.Stage, error) {
 			c, ok := cfg.(*CalibrateConfig)
 			if !ok {
