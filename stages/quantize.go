@@ -24,7 +24,8 @@ type QuantSpec struct {
 	// Format is a quant format name (quant.Names: fp4, mxfp4, nvfp4, int4,
 	// int4_asym, int3, int2, nf4, nf3, fp8_e4m3, fp8_e5m2, int8, bf16, f16)
 	// or "skip" (keep the tensor exactly as it came).
-	Format string `yaml:"format,omitempty" json:"format,omitempty" jsonschema:"description=number format (fp4 mxfp4 nvfp4 int4 int4_asym int3 int3_asym int2 int2_asym int8 nf4 nf3 fp8_e4m3 fp8_e5m2 fp8_e4m3_tensor fp8_e5m2_tensor bf16 f16) or skip"`
+	// Its schema description lists quant.Formats (quantize_schema.go).
+	Format string `yaml:"format,omitempty" json:"format,omitempty"`
 	// GroupSize overrides the format's group size (0: one group per row).
 	// MXFP4 (32) and NVFP4 (16) have fixed block sizes.
 	GroupSize *int `yaml:"group_size,omitempty" json:"group_size,omitempty" jsonschema:"minimum=0,description=weights per scale group along the input dim (0: per row)"`

@@ -19,13 +19,21 @@ func (rq ResolvedQuant) needsHessian() bool {
 
 // JSONSchemaExtend writes the parts of the quantize settings' schema that
 // come from registries and defaults defined elsewhere, so that they are
-// stated once: the method enum and its description (quant.Methods), the
+// stated once: the format list (quant.Formats), the method enum and its
+// description (quant.Methods), the
 // GPTQ defaults (gptq.DefaultPercDamp, gptq.DefaultBlockSize) and the
 // scale-search grid (quant.ClipGrid). invopop/jsonschema calls it for
 // QuantSpec and, through embedding, for QuantRule.
 func (QuantSpec) JSONSchemaExtend(s *jsonschema.Schema) {
 	if s.Properties == nil {
 		return
+	}
+	if p, ok := s.Properties.Get("format"); ok {
+		var names []string
+		for _, f := range quant.Formats() {
+			names = append(names, f.Name)
+		}
+		p.Description = "number format (" + strings.Join(names, " ") + ") or skip"
 	}
 	if p, ok := s.Properties.Get("method"); ok {
 		p.Enum = nil
