@@ -73,10 +73,10 @@ func gptqOptions(rq ResolvedQuant) gptq.Options {
 // Meta to record and the weights in the packed tensor's basis (w, or W·Rᵀ).
 func hessianGPTQ(ctx context.Context, name string, w []float32, rows, cols int, h []float64, wmeta map[string]string, rq ResolvedQuant) (*quant.Packed, []float32, map[string]string, []float32, error) {
 	opt := gptqOptions(rq)
-	meta := map[string]string{quant.MetaMethod: rq.Method, "gptq.actorder": strconv.FormatBool(opt.ActOrder),
-		"gptq.damp": strconv.FormatFloat(opt.PercDamp, 'g', -1, 64), "gptq.static_groups": "true"}
+	meta := map[string]string{quant.MetaMethod: rq.Method, gptq.MetaActOrder: strconv.FormatBool(opt.ActOrder),
+		gptq.MetaDamp: strconv.FormatFloat(opt.PercDamp, 'g', -1, 64), gptq.MetaStaticGroups: "true"}
 	if len(opt.ClipRatios) > 0 {
-		meta["quant.scale_search"] = "true"
+		meta[metaScaleSearch] = "true"
 	}
 	if rq.Method == MethodMRGPTQ && wmeta[hadamard.MetaInput] == "" {
 		r, err := gptq.QuantizeMR(ctx, w, rows, cols, h, rq.Format, 0, opt)
@@ -89,7 +89,7 @@ func hessianGPTQ(ctx context.Context, name string, w []float32, rows, cols int, 
 		}
 		meta[hadamard.MetaInput] = r.Rotation.Spec()
 		meta[hadamard.MetaInputPlacement] = hadamard.PlacementOnline
-		meta["gptq.err"] = strconv.FormatFloat(r.Result.Err, 'g', 8, 64)
+		meta[gptq.MetaErr] = strconv.FormatFloat(r.Result.Err, 'g', 8, 64)
 		wr := append([]float32(nil), w...)
 		if err := r.Rotation.Apply(wr, rows); err != nil {
 			return nil, nil, nil, nil, err
@@ -100,7 +100,7 @@ func hessianGPTQ(ctx context.Context, name string, w []float32, rows, cols int, 
 	if err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("tensor %q: %w", name, err)
 	}
-	meta["gptq.err"] = strconv.FormatFloat(res.Err, 'g', 8, 64)
+	meta[gptq.MetaErr] = strconv.FormatFloat(res.Err, 'g', 8, 64)
 	return p, res.Q, meta, w, nil
 }
 
@@ -142,7 +142,7 @@ func quantizeWithHessian(ctx context.Context, t, ht *tensor.Tensor, rq ResolvedQ
 	}
 	meta[quant.MetaShape] = quant.FormatShape(t.Shape)
 	meta["quant.source_dtype"] = t.DType.String()
-	meta["gptq.samples"] = strconv.FormatInt(hs.Samples(), 10)
+	meta[gptq.MetaSamples] = strconv.FormatInt(hs.Samples(), 10)
 	for k, v := range t.Meta {
 		if _, ok := meta[k]; !ok && (len(k) > 9 && k[:9] == "rotation.") {
 			meta[k] = v
