@@ -8,10 +8,11 @@ import (
 	"log/slog"
 	"math"
 	"path/filepath"
-	"reflect"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/invopop/jsonschema"
 
 	"github.com/marlin-llm/marlin/internal/assets"
 	"github.com/marlin-llm/marlin/pipeline"
@@ -308,16 +309,27 @@ func FuzzQuantizeConfig(f *testing.F) {
 }
 
 // TestQuantizeFormatDocListsEveryFormat: the `format` field's description
-// (schema and README) names every registered format.
+// and the `method` enum (schema and README) name every registered format
+// and method.
 func TestQuantizeFormatDocListsEveryFormat(t *testing.T) {
-	f, ok := reflect.TypeOf(QuantSpec{}).FieldByName("Format")
-	if !ok {
-		t.Fatal("QuantSpec has no Format field")
-	}
-	doc := f.Tag.Get("jsonschema")
-	for _, n := range quant.Names() {
-		if !strings.Contains(doc, " "+n+" ") && !strings.Contains(doc, "("+n+" ") && !strings.Contains(doc, " "+n+")") {
-			t.Errorf("format %q missing from the description %q", n, doc)
+	r := &jsonschema.Reflector{FieldNameTag: "yaml", ExpandedStruct: true}
+	for _, v := range []any{&QuantSpec{}, &QuantRule{}} {
+		s := r.Reflect(v)
+		f, ok := s.Properties.Get("format")
+		if !ok {
+			t.Fatalf("%T: no format property", v)
+		}
+		for _, n := range quant.Names() {
+			if !strings.Contains(f.Description, " "+n+" ") && !strings.Contains(f.Description, "("+n+" ") && !strings.Contains(f.Description, " "+n+")") {
+				t.Errorf("%T: format %q missing from the description %q", v, n, f.Description)
+			}
+		}
+		m, ok := s.Properties.Get("method")
+		if !ok {
+			t.Fatalf("%T: no method property", v)
+		}
+		if want := quant.MethodNames(); fmt.Sprint(m.Enum) != fmt.Sprint(want) {
+			t.Errorf("%T: method enum %v, want %v", v, m.Enum, want)
 		}
 	}
 }
