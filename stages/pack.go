@@ -13,9 +13,9 @@ import (
 
 	"github.com/marlin-llm/marlin/export/ct"
 	"github.com/marlin-llm/marlin/export/llamacpp"
-	"github.com/marlin-llm/marlin/export/native"
 	"github.com/marlin-llm/marlin/model/gguf"
 	"github.com/marlin-llm/marlin/model/hfconfig"
+	"github.com/marlin-llm/marlin/model/native"
 	"github.com/marlin-llm/marlin/model/safetensors"
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"

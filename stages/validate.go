@@ -13,11 +13,11 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/marlin-llm/marlin/export/native"
 	"github.com/marlin-llm/marlin/kernels"
 	"github.com/marlin-llm/marlin/model/arch"
 	"github.com/marlin-llm/marlin/model/eval"
 	"github.com/marlin-llm/marlin/model/hfconfig"
+	"github.com/marlin-llm/marlin/model/native"
 	"github.com/marlin-llm/marlin/model/qmodel"
 	"github.com/marlin-llm/marlin/model/safetensors"
 	"github.com/marlin-llm/marlin/model/tokenizer"

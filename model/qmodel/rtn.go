@@ -7,8 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/marlin-llm/marlin/export/native"
 	"github.com/marlin-llm/marlin/internal/atomicfile"
+	"github.com/marlin-llm/marlin/model/native"
 	"github.com/marlin-llm/marlin/model/safetensors"
 	"github.com/marlin-llm/marlin/quant"
 	"github.com/marlin-llm/marlin/tensor"

@@ -1,4 +1,5 @@
-// Package native writes and reads marlin's native packed checkpoint: the
+// Package native writes and reads marlin's native packed checkpoint (the
+// pack stage's format native; model/qmodel runs it): the
 // quant.Packed buffers the CPU and Metal kernels consume (kernels.Backend's
 // DequantGEMM takes a *quant.Packed as is), stored in safetensors shards.
 //
