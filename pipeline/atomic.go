@@ -37,10 +37,11 @@ func CreateAtomic(path string) (*AtomicFile, error) {
 // Stages write final artifacts into TaskEnv.OutDir through
 // TaskEnv.WriteArtifact, or with it (or CreateAtomic) on a path from
 // TaskEnv.ArtifactPath, so that the file is recorded.
+//
+// It is internal/atomicfile.WriteFile, which packages below pipeline
+// (exporters, report, model/synth) call directly so that they do not
+// link the pipeline package.
 func WriteFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
 	return atomicfile.WriteFile(path, data)
 }
 

@@ -26,7 +26,7 @@
 //   - runner.go: errgroup workers, semaphore.Weighted memory admission,
 //     skip-if-checkpointed, first error cancels.
 //   - store.go, atomic.go, lock_*.go: content-addressed Arrow IPC blobs
-//     (tensor.WriteArrow), fsynced journal, temp+fsync+rename, flock.
+//     (tensor/arrowio), fsynced journal, temp+fsync+rename, flock.
 //   - artifact.go: files tasks write to out/ (TaskEnv.WriteArtifact,
 //     ArtifactPath), recorded in the journal, re-checked on resume, never
 //     written through a link.

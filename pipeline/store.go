@@ -21,6 +21,7 @@ import (
 
 	"github.com/marlin-llm/marlin/internal/atomicfile"
 	"github.com/marlin-llm/marlin/tensor"
+	"github.com/marlin-llm/marlin/tensor/arrowio"
 )
 
 // FormatVersion is part of every task identity; bump it when the blob
@@ -316,7 +317,7 @@ func (s *Store) Put(id string, ref TaskRef, out *Output, seconds float64) (Journ
 	if err != nil {
 		return JournalEntry{}, fmt.Errorf("store %s: %w", ref, err)
 	}
-	if err := tensor.WriteArrow(hw, ts, out.Meta); err != nil {
+	if err := arrowio.Write(hw, ts, out.Meta); err != nil {
 		return JournalEntry{}, fmt.Errorf("store %s: %w", ref, err)
 	}
 	if err := bw.Flush(); err != nil {
@@ -357,14 +358,14 @@ func (s *Store) Put(id string, ref TaskRef, out *Output, seconds float64) (Journ
 }
 
 // Get reads the blob of an entry: one read of the file into memory, then
-// tensor.ReadArrowBytes decodes it without copying (the tensors' Data are
+// arrowio.ReadBytes decodes it without copying (the tensors' Data are
 // slices of that buffer and stay valid after the call).
 func (s *Store) Get(e JournalEntry) (*Output, error) {
 	data, err := os.ReadFile(s.BlobPath(e.ID))
 	if err != nil {
 		return nil, fmt.Errorf("load %s/%s: %w", e.Stage, e.Key, err)
 	}
-	ts, meta, err := tensor.ReadArrowBytes(data)
+	ts, meta, err := arrowio.ReadBytes(data)
 	if err != nil {
 		return nil, fmt.Errorf("load %s/%s: %w", e.Stage, e.Key, err)
 	}

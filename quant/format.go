@@ -294,6 +294,10 @@ func formats() []Format {
 	}
 }
 
+// Formats returns every registered format, in registry order (the order
+// the job-file schema lists them).
+func Formats() []Format { return formats() }
+
 // Names returns the registered format names, sorted.
 func Names() []string {
 	var n []string

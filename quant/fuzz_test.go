@@ -3,6 +3,7 @@ package quant
 import (
 	"encoding/binary"
 	"math"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -109,4 +110,49 @@ func TestFromTensorsWrappingShape(t *testing.T) {
 	if _, err := NewPacked(mustLookup(t, "nvfp4"), 1<<50, 1<<18); err == nil {
 		t.Error("NewPacked accepted a 2^50×2^18 shape")
 	}
+}
+
+// TestShapeRoundTrip pins the one Meta shape format (quant.shape and the
+// stages' task shape): FormatShape's output parses back to the shape.
+func TestShapeRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		shape []int
+		text  string
+	}{
+		{[]int{}, ""},
+		{[]int{1024}, "1024"},
+		{[]int{768, 256}, "768,256"},
+		{[]int{8, 0, 3}, "8,0,3"},
+	} {
+		if got := FormatShape(tc.shape); got != tc.text {
+			t.Errorf("FormatShape(%v) = %q, want %q", tc.shape, got, tc.text)
+		}
+		got, err := ParseShape(tc.text)
+		if err != nil || !slices.Equal(got, tc.shape) || got == nil {
+			t.Errorf("ParseShape(%q) = %v, %v; want %v", tc.text, got, err, tc.shape)
+		}
+	}
+	for _, bad := range []string{"[768,256]", "768,", "a", "-1", "1,,2", "99999999999999999999"} {
+		if sh, err := ParseShape(bad); err == nil {
+			t.Errorf("ParseShape(%q) = %v, want an error", bad, sh)
+		}
+	}
+}
+
+// FuzzParseShape: ParseShape never panics, and what it accepts formats and
+// parses back to the same shape.
+func FuzzParseShape(f *testing.F) {
+	for _, s := range []string{"", "768,256", "1", " 3, 4", "[1,2]", "-1", "1,,2", "+5"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		sh, err := ParseShape(s)
+		if err != nil {
+			return
+		}
+		again, err := ParseShape(FormatShape(sh))
+		if err != nil || !slices.Equal(again, sh) {
+			t.Fatalf("%q: parsed %v, reformatted %q parses to %v, %v", s, sh, FormatShape(sh), again, err)
+		}
+	})
 }

@@ -38,15 +38,28 @@ type FitOptions struct {
 	Weights []float32
 }
 
-// DefaultClipRatios is the scale-search grid used by `scale_search: true`:
-// 1, 0.98, ..., 0.70 (16 ratios).
-func DefaultClipRatios() []float32 {
-	r := make([]float32, 16)
+// The default scale-search grid: ClipGridSize clipping ratios from 1 down
+// in steps of ClipGridStep (1, 0.98, ..., 0.70).
+const (
+	ClipGridSize = 16
+	ClipGridStep = 0.02
+)
+
+// ClipGrid returns the default scale-search grid in T's precision: ratio i
+// is 1 − ClipGridStep·i computed in T, so the float32 grid of RTN and the
+// float64 grid of GPTQ (gptq.DefaultClipRatios) hold the same decimals
+// rounded each to its type.
+func ClipGrid[T float32 | float64]() []T {
+	r := make([]T, ClipGridSize)
 	for i := range r {
-		r[i] = 1 - 0.02*float32(i)
+		r[i] = 1 - ClipGridStep*T(i)
 	}
 	return r
 }
+
+// DefaultClipRatios is the scale-search grid used by `scale_search: true`:
+// ClipGrid in float32.
+func DefaultClipRatios() []float32 { return ClipGrid[float32]() }
 
 // TensorScaleFor returns the FP32 per-tensor scale of formats with
 // TensorScale (NVFP4: absmax/(6·448), in float32) and 1 for other formats.

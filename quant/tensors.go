@@ -227,10 +227,12 @@ func FromTensors(name string, ts []*tensor.Tensor) (*Packed, error) {
 	return p, nil
 }
 
-// ParseShape parses a MetaShape value ("768,256").
+// ParseShape parses a MetaShape value ("768,256"; "" is a scalar's
+// shape). It is the one parser of shapes in Meta, the inverse of
+// FormatShape.
 func ParseShape(s string) ([]int, error) {
 	if s == "" {
-		return nil, fmt.Errorf("empty shape")
+		return []int{}, nil
 	}
 	var out []int
 	for _, part := range strings.Split(s, ",") {
@@ -243,7 +245,8 @@ func ParseShape(s string) ([]int, error) {
 	return out, nil
 }
 
-// FormatShape renders a shape for MetaShape.
+// FormatShape renders a shape for MetaShape: dimensions joined by commas,
+// without brackets or spaces ("768,256"; "" for a scalar).
 func FormatShape(shape []int) string {
 	parts := make([]string, len(shape))
 	for i, d := range shape {

@@ -20,7 +20,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/marlin-llm/marlin/pipeline"
+	"github.com/marlin-llm/marlin/internal/atomicfile"
 	"github.com/marlin-llm/marlin/quant"
 )
 
@@ -229,10 +229,10 @@ func Write(dir string, d *Doc) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := pipeline.WriteFileAtomic(filepath.Join(dir, JSONFile), js); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, JSONFile), js); err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
-	if err := pipeline.WriteFileAtomic(filepath.Join(dir, HTMLFile), html); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, HTMLFile), html); err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
 	return []string{JSONFile, HTMLFile}, nil

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marlin-llm/marlin/export/native"
 	"github.com/marlin-llm/marlin/internal/assets"
+	"github.com/marlin-llm/marlin/model/native"
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/report"
 )

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"github.com/marlin-llm/marlin/model/hfconfig"
@@ -56,6 +55,33 @@ type CalibrateConfig struct {
 	// round-to-nearest instead of GPTQ (0: never; experts below their
 	// input width are otherwise shrunk towards the pooled Hessian).
 	MinExpertTokens int `yaml:"min_expert_tokens,omitempty" json:"min_expert_tokens,omitempty" jsonschema:"minimum=0,description=MoE: a routed expert that received fewer calibration tokens is quantized with RTN instead of GPTQ (default 0: never; below its input width its Hessian is shrunk towards the pooled one)"`
+}
+
+// Calibrate defaults (setDefaults applies them).
+const (
+	defaultCalibSamples   = 128
+	defaultCalibSeqLen    = 256
+	defaultCalibPrecision = "f32"
+)
+
+// setDefaults fills the settings left at zero with their defaults.
+func (c *CalibrateConfig) setDefaults() {
+	if c.Samples == 0 {
+		c.Samples = defaultCalibSamples
+	}
+	if c.SeqLen == 0 {
+		c.SeqLen = defaultCalibSeqLen
+	}
+	if c.Precision == "" {
+		c.Precision = defaultCalibPrecision
+	}
+}
+
+// newCalibrateConfig is the config a job's `with:` is decoded into.
+func newCalibrateConfig() any {
+	c := &CalibrateConfig{}
+	c.setDefaults()
+	return c
 }
 
 // sequential reports the effective Sequential setting.
@@ -108,7 +134,7 @@ func CalibrateKind() pipeline.Kind {
 	return pipeline.Kind{
 		Name:      "calibrate",
 		Doc:       "calibration data for the quantize stage downstream, which streams it through the model one decoder layer at a time (Hessians per Linear and per routed expert, sequential by default)",
-		NewConfig: func() any { return &CalibrateConfig{Samples: 128, SeqLen: 256, Precision: "f32"} },
+		NewConfig: newCalibrateConfig,
 		New: func(cfg any) (pipeline.Stage, error) {
 			c, ok := cfg.(*CalibrateConfig)
 			if !ok {
@@ -117,15 +143,7 @@ func CalibrateKind() pipeline.Kind {
 			if err := c.Validate(); err != nil {
 				return nil, fmt.Errorf("calibrate: %w", err)
 			}
-			if c.Samples == 0 {
-				c.Samples = 128
-			}
-			if c.SeqLen == 0 {
-				c.SeqLen = 256
-			}
-			if c.Precision == "" {
-				c.Precision = "f32"
-			}
+			c.setDefaults()
 			return &calibrateStage{cfg: *c}, nil
 		},
 		Version: 1,
@@ -138,21 +156,8 @@ type calibrateStage struct{ cfg CalibrateConfig }
 // tokenized calibration windows).
 const CalibrationKey = "_calibration"
 
-// Meta keys of the calibration task, read by the quantize stage's planner.
-const (
-	metaCalibInputs     = "calib.inputs"     // upstream stage ids holding the weights
-	metaCalibModel      = "calib.model"      // model dir (config.json)
-	metaCalibSequential = "calib.sequential" // "true" or "false"
-	metaCalibTrueSeq    = "calib.true_sequential"
-	metaCalibPrecision  = "calib.precision"
-	metaCalibAllExperts = "calib.all_experts"
-	metaCalibMinTokens  = "calib.min_expert_tokens"
-	metaCalibSamples    = "calib.samples"
-	metaCalibSeqLen     = "calib.seq_len"
-	metaCalibTextBytes  = "calib.text_bytes"
-	// calibIDsName is the tensor of token ids ([windows, seq_len] I32).
-	calibIDsName = "calib.ids"
-)
+// calibIDsName is the tensor of token ids ([windows, seq_len] I32).
+const calibIDsName = "calib.ids"
 
 func (s *calibrateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipeline.Task, error) {
 	if len(pc.Inputs) == 0 {
@@ -190,19 +195,11 @@ func (s *calibrateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]
 	for _, in := range pc.Inputs {
 		ins = append(ins, in.ID)
 	}
-	meta := map[string]string{
-		MetaInternal:        "true",
-		metaCalibInputs:     strings.Join(ins, ","),
-		metaCalibModel:      modelDir,
-		metaCalibSequential: strconv.FormatBool(s.cfg.sequential()),
-		metaCalibTrueSeq:    strconv.FormatBool(s.cfg.trueSequential()),
-		metaCalibPrecision:  s.cfg.Precision,
-		metaCalibAllExperts: strconv.FormatBool(s.cfg.AllExperts),
-		metaCalibMinTokens:  strconv.Itoa(s.cfg.MinExpertTokens),
-		metaCalibSamples:    strconv.Itoa(s.cfg.Samples),
-		metaCalibSeqLen:     strconv.Itoa(s.cfg.SeqLen),
-		metaCalibTextBytes:  strconv.FormatInt(fi.Size(), 10),
-	}
+	meta := calibMeta{
+		Inputs: ins, Model: modelDir, Sequential: s.cfg.sequential(), TrueSequential: s.cfg.trueSequential(), Precision: s.cfg.Precision,
+		AllExperts: s.cfg.AllExperts, MinExpertTokens: s.cfg.MinExpertTokens,
+		Samples: s.cfg.Samples, SeqLen: s.cfg.SeqLen, TextBytes: fi.Size(),
+	}.encode()
 	return []*pipeline.Task{{
 		Key: CalibrationKey, EstBytes: 16*fi.Size() + 64<<20, Meta: meta,
 		Fingerprint: fp + "; " + cfgFP + "; " + tokFP,
@@ -247,7 +244,7 @@ func (s *calibrateStage) tokenize(modelDir, textPath string) func(context.Contex
 		if err != nil {
 			return nil, err
 		}
-		return &pipeline.Output{Tensors: []*tensor.Tensor{t}, Meta: map[string]string{"calib.report": string(js)}}, nil
+		return &pipeline.Output{Tensors: []*tensor.Tensor{t}, Meta: map[string]string{metaCalibReport: string(js)}}, nil
 	}
 }
 

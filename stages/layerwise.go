@@ -45,17 +45,13 @@ import (
 // it are done, so the workdir holds about two activation snapshots, and a
 // killed run resumes at the layer it was in.
 
-// Layer-mode task keys and Meta.
+// Layer-mode task keys (their Meta keys are in meta.go).
 const (
 	actKeyPrefix   = "act."
 	layerKeyPrefix = "layer."
-	metaLayer      = "layer.index"
 	embedName      = "model.embed_tokens.weight"
 	finalNormName  = "model.norm.weight"
 	lmHeadName     = "lm_head.weight"
-	// metaExperts is the JSON list of a layer's routed-expert coverage
-	// (calib.ExpertCoverage) in a layer task's output Meta.
-	metaExperts = "calib.experts"
 )
 
 // layerPlan is what the layer tasks share.
@@ -79,7 +75,10 @@ type layerPlan struct {
 func calibrationTask(inputs []*pipeline.StagePlan) (*pipeline.StagePlan, *pipeline.Task) {
 	for _, in := range inputs {
 		for _, t := range in.Tasks {
-			if t.Key == CalibrationKey && t.Meta[metaCalibInputs] != "" {
+			if t.Key != CalibrationKey {
+				continue
+			}
+			if _, ok := decodeCalibMeta(t.Meta); ok {
 				return in, t
 			}
 		}
@@ -92,8 +91,9 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 	if len(pc.Inputs) != 1 {
 		return nil, fmt.Errorf("quantize: with a calibrate stage upstream, it must be the only input (got %d)", len(pc.Inputs))
 	}
+	cm, _ := decodeCalibMeta(cal.Meta)
 	var weights []*pipeline.StagePlan
-	for _, id := range strings.Split(cal.Meta[metaCalibInputs], ",") {
+	for _, id := range cm.Inputs {
 		sp := pc.Upstream[id]
 		if sp == nil {
 			return nil, fmt.Errorf("quantize: calibrate stage %q reads stage %q, which is not planned", calStage.ID, id)
@@ -104,7 +104,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 	if err != nil {
 		return nil, fmt.Errorf("quantize: %w", err)
 	}
-	cfg, err := hfconfig.Load(cal.Meta[metaCalibModel])
+	cfg, err := hfconfig.Load(cm.Model)
 	if err != nil {
 		return nil, fmt.Errorf("quantize: %w", err)
 	}
@@ -112,15 +112,12 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 		cfg.TieWordEmbeddings = false // the rotate stage unties lm_head
 	}
 	lp := &layerPlan{s: s, cfg: cfg, ix: ix, calRef: pipeline.TaskRef{Stage: calStage.ID, Key: cal.Key}, stageID: pc.StageID,
-		sequential: cal.Meta[metaCalibSequential] != "false", trueSequential: cal.Meta[metaCalibTrueSeq] != "false", prec: gptq.F32, allExperts: cal.Meta[metaCalibAllExperts] == "true",
-		backend: pc.Resources.Backend}
-	if cal.Meta[metaCalibPrecision] == "f64" {
+		sequential: cm.Sequential, trueSequential: cm.TrueSequential, prec: gptq.F32, allExperts: cm.AllExperts,
+		minTokens: cm.MinExpertTokens, backend: pc.Resources.Backend}
+	if cm.Precision == "f64" {
 		lp.prec = gptq.F64
 	}
-	lp.minTokens, _ = strconv.Atoi(cal.Meta[metaCalibMinTokens])
-	samples, _ := strconv.Atoi(cal.Meta[metaCalibSamples])
-	seqLen, _ := strconv.Atoi(cal.Meta[metaCalibSeqLen])
-	actBytes := int64(samples) * int64(seqLen) * int64(cfg.HiddenSize) * 4
+	actBytes := int64(cm.Samples) * int64(cm.SeqLen) * int64(cfg.HiddenSize) * 4
 
 	perLayer := make([][]string, cfg.NumLayers)
 	var others []string
@@ -145,9 +142,8 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 		var stored, f32, hess int64
 		var work []int64 // per 2-D tensor: GPTQ's float64 Hessian, its inverse and the weight copies
 		for _, n := range names {
-			b, _ := strconv.ParseInt(ix.metas[n][MetaBytes], 10, 64)
-			stored += b
-			sh, _ := parseShapeMeta(ix.metas[n][MetaShape])
+			stored += taskBytes(ix.metas[n])
+			sh, _ := taskShape(ix.metas[n])
 			numel := int64(1)
 			for _, d := range sh {
 				numel *= int64(d)
@@ -205,8 +201,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 		needs := lp.refsOf(names)
 		var stored int64
 		for _, n := range names {
-			b, _ := strconv.ParseInt(ix.metas[n][MetaBytes], 10, 64)
-			stored += b
+			stored += taskBytes(ix.metas[n])
 		}
 		meta := map[string]string{MetaTensors: strings.Join(names, ","), MetaBytes: strconv.FormatInt(stored, 10), metaLayer: strconv.Itoa(l)}
 		for _, n := range names {
@@ -258,8 +253,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 			meta[quant.MetaFormat] = rq.Format.String()
 			meta[quant.MetaMethod] = rq.Method
 		}
-		b, _ := strconv.ParseInt(ix.metas[n][MetaBytes], 10, 64)
-		t := &pipeline.Task{Key: n, Needs: []pipeline.TaskRef{ix.refs[n]}, EstBytes: 3*b + 1<<20, Meta: meta}
+		t := &pipeline.Task{Key: n, Needs: []pipeline.TaskRef{ix.refs[n]}, EstBytes: 3*taskBytes(ix.metas[n]) + 1<<20, Meta: meta}
 		if n == lmHeadName && lp.headByHessian(rq) {
 			normRef, ok := ix.refs[finalNormName]
 			if !ok {
@@ -270,7 +264,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 			t.EstBytes += 2*actBytes + 8*int64(cfg.HiddenSize)*int64(cfg.HiddenSize)
 			t.Run = lp.runHead(t.Needs)
 		} else {
-			if hfconfig.LayerIndex(n) >= 0 && !rq.Skip && rq.Method != MethodRTN && pc.Log != nil {
+			if hfconfig.LayerIndex(n) >= 0 && !rq.Skip && rq.needsHessian() && pc.Log != nil {
 				pc.Log.Warn("tensor of a layer the forward pass does not run (beyond num_hidden_layers): quantized without a Hessian (round to nearest)", "tensor", n, "num_hidden_layers", cfg.NumLayers)
 			}
 			t.Run = lp.runTensor(ix.refs[n], n)
@@ -283,7 +277,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 // headByHessian reports whether lm_head is quantized with a Hessian (its
 // task then needs the activations after the last layer).
 func (lp *layerPlan) headByHessian(rq ResolvedQuant) bool {
-	return !rq.Skip && rq.Method != MethodRTN && rq.Format.Quantized()
+	return !rq.Skip && rq.needsHessian() && rq.Format.Quantized()
 }
 
 // refsOf returns the distinct upstream tasks holding names.
@@ -639,7 +633,7 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 		for _, k := range []struct {
 			key string
 			v   any
-		}{{metaExperts, rep.Experts}, {"calib.router_counts", rep.RouterCounts}} {
+		}{{metaExperts, rep.Experts}, {metaRouterCounts, rep.RouterCounts}} {
 			js, err := json.Marshal(k.v)
 			if err != nil {
 				return nil, err
@@ -674,8 +668,8 @@ func (lp *layerPlan) quantizeProj(ctx context.Context, t *tensor.Tensor, h *gptq
 		ht = h.Tensor(t.Name + HessianSuffix)
 	} else {
 		c.Meta[MetaHasHessian] = "none"
-		if rq.Method != MethodRTN {
-			c.Meta["calib.fallback"] = "rtn"
+		if rq.needsHessian() {
+			c.Meta[metaCalibFallback] = MethodRTN
 		}
 	}
 	ts, rep, err := lp.s.quantizeResolved(ctx, &c, ht, rq)
@@ -690,25 +684,6 @@ func (lp *layerPlan) quantizeProj(ctx context.Context, t *tensor.Tensor, h *gptq
 		return nil, nil, nil, err
 	}
 	return ts, rep, eff, nil
-}
-
-// setReports records a task's tensor reports in its Meta ("quant.reports",
-// read by the report task; a single report's fields too).
-func setReports(out *pipeline.Output, reports []quant.Report) error {
-	if len(reports) == 1 {
-		for k, v := range reports[0].Meta() {
-			out.Meta[k] = v
-		}
-	}
-	if len(reports) == 0 {
-		return nil
-	}
-	b, err := json.Marshal(reports)
-	if err != nil {
-		return fmt.Errorf("report: %w", err)
-	}
-	out.Meta["quant.reports"] = string(b)
-	return nil
 }
 
 // quantizeNoHessian quantizes t as a tensor no Linear reads (norms, biases,

@@ -19,6 +19,7 @@ import (
 	"github.com/marlin-llm/marlin/model/hfconfig"
 	"github.com/marlin-llm/marlin/model/safetensors"
 	"github.com/marlin-llm/marlin/pipeline"
+	"github.com/marlin-llm/marlin/quant"
 	"github.com/marlin-llm/marlin/tensor"
 )
 
@@ -108,19 +109,6 @@ func LoadKind() pipeline.Kind {
 		},
 	}
 }
-
-// Task Meta keys set by the load stage. Single-tensor tasks carry dtype,
-// shape and bytes of their tensor (shape as "[a,b]"); group tasks carry
-// "tensors" (comma-separated names) and their total bytes. GGUF tensors of
-// block-quantized types also carry "ggml_type".
-const (
-	MetaDType    = "dtype"
-	MetaShape    = "shape"
-	MetaBytes    = "bytes"
-	MetaTensors  = "tensors"
-	MetaGGMLType = "ggml_type"
-	MetaModel    = "model_type"
-)
 
 type loadStage struct {
 	cfg LoadConfig
@@ -279,7 +267,7 @@ func (s *ggufSource) entry(name string) (loadEntry, bool) {
 	if err != nil {
 		return loadEntry{}, false
 	}
-	return loadEntry{dtype: t.DType.String(), shape: t.Shape, bytes: int64(len(t.Data)), fingerprint: s.fp, ggmlType: t.Meta["ggml_type"]}, true
+	return loadEntry{dtype: t.DType.String(), shape: t.Shape, bytes: int64(len(t.Data)), fingerprint: s.fp, ggmlType: t.Meta[MetaGGMLType]}, true
 }
 func (s *ggufSource) tensor(name string) (*tensor.Tensor, error) { return s.f.Tensor(name) }
 
@@ -396,7 +384,7 @@ func (s *loadStage) task(src loadSource, key string, names []string, modelType s
 	if len(names) == 1 {
 		e, _ := src.entry(names[0])
 		meta[MetaDType] = e.dtype
-		meta[MetaShape] = shapeString(e.shape)
+		meta[MetaShape] = quant.FormatShape(e.shape)
 		if e.ggmlType != "" {
 			meta[MetaGGMLType] = e.ggmlType
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/marlin-llm/marlin/model/gguf"
 	"github.com/marlin-llm/marlin/model/safetensors"
 	"github.com/marlin-llm/marlin/pipeline"
+	"github.com/marlin-llm/marlin/quant"
 )
 
 func planLoad(t *testing.T, cfg LoadConfig) []*pipeline.Task {
@@ -46,7 +47,7 @@ func TestLoadPlanAndRun(t *testing.T) {
 	}
 	for _, task := range tasks {
 		ti, _ := ck.Info(task.Key)
-		if task.Meta[MetaDType] != "BF16" || task.Meta[MetaShape] != shapeString(ti.Shape) ||
+		if task.Meta[MetaDType] != "BF16" || task.Meta[MetaShape] != quant.FormatShape(ti.Shape) ||
 			task.Meta[MetaBytes] != fmt.Sprint(ti.Size()) || task.Meta[MetaModel] != "qwen3_moe" {
 			t.Errorf("%s: meta %v", task.Key, task.Meta)
 		}

@@ -13,9 +13,9 @@ import (
 
 	"github.com/marlin-llm/marlin/export/ct"
 	"github.com/marlin-llm/marlin/export/llamacpp"
-	"github.com/marlin-llm/marlin/export/native"
 	"github.com/marlin-llm/marlin/model/gguf"
 	"github.com/marlin-llm/marlin/model/hfconfig"
+	"github.com/marlin-llm/marlin/model/native"
 	"github.com/marlin-llm/marlin/model/safetensors"
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
@@ -83,7 +83,7 @@ func (c *PackConfig) Validate() error {
 	if c.Format == PackGGUF {
 		recipe := c.GGUFType
 		if recipe == "" {
-			recipe = "f16"
+			recipe = llamacpp.DefaultRecipe
 		}
 		if err := llamacpp.ValidateRecipe(recipe, c.Rules); err != nil {
 			errs = append(errs, &pipeline.FieldError{Field: "gguf_type", Err: err})
@@ -145,24 +145,21 @@ func (s *packStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 	var maxBytes int64
 	for _, in := range pc.Inputs {
 		for _, t := range in.Tasks {
-			if t.Meta[MetaInternal] == "true" {
+			if isInternal(t.Meta) {
 				continue // a report or calibration task: no model tensors
 			}
-			names := []string{t.Key}
-			if list := t.Meta[MetaTensors]; list != "" {
-				names = strings.Split(list, ",")
-			}
+			names := taskTensors(t)
 			for _, n := range names {
 				if seen[n] {
 					return nil, fmt.Errorf("pack: tensor %q comes from two upstream tasks", n)
 				}
 				seen[n] = true
 			}
-			b, _ := strconv.ParseInt(t.Meta[MetaBytes], 10, 64)
+			b := taskBytes(t.Meta)
 			maxBytes = max(maxBytes, b)
 			pi := packInput{ref: pipeline.TaskRef{Stage: in.ID, Key: t.Key}, names: names, bytes: b}
-			if sh := t.Meta[MetaShape]; sh != "" && len(names) == 1 {
-				pi.shape, _ = parseShapeMeta(sh)
+			if sh, ok := taskShape(t.Meta); ok && len(names) == 1 {
+				pi.shape = sh
 			}
 			if f := t.Meta[quant.MetaFormat]; f != "" && f != "skip" {
 				pi.packed = true
@@ -257,22 +254,6 @@ func (s *packStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 		Run:         s.runIndex(shardRefs, model),
 	})
 	return tasks, nil
-}
-
-func parseShapeMeta(s string) ([]int, error) {
-	s = strings.Trim(s, "[]")
-	if s == "" {
-		return []int{}, nil
-	}
-	var out []int
-	for _, p := range strings.Split(s, ",") {
-		d, err := strconv.Atoi(strings.TrimSpace(p))
-		if err != nil || d < 0 {
-			return nil, fmt.Errorf("bad shape %q", s)
-		}
-		out = append(out, d)
-	}
-	return out, nil
 }
 
 // dirFingerprint identifies the metadata files of a model directory by
@@ -570,7 +551,7 @@ func (s *packStage) runGGUF(inputs []packInput, model string) func(context.Conte
 		}
 		recipe := s.cfg.GGUFType
 		if recipe == "" {
-			recipe = "f16"
+			recipe = llamacpp.DefaultRecipe
 		}
 		opt := llamacpp.Options{Recipe: recipe, Rules: s.cfg.Rules, Name: s.cfg.Name, TokenizerPre: s.cfg.TokenizerPre}
 		plan, err := llamacpp.NewPlan(cfg, model, names, func(n string) []int { return shapes[n] }, opt)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/marlin-llm/marlin/tensor"
+	"github.com/marlin-llm/marlin/tensor/arrowio"
 )
 
 // TestPyarrowReference checks the blob pyarrow opened on the device machine
@@ -45,7 +46,7 @@ func TestPyarrowReference(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if err := tensor.WriteArrow(&buf, []*tensor.Tensor{x}, nil); err != nil {
+	if err := arrowio.Write(&buf, []*tensor.Tensor{x}, nil); err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(buf.Bytes())

@@ -13,6 +13,7 @@ import (
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
 	"github.com/marlin-llm/marlin/quant/calib"
+	"github.com/marlin-llm/marlin/quant/gptq"
 	"github.com/marlin-llm/marlin/tensor"
 )
 
@@ -23,25 +24,28 @@ type QuantSpec struct {
 	// Format is a quant format name (quant.Names: fp4, mxfp4, nvfp4, int4,
 	// int4_asym, int3, int2, nf4, nf3, fp8_e4m3, fp8_e5m2, int8, bf16, f16)
 	// or "skip" (keep the tensor exactly as it came).
-	Format string `yaml:"format,omitempty" json:"format,omitempty" jsonschema:"description=number format (fp4 mxfp4 nvfp4 int4 int4_asym int3 int3_asym int2 int2_asym int8 nf4 nf3 fp8_e4m3 fp8_e5m2 fp8_e4m3_tensor fp8_e5m2_tensor bf16 f16) or skip"`
+	// Its schema description lists quant.Formats (quantize_schema.go).
+	Format string `yaml:"format,omitempty" json:"format,omitempty"`
 	// GroupSize overrides the format's group size (0: one group per row).
 	// MXFP4 (32) and NVFP4 (16) have fixed block sizes.
 	GroupSize *int `yaml:"group_size,omitempty" json:"group_size,omitempty" jsonschema:"minimum=0,description=weights per scale group along the input dim (0: per row)"`
 	// Scale overrides the scale encoding of formats with a float scale.
 	Scale string `yaml:"scale,omitempty" json:"scale,omitempty" jsonschema:"enum=f16,enum=bf16,enum=f32,description=scale encoding override for fp4/int/nf/fp8 formats"`
 	// Method is rtn (round to nearest), gptq or mr-gptq.
-	Method string `yaml:"method,omitempty" json:"method,omitempty" jsonschema:"enum=rtn,enum=gptq,enum=mr-gptq,description=quantization method: rtn (round to nearest; default); gptq; or mr-gptq (gptq with act-order and scale search on Hadamard-rotated input); gptq and mr-gptq need a calibrate stage upstream"`
+	// Its schema enum and description come from quant.Methods
+	// (quantize_schema.go).
+	Method string `yaml:"method,omitempty" json:"method,omitempty"`
 	// ScaleSearch searches clipping ratios per group for the least MSE.
 	ScaleSearch *bool `yaml:"scale_search,omitempty" json:"scale_search,omitempty" jsonschema:"description=search clipping ratios per group for the least squared error (default false; mr-gptq always searches)"`
 	// ClipRatios overrides the scale-search grid (each in (0, 1]).
-	ClipRatios []float32 `yaml:"clip_ratios,omitempty" json:"clip_ratios,omitempty" jsonschema:"description=clipping ratios the scale search tries; each > 0 and <= 1 (default 1 0.98 ... 0.70); rtn uses them only with scale_search: true; gptq and mr-gptq search whenever they are set"`
+	ClipRatios []float32 `yaml:"clip_ratios,omitempty" json:"clip_ratios,omitempty"`
 	// ActOrder (GPTQ) quantizes columns in decreasing Hessian-diagonal order;
 	// groups stay static and contiguous (no g_idx).
 	ActOrder *bool `yaml:"actorder,omitempty" json:"actorder,omitempty" jsonschema:"description=gptq: quantize columns in decreasing Hessian-diagonal order; groups stay contiguous (default false; mr-gptq always does)"`
 	// Damp (GPTQ) is the relative dampening added to the Hessian diagonal.
-	Damp *float64 `yaml:"damp,omitempty" json:"damp,omitempty" jsonschema:"minimum=0,description=gptq: dampening added to the Hessian diagonal as a fraction of its mean (default 0.01; 0 also means 0.01)"`
+	Damp *float64 `yaml:"damp,omitempty" json:"damp,omitempty" jsonschema:"minimum=0"`
 	// BlockSize (GPTQ) is the lazy-batch column block.
-	BlockSize *int `yaml:"block_size,omitempty" json:"block_size,omitempty" jsonschema:"minimum=1,description=gptq: lazy-batch width in columns; rounded to a multiple of the group size (default 128)"`
+	BlockSize *int `yaml:"block_size,omitempty" json:"block_size,omitempty" jsonschema:"minimum=1"`
 	// NonFinite is error (default: a NaN/Inf weight fails the task, naming
 	// tensor and index) or pass (quantize anyway; see quant.NonFinitePass).
 	NonFinite string `yaml:"nonfinite,omitempty" json:"nonfinite,omitempty" jsonschema:"enum=error,enum=pass,description=NaN/Inf weights: error (default) fails the task naming tensor and index; pass quantizes anyway with scales fitted on the finite weights (an MXFP4 block holding NaN/Inf becomes NaN; FP8 keeps NaN; other grids saturate Inf and encode NaN as zero)"`
@@ -83,11 +87,11 @@ type ResolvedQuant struct {
 	Rule int
 }
 
-// Quantization methods.
+// Quantization methods (the registry is quant.Methods).
 const (
-	MethodRTN    = "rtn"
-	MethodGPTQ   = "gptq"
-	MethodMRGPTQ = "mr-gptq"
+	MethodRTN    = quant.MethodRTN
+	MethodGPTQ   = quant.MethodGPTQ
+	MethodMRGPTQ = quant.MethodMRGPTQ
 )
 
 func newQuantizeConfig() *QuantizeConfig {
@@ -195,14 +199,12 @@ func resolve(base, over QuantSpec, rule int) (ResolvedQuant, error) {
 	if over.NonFinite != "" {
 		s.NonFinite = over.NonFinite
 	}
-	rq := ResolvedQuant{Rule: rule, Method: s.Method, Damp: 0.01, BlockSize: 128}
+	rq := ResolvedQuant{Rule: rule, Method: s.Method, Damp: gptq.DefaultPercDamp, BlockSize: gptq.DefaultBlockSize}
 	if rq.Method == "" {
 		rq.Method = MethodRTN
 	}
-	switch rq.Method {
-	case MethodRTN, MethodGPTQ, MethodMRGPTQ:
-	default:
-		return rq, &pipeline.FieldError{Field: "method", Err: fmt.Errorf("unknown method %q (known: rtn, gptq, mr-gptq)", s.Method)}
+	if _, err := quant.LookupMethod(rq.Method); err != nil {
+		return rq, &pipeline.FieldError{Field: "method", Err: err}
 	}
 	if strings.EqualFold(s.Format, "skip") {
 		rq.Skip = true
@@ -304,10 +306,8 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 	}
 	var names []string // every tensor name, for unmatched-rule warnings
 	for _, t := range tasks {
-		if l := t.Meta[MetaTensors]; l != "" {
-			names = append(names, strings.Split(l, ",")...)
-		} else if t.Meta[MetaInternal] != "true" {
-			names = append(names, t.Key)
+		if !isInternal(t.Meta) {
+			names = append(names, taskTensors(t)...)
 		}
 	}
 	for _, in := range pc.Inputs {
@@ -315,13 +315,11 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 			break // layer mode planned every tensor
 		}
 		for _, ut := range in.Tasks {
-			if ut.Meta[MetaInternal] == "true" {
+			if isInternal(ut.Meta) {
 				continue // a calibration run, not a tensor (see calibrate.go)
 			}
 			names = append(names, ut.Key)
-			if l := ut.Meta[MetaTensors]; l != "" {
-				names = append(names, strings.Split(l, ",")...)
-			}
+			names = append(names, groupNames(ut.Meta)...)
 			if seen[ut.Key] {
 				return nil, fmt.Errorf("quantize: task key %q produced by two upstream stages", ut.Key)
 			}
@@ -333,10 +331,7 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 			if err := checkMethodPlan(rq, ut); err != nil { // quantize_gptq.go
 				return nil, fmt.Errorf("quantize: %s: %w", ut.Key, err)
 			}
-			var inBytes int64
-			if b, err := strconv.ParseInt(ut.Meta["bytes"], 10, 64); err == nil && b > 0 {
-				inBytes = b
-			}
+			inBytes := max(taskBytes(ut.Meta), 0)
 			meta := map[string]string{}
 			for k, v := range ut.Meta {
 				meta[k] = v
@@ -364,7 +359,7 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 		}
 		var refs []pipeline.TaskRef
 		for _, t := range tasks {
-			if t.Meta[MetaInternal] != "true" { // not activations
+			if !isInternal(t.Meta) { // not activations
 				refs = append(refs, pipeline.TaskRef{Stage: pc.StageID, Key: t.Key})
 			}
 		}
@@ -431,20 +426,16 @@ func (s *quantizeStage) runReport(refs []pipeline.TaskRef) func(context.Context,
 			if err != nil {
 				return nil, fmt.Errorf("quantize report: %w", err)
 			}
-			if js := o.Meta["quant.reports"]; js != "" {
-				var reps []quant.Report
-				if err := json.Unmarshal([]byte(js), &reps); err != nil {
-					return nil, fmt.Errorf("quantize report: %s: %w", r.Key, err)
-				}
-				doc.Tensors = append(doc.Tensors, reps...)
+			reps, err := reportsOf(o.Meta)
+			if err != nil {
+				return nil, fmt.Errorf("quantize report: %s: %w", r.Key, err)
 			}
-			if js := o.Meta[metaExperts]; js != "" && js != "null" {
-				var cov []calib.ExpertCoverage
-				if err := json.Unmarshal([]byte(js), &cov); err != nil {
-					return nil, fmt.Errorf("quantize report: %s: %w", r.Key, err)
-				}
-				doc.Experts = append(doc.Experts, cov...)
+			doc.Tensors = append(doc.Tensors, reps...)
+			cov, err := expertsOf(o.Meta)
+			if err != nil {
+				return nil, fmt.Errorf("quantize report: %s: %w", r.Key, err)
 			}
+			doc.Experts = append(doc.Experts, cov...)
 			if strings.HasPrefix(r.Key, layerKeyPrefix) {
 				doc.Layers = append(doc.Layers, LayerStats{Task: r.Key, Stats: o.Stats})
 			}
@@ -499,17 +490,8 @@ func (s *quantizeStage) run(ref pipeline.TaskRef) func(context.Context, *pipelin
 				env.Progress(int64(i+1), int64(len(in.Tensors)))
 			}
 		}
-		if len(reports) == 1 {
-			for k, v := range reports[0].Meta() {
-				out.Meta[k] = v
-			}
-		}
-		if len(reports) > 0 {
-			b, err := json.Marshal(reports)
-			if err != nil {
-				return nil, fmt.Errorf("quantize %s: report: %w", ref.Key, err)
-			}
-			out.Meta["quant.reports"] = string(b)
+		if err := setReports(out, reports); err != nil {
+			return nil, fmt.Errorf("quantize %s: %w", ref.Key, err)
 		}
 		return out, nil
 	}
@@ -539,7 +521,7 @@ func (s *quantizeStage) quantizeResolved(ctx context.Context, t, hessian *tensor
 	if rq.Skip || len(t.Shape) != 2 {
 		return []*tensor.Tensor{t}, nil, nil
 	}
-	if rq.Method != MethodRTN && rq.Format.Quantized() {
+	if rq.needsHessian() && rq.Format.Quantized() {
 		ts, rep, err := quantizeWithHessian(ctx, t, hessian, rq) // quantize_gptq.go
 		if !errors.Is(err, errNoLinear) {
 			return ts, rep, err
@@ -555,12 +537,12 @@ func (s *quantizeStage) quantizeResolved(ctx context.Context, t, hessian *tensor
 	if err != nil {
 		return nil, nil, err
 	}
-	extra := map[string]string{quant.MetaMethod: rq.Method, quant.MetaShape: quant.FormatShape(t.Shape), "quant.source_dtype": t.DType.String()}
-	if f := t.Meta["calib.fallback"]; f != "" {
-		extra["calib.fallback"] = f
+	extra := map[string]string{quant.MetaMethod: rq.Method, quant.MetaShape: quant.FormatShape(t.Shape), metaSourceDType: t.DType.String()}
+	if f := t.Meta[metaCalibFallback]; f != "" {
+		extra[metaCalibFallback] = f
 	}
 	if rq.ScaleSearch {
-		extra["quant.scale_search"] = "true"
+		extra[metaScaleSearch] = "true"
 	}
 	return p.ToTensors(t.Name, extra), &rep, nil
 }

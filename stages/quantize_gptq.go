@@ -19,20 +19,16 @@ import (
 // hessian, never stored) to quantizeWithHessian; MetaHasHessian marks what
 // has one ("none": not a Linear, so RTN).
 
-// MetaHasHessian marks an upstream task whose output carries a Hessian for
-// its weight.
-const MetaHasHessian = "calib.hessian"
-
 // HessianSuffix names a weight's Hessian tensor.
 const HessianSuffix = ".hessian"
 
 // checkMethodPlan fails planning when a Hessian method has no calibrated
 // input.
 func checkMethodPlan(rq ResolvedQuant, upstream *pipeline.Task) error {
-	if rq.Skip || rq.Method == MethodRTN {
+	if rq.Skip || !rq.needsHessian() {
 		return nil
 	}
-	if sh, err := quant.ParseShape(upstream.Meta[MetaShape]); err == nil && len(sh) != 2 {
+	if sh, ok := taskShape(upstream.Meta); ok && len(sh) != 2 {
 		return nil // only 2-D tensors are quantized
 	}
 	switch upstream.Meta[MetaHasHessian] {
@@ -64,7 +60,7 @@ func gptqOptions(rq ResolvedQuant) gptq.Options {
 		}
 	}
 	if o.PercDamp == 0 {
-		o.PercDamp = 0.01
+		o.PercDamp = gptq.DefaultPercDamp
 	}
 	return o
 }
@@ -77,10 +73,10 @@ func gptqOptions(rq ResolvedQuant) gptq.Options {
 // Meta to record and the weights in the packed tensor's basis (w, or W·Rᵀ).
 func hessianGPTQ(ctx context.Context, name string, w []float32, rows, cols int, h []float64, wmeta map[string]string, rq ResolvedQuant) (*quant.Packed, []float32, map[string]string, []float32, error) {
 	opt := gptqOptions(rq)
-	meta := map[string]string{quant.MetaMethod: rq.Method, "gptq.actorder": strconv.FormatBool(opt.ActOrder),
-		"gptq.damp": strconv.FormatFloat(opt.PercDamp, 'g', -1, 64), "gptq.static_groups": "true"}
+	meta := map[string]string{quant.MetaMethod: rq.Method, gptq.MetaActOrder: strconv.FormatBool(opt.ActOrder),
+		gptq.MetaDamp: strconv.FormatFloat(opt.PercDamp, 'g', -1, 64), gptq.MetaStaticGroups: "true"}
 	if len(opt.ClipRatios) > 0 {
-		meta["quant.scale_search"] = "true"
+		meta[metaScaleSearch] = "true"
 	}
 	if rq.Method == MethodMRGPTQ && wmeta[hadamard.MetaInput] == "" {
 		r, err := gptq.QuantizeMR(ctx, w, rows, cols, h, rq.Format, 0, opt)
@@ -93,7 +89,7 @@ func hessianGPTQ(ctx context.Context, name string, w []float32, rows, cols int, 
 		}
 		meta[hadamard.MetaInput] = r.Rotation.Spec()
 		meta[hadamard.MetaInputPlacement] = hadamard.PlacementOnline
-		meta["gptq.err"] = strconv.FormatFloat(r.Result.Err, 'g', 8, 64)
+		meta[gptq.MetaErr] = strconv.FormatFloat(r.Result.Err, 'g', 8, 64)
 		wr := append([]float32(nil), w...)
 		if err := r.Rotation.Apply(wr, rows); err != nil {
 			return nil, nil, nil, nil, err
@@ -104,7 +100,7 @@ func hessianGPTQ(ctx context.Context, name string, w []float32, rows, cols int, 
 	if err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("tensor %q: %w", name, err)
 	}
-	meta["gptq.err"] = strconv.FormatFloat(res.Err, 'g', 8, 64)
+	meta[gptq.MetaErr] = strconv.FormatFloat(res.Err, 'g', 8, 64)
 	return p, res.Q, meta, w, nil
 }
 
@@ -146,7 +142,7 @@ func quantizeWithHessian(ctx context.Context, t, ht *tensor.Tensor, rq ResolvedQ
 	}
 	meta[quant.MetaShape] = quant.FormatShape(t.Shape)
 	meta["quant.source_dtype"] = t.DType.String()
-	meta["gptq.samples"] = strconv.FormatInt(hs.Samples(), 10)
+	meta[gptq.MetaSamples] = strconv.FormatInt(hs.Samples(), 10)
 	for k, v := range t.Meta {
 		if _, ok := meta[k]; !ok && (len(k) > 9 && k[:9] == "rotation.") {
 			meta[k] = v

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant/hadamard"
@@ -75,14 +74,10 @@ func indexTensors(inputs []*pipeline.StagePlan) (*tensorIndex, error) {
 	ix := &tensorIndex{refs: map[string]pipeline.TaskRef{}, metas: map[string]map[string]string{}}
 	for _, in := range inputs {
 		for _, t := range in.Tasks {
-			if t.Meta[MetaInternal] == "true" {
+			if isInternal(t.Meta) {
 				continue
 			}
-			names := []string{t.Key}
-			if l := t.Meta[MetaTensors]; l != "" {
-				names = strings.Split(l, ",")
-			}
-			for _, n := range names {
+			for _, n := range taskTensors(t) {
 				if _, dup := ix.refs[n]; dup {
 					return nil, fmt.Errorf("tensor %q produced by two upstream tasks", n)
 				}
@@ -94,10 +89,6 @@ func indexTensors(inputs []*pipeline.StagePlan) (*tensorIndex, error) {
 	}
 	return ix, nil
 }
-
-// MetaInternal marks tasks that carry no model tensors (a calibration run):
-// tensor-per-task stages skip them.
-const MetaInternal = "stage.internal"
 
 // fetch returns the tensor called name from the output of ref.
 func fetch(env *pipeline.TaskEnv, ref pipeline.TaskRef, name string) (*tensor.Tensor, error) {
@@ -138,8 +129,8 @@ func (s *rotateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pi
 				meta[k] = v
 			}
 		}
-		meta["rotation.role"] = op.Role.String()
-		meta["rotation.spec"] = fmt.Sprintf("hadamard:block=%d:seed=%d", s.cfg.Block, s.cfg.Seed)
+		meta[metaRotationRole] = op.Role.String()
+		meta[metaRotationSpec] = fmt.Sprintf("hadamard:block=%d:seed=%d", s.cfg.Block, s.cfg.Seed)
 		var est int64 = 1 << 20
 		if b, err := strconv.ParseInt(meta[MetaBytes], 10, 64); err == nil {
 			est += 5 * b
@@ -217,8 +208,8 @@ func (s *rotateStage) run(op rotate.Op, needs []pipeline.TaskRef) func(context.C
 			t.Meta[k] = v
 		}
 		if op.Source != op.Name {
-			t.Meta["rotation.untied_from"] = op.Source
+			t.Meta[metaUntiedFrom] = op.Source
 		}
-		return &pipeline.Output{Tensors: []*tensor.Tensor{t}, Meta: map[string]string{"rotation.role": op.Role.String()}}, nil
+		return &pipeline.Output{Tensors: []*tensor.Tensor{t}, Meta: map[string]string{metaRotationRole: op.Role.String()}}, nil
 	}
 }

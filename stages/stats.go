@@ -69,7 +69,7 @@ func (s *statsStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pip
 		for _, t := range in.Tasks {
 			ref := pipeline.TaskRef{Stage: in.ID, Key: t.Key}
 			est := int64(64 << 10 * 4)
-			if b, err := strconv.ParseInt(t.Meta["bytes"], 10, 64); err == nil && b > 0 {
+			if b := taskBytes(t.Meta); b > 0 {
 				est += b
 			}
 			tasks = append(tasks, &pipeline.Task{

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/marlin-llm/marlin/pipeline"
+	"github.com/marlin-llm/marlin/quant"
 	"github.com/marlin-llm/marlin/tensor"
 )
 
@@ -162,9 +163,9 @@ func (s *syntheticStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]
 			Key:      spec.Name,
 			EstBytes: bytes + 4*n, // output + float32 scratch
 			Meta: map[string]string{
-				"dtype": dt.String(),
-				"shape": shapeString(spec.Shape),
-				"bytes": strconv.FormatInt(bytes, 10),
+				MetaDType: dt.String(),
+				MetaShape: quant.FormatShape(spec.Shape),
+				MetaBytes: strconv.FormatInt(bytes, 10),
 			},
 			Run: s.run(spec, dt),
 		})
@@ -208,12 +209,4 @@ func SyntheticTensorData(ctx context.Context, name string, shape []int, dt tenso
 		return nil, fmt.Errorf("synthetic: %w", err)
 	}
 	return t, nil
-}
-
-func shapeString(shape []int) string {
-	s := make([]string, len(shape))
-	for i, d := range shape {
-		s[i] = strconv.Itoa(d)
-	}
-	return "[" + strings.Join(s, ",") + "]"
 }

@@ -13,11 +13,11 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/marlin-llm/marlin/export/native"
 	"github.com/marlin-llm/marlin/kernels"
 	"github.com/marlin-llm/marlin/model/arch"
 	"github.com/marlin-llm/marlin/model/eval"
 	"github.com/marlin-llm/marlin/model/hfconfig"
+	"github.com/marlin-llm/marlin/model/native"
 	"github.com/marlin-llm/marlin/model/qmodel"
 	"github.com/marlin-llm/marlin/model/safetensors"
 	"github.com/marlin-llm/marlin/model/tokenizer"
@@ -228,13 +228,11 @@ func (s *validateStage) run(needs []pipeline.TaskRef, model, text, backend strin
 			if err != nil {
 				return fail(err)
 			}
-			if js := o.Meta["quant.reports"]; js != "" {
-				var rs []quant.Report
-				if err := json.Unmarshal([]byte(js), &rs); err != nil {
-					return fail(fmt.Errorf("%s/%s: quant.reports: %w", r.Stage, r.Key, err))
-				}
-				reps = append(reps, rs...)
+			rs, err := reportsOf(o.Meta)
+			if err != nil {
+				return fail(fmt.Errorf("%s/%s: %s: %w", r.Stage, r.Key, metaQuantReports, err))
 			}
+			reps = append(reps, rs...)
 		}
 		packed := filepath.Join(env.OutDir, s.cfg.Packed)
 		if len(reps) == 0 {

@@ -1,10 +1,11 @@
 // Package tensor holds marlin's tensor type: a named, typed, shaped block of
 // little-endian bytes. Tensors are what stages exchange and what checkpoints
-// store (as Arrow IPC, see arrow.go); the bytes may alias an mmapped file.
+// store (as Arrow IPC, see tensor/arrowio); the bytes may alias an mmapped file.
 package tensor
 
 import (
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -148,4 +149,14 @@ func (t *Tensor) Validate() error {
 		return fmt.Errorf("tensor %q: %s%v needs %d bytes, have %d", t.Name, t.DType, t.Shape, want, len(t.Data))
 	}
 	return nil
+}
+
+// SortedMetaKeys returns m's keys in order (helper for deterministic output).
+func SortedMetaKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/marlin-llm/marlin/quant"
+	"github.com/marlin-llm/marlin/quant/gptq"
 	"github.com/marlin-llm/marlin/tensor"
 )
 
@@ -26,7 +27,7 @@ func (c GPTQConfig) Map() map[string]any {
 		"group_size":        c.GroupSize,
 		"desc_act":          c.DescAct,
 		"sym":               c.Sym,
-		"damp_percent":      0.01,
+		"damp_percent":      gptq.DefaultPercDamp,
 		"true_sequential":   true,
 		"checkpoint_format": "gptq",
 	}

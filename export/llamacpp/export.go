@@ -14,9 +14,12 @@ import (
 	"github.com/marlin-llm/marlin/tensor"
 )
 
+// DefaultRecipe is the gguf_type recipe of an export that names none.
+const DefaultRecipe = "f16"
+
 // Options select what an export writes.
 type Options struct {
-	// Recipe is the gguf_type recipe (see Recipes); default "f16".
+	// Recipe is the gguf_type recipe (see Recipes); default DefaultRecipe.
 	Recipe string
 	// Rules override per-tensor types (first match wins).
 	Rules []Rule
@@ -39,7 +42,7 @@ type Plan struct {
 // order and shape returns each one's shape.
 func NewPlan(cfg *hfconfig.Config, tokDir string, names []string, shape func(string) []int, opt Options) (*Plan, error) {
 	if opt.Recipe == "" {
-		opt.Recipe = "f16"
+		opt.Recipe = DefaultRecipe
 	}
 	arch, err := ArchName(cfg)
 	if err != nil {

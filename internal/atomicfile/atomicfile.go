@@ -4,8 +4,9 @@
 // Readers (and a resumed run) see either the old file or the complete new
 // one, never a torn one.
 //
-// It is the one implementation behind pipeline.CreateAtomic, the
-// safetensors and GGUF writers and everything else that publishes files.
+// It is the one implementation behind pipeline.CreateAtomic and
+// pipeline.WriteFileAtomic, the safetensors and GGUF writers, the native
+// exporter, report and everything else that publishes files.
 // It is hand-written because the standard library has no atomic writer and
 // the few lines do not justify a dependency.
 package atomicfile
@@ -88,8 +89,13 @@ func (f *File) Abort() {
 }
 
 // WriteFile writes data to path atomically (the atomic counterpart of
-// os.WriteFile, with mode 0644). The directory must exist.
+// os.WriteFile, with mode 0644), creating its directory (mode 0755) if it
+// is missing. Packages below pipeline (exporters, report, synth) use it
+// directly; pipeline.WriteFileAtomic is the same function for stages.
 func WriteFile(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
 	f, err := Create(path)
 	if err != nil {
 		return err

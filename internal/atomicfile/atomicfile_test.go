@@ -66,6 +66,14 @@ func TestCreateMissingDir(t *testing.T) {
 	}
 }
 
+func TestWriteFileCreatesDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	if err := WriteFile(filepath.Join(dir, "f"), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	assertOnly(t, dir, "f")
+}
+
 func assertOnly(t *testing.T, dir, name string) {
 	t.Helper()
 	ents, err := os.ReadDir(dir)

@@ -1,4 +1,4 @@
-// Package qmodel runs a marlin native packed checkpoint (export/native) as
+// Package qmodel runs a marlin native packed checkpoint (model/native) as
 // an arch.Model: every packed projection becomes an arch.Quantized Linear,
 // so inference reads the 4-bit (or 2/3/8-bit) codes through the backend's
 // fused dequant-GEMM/GEMV and never holds an F32 copy of those weights.
@@ -15,10 +15,10 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/marlin-llm/marlin/export/native"
 	"github.com/marlin-llm/marlin/kernels"
 	"github.com/marlin-llm/marlin/model/arch"
 	"github.com/marlin-llm/marlin/model/hfconfig"
+	"github.com/marlin-llm/marlin/model/native"
 	"github.com/marlin-llm/marlin/quant"
 	"github.com/marlin-llm/marlin/quant/hadamard"
 	"github.com/marlin-llm/marlin/tensor"

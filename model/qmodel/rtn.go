@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/marlin-llm/marlin/export/native"
+	"github.com/marlin-llm/marlin/internal/atomicfile"
+	"github.com/marlin-llm/marlin/model/native"
 	"github.com/marlin-llm/marlin/model/safetensors"
-	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
 	"github.com/marlin-llm/marlin/tensor"
 )
@@ -70,7 +70,7 @@ func WriteRTN(ctx context.Context, src, dst, format string) error {
 		if err != nil {
 			return fmt.Errorf("qmodel: %w", err)
 		}
-		if err := pipeline.WriteFileAtomic(filepath.Join(dst, fn), b); err != nil {
+		if err := atomicfile.WriteFile(filepath.Join(dst, fn), b); err != nil {
 			return fmt.Errorf("qmodel: %w", err)
 		}
 	}

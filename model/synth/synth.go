@@ -18,8 +18,8 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/marlin-llm/marlin/internal/atomicfile"
 	"github.com/marlin-llm/marlin/model/safetensors"
-	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/tensor"
 )
 
@@ -240,7 +240,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return fmt.Errorf("synth: %s: %w", path, err)
 	}
-	return pipeline.WriteFileAtomic(path, append(b, '\n'))
+	return atomicfile.WriteFile(path, append(b, '\n'))
 }
 
 // ParamCount is the number of elements of ts.

@@ -7,8 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/marlin-llm/marlin/internal/atomicfile"
 	"github.com/marlin-llm/marlin/model/tokenizer"
-	"github.com/marlin-llm/marlin/pipeline"
 )
 
 // The bundled tokenizer is demo/qwen3-nano's: a byte-level BPE tokenizer
@@ -66,7 +66,7 @@ func WriteTokenizer(dir, src string, vocabSize int) (int, error) {
 	}
 	for _, f := range TokenizerFiles {
 		if b, ok := files[f]; ok {
-			if err := pipeline.WriteFileAtomic(filepath.Join(dir, f), b); err != nil {
+			if err := atomicfile.WriteFile(filepath.Join(dir, f), b); err != nil {
 				return 0, fmt.Errorf("synth: %w", err)
 			}
 		}

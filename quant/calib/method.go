@@ -14,12 +14,9 @@ import (
 	"github.com/marlin-llm/marlin/quant/hadamard"
 )
 
-// Methods are the quantization methods Method accepts.
-var Methods = []string{"rtn", "gptq", "mr-gptq"}
-
 // Method is one quantization recipe for a projection.
 type Method struct {
-	// Name is "rtn", "gptq" or "mr-gptq".
+	// Name is a quant.Methods name: "rtn", "gptq" or "mr-gptq".
 	Name string
 	// Format is the target grid.
 	Format quant.Format
@@ -47,7 +44,7 @@ type ProjResult struct {
 
 // Meta returns the tensor Meta entries describing r.
 func (r *ProjResult) Meta(method string) map[string]string {
-	m := map[string]string{"quant.method": method}
+	m := map[string]string{quant.MetaMethod: method}
 	if r.Rotation != "" {
 		m[hadamard.MetaInput] = r.Rotation
 		m[hadamard.MetaInputPlacement] = hadamard.PlacementOnline
@@ -66,11 +63,15 @@ func (mt *Method) Quantize(ctx context.Context, p *arch.Proj, h *gptq.Hessian) (
 	w := wl.Weight()
 	res := &ProjResult{Name: p.Name()}
 	name := strings.ToLower(mt.Name)
-	if name != "rtn" && h == nil {
+	info, err := quant.LookupMethod(name)
+	if err != nil {
+		return nil, fmt.Errorf("calib: unknown method %q (known: %s)", mt.Name, strings.Join(quant.MethodNames(), ", "))
+	}
+	if info.NeedsHessian && h == nil {
 		return nil, fmt.Errorf("calib: %s: %s needs a Hessian", p.Name(), name)
 	}
 	switch name {
-	case "rtn":
+	case quant.MethodRTN:
 		pk, err := quant.QuantizeContext(ctx, w, rows, cols, mt.Format, &quant.Options{Name: p.Name(), ScaleSearch: mt.ScaleSearch})
 		if err != nil {
 			return nil, fmt.Errorf("calib: %s: %w", p.Name(), err)
@@ -78,13 +79,13 @@ func (mt *Method) Quantize(ctx context.Context, p *arch.Proj, h *gptq.Hessian) (
 		res.Packed = pk
 		res.Effective = make([]float32, rows*cols)
 		pk.Dequantize(res.Effective)
-	case "gptq":
+	case quant.MethodGPTQ:
 		pk, r, err := gptq.QuantizeFormat(ctx, w, rows, cols, h.Matrix(), mt.Format, mt.GPTQ)
 		if err != nil {
 			return nil, fmt.Errorf("calib: %s: %w", p.Name(), err)
 		}
 		res.Packed, res.Err, res.Effective = pk, r.Err, r.Q
-	case "mr-gptq":
+	case quant.MethodMRGPTQ:
 		r, err := gptq.QuantizeMR(ctx, w, rows, cols, h.Matrix(), mt.Format, mt.Seed, mt.GPTQ)
 		if err != nil {
 			return nil, fmt.Errorf("calib: %s: %w", p.Name(), err)
@@ -95,7 +96,7 @@ func (mt *Method) Quantize(ctx context.Context, p *arch.Proj, h *gptq.Hessian) (
 		}
 		res.Packed, res.Err, res.Effective, res.Rotation = r.Packed, r.Result.Err, eff, r.Rotation.Spec()
 	default:
-		return nil, fmt.Errorf("calib: unknown method %q (known: %s)", mt.Name, strings.Join(Methods, ", "))
+		return nil, fmt.Errorf("calib: method %q has no implementation here", name)
 	}
 	return res, nil
 }

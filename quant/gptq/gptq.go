@@ -8,15 +8,25 @@ import (
 	"sort"
 
 	"github.com/marlin-llm/marlin/kernels"
+	"github.com/marlin-llm/marlin/quant"
+)
+
+// Reference defaults that Options' zero values stand for (the job file's
+// block_size and damp default to them too).
+const (
+	DefaultBlockSize = 128
+	DefaultPercDamp  = 0.01
 )
 
 // Options are GPTQ's knobs; the zero value means the reference defaults
-// (block 128, percdamp 0.01, no act-order, no scale search).
+// (block DefaultBlockSize, percdamp DefaultPercDamp, no act-order, no
+// scale search).
 type Options struct {
-	// BlockSize is the lazy-batch width (default 128). It is rounded to a
+	// BlockSize is the lazy-batch width (default DefaultBlockSize). It is rounded to a
 	// multiple of the group size so that groups never straddle blocks.
 	BlockSize int `json:"blocksize,omitempty" yaml:"blocksize,omitempty"`
-	// PercDamp is the dampening fraction of mean(diag(H)) (default 0.01).
+	// PercDamp is the dampening fraction of mean(diag(H)) (default
+	// DefaultPercDamp).
 	PercDamp float64 `json:"percdamp,omitempty" yaml:"percdamp,omitempty"`
 	// ActOrder quantizes columns in order of decreasing diag(H).
 	ActOrder bool `json:"actorder,omitempty" yaml:"actorder,omitempty"`
@@ -39,14 +49,9 @@ type Options struct {
 	HessianWeightedSearch bool `json:"hessian_weighted_search,omitempty" yaml:"hessian_weighted_search,omitempty"`
 }
 
-// DefaultClipRatios is a scale-search grid: 1, 0.98, ..., 0.70.
-func DefaultClipRatios() []float64 {
-	r := make([]float64, 0, 16)
-	for i := 0; i <= 15; i++ {
-		r = append(r, 1-0.02*float64(i))
-	}
-	return r
-}
+// DefaultClipRatios is the scale-search grid quant.ClipGrid (1, 0.98, ...,
+// 0.70) in float64, as the scale search of RTN uses it in float32.
+func DefaultClipRatios() []float64 { return quant.ClipGrid[float64]() }
 
 // Result is a quantized layer.
 type Result struct {
@@ -116,7 +121,7 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 	}
 	bs := opt.BlockSize
 	if bs <= 0 {
-		bs = 128
+		bs = DefaultBlockSize
 	}
 	if gs >= bs {
 		bs = gs
@@ -125,7 +130,7 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 	}
 	percdamp := opt.PercDamp
 	if percdamp == 0 {
-		percdamp = 0.01
+		percdamp = DefaultPercDamp
 	}
 	if percdamp < 0 || math.IsNaN(percdamp) {
 		return nil, fmt.Errorf("gptq: percdamp %v must be positive", percdamp)

@@ -190,7 +190,7 @@ func (h *Hessian) Matrix() []float64 {
 func (h *Hessian) Tensor(name string) *tensor.Tensor {
 	m := h.Matrix()
 	t := &tensor.Tensor{Name: name, Shape: []int{h.cols, h.cols},
-		Meta: map[string]string{"gptq.samples": strconv.FormatInt(h.n, 10), "gptq.kind": "hessian"}}
+		Meta: map[string]string{MetaSamples: strconv.FormatInt(h.n, 10), MetaKind: "hessian"}}
 	if h.prec == F64 {
 		t.DType = tensor.F64
 		t.Data = make([]byte, 8*len(m))
@@ -215,9 +215,9 @@ func HessianFromTensor(t *tensor.Tensor) (*Hessian, error) {
 	if len(t.Shape) != 2 || t.Shape[0] != t.Shape[1] || t.Shape[0] <= 0 || t.Shape[0] > MaxCols {
 		return nil, fmt.Errorf("gptq: hessian tensor %q: bad shape %v", t.Name, t.Shape)
 	}
-	n, err := strconv.ParseInt(t.Meta["gptq.samples"], 10, 64)
+	n, err := strconv.ParseInt(t.Meta[MetaSamples], 10, 64)
 	if err != nil || n < 0 {
-		return nil, fmt.Errorf("gptq: hessian tensor %q: bad gptq.samples %q", t.Name, t.Meta["gptq.samples"])
+		return nil, fmt.Errorf("gptq: hessian tensor %q: bad gptq.samples %q", t.Name, t.Meta[MetaSamples])
 	}
 	c := int(t.Shape[0])
 	var prec Precision

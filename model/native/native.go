@@ -1,4 +1,5 @@
-// Package native writes and reads marlin's native packed checkpoint: the
+// Package native writes and reads marlin's native packed checkpoint (the
+// pack stage's format native; model/qmodel runs it): the
 // quant.Packed buffers the CPU and Metal kernels consume (kernels.Backend's
 // DequantGEMM takes a *quant.Packed as is), stored in safetensors shards.
 //
@@ -33,8 +34,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/marlin-llm/marlin/internal/atomicfile"
 	"github.com/marlin-llm/marlin/model/safetensors"
-	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
 	"github.com/marlin-llm/marlin/tensor"
 )
@@ -112,14 +113,14 @@ func WriteIndex(dir string, weightMap map[string]string, totalSize int64, m Mani
 	if err != nil {
 		return err
 	}
-	if err := pipeline.WriteFileAtomic(filepath.Join(dir, IndexFile), b); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, IndexFile), b); err != nil {
 		return fmt.Errorf("native: %w", err)
 	}
 	mb, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return err
 	}
-	if err := pipeline.WriteFileAtomic(filepath.Join(dir, ManifestFile), mb); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(dir, ManifestFile), mb); err != nil {
 		return fmt.Errorf("native: %w", err)
 	}
 	return nil

@@ -1,31 +1,33 @@
-package tensor
+package arrowio
 
 import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/marlin-llm/marlin/tensor"
 )
 
-// ReadArrowBytes decodes a tensor-set blob (layout in arrow.go) held in
+// ReadBytes decodes a tensor-set blob (layout in arrow.go) held in
 // memory without copying: the returned tensors' Data are sub-slices of
 // data, so data must stay unmodified while they are in use. It is the fast
 // path the checkpoint store uses (one read of the file, no further copy);
-// ReadArrow, built on arrow/go's general IPC reader, is the reference it is
+// Read, built on arrow/go's general IPC reader, is the reference it is
 // tested against.
 //
 // The parser is hand-written because arrow/go v17's reader always copies
-// (see arrow.go). It accepts exactly the layout WriteArrow produces and
+// (see arrow.go). It accepts exactly the layout Write produces and
 // bounds-checks every offset: a corrupt or hostile blob gives an error.
-func ReadArrowBytes(data []byte) ([]*Tensor, map[string]string, error) {
-	ts, meta, err := readArrowBytes(data)
+func ReadBytes(data []byte) ([]*tensor.Tensor, map[string]string, error) {
+	ts, meta, err := readBytes(data)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read arrow: %w", err)
 	}
 	return ts, meta, nil
 }
 
-func readArrowBytes(data []byte) ([]*Tensor, map[string]string, error) {
+func readBytes(data []byte) ([]*tensor.Tensor, map[string]string, error) {
 	size := int64(len(data))
 	if size < 18 || string(data[:6]) != "ARROW1" {
 		return nil, nil, errors.New("not an Arrow IPC file (missing leading magic)")
@@ -57,17 +59,17 @@ func readArrowBytes(data []byte) ([]*Tensor, map[string]string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("schema metadata: %w", err)
 	}
-	if md[ArrowKeyFormat] != ArrowFormat {
-		return nil, nil, fmt.Errorf("%s is %q, want %q", ArrowKeyFormat, md[ArrowKeyFormat], ArrowFormat)
+	if md[KeyFormat] != Format {
+		return nil, nil, fmt.Errorf("%s is %q, want %q", KeyFormat, md[KeyFormat], Format)
 	}
 	var infos []arrowTensorInfo
-	if err := json.Unmarshal([]byte(md[ArrowKeyTensors]), &infos); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", ArrowKeyTensors, err)
+	if err := json.Unmarshal([]byte(md[KeyTensors]), &infos); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", KeyTensors, err)
 	}
 	var meta map[string]string
-	if s := md[ArrowKeyMeta]; s != "" {
+	if s := md[KeyMeta]; s != "" {
 		if err := json.Unmarshal([]byte(s), &meta); err != nil {
-			return nil, nil, fmt.Errorf("%s: %w", ArrowKeyMeta, err)
+			return nil, nil, fmt.Errorf("%s: %w", KeyMeta, err)
 		}
 	}
 	nb, _, _ := b.vectorLen(footer, 3, 24)
@@ -75,7 +77,7 @@ func readArrowBytes(data []byte) ([]*Tensor, map[string]string, error) {
 		return nil, nil, fmt.Errorf("%d record batches for %d tensors", nb, len(infos))
 	}
 	blocks, _, _ := b.field(footer, 3)
-	out := make([]*Tensor, len(infos))
+	out := make([]*tensor.Tensor, len(infos))
 	for i, info := range infos {
 		p := blocks + 4 + 24*i
 		off := int64(binary.LittleEndian.Uint64(b[p:]))
@@ -89,11 +91,11 @@ func readArrowBytes(data []byte) ([]*Tensor, map[string]string, error) {
 		if name != info.Name {
 			return nil, nil, fmt.Errorf("tensor %d: name %q does not match metadata %q", i, name, info.Name)
 		}
-		dt, err := ParseDType(info.DType)
+		dt, err := tensor.ParseDType(info.DType)
 		if err != nil {
 			return nil, nil, fmt.Errorf("tensor %q: %w", info.Name, err)
 		}
-		t := &Tensor{Name: info.Name, DType: dt, Shape: info.Shape, Data: payload, Meta: info.Meta}
+		t := &tensor.Tensor{Name: info.Name, DType: dt, Shape: info.Shape, Data: payload, Meta: info.Meta}
 		if t.Shape == nil {
 			t.Shape = []int{}
 		}

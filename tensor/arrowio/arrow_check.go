@@ -1,4 +1,4 @@
-package tensor
+package arrowio
 
 import (
 	"encoding/binary"
@@ -12,7 +12,7 @@ import (
 // counts in the footer's schema (it allocates `make([]Field, n)` for a
 // corrupt n), which turns a damaged blob into a fatal out-of-memory error
 // instead of an error value. Only the parts the reader allocates from are
-// checked, against the layout WriteArrow produces: a schema of exactly two
+// checked, against the layout Write produces: a schema of exactly two
 // flat fields, small metadata lists, no dictionaries, and record-batch
 // blocks inside the file.
 func checkArrowFooter(r io.ReaderAt, size int64) error {

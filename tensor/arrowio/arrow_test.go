@@ -1,4 +1,4 @@
-package tensor
+package arrowio
 
 import (
 	"bytes"
@@ -7,18 +7,20 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
+
+	"github.com/marlin-llm/marlin/tensor"
 )
 
-func sampleTensors() []*Tensor {
+func sampleTensors() []*tensor.Tensor {
 	f := make([]byte, 4*6)
 	for i := 0; i < 6; i++ {
 		binary.LittleEndian.PutUint32(f[4*i:], math.Float32bits(float32(i)-2.5))
 	}
-	return []*Tensor{
-		{Name: "model.layers.0.w", DType: F32, Shape: []int{2, 3}, Data: f, Meta: map[string]string{"format": "f32", "group": "128"}},
-		{Name: "packed", DType: U8, Shape: []int{5}, Data: []byte{1, 2, 3, 4, 5}},
-		{Name: "scalar", DType: BF16, Shape: []int{}, Data: []byte{0x80, 0x3f}},
-		{Name: "empty", DType: F16, Shape: []int{0, 4}, Data: []byte{}},
+	return []*tensor.Tensor{
+		{Name: "model.layers.0.w", DType: tensor.F32, Shape: []int{2, 3}, Data: f, Meta: map[string]string{"format": "f32", "group": "128"}},
+		{Name: "packed", DType: tensor.U8, Shape: []int{5}, Data: []byte{1, 2, 3, 4, 5}},
+		{Name: "scalar", DType: tensor.BF16, Shape: []int{}, Data: []byte{0x80, 0x3f}},
+		{Name: "empty", DType: tensor.F16, Shape: []int{0, 4}, Data: []byte{}},
 	}
 }
 
@@ -26,10 +28,10 @@ func TestArrowRoundTrip(t *testing.T) {
 	in := sampleTensors()
 	meta := map[string]string{"metric.mse": "0.001", "note": "x"}
 	var buf bytes.Buffer
-	if err := WriteArrow(&buf, in, meta); err != nil {
+	if err := Write(&buf, in, meta); err != nil {
 		t.Fatal(err)
 	}
-	out, gotMeta, err := ReadArrow(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
+	out, gotMeta, err := Read(bytes.NewReader(buf.Bytes()), int64(buf.Len()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +49,7 @@ func TestArrowRoundTrip(t *testing.T) {
 	}
 	// deterministic bytes
 	var buf2 bytes.Buffer
-	if err := WriteArrow(&buf2, sampleTensors(), map[string]string{"note": "x", "metric.mse": "0.001"}); err != nil {
+	if err := Write(&buf2, sampleTensors(), map[string]string{"note": "x", "metric.mse": "0.001"}); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(buf.Bytes(), buf2.Bytes()) {
@@ -64,7 +66,7 @@ func TestArrowWriteZeroCopyData(t *testing.T) {
 	// writer streams the tensor's buffer, it does not re-encode it.
 	data := bytes.Repeat([]byte{0xde, 0xad, 0xbe, 0xef}, 1000)
 	var buf bytes.Buffer
-	if err := WriteArrow(&buf, []*Tensor{{Name: "t", DType: U32, Shape: []int{1000}, Data: data}}, nil); err != nil {
+	if err := Write(&buf, []*tensor.Tensor{{Name: "t", DType: tensor.U32, Shape: []int{1000}, Data: data}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Contains(buf.Bytes(), data) {
@@ -73,11 +75,11 @@ func TestArrowWriteZeroCopyData(t *testing.T) {
 }
 
 func TestArrowRejectsBadInput(t *testing.T) {
-	if err := WriteArrow(&bytes.Buffer{}, []*Tensor{{Name: "x", DType: F32, Shape: []int{3}, Data: make([]byte, 8)}}, nil); err == nil {
+	if err := Write(&bytes.Buffer{}, []*tensor.Tensor{{Name: "x", DType: tensor.F32, Shape: []int{3}, Data: make([]byte, 8)}}, nil); err == nil {
 		t.Error("short data accepted")
 	}
 	var buf bytes.Buffer
-	if err := WriteArrow(&buf, sampleTensors(), nil); err != nil {
+	if err := Write(&buf, sampleTensors(), nil); err != nil {
 		t.Fatal(err)
 	}
 	good := buf.Bytes()
@@ -87,7 +89,7 @@ func TestArrowRejectsBadInput(t *testing.T) {
 		"truncated": good[:len(good)/2],
 		"tail only": good[len(good)-20:],
 	} {
-		if _, _, err := ReadArrow(bytes.NewReader(bad), int64(len(bad))); err == nil {
+		if _, _, err := Read(bytes.NewReader(bad), int64(len(bad))); err == nil {
 			t.Errorf("%s: no error", name)
 		}
 	}
@@ -95,20 +97,20 @@ func TestArrowRejectsBadInput(t *testing.T) {
 	for i := 0; i < len(good); i++ {
 		c := append([]byte(nil), good...)
 		c[i] ^= 0xff
-		ReadArrow(bytes.NewReader(c), int64(len(c)))
+		Read(bytes.NewReader(c), int64(len(c)))
 	}
 }
 
 func FuzzReadArrow(f *testing.F) {
 	var buf bytes.Buffer
-	if err := WriteArrow(&buf, sampleTensors(), map[string]string{"a": "b"}); err != nil {
+	if err := Write(&buf, sampleTensors(), map[string]string{"a": "b"}); err != nil {
 		f.Fatal(err)
 	}
 	f.Add(buf.Bytes())
 	f.Add([]byte("ARROW1\x00\x00ARROW1"))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		ts, _, err := ReadArrow(bytes.NewReader(data), int64(len(data)))
+		ts, _, err := Read(bytes.NewReader(data), int64(len(data)))
 		if err != nil {
 			return
 		}
@@ -122,15 +124,15 @@ func FuzzReadArrow(f *testing.F) {
 
 func BenchmarkArrowWriteRead(b *testing.B) {
 	data := make([]byte, 64<<20)
-	ts := []*Tensor{{Name: "w", DType: BF16, Shape: []int{4096, 8192}, Data: data}}
+	ts := []*tensor.Tensor{{Name: "w", DType: tensor.BF16, Shape: []int{4096, 8192}, Data: data}}
 	b.SetBytes(int64(len(data)))
 	var buf bytes.Buffer
 	for i := 0; i < b.N; i++ {
 		buf.Reset()
-		if err := WriteArrow(&buf, ts, nil); err != nil {
+		if err := Write(&buf, ts, nil); err != nil {
 			b.Fatal(err)
 		}
-		if _, _, err := ReadArrow(bytes.NewReader(buf.Bytes()), int64(buf.Len())); err != nil {
+		if _, _, err := Read(bytes.NewReader(buf.Bytes()), int64(buf.Len())); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -140,7 +142,7 @@ func BenchmarkArrowWriteRead(b *testing.B) {
 // each must give an error or valid tensors, never a panic, hang or OOM.
 func TestArrowRandomCorruption(t *testing.T) {
 	var buf bytes.Buffer
-	if err := WriteArrow(&buf, sampleTensors(), map[string]string{"a": "b"}); err != nil {
+	if err := Write(&buf, sampleTensors(), map[string]string{"a": "b"}); err != nil {
 		t.Fatal(err)
 	}
 	good := buf.Bytes()
@@ -150,7 +152,7 @@ func TestArrowRandomCorruption(t *testing.T) {
 		for k := 0; k < 1+rng.IntN(4); k++ {
 			c[rng.IntN(len(c))] = byte(rng.Uint32())
 		}
-		ts, _, err := ReadArrow(bytes.NewReader(c), int64(len(c)))
+		ts, _, err := Read(bytes.NewReader(c), int64(len(c)))
 		if err == nil {
 			for _, x := range ts {
 				if err := x.Validate(); err != nil {
@@ -165,15 +167,15 @@ func TestArrowRandomCorruption(t *testing.T) {
 // reader agree on valid blobs, and the zero-copy result aliases the input.
 func TestReadArrowBytesMatchesArrowReader(t *testing.T) {
 	var buf bytes.Buffer
-	if err := WriteArrow(&buf, sampleTensors(), map[string]string{"k": "v"}); err != nil {
+	if err := Write(&buf, sampleTensors(), map[string]string{"k": "v"}); err != nil {
 		t.Fatal(err)
 	}
 	data := buf.Bytes()
-	a, am, err := ReadArrow(bytes.NewReader(data), int64(len(data)))
+	a, am, err := Read(bytes.NewReader(data), int64(len(data)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, bm, err := ReadArrowBytes(data)
+	b, bm, err := ReadBytes(data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,12 +191,12 @@ func TestReadArrowBytesMatchesArrowReader(t *testing.T) {
 	// zero copy: tensor 0's bytes lie inside data
 	d := b[0].Data
 	if len(d) == 0 || !sliceWithin(d, data) {
-		t.Error("ReadArrowBytes copied the tensor data")
+		t.Error("ReadBytes copied the tensor data")
 	}
 	// empty set
 	buf.Reset()
-	WriteArrow(&buf, nil, nil)
-	if ts, _, err := ReadArrowBytes(buf.Bytes()); err != nil || len(ts) != 0 {
+	Write(&buf, nil, nil)
+	if ts, _, err := ReadBytes(buf.Bytes()); err != nil || len(ts) != 0 {
 		t.Errorf("empty set: %v %v", ts, err)
 	}
 }
@@ -208,15 +210,15 @@ func sliceWithin(s, in []byte) bool {
 // both parsers accept a damaged blob they decode the same tensors.
 func TestReadArrowBytesCorruption(t *testing.T) {
 	var buf bytes.Buffer
-	if err := WriteArrow(&buf, sampleTensors(), map[string]string{"a": "b"}); err != nil {
+	if err := Write(&buf, sampleTensors(), map[string]string{"a": "b"}); err != nil {
 		t.Fatal(err)
 	}
 	good := buf.Bytes()
 	for i := range good {
 		c := append([]byte(nil), good...)
 		c[i] ^= 0xff
-		ReadArrowBytes(c)
-		ReadArrowBytes(c[:i])
+		ReadBytes(c)
+		ReadBytes(c[:i])
 	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	for it := 0; it < 5000; it++ {
@@ -224,11 +226,11 @@ func TestReadArrowBytesCorruption(t *testing.T) {
 		for k := 0; k < 1+rng.IntN(4); k++ {
 			c[rng.IntN(len(c))] = byte(rng.Uint32())
 		}
-		ts, _, err := ReadArrowBytes(c)
+		ts, _, err := ReadBytes(c)
 		if err != nil {
 			continue
 		}
-		ref, _, rerr := ReadArrow(bytes.NewReader(c), int64(len(c)))
+		ref, _, rerr := Read(bytes.NewReader(c), int64(len(c)))
 		if rerr != nil {
 			// The zero-copy parser ignores message fields it does not need
 			// (arrow/go reads them all); content damage is the store's
@@ -248,11 +250,11 @@ func TestReadArrowBytesCorruption(t *testing.T) {
 
 func FuzzReadArrowBytes(f *testing.F) {
 	var buf bytes.Buffer
-	WriteArrow(&buf, sampleTensors(), map[string]string{"a": "b"})
+	Write(&buf, sampleTensors(), map[string]string{"a": "b"})
 	f.Add(buf.Bytes())
 	f.Add([]byte("ARROW1\x00\x00"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		ts, _, err := ReadArrowBytes(data)
+		ts, _, err := ReadBytes(data)
 		if err != nil {
 			return
 		}
@@ -267,12 +269,12 @@ func FuzzReadArrowBytes(f *testing.F) {
 func BenchmarkArrowReadBytes(b *testing.B) {
 	data := make([]byte, 64<<20)
 	var buf bytes.Buffer
-	if err := WriteArrow(&buf, []*Tensor{{Name: "w", DType: BF16, Shape: []int{4096, 8192}, Data: data}}, nil); err != nil {
+	if err := Write(&buf, []*tensor.Tensor{{Name: "w", DType: tensor.BF16, Shape: []int{4096, 8192}, Data: data}}, nil); err != nil {
 		b.Fatal(err)
 	}
 	b.SetBytes(int64(len(data)))
 	for i := 0; i < b.N; i++ {
-		if _, _, err := ReadArrowBytes(buf.Bytes()); err != nil {
+		if _, _, err := ReadBytes(buf.Bytes()); err != nil {
 			b.Fatal(err)
 		}
 	}

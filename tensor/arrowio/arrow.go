@@ -1,4 +1,8 @@
-package tensor
+// Package arrowio encodes sets of tensors as Arrow IPC files: the blobs of
+// the checkpoint store (pipeline), which pyarrow can open. It sits apart
+// from package tensor so that the packages that only compute on tensors
+// (quant, kernels, model, export) do not link Apache Arrow.
+package arrowio
 
 import (
 	"encoding/binary"
@@ -6,12 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
 
 	"github.com/apache/arrow/go/v17/arrow"
 	"github.com/apache/arrow/go/v17/arrow/array"
 	"github.com/apache/arrow/go/v17/arrow/ipc"
 	"github.com/apache/arrow/go/v17/arrow/memory"
+
+	"github.com/marlin-llm/marlin/tensor"
 )
 
 // Arrow IPC layout of a tensor set (format "marlin-tensors/1").
@@ -20,30 +25,30 @@ import (
 // schema has two columns, name (utf8) and data (large_binary), and one
 // record batch of one row per tensor, in order. The bytes of tensor i are
 // the single value of batch i's data column (little-endian, as in
-// Tensor.Data). Everything needed to interpret the bytes is in the schema
+// tensor.Tensor.Data). Everything needed to interpret the bytes is in the schema
 // metadata, so any Arrow reader (pyarrow: ipc.open_file) can use a blob:
 //
 //	marlin.format   "marlin-tensors/1"
 //	marlin.tensors  JSON list of {"name","dtype","shape","meta"} per batch
 //	marlin.meta     JSON object of the set's metadata (string → string)
 //
-// Writing is zero-copy: the data column's value buffer aliases Tensor.Data
+// Writing is zero-copy: the data column's value buffer aliases tensor.Tensor.Data
 // and the IPC writer streams it straight to w. Reading has two paths:
-// ReadArrowBytes (arrow_read.go) parses a blob held in memory without
-// copying (Data aliases the input); ReadArrow uses arrow/go's general IPC
+// ReadBytes (arrow_read.go) parses a blob held in memory without
+// copying (Data aliases the input); Read uses arrow/go's general IPC
 // file reader, which has no mmap-backed mode and copies every buffer twice
 // (message body, then column buffer). Both bounds-check the footer first
 // (arrow_check.go) because arrow/go trusts the counts in it; a corrupt file
 // yields an error, not a panic or a huge allocation.
 
-// ArrowFormat is the value of the marlin.format schema metadata key.
-const ArrowFormat = "marlin-tensors/1"
+// Format is the value of the marlin.format schema metadata key.
+const Format = "marlin-tensors/1"
 
 // Schema metadata keys of the Arrow layout.
 const (
-	ArrowKeyFormat  = "marlin.format"
-	ArrowKeyTensors = "marlin.tensors"
-	ArrowKeyMeta    = "marlin.meta"
+	KeyFormat  = "marlin.format"
+	KeyTensors = "marlin.tensors"
+	KeyMeta    = "marlin.meta"
 )
 
 type arrowTensorInfo struct {
@@ -73,10 +78,10 @@ func (p *posWriter) Seek(off int64, whence int) (int64, error) {
 	return p.pos, errors.New("tensor: arrow writer: only position queries are supported")
 }
 
-// WriteArrow writes tensors and meta to w as an Arrow IPC file (layout
+// Write writes tensors and meta to w as an Arrow IPC file (layout
 // above). The output is deterministic: the same tensors and meta give the
 // same bytes.
-func WriteArrow(w io.Writer, tensors []*Tensor, meta map[string]string) error {
+func Write(w io.Writer, tensors []*tensor.Tensor, meta map[string]string) error {
 	infos := make([]arrowTensorInfo, len(tensors))
 	for i, t := range tensors {
 		if t == nil {
@@ -85,7 +90,7 @@ func WriteArrow(w io.Writer, tensors []*Tensor, meta map[string]string) error {
 		if err := t.Validate(); err != nil {
 			return fmt.Errorf("write arrow: %w", err)
 		}
-		if t.DType == Invalid || t.DType.Size() == 0 {
+		if t.DType == tensor.Invalid || t.DType.Size() == 0 {
 			return fmt.Errorf("write arrow: tensor %q: invalid dtype", t.Name)
 		}
 		shape := t.Shape
@@ -106,8 +111,8 @@ func WriteArrow(w io.Writer, tensors []*Tensor, meta map[string]string) error {
 		return fmt.Errorf("write arrow: %w", err)
 	}
 	md := arrow.NewMetadata(
-		[]string{ArrowKeyFormat, ArrowKeyMeta, ArrowKeyTensors},
-		[]string{ArrowFormat, string(mj), string(tj)},
+		[]string{KeyFormat, KeyMeta, KeyTensors},
+		[]string{Format, string(mj), string(tj)},
 	)
 	schema := arrow.NewSchema([]arrow.Field{
 		{Name: "name", Type: arrow.BinaryTypes.String},
@@ -129,7 +134,7 @@ func WriteArrow(w io.Writer, tensors []*Tensor, meta map[string]string) error {
 	return nil
 }
 
-func writeTensorBatch(fw *ipc.FileWriter, schema *arrow.Schema, t *Tensor) error {
+func writeTensorBatch(fw *ipc.FileWriter, schema *arrow.Schema, t *tensor.Tensor) error {
 	nameOff := make([]byte, 8)
 	binary.LittleEndian.PutUint32(nameOff[4:], uint32(len(t.Name)))
 	nameData := array.NewData(arrow.BinaryTypes.String, 1,
@@ -149,7 +154,7 @@ func writeTensorBatch(fw *ipc.FileWriter, schema *arrow.Schema, t *Tensor) error
 	return fw.Write(rec)
 }
 
-// ReaderAtSeeker is what ReadArrow reads from (an *os.File, a
+// ReaderAtSeeker is what Read reads from (an *os.File, a
 // *bytes.Reader).
 type ReaderAtSeeker interface {
 	io.Reader
@@ -190,10 +195,10 @@ func (a *boundedAlloc) Reallocate(size int, b []byte) []byte {
 
 func (a *boundedAlloc) Free([]byte) {}
 
-// ReadArrow decodes an Arrow IPC file written by WriteArrow. size is the
+// Read decodes an Arrow IPC file written by Write. size is the
 // file's length in bytes. Any structural problem (not an Arrow file, wrong
 // layout, data length not matching dtype × shape) is an error.
-func ReadArrow(r ReaderAtSeeker, size int64) (tensors []*Tensor, meta map[string]string, err error) {
+func Read(r ReaderAtSeeker, size int64) (tensors []*tensor.Tensor, meta map[string]string, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			tensors, meta = nil, nil
@@ -215,28 +220,28 @@ func ReadArrow(r ReaderAtSeeker, size int64) (tensors []*Tensor, meta map[string
 	defer fr.Close()
 	schema := fr.Schema()
 	md := schema.Metadata()
-	if v, _ := metaValue(md, ArrowKeyFormat); v != ArrowFormat {
-		return nil, nil, fmt.Errorf("read arrow: %s is %q, want %q", ArrowKeyFormat, v, ArrowFormat)
+	if v, _ := metaValue(md, KeyFormat); v != Format {
+		return nil, nil, fmt.Errorf("read arrow: %s is %q, want %q", KeyFormat, v, Format)
 	}
 	if schema.NumFields() != 2 || schema.Field(0).Name != "name" || !arrow.TypeEqual(schema.Field(0).Type, arrow.BinaryTypes.String) ||
 		schema.Field(1).Name != "data" || !arrow.TypeEqual(schema.Field(1).Type, arrow.BinaryTypes.LargeBinary) {
 		return nil, nil, fmt.Errorf("read arrow: unexpected schema %s", schema)
 	}
 	var infos []arrowTensorInfo
-	tj, _ := metaValue(md, ArrowKeyTensors)
+	tj, _ := metaValue(md, KeyTensors)
 	if err := json.Unmarshal([]byte(tj), &infos); err != nil {
-		return nil, nil, fmt.Errorf("read arrow: %s: %w", ArrowKeyTensors, err)
+		return nil, nil, fmt.Errorf("read arrow: %s: %w", KeyTensors, err)
 	}
-	mj, _ := metaValue(md, ArrowKeyMeta)
+	mj, _ := metaValue(md, KeyMeta)
 	if mj != "" {
 		if err := json.Unmarshal([]byte(mj), &meta); err != nil {
-			return nil, nil, fmt.Errorf("read arrow: %s: %w", ArrowKeyMeta, err)
+			return nil, nil, fmt.Errorf("read arrow: %s: %w", KeyMeta, err)
 		}
 	}
 	if fr.NumRecords() != len(infos) {
 		return nil, nil, fmt.Errorf("read arrow: %d record batches for %d tensors", fr.NumRecords(), len(infos))
 	}
-	tensors = make([]*Tensor, len(infos))
+	tensors = make([]*tensor.Tensor, len(infos))
 	for i, info := range infos {
 		rec, err := fr.Record(i)
 		if err != nil {
@@ -253,11 +258,11 @@ func ReadArrow(r ReaderAtSeeker, size int64) (tensors []*Tensor, meta map[string
 		if name.Value(0) != info.Name {
 			return nil, nil, fmt.Errorf("read arrow: tensor %d: name %q does not match metadata %q", i, name.Value(0), info.Name)
 		}
-		dt, err := ParseDType(info.DType)
+		dt, err := tensor.ParseDType(info.DType)
 		if err != nil {
 			return nil, nil, fmt.Errorf("read arrow: tensor %q: %w", info.Name, err)
 		}
-		t := &Tensor{Name: info.Name, DType: dt, Shape: info.Shape, Data: data.Value(0), Meta: info.Meta}
+		t := &tensor.Tensor{Name: info.Name, DType: dt, Shape: info.Shape, Data: data.Value(0), Meta: info.Meta}
 		if t.Shape == nil {
 			t.Shape = []int{}
 		}
@@ -275,14 +280,4 @@ func metaValue(md arrow.Metadata, key string) (string, bool) {
 		return "", false
 	}
 	return md.Values()[i], true
-}
-
-// SortedMetaKeys returns m's keys in order (helper for deterministic output).
-func SortedMetaKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
