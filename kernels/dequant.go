@@ -234,7 +234,7 @@ func (c *cpu) dequantGEMMPacked(m int, x []float32, ldx int, d *tileDecoder, cm 
 	parallelFor(threads, nmb*nkb, func(_, t int) {
 		ib, kb := t/nkb, t%nkb
 		ic, pc := ib*mcb, kb*gemmKC
-		packA(ap[t*blk:], false, x, ldx, ic, min(mcb, m-ic), pc, min(gemmKC, cols-pc), 1)
+		packA(sTile, ap[t*blk:], false, x, ldx, ic, min(mcb, m-ic), pc, min(gemmKC, cols-pc), 1)
 	})
 	const panel = 4 * gemmNR // W rows per task
 	type work struct{ tile, bp, scratch []float32 }
@@ -255,7 +255,7 @@ func (c *cpu) dequantGEMMPacked(m int, x []float32, ldx int, d *tileDecoder, cm 
 			}
 			for ib := 0; ib < nmb; ib++ {
 				ic := ib * mcb
-				macroKernel(c.microKernel, kc, ap[(ib*nkb+kb)*blk:], min(mcb, m-ic), b.bp, nr, cm[ic*ldc+r0:], ldc)
+				macroKernel[float32](sTile, c.microKernel, kc, ap[(ib*nkb+kb)*blk:], min(mcb, m-ic), b.bp, nr, cm[ic*ldc+r0:], ldc)
 			}
 		}
 	})

@@ -96,10 +96,10 @@ func dgemm(kern dgemmKernel, threads int, transA, transB bool, m, n, k int, alph
 					s := make([]float64, dgemmMC*dgemmKC)
 					ap = &s
 				}
-				dpackA(*ap, transA, a, lda, ic, mc, pc, kc, alpha)
+				packA(dTile, *ap, transA, a, lda, ic, mc, pc, kc, alpha)
 				j0 := (t % chunks) * dgemmChunk
 				j1 := min(nc, j0+dgemmChunk)
-				dmacroKernel(kern, kc, *ap, mc, bp[(j0/dgemmNR)*dgemmKC*dgemmNR:], j1-j0, c[ic*ldc+jc+j0:], ldc)
+				macroKernel[float64](dTile, kern, kc, *ap, mc, bp[(j0/dgemmNR)*dgemmKC*dgemmNR:], j1-j0, c[ic*ldc+jc+j0:], ldc)
 				apool.Put(ap)
 			})
 		}
@@ -124,32 +124,6 @@ func checkMatrix(name string, rows, cols, n, ld int) error {
 	return nil
 }
 
-// dmacroKernel computes C[0:mc, 0:nc] += Ap·Bp over kc steps.
-func dmacroKernel(kern dgemmKernel, kc int, ap []float64, mc int, bp []float64, nc int, cm []float64, ldc int) {
-	var tmp [dgemmMR * dgemmNR]float64
-	for jr := 0; jr < nc; jr += dgemmNR {
-		nr := min(dgemmNR, nc-jr)
-		bs := bp[(jr/dgemmNR)*dgemmKC*dgemmNR:]
-		for ir := 0; ir < mc; ir += dgemmMR {
-			mr := min(dgemmMR, mc-ir)
-			as := ap[(ir/dgemmMR)*dgemmKC*dgemmMR:]
-			off := ir*ldc + jr
-			if mr == dgemmMR && nr == dgemmNR {
-				kern(kc, as, bs, cm[off:], ldc)
-				continue
-			}
-			clear(tmp[:])
-			kern(kc, as, bs, tmp[:], dgemmNR)
-			for i := 0; i < mr; i++ {
-				row := cm[off+i*ldc : off+i*ldc+nr]
-				for j := range row {
-					row[j] += tmp[i*dgemmNR+j]
-				}
-			}
-		}
-	}
-}
-
 // dpackB packs op(B)[pc:pc+kc, j0:j0+nr] as kc rows of dgemmNR (zero padded).
 func dpackB(dst []float64, transB bool, b []float64, ldb, pc, kc, j0, nr int) {
 	dst = dst[:kc*dgemmNR]
@@ -167,32 +141,6 @@ func dpackB(dst []float64, transB bool, b []float64, ldb, pc, kc, j0, nr int) {
 	for j := 0; j < nr; j++ {
 		for p, v := range b[(j0+j)*ldb+pc : (j0+j)*ldb+pc+kc] {
 			dst[p*dgemmNR+j] = v
-		}
-	}
-}
-
-// dpackA packs alpha·op(A)[ic:ic+mc, pc:pc+kc] as strips of dgemmMR rows.
-func dpackA(dst []float64, transA bool, a []float64, lda, ic, mc, pc, kc int, alpha float64) {
-	for s := 0; s*dgemmMR < mc; s++ {
-		mr := min(dgemmMR, mc-s*dgemmMR)
-		d := dst[s*dgemmKC*dgemmMR : s*dgemmKC*dgemmMR+kc*dgemmMR]
-		if mr < dgemmMR {
-			clear(d)
-		}
-		i0 := ic + s*dgemmMR
-		if !transA {
-			for i := 0; i < mr; i++ {
-				for p, v := range a[(i0+i)*lda+pc : (i0+i)*lda+pc+kc] {
-					d[p*dgemmMR+i] = alpha * v
-				}
-			}
-			continue
-		}
-		for p := 0; p < kc; p++ {
-			dd := d[p*dgemmMR : p*dgemmMR+mr]
-			for i, v := range a[(pc+p)*lda+i0 : (pc+p)*lda+i0+mr] {
-				dd[i] = alpha * v
-			}
 		}
 	}
 }

@@ -112,39 +112,50 @@ func (c *cpu) gemmBlocked(transA, transB bool, m, n, k int, alpha float32, a []f
 				mc := min(mcb, m-ic)
 				ap := buf.a[w]
 				if lastIC[w] != ic {
-					packA(ap, transA, a, lda, ic, mc, pc, kc, alpha)
+					packA(sTile, ap, transA, a, lda, ic, mc, pc, kc, alpha)
 					lastIC[w] = ic
 				}
 				j0 := ch * gemmChunk
 				j1 := min(nc, j0+gemmChunk)
-				macroKernel(kern, kc, ap, mc, buf.b[(j0/gemmNR)*gemmKC*gemmNR:], j1-j0, cm[ic*ldc+jc+j0:], ldc)
+				macroKernel[float32](sTile, kern, kc, ap, mc, buf.b[(j0/gemmNR)*gemmKC*gemmNR:], j1-j0, cm[ic*ldc+jc+j0:], ldc)
 			})
 		}
 	}
 }
 
+// tile is a micro-kernel's register tile (mr×nr) and the k-stride (kc)
+// of its packed strips.
+type tile struct{ mr, nr, kc int }
+
+// sTile and dTile are the SGEMM and DGEMM tiles.
+var (
+	sTile = tile{gemmMR, gemmNR, gemmKC}
+	dTile = tile{dgemmMR, dgemmNR, dgemmKC}
+)
+
 // macroKernel computes C[0:mc, 0:nc] += Ap·Bp for a packed A block (strips
-// of gemmMR rows, gemmKC apart) and packed B strips (gemmNR columns,
-// gemmKC·gemmNR apart), over kc steps.
-func macroKernel(kern microKernelFunc, kc int, ap []float32, mc int, bp []float32, nc int, cm []float32, ldc int) {
-	var tmp [gemmMR * gemmNR]float32
-	for jr := 0; jr < nc; jr += gemmNR {
-		nr := min(gemmNR, nc-jr)
-		bs := bp[(jr/gemmNR)*gemmKC*gemmNR:]
-		for ir := 0; ir < mc; ir += gemmMR {
-			mr := min(gemmMR, mc-ir)
-			as := ap[(ir/gemmMR)*gemmKC*gemmMR:]
+// of tl.mr rows, tl.kc apart) and packed B strips (tl.nr columns, tl.kc·tl.nr
+// apart), over kc steps.
+func macroKernel[T float32 | float64](tl tile, kern func(kc int, ap, bp, c []T, ldc int), kc int, ap []T, mc int, bp []T, nc int, cm []T, ldc int) {
+	var tmp [gemmMR * gemmNR]T // the largest tile
+	for jr := 0; jr < nc; jr += tl.nr {
+		nr := min(tl.nr, nc-jr)
+		bs := bp[(jr/tl.nr)*tl.kc*tl.nr:]
+		for ir := 0; ir < mc; ir += tl.mr {
+			mr := min(tl.mr, mc-ir)
+			as := ap[(ir/tl.mr)*tl.kc*tl.mr:]
 			off := ir*ldc + jr
-			if mr == gemmMR && nr == gemmNR {
+			if mr == tl.mr && nr == tl.nr {
 				kern(kc, as, bs, cm[off:], ldc)
 				continue
 			}
-			clear(tmp[:])
-			kern(kc, as, bs, tmp[:], gemmNR)
+			t := tmp[:tl.mr*tl.nr]
+			clear(t)
+			kern(kc, as, bs, t, tl.nr)
 			for i := 0; i < mr; i++ {
 				row := cm[off+i*ldc : off+i*ldc+nr]
 				for j := range row {
-					row[j] += tmp[i*gemmNR+j]
+					row[j] += t[i*tl.nr+j]
 				}
 			}
 		}
@@ -179,21 +190,22 @@ func packB(dst []float32, transB bool, b []float32, ldb, pc, kc, j0, nr int) {
 	}
 }
 
-// packA packs alpha*op(A)[ic:ic+mc, pc:pc+kc] into dst as strips of gemmMR
-// rows: strip s holds kc groups of gemmMR floats (zero padded).
-func packA(dst []float32, transA bool, a []float32, lda, ic, mc, pc, kc int, alpha float32) {
-	for s := 0; s*gemmMR < mc; s++ {
-		mr := min(gemmMR, mc-s*gemmMR)
-		d := dst[s*gemmKC*gemmMR : s*gemmKC*gemmMR+kc*gemmMR]
-		if mr < gemmMR {
+// packA packs alpha*op(A)[ic:ic+mc, pc:pc+kc] into dst as strips of tl.mr
+// rows: strip s holds kc groups of tl.mr values (zero padded), tl.kc groups
+// apart.
+func packA[T float32 | float64](tl tile, dst []T, transA bool, a []T, lda, ic, mc, pc, kc int, alpha T) {
+	for s := 0; s*tl.mr < mc; s++ {
+		mr := min(tl.mr, mc-s*tl.mr)
+		d := dst[s*tl.kc*tl.mr : s*tl.kc*tl.mr+kc*tl.mr]
+		if mr < tl.mr {
 			clear(d)
 		}
-		i0 := ic + s*gemmMR
+		i0 := ic + s*tl.mr
 		if !transA {
 			for i := 0; i < mr; i++ {
 				src := a[(i0+i)*lda+pc : (i0+i)*lda+pc+kc]
 				for p, v := range src {
-					d[p*gemmMR+i] = alpha * v
+					d[p*tl.mr+i] = alpha * v
 				}
 			}
 			continue
@@ -201,7 +213,7 @@ func packA(dst []float32, transA bool, a []float32, lda, ic, mc, pc, kc int, alp
 		// op(A)[i][p] = a[p*lda+i]
 		for p := 0; p < kc; p++ {
 			src := a[(pc+p)*lda+i0 : (pc+p)*lda+i0+mr]
-			dd := d[p*gemmMR : p*gemmMR+mr]
+			dd := d[p*tl.mr : p*tl.mr+mr]
 			for i, v := range src {
 				dd[i] = alpha * v
 			}

@@ -7,6 +7,49 @@
 // are in simd_amd64.go; every kernel has a pure-Go twin the tests compare
 // against.
 
+// PREFETCH_C6 prefetches the 6-row C tile at DX (row stride R8 bytes, 64
+// bytes a row, possibly straddling two lines): for large C it is not in
+// cache, and its load at the end would otherwise stall. Clobbers AX.
+#define PREFETCH_C6 \
+	MOVQ DX, AX \
+	PREFETCHT0 (AX) \
+	PREFETCHT0 63(AX) \
+	ADDQ R8, AX \
+	PREFETCHT0 (AX) \
+	PREFETCHT0 63(AX) \
+	ADDQ R8, AX \
+	PREFETCHT0 (AX) \
+	PREFETCHT0 63(AX) \
+	ADDQ R8, AX \
+	PREFETCHT0 (AX) \
+	PREFETCHT0 63(AX) \
+	ADDQ R8, AX \
+	PREFETCHT0 (AX) \
+	PREFETCHT0 63(AX) \
+	ADDQ R8, AX \
+	PREFETCHT0 (AX) \
+	PREFETCHT0 63(AX)
+
+// STORE_C6 adds the accumulators Y4..Y15 (two a row) to the 6-row C tile
+// at DX (row stride R8) with ADD and stores it with MOV (PS or PD forms).
+#define STORE_ROW(ADD, MOV, ya, yb) \
+	ADD (DX), ya, ya \
+	ADD 32(DX), yb, yb \
+	MOV ya, (DX) \
+	MOV yb, 32(DX)
+#define STORE_C6(ADD, MOV) \
+	STORE_ROW(ADD, MOV, Y4, Y5) \
+	ADDQ R8, DX \
+	STORE_ROW(ADD, MOV, Y6, Y7) \
+	ADDQ R8, DX \
+	STORE_ROW(ADD, MOV, Y8, Y9) \
+	ADDQ R8, DX \
+	STORE_ROW(ADD, MOV, Y10, Y11) \
+	ADDQ R8, DX \
+	STORE_ROW(ADD, MOV, Y12, Y13) \
+	ADDQ R8, DX \
+	STORE_ROW(ADD, MOV, Y14, Y15)
+
 // func gemm6x16(kc int, a, b, c *float32, ldc int)
 // C[0:6, 0:16] += Ap·Bp, Ap = kc groups of 6 floats, Bp = kc groups of 16.
 // kc >= 1. Accumulators Y4..Y15 hold the 6×16 tile (two registers a row).
@@ -17,27 +60,7 @@ TEXT ·gemm6x16(SB), NOSPLIT, $0-40
 	MOVQ c+24(FP), DX
 	MOVQ ldc+32(FP), R8
 	SHLQ $2, R8
-	// Prefetch the C tile (6 rows of 64 bytes, possibly straddling two
-	// lines each): for large C it is not in cache, and its load at the end
-	// would otherwise stall.
-	MOVQ DX, AX
-	PREFETCHT0 (AX)
-	PREFETCHT0 63(AX)
-	ADDQ R8, AX
-	PREFETCHT0 (AX)
-	PREFETCHT0 63(AX)
-	ADDQ R8, AX
-	PREFETCHT0 (AX)
-	PREFETCHT0 63(AX)
-	ADDQ R8, AX
-	PREFETCHT0 (AX)
-	PREFETCHT0 63(AX)
-	ADDQ R8, AX
-	PREFETCHT0 (AX)
-	PREFETCHT0 63(AX)
-	ADDQ R8, AX
-	PREFETCHT0 (AX)
-	PREFETCHT0 63(AX)
+	PREFETCH_C6
 	VXORPS Y4, Y4, Y4
 	VXORPS Y5, Y5, Y5
 	VXORPS Y6, Y6, Y6
@@ -97,35 +120,7 @@ loop1:
 	DECQ CX
 	JNZ  loop1
 store:
-	VADDPS (DX), Y4, Y4
-	VADDPS 32(DX), Y5, Y5
-	VMOVUPS Y4, (DX)
-	VMOVUPS Y5, 32(DX)
-	ADDQ R8, DX
-	VADDPS (DX), Y6, Y6
-	VADDPS 32(DX), Y7, Y7
-	VMOVUPS Y6, (DX)
-	VMOVUPS Y7, 32(DX)
-	ADDQ R8, DX
-	VADDPS (DX), Y8, Y8
-	VADDPS 32(DX), Y9, Y9
-	VMOVUPS Y8, (DX)
-	VMOVUPS Y9, 32(DX)
-	ADDQ R8, DX
-	VADDPS (DX), Y10, Y10
-	VADDPS 32(DX), Y11, Y11
-	VMOVUPS Y10, (DX)
-	VMOVUPS Y11, 32(DX)
-	ADDQ R8, DX
-	VADDPS (DX), Y12, Y12
-	VADDPS 32(DX), Y13, Y13
-	VMOVUPS Y12, (DX)
-	VMOVUPS Y13, 32(DX)
-	ADDQ R8, DX
-	VADDPS (DX), Y14, Y14
-	VADDPS 32(DX), Y15, Y15
-	VMOVUPS Y14, (DX)
-	VMOVUPS Y15, 32(DX)
+	STORE_C6(VADDPS, VMOVUPS)
 	VZEROUPPER
 	RET
 
@@ -139,27 +134,7 @@ TEXT ·dgemm6x8(SB), NOSPLIT, $0-40
 	MOVQ c+24(FP), DX
 	MOVQ ldc+32(FP), R8
 	SHLQ $3, R8
-	// Prefetch the C tile (6 rows of 64 bytes, possibly straddling two
-	// lines each): for large C it is not in cache, and its load at the end
-	// would otherwise stall.
-	MOVQ DX, AX
-	PREFETCHT0 (AX)
-	PREFETCHT0 63(AX)
-	ADDQ R8, AX
-	PREFETCHT0 (AX)
-	PREFETCHT0 63(AX)
-	ADDQ R8, AX
-	PREFETCHT0 (AX)
-	PREFETCHT0 63(AX)
-	ADDQ R8, AX
-	PREFETCHT0 (AX)
-	PREFETCHT0 63(AX)
-	ADDQ R8, AX
-	PREFETCHT0 (AX)
-	PREFETCHT0 63(AX)
-	ADDQ R8, AX
-	PREFETCHT0 (AX)
-	PREFETCHT0 63(AX)
+	PREFETCH_C6
 	VXORPD Y4, Y4, Y4
 	VXORPD Y5, Y5, Y5
 	VXORPD Y6, Y6, Y6
@@ -219,35 +194,7 @@ loop1:
 	DECQ CX
 	JNZ  loop1
 store:
-	VADDPD (DX), Y4, Y4
-	VADDPD 32(DX), Y5, Y5
-	VMOVUPD Y4, (DX)
-	VMOVUPD Y5, 32(DX)
-	ADDQ R8, DX
-	VADDPD (DX), Y6, Y6
-	VADDPD 32(DX), Y7, Y7
-	VMOVUPD Y6, (DX)
-	VMOVUPD Y7, 32(DX)
-	ADDQ R8, DX
-	VADDPD (DX), Y8, Y8
-	VADDPD 32(DX), Y9, Y9
-	VMOVUPD Y8, (DX)
-	VMOVUPD Y9, 32(DX)
-	ADDQ R8, DX
-	VADDPD (DX), Y10, Y10
-	VADDPD 32(DX), Y11, Y11
-	VMOVUPD Y10, (DX)
-	VMOVUPD Y11, 32(DX)
-	ADDQ R8, DX
-	VADDPD (DX), Y12, Y12
-	VADDPD 32(DX), Y13, Y13
-	VMOVUPD Y12, (DX)
-	VMOVUPD Y13, 32(DX)
-	ADDQ R8, DX
-	VADDPD (DX), Y14, Y14
-	VADDPD 32(DX), Y15, Y15
-	VMOVUPD Y14, (DX)
-	VMOVUPD Y15, 32(DX)
+	STORE_C6(VADDPD, VMOVUPD)
 	VZEROUPPER
 	RET
 
