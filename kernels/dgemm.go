@@ -58,18 +58,7 @@ func dgemm(kern dgemmKernel, threads int, transA, transB bool, m, n, k int, alph
 	if m == 0 || n == 0 {
 		return nil
 	}
-	if beta != 1 {
-		for i := 0; i < m; i++ {
-			row := c[i*ldc : i*ldc+n]
-			if beta == 0 {
-				clear(row)
-				continue
-			}
-			for j := range row {
-				row[j] *= beta
-			}
-		}
-	}
+	scaleC(m, n, beta, c, ldc)
 	if k == 0 || alpha == 0 {
 		return nil
 	}
@@ -145,27 +134,5 @@ func dpackB(dst []float64, transB bool, b []float64, ldb, pc, kc, j0, nr int) {
 	}
 }
 
-// dgemmKernelGo is the pure-Go micro-kernel (the reference for the
-// assembly one).
-func dgemmKernelGo(kc int, ap, bp, c []float64, ldc int) {
-	var acc [dgemmMR][dgemmNR]float64
-	ap = ap[:kc*dgemmMR]
-	bp = bp[:kc*dgemmNR]
-	for p := 0; p < kc; p++ {
-		b := (*[dgemmNR]float64)(bp[p*dgemmNR:])
-		a := (*[dgemmMR]float64)(ap[p*dgemmMR:])
-		for i := 0; i < dgemmMR; i++ {
-			ai := a[i]
-			r := &acc[i]
-			for j := 0; j < dgemmNR; j++ {
-				r[j] += ai * b[j]
-			}
-		}
-	}
-	for i := 0; i < dgemmMR; i++ {
-		row := c[i*ldc : i*ldc+dgemmNR]
-		for j := range row {
-			row[j] += acc[i][j]
-		}
-	}
-}
+// dgemmKernelGo is the pure-Go DGEMM micro-kernel.
+func dgemmKernelGo(kc int, ap, bp, c []float64, ldc int) { tileKernelGo(dTile, kc, ap, bp, c, ldc) }

@@ -44,7 +44,7 @@ func (c *cpu) sgemmT(threads int, transA, transB bool, m, n, k int, alpha float3
 }
 
 // scaleC applies C *= beta (C = 0 when beta == 0).
-func scaleC(m, n int, beta float32, c []float32, ldc int) {
+func scaleC[T float32 | float64](m, n int, beta T, c []T, ldc int) {
 	if beta == 1 {
 		return
 	}
@@ -223,25 +223,28 @@ func packA[T float32 | float64](tl tile, dst []T, transA bool, a []T, lda, ic, m
 
 // microKernelGo computes C[0:6,0:16] += Ap·Bp over kc steps, where Ap holds
 // kc groups of 6 floats and Bp kc groups of 16.
-func microKernelGo(kc int, ap, bp, c []float32, ldc int) {
-	var acc [gemmMR][gemmNR]float32
-	ap = ap[:kc*gemmMR]
-	bp = bp[:kc*gemmNR]
+func microKernelGo(kc int, ap, bp, c []float32, ldc int) { tileKernelGo(sTile, kc, ap, bp, c, ldc) }
+
+// tileKernelGo is the pure-Go micro-kernel for tile tl (the reference for
+// the assembly ones): C[0:mr, 0:nr] += Ap·Bp over kc packed steps.
+func tileKernelGo[T float32 | float64](tl tile, kc int, ap, bp, c []T, ldc int) {
+	var acc [gemmMR * gemmNR]T // the largest tile
+	mr, nr := tl.mr, tl.nr
+	ap = ap[:kc*mr]
+	bp = bp[:kc*nr]
 	for p := 0; p < kc; p++ {
-		b := (*[gemmNR]float32)(bp[p*gemmNR:])
-		a := (*[gemmMR]float32)(ap[p*gemmMR:])
-		for i := 0; i < gemmMR; i++ {
-			ai := a[i]
-			r := &acc[i]
-			for j := 0; j < gemmNR; j++ {
-				r[j] += ai * b[j]
+		b := bp[p*nr : p*nr+nr]
+		for i, ai := range ap[p*mr : p*mr+mr] {
+			r := acc[i*nr : i*nr+nr]
+			for j, bj := range b {
+				r[j] += ai * bj
 			}
 		}
 	}
-	for i := 0; i < gemmMR; i++ {
-		row := c[i*ldc : i*ldc+gemmNR]
+	for i := 0; i < mr; i++ {
+		row := c[i*ldc : i*ldc+nr]
 		for j := range row {
-			row[j] += acc[i][j]
+			row[j] += acc[i*nr+j]
 		}
 	}
 }
