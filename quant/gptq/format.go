@@ -57,7 +57,12 @@ func (g *FormatGrid) Fit(vals []float64, clip float64) Scale {
 		gs := g.shared
 		return Scale{Mul: float64(gs.Mul), Zero: float64(gs.Zero), Enc: gs.Code}
 	}
-	buf := make([]float32, len(vals))
+	var arr [256]float32 // typical groups fit: no allocation per group
+	buf := arr[:0]
+	if len(vals) > len(arr) {
+		buf = make([]float32, len(vals))
+	}
+	buf = buf[:len(vals)]
 	for i, v := range vals {
 		buf[i] = float32(v)
 	}
@@ -67,6 +72,13 @@ func (g *FormatGrid) Fit(vals []float64, clip float64) Scale {
 	}
 	gs := g.f.FitGroup(buf, g.tscal, opt)
 	return Scale{Mul: float64(gs.Mul), Zero: float64(gs.Zero), Enc: gs.Code}
+}
+
+// ClipInvariant implements ClipInvariant: E8M0 scales (MXFP4, MXFP6, ...)
+// search the OCP exponent and its neighbours whatever the clip ratio, and a
+// shared scale ignores it.
+func (g *FormatGrid) ClipInvariant() bool {
+	return g.shared != nil || g.f.Scale == quant.ScaleE8M0
 }
 
 // Round implements Grid.

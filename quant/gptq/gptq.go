@@ -144,6 +144,9 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 			return nil, fmt.Errorf("gptq: clip ratio %v outside (0,1]", c)
 		}
 	}
+	if ci, ok := grid.(ClipInvariant); ok && ci.ClipInvariant() {
+		clips = distinctClips(clips)
+	}
 	ngroups := (cols + gs - 1) / gs
 
 	// Working copies: Wt is the weight transposed (cols×rows) so that a
@@ -313,6 +316,20 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 		return nil, err
 	}
 	return res, nil
+}
+
+// distinctClips keeps, in order, the ratios 1 and the first ratio below 1:
+// the only ones that can give different scales on a ClipInvariant grid.
+func distinctClips(clips []float64) []float64 {
+	var out []float64
+	below := false
+	for _, c := range clips {
+		if c == 1 || !below {
+			out = append(out, c)
+			below = below || c < 1
+		}
+	}
+	return out
 }
 
 // fitGroup picks the scale among clips with the smallest weighted rounding

@@ -297,3 +297,55 @@ func TestHessianWeightedSearch(t *testing.T) {
 		}
 	}
 }
+
+// plainGrid hides a grid's optional interfaces (ClipInvariant).
+type plainGrid struct{ Grid }
+
+// TestClipInvariantSameResult: on E8M0 (MXFP4) and shared-scale grids,
+// trying one clip ratio below 1 instead of the whole list changes nothing;
+// on grids whose scale follows the clip (NVFP4, INT4) the list is kept.
+func TestClipInvariantSameResult(t *testing.T) {
+	L := genLayer(t, 5, 16, 128, 512, -1)
+	w := f32s(L.w)
+	clips := DefaultClipRatios()
+	for _, tc := range []struct {
+		format    string
+		invariant bool
+	}{
+		{"mxfp4", true},
+		{"nvfp4", false},
+		{"int4", false},
+	} {
+		t.Run(tc.format, func(t *testing.T) {
+			g, err := NewFormatGrid(lookup(t, tc.format, 0), w, L.cols)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if g.ClipInvariant() != tc.invariant {
+				t.Fatalf("ClipInvariant() = %v, want %v", g.ClipInvariant(), tc.invariant)
+			}
+			opt := Options{ActOrder: true, ClipRatios: clips}
+			got, err := Quantize(context.Background(), L.w, L.rows, L.cols, L.h, g, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := Quantize(context.Background(), L.w, L.rows, L.cols, L.h, plainGrid{g}, opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range want.Codes {
+				if got.Codes[i] != want.Codes[i] {
+					t.Fatalf("code %d: %d with the reduced clip list, %d with all %d ratios", i, got.Codes[i], want.Codes[i], len(clips))
+				}
+			}
+			for i := range want.Scales {
+				if got.Scales[i] != want.Scales[i] {
+					t.Fatalf("scale %d differs", i)
+				}
+			}
+		})
+	}
+	if got := distinctClips([]float64{1, 0.95, 0.9, 1, 0.8}); len(got) != 3 || got[0] != 1 || got[1] != 0.95 || got[2] != 1 {
+		t.Errorf("distinctClips = %v", got)
+	}
+}

@@ -11,6 +11,14 @@ type Scale struct {
 	Enc uint32
 }
 
+// ClipInvariant is implemented by grids whose Fit returns the same scale
+// for every clip ratio below 1 (power-of-two scales search their own
+// exponent neighbourhood instead of clipping): Quantize then tries one
+// ratio below 1 instead of the whole list, with identical results.
+type ClipInvariant interface {
+	ClipInvariant() bool
+}
+
 // Grid is a number format as GPTQ sees it: groups of GroupSize consecutive
 // input columns of one row share a Scale; Fit chooses the scale of a group
 // from its values (clipped to clip·absmax, clip in (0,1]) and Round maps one
