@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sort"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/marlin-llm/marlin/kernels"
 	"github.com/marlin-llm/marlin/quant"
@@ -226,74 +229,42 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 	res.Damp = usedDamp
 
 	// Quantize in permuted order; codes/q are stored at permuted positions
-	// and un-permuted at the end.
+	// and un-permuted at the end. Rows are independent given U, so chunks
+	// of gptqRowChunk rows run concurrently, each through the whole column
+	// loop; a row's arithmetic does not depend on its chunk, so the result
+	// is the same for any number of goroutines.
 	qt := make([]float64, cols*rows)
 	codesT := make([]uint8, cols*rows)
 	gidx := make([]int32, cols)
+	for i := 0; i < cols; i++ {
+		if opt.StaticGroups {
+			gidx[perm[i]] = int32(perm[i] / gs)
+		} else {
+			gidx[perm[i]] = int32(i / gs)
+		}
+	}
 	errBlk := make([]float64, bs*rows)
-	weights := make([]float64, gs)
-	vals := make([]float64, gs)
-	for i1 := 0; i1 < cols; i1 += bs {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("gptq: %w", err)
-		}
-		i2 := min(i1+bs, cols)
-		for i := i1; i < i2; i++ {
-			d := U[i*cols+i]
-			col := wt[i*rows : (i+1)*rows]
-			var g int
-			if opt.StaticGroups {
-				g = perm[i] / gs
-			} else {
-				g = i / gs
-				if i%gs == 0 {
-					// Fit this group's scales on the current (updated) weights.
-					c1 := min(i+gs, cols)
-					for j := i; j < c1; j++ {
-						dj := U[j*cols+j]
-						weights[j-i] = 1 / (dj * dj)
-					}
-					for r := 0; r < rows; r++ {
-						v := vals[:c1-i]
-						for j := i; j < c1; j++ {
-							v[j-i] = wt[j*rows+r]
-						}
-						scales[r*ngroups+g] = fitGroup(grid, v, weights[:c1-i], clips)
-					}
-				}
-			}
-			gidx[perm[i]] = int32(g)
-			e := errBlk[(i-i1)*rows : (i-i1+1)*rows]
-			qcol := qt[i*rows : (i+1)*rows]
-			ccol := codesT[i*rows : (i+1)*rows]
-			for r := 0; r < rows; r++ {
-				code, q := grid.Round(col[r], scales[r*ngroups+g])
-				qcol[r], ccol[r] = q, code
-				diff := col[r] - q
-				res.Loss += diff * diff / (d * d) / 2
-				e[r] = diff / d
-			}
-			// In-block update of the remaining columns of this block.
-			urow := U[i*cols : (i+1)*cols]
-			for j := i + 1; j < i2; j++ {
-				u := urow[j]
-				if u == 0 {
-					continue
-				}
-				cj := wt[j*rows : (j+1)*rows]
-				for r := range cj {
-					cj[r] -= e[r] * u
-				}
-			}
-		}
-		// Lazy batch update: Wt[i2:,:] -= U[i1:i2, i2:]ᵀ · Err.
-		if i2 < cols {
-			cnt := i2 - i1
-			if err := kernels.Dgemm(true, false, cols-i2, rows, cnt, -1, U[i1*cols+i2:], cols,
-				errBlk[:cnt*rows], rows, 1, wt[i2*rows:], rows); err != nil {
-				return nil, fmt.Errorf("gptq: lazy batch update: %w", err)
-			}
-		}
+	nchunks := (rows + gptqRowChunk - 1) / gptqRowChunk
+	losses := make([]float64, nchunks)
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.SetLimit(runtime.GOMAXPROCS(0))
+	for ch := 0; ch < nchunks; ch++ {
+		r0, r1 := ch*gptqRowChunk, min(rows, (ch+1)*gptqRowChunk)
+		eg.Go(func() error {
+			loss, err := quantizeRows(ectx, r0, r1, rowsJob{
+				wt: wt, qt: qt, codesT: codesT, errBlk: errBlk, U: U, scales: scales,
+				rows: rows, cols: cols, gs: gs, bs: bs, ngroups: ngroups,
+				grid: grid, clips: clips, static: opt.StaticGroups, perm: perm,
+			})
+			losses[ch] = loss
+			return err
+		})
+	}
+	if err := eg.Wait(); err != nil {
+		return nil, err
+	}
+	for _, l := range losses {
+		res.Loss += l
 	}
 
 	res.Q = make([]float32, rows*cols)
@@ -316,6 +287,97 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 		return nil, err
 	}
 	return res, nil
+}
+
+// gptqRowChunk is how many rows one goroutine of Quantize takes.
+const gptqRowChunk = 64
+
+// rowsJob is what quantizeRows shares across row chunks: the working
+// matrices (column-major, cols×rows: wt, qt, codesT; errBlk bs×rows) and
+// the settings of Quantize.
+type rowsJob struct {
+	wt, qt, errBlk, U  []float64
+	codesT             []uint8
+	scales             []Scale
+	rows, cols, gs, bs int
+	ngroups            int
+	grid               Grid
+	clips              []float64
+	static             bool
+	perm               []int
+}
+
+// quantizeRows runs GPTQ's column loop on rows [r0, r1): quantize a column,
+// spread its error over the rest of its block, and after each block update
+// the columns after it (the lazy batch). It returns the rows' GPTQ loss.
+func quantizeRows(ctx context.Context, r0, r1 int, j rowsJob) (float64, error) {
+	rows, cols, gs := j.rows, j.cols, j.gs
+	n := r1 - r0
+	weights := make([]float64, gs)
+	vals := make([]float64, gs)
+	var loss float64
+	for i1 := 0; i1 < cols; i1 += j.bs {
+		if err := ctx.Err(); err != nil {
+			return 0, fmt.Errorf("gptq: %w", err)
+		}
+		i2 := min(i1+j.bs, cols)
+		for i := i1; i < i2; i++ {
+			d := j.U[i*cols+i]
+			col := j.wt[i*rows+r0 : i*rows+r1]
+			var g int
+			if j.static {
+				g = j.perm[i] / gs
+			} else {
+				g = i / gs
+				if i%gs == 0 {
+					// Fit this group's scales on the current (updated) weights.
+					c1 := min(i+gs, cols)
+					for k := i; k < c1; k++ {
+						dk := j.U[k*cols+k]
+						weights[k-i] = 1 / (dk * dk)
+					}
+					for r := r0; r < r1; r++ {
+						v := vals[:c1-i]
+						for k := i; k < c1; k++ {
+							v[k-i] = j.wt[k*rows+r]
+						}
+						j.scales[r*j.ngroups+g] = fitGroup(j.grid, v, weights[:c1-i], j.clips)
+					}
+				}
+			}
+			e := j.errBlk[(i-i1)*rows+r0 : (i-i1)*rows+r1]
+			qcol := j.qt[i*rows+r0 : i*rows+r1]
+			ccol := j.codesT[i*rows+r0 : i*rows+r1]
+			for k, w := range col {
+				code, q := j.grid.Round(w, j.scales[(r0+k)*j.ngroups+g])
+				qcol[k], ccol[k] = q, code
+				diff := w - q
+				loss += diff * diff / (d * d) / 2
+				e[k] = diff / d
+			}
+			// In-block update of the remaining columns of this block.
+			urow := j.U[i*cols : (i+1)*cols]
+			for k := i + 1; k < i2; k++ {
+				u := urow[k]
+				if u == 0 {
+					continue
+				}
+				ck := j.wt[k*rows+r0 : k*rows+r1]
+				for r := range ck {
+					ck[r] -= e[r] * u
+				}
+			}
+		}
+		// Lazy batch update: Wt[i2:, r0:r1] -= U[i1:i2, i2:]ᵀ · Err[:, r0:r1].
+		if i2 < cols {
+			cnt := i2 - i1
+			if err := kernels.Dgemm(true, false, cols-i2, n, cnt, -1, j.U[i1*cols+i2:], cols,
+				j.errBlk[r0:], rows, 1, j.wt[i2*rows+r0:], rows); err != nil {
+				return 0, fmt.Errorf("gptq: lazy batch update: %w", err)
+			}
+		}
+	}
+	return loss, nil
 }
 
 // distinctClips keeps, in order, the ratios 1 and the first ratio below 1:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"runtime"
 	"testing"
 
 	"github.com/marlin-llm/marlin/quant"
@@ -347,5 +348,32 @@ func TestClipInvariantSameResult(t *testing.T) {
 	}
 	if got := distinctClips([]float64{1, 0.95, 0.9, 1, 0.8}); len(got) != 3 || got[0] != 1 || got[1] != 0.95 || got[2] != 1 {
 		t.Errorf("distinctClips = %v", got)
+	}
+}
+
+// TestQuantizeSameOnAnyCoreCount: row chunks run concurrently; the codes,
+// scales and loss do not depend on how many run at once.
+func TestQuantizeSameOnAnyCoreCount(t *testing.T) {
+	L := genLayer(t, 9, 3*gptqRowChunk+5, 256, 1024, 3)
+	g := refIntGrid{4, 64}
+	opt := Options{ActOrder: true, ClipRatios: []float64{1, 0.9}}
+	var results []*Result
+	for _, procs := range []int{1, 3} {
+		prev := runtime.GOMAXPROCS(procs)
+		res, err := Quantize(context.Background(), L.w, L.rows, L.cols, L.h, g, opt)
+		runtime.GOMAXPROCS(prev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		results = append(results, res)
+	}
+	a, b := results[0], results[1]
+	if a.Loss != b.Loss || a.Err != b.Err {
+		t.Errorf("loss %v / %v, error %v / %v on 1 and 3 cores", a.Loss, b.Loss, a.Err, b.Err)
+	}
+	for i := range a.Codes {
+		if a.Codes[i] != b.Codes[i] || a.Q[i] != b.Q[i] {
+			t.Fatalf("entry %d differs between 1 and 3 cores", i)
+		}
 	}
 }
