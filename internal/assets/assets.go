@@ -42,9 +42,15 @@ func Shared(tb testing.TB, elem ...string) string {
 	return filepath.Join(append([]string{base}, elem...)...)
 }
 
-// Model returns the directory of a shared nano model ("qwen3-nano",
-// "qwen3moe-nano", "glm47-nano").
+// Model returns the directory of a nano model: a shared one ("qwen3-nano",
+// "qwen3moe-nano", "glm47-nano") or one the repository holds under
+// model/testdata ("nemotronh-nano").
 func Model(tb testing.TB, name string) string {
 	tb.Helper()
+	if dir := filepath.Join(Root(tb), "model", "testdata", name); name != "" {
+		if st, err := os.Stat(filepath.Join(dir, "config.json")); err == nil && !st.IsDir() {
+			return dir
+		}
+	}
 	return Shared(tb, "models", name)
 }

@@ -8,9 +8,10 @@ import (
 	"strings"
 )
 
-var layerIndexRe = regexp.MustCompile(`^model\.layers\.(\d+)\.`)
+var layerIndexRe = regexp.MustCompile(`^(?:model|backbone)\.layers\.(\d+)\.`)
 
-// LayerIndex returns N of a "model.layers.N.…" tensor name, or -1.
+// LayerIndex returns N of a "model.layers.N.…" (or nemotron_h's
+// "backbone.layers.N.…") tensor name, or -1.
 func LayerIndex(name string) int {
 	m := layerIndexRe.FindStringSubmatch(name)
 	if m == nil {
@@ -139,4 +140,31 @@ func tensorLess(a, b string) bool {
 // declaring fewer layers than the checkpoint holds makes.
 func (c *Config) CheckLayers(names []string) error {
 	return c.CheckUsed(names, func(n string) bool { return LayerIndex(n) < c.NumLayers })
+}
+
+// EmbedName is the checkpoint name of the token embeddings
+// ("model.embed_tokens.weight"; nemotron_h: "backbone.embeddings.weight").
+func (c *Config) EmbedName() string {
+	if c.Hybrid != nil {
+		return "backbone.embeddings.weight"
+	}
+	return "model.embed_tokens.weight"
+}
+
+// FinalNormName is the checkpoint name of the final RMSNorm's weight
+// ("model.norm.weight"; nemotron_h: "backbone.norm_f.weight").
+func (c *Config) FinalNormName() string {
+	if c.Hybrid != nil {
+		return "backbone.norm_f.weight"
+	}
+	return "model.norm.weight"
+}
+
+// LayerPrefix is the name prefix of decoder layer l's tensors
+// ("model.layers.3."; nemotron_h: "backbone.layers.3.").
+func (c *Config) LayerPrefix(l int) string {
+	if c.Hybrid != nil {
+		return "backbone.layers." + strconv.Itoa(l) + "."
+	}
+	return "model.layers." + strconv.Itoa(l) + "."
 }
