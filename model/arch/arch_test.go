@@ -15,7 +15,7 @@ import (
 	"github.com/marlin-llm/marlin/tensor"
 )
 
-var nanoModels = []string{"qwen3-nano", "qwen3moe-nano", "glm47-nano"}
+var nanoModels = []string{"qwen3-nano", "qwen3moe-nano", "glm47-nano", "nemotronh-nano"}
 
 func cpuBackend(t testing.TB) kernels.Backend {
 	b, err := kernels.Open("cpu", kernels.Options{})
