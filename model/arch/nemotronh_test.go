@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/marlin-llm/marlin/model/safetensors"
 	"github.com/marlin-llm/marlin/model/synth"
 )
 
@@ -92,6 +93,80 @@ func TestNemotronHSyntheticDecode(t *testing.T) {
 		t.Logf("pass %d: decode vs forward max|diff| %.3g, max|logit| %.3g", pass, d, r)
 		if !(d <= 1e-4*r) {
 			t.Errorf("pass %d: decode logits differ from Forward: %.3g of %.3g", pass, d, r)
+		}
+	}
+}
+
+// TestNemotronHBuildLayer builds every layer of a synthetic Nemotron-3-Nano
+// on its own (what the layer-streamed calibration holds at a time) and
+// checks that it computes what the whole model's layer does and lists the
+// same Linears: Mamba in_proj/out_proj, attention q/k/v/o, router, every
+// expert's up/down and the shared expert.
+func TestNemotronHBuildLayer(t *testing.T) {
+	dir := t.TempDir()
+	cfgMap := synth.Nemotron3Nano(32, 6)
+	ts, err := synth.NemotronHTensors(cfgMap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := synth.Write(context.Background(), dir, cfgMap, ts, 5, 0); err != nil {
+		t.Fatal(err)
+	}
+	m, err := Load(dir, Options{Backend: cpuBackend(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := safetensors.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	ctx := context.Background()
+	batch := Batch{Seqs: 2, Len: 9}
+	ids := make([]int32, batch.Tokens())
+	for i := range ids {
+		ids[i] = int32(i * 53 % 3000)
+	}
+	h, err := m.Embed(ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantProjs := map[byte][]string{'M': {"mixer.in_proj", "mixer.out_proj"}, '*': {"mixer.q_proj", "mixer.k_proj", "mixer.v_proj", "mixer.o_proj"}}
+	for l := 0; l < m.NumLayers(); l++ {
+		ly, err := BuildLayer(m.Config(), ck, l, Options{Backend: cpuBackend(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, p := range ly.Projs() {
+			names = append(names, p.Name())
+		}
+		var whole []string
+		for _, p := range m.LayerProjs(l) {
+			whole = append(whole, p.Name())
+		}
+		if !slices.Equal(names, whole) {
+			t.Errorf("layer %d: BuildLayer's Linears %v, the model's %v", l, names, whole)
+		}
+		kind := m.Config().Hybrid.Pattern[l]
+		pre := m.Config().LayerPrefix(l)
+		for _, w := range wantProjs[kind] {
+			if !slices.Contains(names, pre+w) {
+				t.Errorf("layer %d (%c): no Linear %s", l, kind, pre+w)
+			}
+		}
+		if kind == 'E' && len(names) != 1+2*128+2 {
+			t.Errorf("layer %d: %d Linears, want router + 128×2 experts + 2 shared", l, len(names))
+		}
+		got := slices.Clone(h)
+		if err := ly.Forward(ctx, got, batch, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Layer(ctx, l, h, batch, nil); err != nil {
+			t.Fatal(err)
+		}
+		if d, r := relErr(got, h); d != 0 {
+			t.Errorf("layer %d: BuildLayer's forward differs from the model's by %.3g (of %.3g)", l, d, r)
 		}
 	}
 }
