@@ -2,8 +2,11 @@ package arch
 
 import (
 	"context"
+	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/marlin-llm/marlin/internal/assets"
 
 	"github.com/marlin-llm/marlin/model/safetensors"
 	"github.com/marlin-llm/marlin/model/synth"
@@ -168,5 +171,49 @@ func TestNemotronHBuildLayer(t *testing.T) {
 		if d, r := relErr(got, h); d != 0 {
 			t.Errorf("layer %d: BuildLayer's forward differs from the model's by %.3g (of %.3g)", l, d, r)
 		}
+	}
+}
+
+// TestNemotronHGreedyGolden continues golden.json's prompt greedily through
+// the Mamba-state / KV cache (prompt prefill, then one token at a time) and
+// compares the tokens with transformers' generate() on the same model.
+func TestNemotronHGreedyGolden(t *testing.T) {
+	dir := assets.Model(t, "nemotronh-nano")
+	var g struct {
+		Greedy struct {
+			Prompt []int32 `json:"prompt_ids"`
+			Cached []int32 `json:"generated_ids_cached"`
+		} `json:"greedy"`
+	}
+	assets.ReadJSON(t, filepath.Join(dir, "golden.json"), &g)
+	if len(g.Greedy.Prompt) == 0 || len(g.Greedy.Cached) == 0 {
+		t.Fatal("golden.json has no greedy continuation")
+	}
+	m := loadNano(t, "nemotronh-nano")
+	c, err := m.NewCache(len(g.Greedy.Prompt) + len(g.Greedy.Cached))
+	if err != nil {
+		t.Fatal(err)
+	}
+	V := m.Vocab()
+	lg, err := m.Decode(context.Background(), c, g.Greedy.Prompt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := lg[len(lg)-V:]
+	var got []int32
+	for range g.Greedy.Cached {
+		best := 0
+		for i, v := range last {
+			if v > last[best] {
+				best = i
+			}
+		}
+		got = append(got, int32(best))
+		if last, err = m.Decode(context.Background(), c, []int32{int32(best)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !slices.Equal(got, g.Greedy.Cached) {
+		t.Errorf("greedy tokens %v, transformers %v", got, g.Greedy.Cached)
 	}
 }
