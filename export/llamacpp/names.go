@@ -33,11 +33,11 @@ const (
 type op uint8
 
 const (
-	opCopy  op = iota // one source, same element order
-	opStack           // sources are experts 0..E-1, concatenated
-	opKB              // MLA kv_b_proj → per-head k_b, transposed
-	opVB              // MLA kv_b_proj → per-head v_b
-	opNegExp          // Mamba-2 A_log → A = -exp(A_log), same order
+	opCopy   op = iota // one source, same element order
+	opStack            // sources are experts 0..E-1, concatenated
+	opKB               // MLA kv_b_proj → per-head k_b, transposed
+	opVB               // MLA kv_b_proj → per-head v_b
+	opNegExp           // Mamba-2 A_log → A = -exp(A_log), same order
 )
 
 // Tensor is one tensor of the GGUF file being planned.
