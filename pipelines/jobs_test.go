@@ -123,7 +123,7 @@ func TestRealJobsOnNanoModels(t *testing.T) {
 			"backbone.layers.2.mixer.q_proj.weight":                 "mxfp4",
 			"backbone.layers.1.mixer.experts.7.down_proj.weight":    "mxfp4",
 			"backbone.layers.1.mixer.shared_experts.up_proj.weight": "mxfp4",
-		}, []string{"Nemotron-3-Nano-30B-A3B-MXFP4/config.json"}, nil},
+		}, []string{"Nemotron-3-Nano-30B-A3B-MXFP4.gguf", "Nemotron-3-Nano-30B-A3B-MXFP4/config.json"}, nil},
 	}
 	for _, c := range cases {
 		t.Run(strings.TrimSuffix(c.job, ".yaml"), func(t *testing.T) {
