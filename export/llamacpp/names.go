@@ -174,6 +174,9 @@ func Map(cfg *hfconfig.Config, names []string, shape func(string) []int) ([]*Ten
 			}
 			continue
 		}
+		if cfg.Hybrid != nil && cfg.SpareTensor(name) {
+			continue // nemotron_h's MTP head: llama.cpp's converter drops it too
+		}
 		m := layerRe.FindStringSubmatch(name)
 		if m == nil {
 			return nil, fmt.Errorf("llamacpp: no llama.cpp name for tensor %q", name)

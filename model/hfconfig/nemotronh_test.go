@@ -49,6 +49,9 @@ func TestNemotronH(t *testing.T) {
 	if LayerIndex("backbone.layers.17.mixer.in_proj.weight") != 17 || LayerIndex("backbone.embeddings.weight") != -1 {
 		t.Error("LayerIndex does not read backbone.layers.N")
 	}
+	if !c.SpareTensor("mtp.layers.0.eh_proj.weight") || c.SpareTensor("backbone.layers.0.norm.weight") {
+		t.Error("SpareTensor: nemotron_h's mtp.* head should be spare, its layers not")
+	}
 
 	// transformers 5 saves layers_block_type (and may omit
 	// num_hidden_layers and the mamba_* spellings).

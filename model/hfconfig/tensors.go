@@ -28,15 +28,19 @@ func LayerIndex(name string) int {
 // built from c without changing what it computes: rotary inv_freq buffers
 // (recomputed from the rope settings), lm_head.weight when the embeddings
 // are tied (the model multiplies by the embeddings, as transformers does),
-// and the num_nextn_predict_layers multi-token-prediction layers stored
+// the num_nextn_predict_layers multi-token-prediction layers stored
 // after the last decoder layer (GLM, DeepSeek: neither a forward pass nor
-// llama.cpp's converter runs them).
+// llama.cpp's converter runs them), and nemotron_h's "mtp.*" head
+// (transformers ignores it on load; llama.cpp's converter drops it by
+// default).
 func (c *Config) SpareTensor(name string) bool {
 	switch {
 	case strings.HasSuffix(name, "rotary_emb.inv_freq"):
 		return true
 	case name == "lm_head.weight":
 		return c.TieWordEmbeddings
+	case c.Hybrid != nil && strings.HasPrefix(name, "mtp."):
+		return true
 	}
 	l := LayerIndex(name)
 	return l >= c.NumLayers && l < c.NumLayers+c.NumNextNLayers
