@@ -114,6 +114,16 @@ func TestRealJobsOnNanoModels(t *testing.T) {
 			"model.layers.0.mlp.gate.weight":              "bf16",
 			"model.layers.0.mlp.experts.3.up_proj.weight": "mxfp4",
 		}, []string{"Qwen3-30B-A3B-MXFP4.gguf", "Qwen3-30B-A3B-MXFP4-marlin/config.json"}, nil},
+		{"nemotron3-nano-fp4.yaml", "nemotronh-nano", map[string]string{
+			"backbone.layers.1.mixer.gate.weight":                   "bf16",
+			"backbone.embeddings.weight":                            "bf16",
+			"lm_head.weight":                                        "bf16",
+			"backbone.layers.0.mixer.in_proj.weight":                "mxfp4",
+			"backbone.layers.0.mixer.out_proj.weight":               "mxfp4",
+			"backbone.layers.2.mixer.q_proj.weight":                 "mxfp4",
+			"backbone.layers.1.mixer.experts.7.down_proj.weight":    "mxfp4",
+			"backbone.layers.1.mixer.shared_experts.up_proj.weight": "mxfp4",
+		}, []string{"Nemotron-3-Nano-30B-A3B-MXFP4.gguf", "Nemotron-3-Nano-30B-A3B-MXFP4/config.json"}, nil},
 	}
 	for _, c := range cases {
 		t.Run(strings.TrimSuffix(c.job, ".yaml"), func(t *testing.T) {

@@ -13,7 +13,9 @@
 #   CGO_ENABLED=0 go build -o bin/marlin-synth ./cmd/marlin-synth
 #   scripts/realwidth.sh                          # H100 host: 16 cores, 128 GiB
 #   WIDTH_DIV=16 LAYERS=2 SAMPLES=4 SEQ_LEN=128 MEM=512MiB scripts/realwidth.sh
-# Environment (defaults): BIN (bin), WIDTH_DIV (1), LAYERS (6), SAMPLES (128),
+# ARCH=nemotron3-nano does the same for a synthetic Nemotron-3-Nano-30B-A3B
+# (pipelines/nemotron3-synth-mrgptq.yaml; its first 6 layers are M E M E M *).
+# Environment (defaults): ARCH (glm47), BIN (bin), WIDTH_DIV (1), LAYERS (6), SAMPLES (128),
 # SEQ_LEN (2048), MEM (100GiB), WORKERS (0: the CPUs), BACKEND (auto),
 # RUN_DIR (runs/realwidth), CALIB_SRC (demo/calib.txt), RUN_FLAGS (extra
 # marlin-run run flags, e.g. --allow-over-budget); KEEP_MODEL=1 reuses a
@@ -32,7 +34,12 @@ BACKEND=${BACKEND:-auto}
 RUN_DIR=${RUN_DIR:-runs/realwidth}
 CALIB_SRC=${CALIB_SRC:-demo/calib.txt}
 RUN_FLAGS=${RUN_FLAGS:-}
-JOB=pipelines/glm47-synth-mrgptq.yaml
+ARCH=${ARCH:-glm47}
+case "$ARCH" in
+glm47) JOB=pipelines/glm47-synth-mrgptq.yaml ;;
+nemotron3-nano) JOB=pipelines/nemotron3-synth-mrgptq.yaml ;;
+*) echo "realwidth: unknown ARCH $ARCH (glm47 or nemotron3-nano)" >&2; exit 2 ;;
+esac
 
 cd "$(dirname "$0")/.."
 for b in marlin-run marlin-synth; do
@@ -48,13 +55,13 @@ LOG=$RUN_DIR/run.log
 TEXT=$RUN_DIR/calib.txt
 
 # 1. The synthetic model.
-stamp="width-div $WIDTH_DIV layers $LAYERS"
+stamp="$ARCH width-div $WIDTH_DIV layers $LAYERS"
 if [ "${KEEP_MODEL:-}" = 1 ] && [ -f "$MODEL/.realwidth" ] && [ "$(cat "$MODEL/.realwidth")" = "$stamp" ]; then
 	echo "realwidth: reusing $MODEL ($stamp)"
 else
 	rm -rf "$MODEL"
 	t0=$(date +%s)
-	"$BIN/marlin-synth" -out "$MODEL" -width-div "$WIDTH_DIV" -layers "$LAYERS" -shard-mb 4096
+	"$BIN/marlin-synth" -arch "$ARCH" -out "$MODEL" -width-div "$WIDTH_DIV" -layers "$LAYERS" -shard-mb 4096
 	echo "$stamp" >"$MODEL/.realwidth"
 	echo "realwidth: model generated in $(($(date +%s) - t0))s"
 fi

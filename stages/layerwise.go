@@ -49,8 +49,6 @@ import (
 const (
 	actKeyPrefix   = "act."
 	layerKeyPrefix = "layer."
-	embedName      = "model.embed_tokens.weight"
-	finalNormName  = "model.norm.weight"
 	lmHeadName     = "lm_head.weight"
 )
 
@@ -128,8 +126,8 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 		}
 		others = append(others, n)
 	}
-	if _, ok := ix.refs[embedName]; !ok {
-		return nil, fmt.Errorf("quantize: the calibration forward pass needs %s, which no upstream task produces", embedName)
+	if _, ok := ix.refs[lp.cfg.EmbedName()]; !ok {
+		return nil, fmt.Errorf("quantize: the calibration forward pass needs %s, which no upstream task produces", lp.cfg.EmbedName())
 	}
 	// Per-layer estimates: F32 weights, stored bytes, Hessians.
 	layerEst := make([]int64, cfg.NumLayers)
@@ -194,7 +192,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 		return m
 	}
 	tasks = append(tasks, &pipeline.Task{
-		Key: act(0).Key, Needs: []pipeline.TaskRef{lp.calRef, ix.refs[embedName]}, Transient: true,
+		Key: act(0).Key, Needs: []pipeline.TaskRef{lp.calRef, ix.refs[lp.cfg.EmbedName()]}, Transient: true,
 		EstBytes: 2*actBytes + 64<<20, Meta: internal(nil), Run: lp.runEmbed(),
 	})
 	for l, names := range perLayer {
@@ -255,9 +253,9 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 		}
 		t := &pipeline.Task{Key: n, Needs: []pipeline.TaskRef{ix.refs[n]}, EstBytes: 3*taskBytes(ix.metas[n]) + 1<<20, Meta: meta}
 		if n == lmHeadName && lp.headByHessian(rq) {
-			normRef, ok := ix.refs[finalNormName]
+			normRef, ok := ix.refs[lp.cfg.FinalNormName()]
 			if !ok {
-				return nil, fmt.Errorf("quantize: %s by %s needs %s", n, rq.Method, finalNormName)
+				return nil, fmt.Errorf("quantize: %s by %s needs %s", n, rq.Method, lp.cfg.FinalNormName())
 			}
 			meta[MetaHasHessian] = "true"
 			t.Needs = []pipeline.TaskRef{ix.refs[n], normRef, act(cfg.NumLayers)}
@@ -401,13 +399,13 @@ func (lp *layerPlan) runEmbed() func(context.Context, *pipeline.TaskEnv) (*pipel
 			return nil, fmt.Errorf("calibration: %w", err)
 		}
 		src := &upstreamTensors{env: env, ix: lp.ix}
-		emb, err := src.Tensor(embedName)
+		emb, err := src.Tensor(lp.cfg.EmbedName())
 		if err != nil {
 			return nil, err
 		}
 		hd := lp.cfg.HiddenSize
 		if len(emb.Shape) != 2 || emb.Shape[1] != hd {
-			return nil, fmt.Errorf("%s has shape %v, want [vocab, %d]", embedName, emb.Shape, hd)
+			return nil, fmt.Errorf("%s has shape %v, want [vocab, %d]", lp.cfg.EmbedName(), emb.Shape, hd)
 		}
 		a := &activations{h: make([]float32, len(ids)*hd), n: n, w: w, hidden: hd}
 		sz := emb.DType.Size()
@@ -416,7 +414,7 @@ func (lp *layerPlan) runEmbed() func(context.Context, *pipeline.TaskEnv) (*pipel
 				return nil, fmt.Errorf("calibration token %d at %d outside the vocabulary of %d", id, t, emb.Shape[0])
 			}
 			if err := tensor.DecodeFloat32(a.h[t*hd:(t+1)*hd], emb.DType, emb.Data[int(id)*hd*sz:(int(id)+1)*hd*sz]); err != nil {
-				return nil, fmt.Errorf("%s: %w", embedName, err)
+				return nil, fmt.Errorf("%s: %w", lp.cfg.EmbedName(), err)
 			}
 		}
 		return actOutput(a, map[string]string{"calib.windows": strconv.Itoa(n), "calib.seq_len": strconv.Itoa(w)})
@@ -731,7 +729,7 @@ func (lp *layerPlan) runHead(needs []pipeline.TaskRef) func(context.Context, *pi
 		if err != nil {
 			return nil, err
 		}
-		nt, err := fetch(env, needs[1], finalNormName)
+		nt, err := fetch(env, needs[1], lp.cfg.FinalNormName())
 		if err != nil {
 			return nil, err
 		}
@@ -744,7 +742,7 @@ func (lp *layerPlan) runHead(needs []pipeline.TaskRef) func(context.Context, *pi
 			return nil, err
 		}
 		if len(norm) != a.hidden {
-			return nil, fmt.Errorf("%s has %d entries for a hidden size of %d", finalNormName, len(norm), a.hidden)
+			return nil, fmt.Errorf("%s has %d entries for a hidden size of %d", lp.cfg.FinalNormName(), len(norm), a.hidden)
 		}
 		b, err := lp.openBackend()
 		if err != nil {

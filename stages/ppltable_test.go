@@ -37,12 +37,15 @@ type pplRow struct {
 }
 
 // pplRules keep what the goldens keep: embeddings, lm_head and MoE routers
-// as they are (norms and biases are 1-D: never quantized). Every other 2-D
-// model.layers.* weight is quantized with the default.
+// as they are (norms and biases are 1-D, nemotron_h's conv1d 3-D: never
+// quantized). Every other 2-D model.layers.* (backbone.layers.*) weight is
+// quantized with the default.
 const pplRules = `
         - {match: "model.embed_tokens.weight", format: skip}
+        - {match: "backbone.embeddings.weight", format: skip}
         - {match: "lm_head.weight", format: skip}
-        - {match: "*.mlp.gate.weight", format: skip}`
+        - {match: "*.mlp.gate.weight", format: skip}
+        - {match: "*.mixer.gate.weight", format: skip}`
 
 // pplRows is the table. GPTQ rows: act-order with static groups (the stage
 // always uses static groups), clip-ratio scale search 1.00..0.70, damp

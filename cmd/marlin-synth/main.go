@@ -1,11 +1,13 @@
 // Command marlin-synth writes a synthetic checkpoint with the real tensor
-// names and layout of GLM-4.7-Flash (Glm4MoeLite), scaled down in width and
-// depth, for memory-budget and throughput tests on realistic shapes. It
+// names and layout of GLM-4.7-Flash (Glm4MoeLite, -arch glm47) or
+// Nemotron-3-Nano-30B-A3B (nemotron_h, -arch nemotron3-nano), scaled down
+// in width and depth, for memory-budget and throughput tests on realistic shapes. It
 // writes a byte-level BPE tokenizer next to the weights (the bundled
 // qwen3-nano one, ids < 2048, or -tokenizer DIR's) so that jobs that
 // tokenize text (calibrate) or store a vocabulary (GGUF) run on it too.
 //
 //	marlin-synth -out runs/glm47-synth -width-div 4 -layers 4
+//	marlin-synth -arch nemotron3-nano -out runs/nemo-synth -width-div 1 -layers 6
 package main
 
 import (
@@ -21,8 +23,9 @@ import (
 
 func main() {
 	out := flag.String("out", "", "output directory (required)")
-	div := flag.Int("width-div", 4, "divide hidden, FFN, expert and LoRA widths by this (1 = real GLM-4.7-Flash shapes)")
-	layers := flag.Int("layers", 4, "decoder layers (0 = all 47)")
+	arch := flag.String("arch", "glm47", "architecture: glm47 (GLM-4.7-Flash) or nemotron3-nano (Nemotron-3-Nano-30B-A3B, the first layers of its M/E/* pattern)")
+	div := flag.Int("width-div", 4, "divide hidden, FFN, expert and LoRA widths by this (1 = the real shapes)")
+	layers := flag.Int("layers", 4, "decoder layers (0 = all: 47 for glm47, 52 for nemotron3-nano)")
 	seed := flag.Uint64("seed", 1, "generator seed")
 	shard := flag.Int64("shard-mb", 512, "maximum shard size in MiB")
 	tok := flag.String("tokenizer", "", "copy tokenizer.json (and tokenizer_config.json) from this directory instead of the bundled byte-level BPE tokenizer (ids < 2048); every id must be below the synthetic vocab_size")
@@ -34,8 +37,19 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	cfg := synth.GLM47Flash(*div, *layers)
-	ts, err := synth.GLMTensors(cfg)
+	var cfg map[string]any
+	var ts []synth.Tensor
+	var err error
+	switch *arch {
+	case "glm47":
+		cfg = synth.GLM47Flash(*div, *layers)
+		ts, err = synth.GLMTensors(cfg)
+	case "nemotron3-nano":
+		cfg = synth.Nemotron3Nano(*div, *layers)
+		ts, err = synth.NemotronHTensors(cfg)
+	default:
+		err = fmt.Errorf("unknown -arch %q (want glm47 or nemotron3-nano)", *arch)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "marlin-synth:", err)
 		os.Exit(1)

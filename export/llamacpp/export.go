@@ -175,6 +175,15 @@ func (p *Plan) values(ctx context.Context, t *Tensor, src Source) ([]float32, er
 	switch t.op {
 	case opCopy:
 		return src.Float32(ctx, t.Sources[0])
+	case opNegExp:
+		x, err := src.Float32(ctx, t.Sources[0])
+		if err != nil {
+			return nil, err
+		}
+		for i, v := range x {
+			x[i] = -float32(math.Exp(float64(v)))
+		}
+		return x, nil
 	case opStack:
 		x := make([]float32, 0, t.Elements())
 		for _, s := range t.Sources {

@@ -22,8 +22,13 @@ func ArchName(cfg *hfconfig.Config) (string, error) {
 		return "qwen3moe", nil
 	case "glm4_moe_lite", "deepseek_v3":
 		return "deepseek2", nil
+	case "nemotron_h":
+		if cfg.Hybrid != nil && cfg.Hybrid.Count(hfconfig.LayerMoE) > 0 {
+			return "nemotron_h_moe", nil
+		}
+		return "nemotron_h", nil
 	}
-	return "", fmt.Errorf("llamacpp: model_type %q has no llama.cpp mapping (have qwen3, qwen3_moe, glm4_moe_lite, deepseek_v3)", cfg.ModelType)
+	return "", fmt.Errorf("llamacpp: model_type %q has no llama.cpp mapping (have qwen3, qwen3_moe, glm4_moe_lite, deepseek_v3, nemotron_h)", cfg.ModelType)
 }
 
 // FileType is llama.cpp's general.file_type (enum llama_ftype) for the
@@ -126,6 +131,15 @@ func ArchKVs(cfg *hfconfig.Config, ts []*Tensor, info Info) ([]gguf.KV, error) {
 	kv = append(kv, str("general.size_label", SizeLabel(ts)))
 	if cfg.NumLayers <= 0 || cfg.HiddenSize <= 0 || cfg.NumHeads <= 0 {
 		return nil, fmt.Errorf("llamacpp: config lacks layer count, hidden size or heads")
+	}
+	if cfg.Hybrid != nil {
+		hk, err := nemotronKVs(cfg, arch)
+		if err != nil {
+			return nil, err
+		}
+		kv = append(kv, hk...)
+		kv = append(kv, u32("general.file_type", info.FileType), u32("general.quantization_version", 2))
+		return kv, nil
 	}
 	ctx := cfg.MaxPositionEmbeddings
 	kv = append(kv,

@@ -33,10 +33,11 @@ const (
 type op uint8
 
 const (
-	opCopy  op = iota // one source, same element order
-	opStack           // sources are experts 0..E-1, concatenated
-	opKB              // MLA kv_b_proj → per-head k_b, transposed
-	opVB              // MLA kv_b_proj → per-head v_b
+	opCopy   op = iota // one source, same element order
+	opStack            // sources are experts 0..E-1, concatenated
+	opKB               // MLA kv_b_proj → per-head k_b, transposed
+	opVB               // MLA kv_b_proj → per-head v_b
+	opNegExp           // Mamba-2 A_log → A = -exp(A_log), same order
 )
 
 // Tensor is one tensor of the GGUF file being planned.
@@ -53,6 +54,9 @@ type Tensor struct {
 	op      op
 	heads   int // opKB/opVB: number of heads; nope and v dims below
 	nope, v int
+	// srcShape is the source's shape when the GGUF tensor reshapes it
+	// (nemotron_h's conv1d, A, D and group norm); nil means reverse(Dims).
+	srcShape []int
 }
 
 // Rows is the number of rows (product of all dims but the first).
@@ -69,12 +73,20 @@ func (t *Tensor) Rows() int {
 // k_b/v_b split reorders elements and needs re-encoding.
 func (t *Tensor) Direct() bool { return t.op == opCopy || t.op == opStack }
 
+// SourceShape is the Hugging Face shape of a copied tensor's source.
+func (t *Tensor) SourceShape() []int {
+	if t.srcShape != nil {
+		return t.srcShape
+	}
+	return reverse(t.Dims)
+}
+
 // Elements is the tensor's element count.
 func (t *Tensor) Elements() int { return t.Dims[0] * t.Rows() }
 
 var (
-	layerRe  = regexp.MustCompile(`^model\.layers\.(\d+)\.(.+)$`)
-	expertRe = regexp.MustCompile(`^mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight$`)
+	layerRe  = regexp.MustCompile(`^(?:model|backbone)\.layers\.(\d+)\.(.+)$`)
+	expertRe = regexp.MustCompile(`^(?:mlp|mixer)\.experts\.(\d+)\.(gate|up|down)_proj\.weight$`)
 )
 
 // simple maps per-layer Hugging Face suffixes to llama.cpp names and roles.
@@ -138,12 +150,12 @@ func Map(cfg *hfconfig.Config, names []string, shape func(string) []int) ([]*Ten
 	}
 	for _, name := range names {
 		shp := shape(name)
-		if len(shp) == 0 || len(shp) > 2 {
+		if len(shp) == 0 || len(shp) > 2 && !(cfg.Hybrid != nil && strings.HasSuffix(name, ".mixer.conv1d.weight")) {
 			return nil, fmt.Errorf("llamacpp: %s: unsupported shape %v", name, shp)
 		}
 		dims := reverse(shp)
 		switch name {
-		case "model.embed_tokens.weight":
+		case cfg.EmbedName():
 			if err := emit(&Tensor{Name: "token_embd.weight", Dims: dims, Role: RoleEmbed, Layer: -1, Sources: []string{name}}); err != nil {
 				return nil, err
 			}
@@ -156,11 +168,14 @@ func Map(cfg *hfconfig.Config, names []string, shape func(string) []int) ([]*Ten
 				return nil, err
 			}
 			continue
-		case "model.norm.weight":
+		case cfg.FinalNormName():
 			if err := emit(&Tensor{Name: "output_norm.weight", Dims: dims, Role: RoleNorm, Layer: -1, Sources: []string{name}}); err != nil {
 				return nil, err
 			}
 			continue
+		}
+		if cfg.Hybrid != nil && cfg.SpareTensor(name) {
+			continue // nemotron_h's MTP head: llama.cpp's converter drops it too
 		}
 		m := layerRe.FindStringSubmatch(name)
 		if m == nil {
@@ -218,6 +233,16 @@ func Map(cfg *hfconfig.Config, names []string, shape func(string) []int) ([]*Ten
 			}
 			continue
 		}
+		if cfg.Hybrid != nil {
+			t, err := nemotronTensor(cfg, name, suffix, blk, layer, shp)
+			if err != nil {
+				return nil, err
+			}
+			if err := emit(t); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		s, ok := simple[suffix]
 		if !ok {
 			return nil, fmt.Errorf("llamacpp: no llama.cpp name for tensor %q", name)
@@ -261,10 +286,10 @@ func Map(cfg *hfconfig.Config, names []string, shape func(string) []int) ([]*Ten
 		return nil, fmt.Errorf("llamacpp: incomplete expert sets for %s", strings.Join(missing, ", "))
 	}
 	if !seen["token_embd.weight"] {
-		return nil, fmt.Errorf("llamacpp: checkpoint has no model.embed_tokens.weight")
+		return nil, fmt.Errorf("llamacpp: checkpoint has no %s", cfg.EmbedName())
 	}
 	if !seen["output_norm.weight"] {
-		return nil, fmt.Errorf("llamacpp: checkpoint has no model.norm.weight")
+		return nil, fmt.Errorf("llamacpp: checkpoint has no %s", cfg.FinalNormName())
 	}
 	if !cfg.TieWordEmbeddings && !seen["output.weight"] {
 		return nil, fmt.Errorf("llamacpp: checkpoint has no lm_head.weight and tie_word_embeddings is false")

@@ -2,6 +2,7 @@ package llamacpp
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/marlin-llm/marlin/model/gguf"
 	"github.com/marlin-llm/marlin/tensor"
@@ -54,7 +55,16 @@ func (rb *ReadBack) Tensor(name string) (*tensor.Tensor, error) {
 		if err != nil {
 			return nil, err
 		}
-		out, shape = v, reverse(t.Dims)
+		out, shape = v, t.SourceShape()
+	case opNegExp:
+		v, err := rb.values(idx[0])
+		if err != nil {
+			return nil, err
+		}
+		for i, a := range v {
+			v[i] = float32(math.Log(-float64(a)))
+		}
+		out, shape = v, t.SourceShape()
 	case opStack:
 		v, err := rb.values(idx[0])
 		if err != nil {

@@ -42,9 +42,21 @@ func Shared(tb testing.TB, elem ...string) string {
 	return filepath.Join(append([]string{base}, elem...)...)
 }
 
-// Model returns the directory of a shared nano model ("qwen3-nano",
-// "qwen3moe-nano", "glm47-nano").
+// Model returns the directory of a nano model: a shared one ("qwen3-nano",
+// "qwen3moe-nano", "glm47-nano") or one the repository holds under
+// model/testdata ("nemotronh-nano").
 func Model(tb testing.TB, name string) string {
 	tb.Helper()
+	if repoModels[name] {
+		dir := filepath.Join(Root(tb), "model", "testdata", name)
+		if _, err := os.Stat(filepath.Join(dir, "model.safetensors")); err != nil {
+			tb.Skipf("%s is not generated yet: run %s/generate.py on a GPU machine with transformers 5.17 (see its doc comment): %v", name, dir, err)
+		}
+		return dir
+	}
 	return Shared(tb, "models", name)
 }
+
+// repoModels are the nano models the repository holds (under
+// model/testdata) rather than the shared assets.
+var repoModels = map[string]bool{"nemotronh-nano": true}

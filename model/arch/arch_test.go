@@ -15,7 +15,7 @@ import (
 	"github.com/marlin-llm/marlin/tensor"
 )
 
-var nanoModels = []string{"qwen3-nano", "qwen3moe-nano", "glm47-nano"}
+var nanoModels = []string{"qwen3-nano", "qwen3moe-nano", "glm47-nano", "nemotronh-nano"}
 
 func cpuBackend(t testing.TB) kernels.Backend {
 	b, err := kernels.Open("cpu", kernels.Options{})
@@ -484,24 +484,26 @@ func TestQuantizedLinear(t *testing.T) {
 // use from the mmapped files) and checks it gives the eager model's logits.
 func TestLazy(t *testing.T) {
 	for _, name := range nanoModels {
-		g := loadGoldenOut(t, name)
-		m, err := Load(assets.Model(t, name), Options{Backend: cpuBackend(t), Lazy: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		logits, err := m.Forward(context.Background(), g.ids, Batch{Seqs: 1, Len: len(g.ids)}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, r := relErr(logits, g.logits)
-		if d > 1e-3*r {
-			t.Errorf("%s lazy: max|diff| %.3g vs max|logit| %.3g", name, d, r)
-		}
-		if _, ok := m.projs[0].Linear().(*Lazy); !ok {
-			t.Errorf("%s: lazy model has %T linears", name, m.projs[0].Linear())
-		}
-		if err := m.Close(); err != nil {
-			t.Fatal(err)
-		}
+		t.Run(name, func(t *testing.T) {
+			g := loadGoldenOut(t, name)
+			m, err := Load(assets.Model(t, name), Options{Backend: cpuBackend(t), Lazy: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			logits, err := m.Forward(context.Background(), g.ids, Batch{Seqs: 1, Len: len(g.ids)}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, r := relErr(logits, g.logits)
+			if d > 1e-3*r {
+				t.Errorf("%s lazy: max|diff| %.3g vs max|logit| %.3g", name, d, r)
+			}
+			if _, ok := m.projs[0].Linear().(*Lazy); !ok {
+				t.Errorf("%s: lazy model has %T linears", name, m.projs[0].Linear())
+			}
+			if err := m.Close(); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }

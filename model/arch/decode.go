@@ -29,11 +29,21 @@ type Cache struct {
 	rope    []ropeTable
 }
 
-// kvLayer is one attention layer's cache: keys of kw floats and values of
-// vw floats per token (all heads).
+// kvLayer is one layer's cache: for attention, keys of kw floats and
+// values of vw floats per token (all heads); for a Mamba-2 mixer, its
+// recurrent state (the last conv_kernel-1 conv inputs and the SSM state),
+// which is all it needs of the past. MoE and MLP layers cache nothing.
 type kvLayer struct {
-	k, v   []float32
-	kw, vw int
+	k, v      []float32
+	kw, vw    int
+	conv, ssm []float32
+}
+
+// recurrentState is a mixer whose decode carries a fixed-size state
+// instead of per-token keys and values (Mamba-2).
+type recurrentState interface {
+	// stateSizes returns the floats of its conv and SSM states.
+	stateSizes() (conv, ssm int)
 }
 
 // cachedAttention is an attention mixer with an incremental decode path.
@@ -52,6 +62,9 @@ func (m *Model) NewCache(maxLen int) (*Cache, error) {
 	}
 	c := &Cache{max: maxLen, layers: make([]kvLayer, len(m.layers))}
 	for i, l := range m.layers {
+		if l.attn == nil {
+			continue
+		}
 		a, ok := l.attn.(cachedAttention)
 		if !ok {
 			return nil, fmt.Errorf("arch: %s: layer %d's attention (%T) has no incremental decode path", m.cfg.ModelType, i, l.attn)
@@ -61,6 +74,10 @@ func (m *Model) NewCache(maxLen int) (*Cache, error) {
 			return nil, fmt.Errorf("arch: cache of %d tokens is too large", maxLen)
 		}
 		c.layers[i] = kvLayer{k: make([]float32, maxLen*kw), v: make([]float32, maxLen*vw), kw: kw, vw: vw}
+		if r, ok := l.attn.(recurrentState); ok {
+			cs, ss := r.stateSizes()
+			c.layers[i].conv, c.layers[i].ssm = make([]float32, cs), make([]float32, ss)
+		}
 	}
 	return c, nil
 }
@@ -105,23 +122,27 @@ func (m *Model) Decode(ctx context.Context, c *Cache, ids []int32) ([]float32, e
 			return nil, err
 		}
 		mark := s.mark() // the layer's buffers are dead after it
-		if err := d.inputNorm.apply(m.b, x, h); err != nil {
-			return nil, fmt.Errorf("arch: layer %d: input_layernorm: %w", l, err)
+		if d.attn != nil {
+			if err := d.inputNorm.apply(m.b, x, h); err != nil {
+				return nil, fmt.Errorf("arch: layer %d: input_layernorm: %w", l, err)
+			}
+			if err := d.attn.(cachedAttention).decode(rc, &c.layers[l], c.pos, x, out); err != nil {
+				return nil, fmt.Errorf("arch: layer %d: %w", l, err)
+			}
+			for i, v := range out {
+				h[i] += v
+			}
 		}
-		if err := d.attn.(cachedAttention).decode(rc, &c.layers[l], c.pos, x, out); err != nil {
-			return nil, fmt.Errorf("arch: layer %d: %w", l, err)
-		}
-		for i, v := range out {
-			h[i] += v
-		}
-		if err := d.postNorm.apply(m.b, x, h); err != nil {
-			return nil, fmt.Errorf("arch: layer %d: post_attention_layernorm: %w", l, err)
-		}
-		if err := d.mlp.forward(rc, x, out); err != nil {
-			return nil, fmt.Errorf("arch: layer %d: %w", l, err)
-		}
-		for i, v := range out {
-			h[i] += v
+		if d.mlp != nil {
+			if err := d.postNorm.apply(m.b, x, h); err != nil {
+				return nil, fmt.Errorf("arch: layer %d: post_attention_layernorm: %w", l, err)
+			}
+			if err := d.mlp.forward(rc, x, out); err != nil {
+				return nil, fmt.Errorf("arch: layer %d: %w", l, err)
+			}
+			for i, v := range out {
+				h[i] += v
+			}
 		}
 		s.release(mark)
 	}
@@ -137,15 +158,17 @@ func (a *GQAttention) decode(rc *run, kv *kvLayer, pos int, x, out []float32) er
 	if err != nil {
 		return err
 	}
-	cos, sin, err := rc.cache.ropeTables(a.hd, rc.theta, pos, n)
-	if err != nil {
-		return err
-	}
-	if err := rc.b.RoPE(q, n, a.heads, a.hd, a.hd, cos, sin, kernels.RoPENeoX); err != nil {
-		return fmt.Errorf("rope q: %w", err)
-	}
-	if err := rc.b.RoPE(k, n, a.kvHeads, a.hd, a.hd, cos, sin, kernels.RoPENeoX); err != nil {
-		return fmt.Errorf("rope k: %w", err)
+	if !a.noRope {
+		cos, sin, err := rc.cache.ropeTables(a.hd, rc.theta, pos, n)
+		if err != nil {
+			return err
+		}
+		if err := rc.b.RoPE(q, n, a.heads, a.hd, a.hd, cos, sin, kernels.RoPENeoX); err != nil {
+			return fmt.Errorf("rope q: %w", err)
+		}
+		if err := rc.b.RoPE(k, n, a.kvHeads, a.hd, a.hd, cos, sin, kernels.RoPENeoX); err != nil {
+			return fmt.Errorf("rope k: %w", err)
+		}
 	}
 	ctx, err := kv.attend(rc, pos, q, k, v, a.heads, a.kvHeads, a.hd, a.hd, float32(1/math.Sqrt(float64(a.hd))))
 	if err != nil {

@@ -37,7 +37,7 @@ func BuildLayer(cfg *hfconfig.Config, src TensorSource, l int, opts Options) (*L
 	if err != nil {
 		return nil, fmt.Errorf("arch: %s layer %d: %w", cfg.ModelType, l, err)
 	}
-	return &Layer{cfg: cfg, b: b, d: d, projs: append(d.attn.projs(), d.mlp.projs()...)}, nil
+	return &Layer{cfg: cfg, b: b, d: d, projs: d.projs()}, nil
 }
 
 // Index is the layer's index in the model.
@@ -76,5 +76,5 @@ func (m *Model) DecoderLayer(l int) *Layer {
 		return nil
 	}
 	d := m.layers[l]
-	return &Layer{cfg: m.cfg, b: m.b, d: d, projs: append(d.attn.projs(), d.mlp.projs()...)}
+	return &Layer{cfg: m.cfg, b: m.b, d: d, projs: d.projs()}
 }

@@ -90,6 +90,9 @@ type GQAttention struct {
 	q, k, v, o         *Proj
 	qNorm, kNorm       *RMSNorm // per head_dim; nil when absent
 	heads, kvHeads, hd int
+	// noRope skips the rotary embedding (NemotronH attention has no
+	// positional encoding: order comes from its Mamba layers).
+	noRope bool
 }
 
 func (a *GQAttention) projs() []*Proj { return []*Proj{a.q, a.k, a.v, a.o} }
@@ -125,15 +128,17 @@ func (a *GQAttention) forward(rc *run, x, out []float32) error {
 	if err != nil {
 		return err
 	}
-	cos, sin, err := rc.ropeTables(a.hd)
-	if err != nil {
-		return err
-	}
-	if err := rc.b.RoPE(q, T, a.heads, a.hd, a.hd, cos, sin, kernels.RoPENeoX); err != nil {
-		return fmt.Errorf("rope q: %w", err)
-	}
-	if err := rc.b.RoPE(k, T, a.kvHeads, a.hd, a.hd, cos, sin, kernels.RoPENeoX); err != nil {
-		return fmt.Errorf("rope k: %w", err)
+	if !a.noRope {
+		cos, sin, err := rc.ropeTables(a.hd)
+		if err != nil {
+			return err
+		}
+		if err := rc.b.RoPE(q, T, a.heads, a.hd, a.hd, cos, sin, kernels.RoPENeoX); err != nil {
+			return fmt.Errorf("rope q: %w", err)
+		}
+		if err := rc.b.RoPE(k, T, a.kvHeads, a.hd, a.hd, cos, sin, kernels.RoPENeoX); err != nil {
+			return fmt.Errorf("rope k: %w", err)
+		}
 	}
 	ctx := make([]float32, T*a.heads*a.hd)
 	scale := float32(1 / math.Sqrt(float64(a.hd)))
@@ -251,12 +256,18 @@ func (a *MLAttention) forward(rc *run, x, out []float32) error {
 	return nil
 }
 
-// MLP is the SwiGLU feed-forward block: down(silu(gate(x)) * up(x)).
+// MLP is the SwiGLU feed-forward block: down(silu(gate(x)) * up(x)); with
+// no gate it is NemotronH's non-gated relu2 block: down(relu(up(x))²).
 type MLP struct {
 	gate, up, down *Proj
 }
 
-func (m *MLP) projs() []*Proj { return []*Proj{m.gate, m.up, m.down} }
+func (m *MLP) projs() []*Proj {
+	if m.gate == nil {
+		return []*Proj{m.up, m.down}
+	}
+	return []*Proj{m.gate, m.up, m.down}
+}
 
 func (m *MLP) forward(rc *run, x, out []float32) error {
 	return m.applyInto(rc, x, rc.batch.Tokens(), out)
@@ -274,6 +285,14 @@ func (m *MLP) apply(rc *run, x []float32, rows int) ([]float32, error) {
 
 // applyInto is apply writing the rows×hidden outputs to y.
 func (m *MLP) applyInto(rc *run, x []float32, rows int, y []float32) error {
+	if m.gate == nil {
+		u, err := rc.linear(m.up, x, rows)
+		if err != nil {
+			return err
+		}
+		relu2(u)
+		return rc.linearInto(m.down, u, rows, y)
+	}
 	g, err := rc.linear(m.gate, x, rows)
 	if err != nil {
 		return err

@@ -124,13 +124,28 @@ type mixer interface {
 	projs() []*Proj
 }
 
-// DecoderLayer is one pre-norm transformer block.
+// DecoderLayer is one pre-norm transformer block: h += attn(inputNorm(h)),
+// then h += mlp(postNorm(h)). A nemotron_h layer is one block of one
+// mixer: a Mamba-2 or attention layer has only attn (and inputNorm), a MoE
+// or MLP layer only mlp (and postNorm).
 type DecoderLayer struct {
 	index     int
 	inputNorm *RMSNorm
 	postNorm  *RMSNorm
 	attn      mixer
 	mlp       mixer
+}
+
+// projs lists the layer's Linear slots in execution order.
+func (d *DecoderLayer) projs() []*Proj {
+	var ps []*Proj
+	if d.attn != nil {
+		ps = append(ps, d.attn.projs()...)
+	}
+	if d.mlp != nil {
+		ps = append(ps, d.mlp.projs()...)
+	}
+	return ps
 }
 
 // Model is a built decoder-only language model. Its weights are read-only
@@ -159,10 +174,11 @@ var builders = map[string]builder{
 	"qwen3":         buildQwen3,
 	"qwen3_moe":     buildQwen3MoE,
 	"glm4_moe_lite": buildGlm4MoeLite,
+	"nemotron_h":    buildNemotronH,
 }
 
 // Supported lists the model_type values arch can build.
-func Supported() []string { return []string{"glm4_moe_lite", "qwen3", "qwen3_moe"} }
+func Supported() []string { return []string{"glm4_moe_lite", "nemotron_h", "qwen3", "qwen3_moe"} }
 
 // Load builds the model in dir (config.json plus safetensors, sharded or
 // not). The weights are copied to F32, so the files are closed on return.
@@ -204,7 +220,7 @@ func builderFor(cfg *hfconfig.Config, opts Options) (builder, kernels.Backend, e
 	if !ok {
 		return nil, nil, fmt.Errorf("arch: no forward pass for model_type %q (supported: %v)", cfg.ModelType, Supported())
 	}
-	if cfg.HiddenAct != "silu" {
+	if cfg.HiddenAct != "silu" && cfg.Hybrid == nil { // nemotron_h checks its own activations
 		return nil, nil, fmt.Errorf("arch: hidden_act %q not supported (want silu)", cfg.HiddenAct)
 	}
 	if cfg.Rope.Type != "default" && cfg.Rope.Type != "" {
@@ -229,9 +245,9 @@ func Build(cfg *hfconfig.Config, src TensorSource, opts Options) (*Model, error)
 	w := &weights{src: src, lazy: opts.Lazy, used: map[string]bool{}}
 	m := &Model{cfg: cfg, b: b, vocab: cfg.VocabSize, hidden: cfg.HiddenSize, byName: map[string]*Proj{}}
 	if opts.Lazy {
-		m.embedT = w.stored("model.embed_tokens.weight", cfg.VocabSize, cfg.HiddenSize)
+		m.embedT = w.stored(cfg.EmbedName(), cfg.VocabSize, cfg.HiddenSize)
 	} else {
-		m.embed = w.get("model.embed_tokens.weight", cfg.VocabSize, cfg.HiddenSize)
+		m.embed = w.get(cfg.EmbedName(), cfg.VocabSize, cfg.HiddenSize)
 	}
 	m.layers = make([]*DecoderLayer, cfg.NumLayers)
 	for l := range m.layers {
@@ -239,7 +255,7 @@ func Build(cfg *hfconfig.Config, src TensorSource, opts Options) (*Model, error)
 			return nil, fmt.Errorf("arch: %s: %w", cfg.ModelType, err)
 		}
 	}
-	m.norm = w.norm("model.norm.weight", cfg.HiddenSize, cfg.RMSNormEps)
+	m.norm = w.norm(cfg.FinalNormName(), cfg.HiddenSize, cfg.RMSNormEps)
 	if cfg.TieWordEmbeddings {
 		var lin Linear
 		switch {
@@ -266,7 +282,7 @@ func Build(cfg *hfconfig.Config, src TensorSource, opts Options) (*Model, error)
 		}
 	}
 	for _, l := range m.layers {
-		for _, p := range append(l.attn.projs(), l.mlp.projs()...) {
+		for _, p := range l.projs() {
 			m.addProj(p)
 		}
 	}
@@ -309,7 +325,7 @@ func (m *Model) LayerProjs(l int) []*Proj {
 	if l < 0 || l >= len(m.layers) {
 		return nil
 	}
-	return append(m.layers[l].attn.projs(), m.layers[l].mlp.projs()...)
+	return m.layers[l].projs()
 }
 
 // Embed returns the embeddings of ids (len(ids)×hidden).
@@ -485,14 +501,19 @@ func (d *DecoderLayer) forward(rc *run, h []float32) error {
 	n := len(h)
 	x := make([]float32, n)
 	out := make([]float32, n)
-	if err := d.inputNorm.apply(rc.b, x, h); err != nil {
-		return fmt.Errorf("input_layernorm: %w", err)
+	if d.attn != nil {
+		if err := d.inputNorm.apply(rc.b, x, h); err != nil {
+			return fmt.Errorf("input_layernorm: %w", err)
+		}
+		if err := d.attn.forward(rc, x, out); err != nil {
+			return err
+		}
+		for i, v := range out {
+			h[i] += v
+		}
 	}
-	if err := d.attn.forward(rc, x, out); err != nil {
-		return err
-	}
-	for i, v := range out {
-		h[i] += v
+	if d.mlp == nil {
+		return nil
 	}
 	if err := rc.ctx.Err(); err != nil {
 		return err

@@ -52,7 +52,7 @@ func setup(t testing.TB, name string) (*arch.Model, []int32, *goldenJSON) {
 	return m, ids, &g
 }
 
-var models = []string{"qwen3-nano", "qwen3moe-nano", "glm47-nano"}
+var models = []string{"qwen3-nano", "qwen3moe-nano", "glm47-nano", "nemotronh-nano"}
 
 // TestPerplexityGolden compares the full 64-window perplexities (both
 // protocols, from one pass) with transformers' within 0.1%. By default it
@@ -64,7 +64,7 @@ func TestPerplexityGolden(t *testing.T) {
 	}
 	for _, name := range models {
 		t.Run(name, func(t *testing.T) {
-			if name != "glm47-nano" && os.Getenv("MARLIN_SLOW") == "" {
+			if name != "glm47-nano" && name != "nemotronh-nano" && os.Getenv("MARLIN_SLOW") == "" {
 				t.Skip("set MARLIN_SLOW=1 for the full perplexity of every model")
 			}
 			m, ids, g := setup(t, name)
@@ -94,7 +94,7 @@ func TestPerplexityGolden(t *testing.T) {
 // TestExpertCounts routes the first 16 windows through both MoE models and
 // compares the per-expert token counts with transformers'.
 func TestExpertCounts(t *testing.T) {
-	for _, name := range []string{"qwen3moe-nano", "glm47-nano"} {
+	for _, name := range []string{"qwen3moe-nano", "glm47-nano", "nemotronh-nano"} {
 		t.Run(name, func(t *testing.T) {
 			m, ids, g := setup(t, name)
 			var counts arch.ExpertCounts

@@ -1,6 +1,7 @@
 // Package hfconfig parses Hugging Face config.json files of the model
 // families marlin supports (qwen3, qwen3_moe, glm4_moe_lite and deepseek_v3,
-// which shares glm4_moe_lite's field names) into one typed Config.
+// which shares glm4_moe_lite's field names, and nemotron_h, the Mamba-2 /
+// attention / MoE hybrid of Nemotron-3-Nano) into one typed Config.
 //
 // Field names differ between families and transformers versions (num_experts
 // vs num_local_experts vs n_routed_experts, rope_theta vs rope_parameters);
@@ -18,7 +19,7 @@ import (
 )
 
 // Supported lists the accepted model_type values.
-var supported = []string{"deepseek_v3", "glm4_moe_lite", "qwen3", "qwen3_moe"}
+var supported = []string{"deepseek_v3", "glm4_moe_lite", "nemotron_h", "qwen3", "qwen3_moe"}
 
 // Supported returns the accepted model_type values, sorted.
 func Supported() []string { return slices.Clone(supported) }
@@ -56,6 +57,10 @@ type Config struct {
 	// MLA holds multi-head latent attention settings (glm4_moe_lite,
 	// deepseek_v3); nil for models with standard attention.
 	MLA *MLA
+
+	// Hybrid holds the layer pattern and Mamba-2 settings of nemotron_h;
+	// nil for other families.
+	Hybrid *Hybrid
 
 	// Raw is the whole decoded config.json for fields not modelled here.
 	Raw map[string]any
@@ -114,6 +119,9 @@ func (c *Config) IsMoELayer(i int) bool {
 	m := &c.MoE
 	if m.NumExperts == 0 || i < 0 || i >= c.NumLayers {
 		return false
+	}
+	if c.Hybrid != nil {
+		return c.Hybrid.Pattern[i] == LayerMoE
 	}
 	if len(m.LayerTypes) == c.NumLayers {
 		return m.LayerTypes[i] == "sparse"
@@ -205,6 +213,7 @@ type raw struct {
 
 // Parse parses and validates the bytes of a config.json.
 func Parse(b []byte) (*Config, error) {
+	b = sanitizeNonFinite(b)
 	var r raw
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("config.json: %w", err)
@@ -218,6 +227,11 @@ func Parse(b []byte) (*Config, error) {
 	c := &Config{ModelType: r.ModelType, Architectures: r.Architectures, HiddenAct: r.HiddenAct,
 		AttentionBias: r.AttentionBias, BOSTokenID: r.BOSTokenID, MaxPositionEmbeddings: r.MaxPositionEmbeddings}
 	_ = json.Unmarshal(b, &c.Raw)
+	if r.ModelType == "nemotron_h" {
+		if err := parseHybrid(b, &r, c); err != nil {
+			return nil, fmt.Errorf("nemotron_h config.json: %w", err)
+		}
+	}
 	var errs []error
 	req := func(name string, p *int, dst *int) {
 		if p == nil {
@@ -304,7 +318,8 @@ func Parse(b []byte) (*Config, error) {
 	if m.ScoringFunc == "" && m.NumExperts > 0 {
 		m.ScoringFunc = "softmax"
 	}
-	if r.ModelType == "qwen3_moe" || r.ModelType == "glm4_moe_lite" || r.ModelType == "deepseek_v3" {
+	if r.ModelType == "qwen3_moe" || r.ModelType == "glm4_moe_lite" || r.ModelType == "deepseek_v3" ||
+		(c.Hybrid != nil && c.Hybrid.Count(LayerMoE) > 0) {
 		if m.NumExperts <= 0 {
 			return nil, fmt.Errorf("%s config.json: missing number of experts (num_experts, num_local_experts or n_routed_experts)", r.ModelType)
 		}

@@ -58,7 +58,7 @@ func TestSharedConfigs(t *testing.T) {
 
 func TestParseErrors(t *testing.T) {
 	for _, tc := range []struct{ json, want string }{
-		{`{"model_type":"llama","hidden_size":8}`, `unsupported model_type "llama" (supported: deepseek_v3, glm4_moe_lite, qwen3, qwen3_moe)`},
+		{`{"model_type":"llama","hidden_size":8}`, `unsupported model_type "llama" (supported: deepseek_v3, glm4_moe_lite, nemotron_h, qwen3, qwen3_moe)`},
 		{`{}`, "no model_type"},
 		{`{"model_type":"qwen3"}`, "missing hidden_size"},
 		{`[1]`, "config.json"},
@@ -79,6 +79,8 @@ func TestParseErrors(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"model_type":"qwen3","hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,"intermediate_size":8,"vocab_size":8,"rope_parameters":{"rope_theta":1e4,"factor":2}}`))
 	f.Add([]byte(`{"model_type":"glm4_moe_lite","hidden_size":8,"num_hidden_layers":2,"num_attention_heads":2,"intermediate_size":8,"vocab_size":8,"n_routed_experts":2,"num_experts_per_tok":1,"moe_intermediate_size":4,"kv_lora_rank":4,"qk_nope_head_dim":4,"qk_rope_head_dim":2,"v_head_dim":4,"mlp_layer_types":["dense","sparse"]}`))
+	f.Add([]byte(nemotronHub))
+	f.Add([]byte(`{"model_type":"nemotron_h","hidden_size":8,"num_attention_heads":2,"vocab_size":8,"layers_block_type":["mamba","moe","attention","mlp"],"n_routed_experts":2,"num_experts_per_tok":1,"moe_intermediate_size":4,"time_step_limit":[0.0,-Infinity]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := Parse(b)
 		if err == nil {

@@ -8,9 +8,10 @@ import (
 	"strings"
 )
 
-var layerIndexRe = regexp.MustCompile(`^model\.layers\.(\d+)\.`)
+var layerIndexRe = regexp.MustCompile(`^(?:model|backbone)\.layers\.(\d+)\.`)
 
-// LayerIndex returns N of a "model.layers.N.…" tensor name, or -1.
+// LayerIndex returns N of a "model.layers.N.…" (or nemotron_h's
+// "backbone.layers.N.…") tensor name, or -1.
 func LayerIndex(name string) int {
 	m := layerIndexRe.FindStringSubmatch(name)
 	if m == nil {
@@ -27,15 +28,19 @@ func LayerIndex(name string) int {
 // built from c without changing what it computes: rotary inv_freq buffers
 // (recomputed from the rope settings), lm_head.weight when the embeddings
 // are tied (the model multiplies by the embeddings, as transformers does),
-// and the num_nextn_predict_layers multi-token-prediction layers stored
+// the num_nextn_predict_layers multi-token-prediction layers stored
 // after the last decoder layer (GLM, DeepSeek: neither a forward pass nor
-// llama.cpp's converter runs them).
+// llama.cpp's converter runs them), and nemotron_h's "mtp.*" head
+// (transformers ignores it on load; llama.cpp's converter drops it by
+// default).
 func (c *Config) SpareTensor(name string) bool {
 	switch {
 	case strings.HasSuffix(name, "rotary_emb.inv_freq"):
 		return true
 	case name == "lm_head.weight":
 		return c.TieWordEmbeddings
+	case c.Hybrid != nil && strings.HasPrefix(name, "mtp."):
+		return true
 	}
 	l := LayerIndex(name)
 	return l >= c.NumLayers && l < c.NumLayers+c.NumNextNLayers
@@ -139,4 +144,31 @@ func tensorLess(a, b string) bool {
 // declaring fewer layers than the checkpoint holds makes.
 func (c *Config) CheckLayers(names []string) error {
 	return c.CheckUsed(names, func(n string) bool { return LayerIndex(n) < c.NumLayers })
+}
+
+// EmbedName is the checkpoint name of the token embeddings
+// ("model.embed_tokens.weight"; nemotron_h: "backbone.embeddings.weight").
+func (c *Config) EmbedName() string {
+	if c.Hybrid != nil {
+		return "backbone.embeddings.weight"
+	}
+	return "model.embed_tokens.weight"
+}
+
+// FinalNormName is the checkpoint name of the final RMSNorm's weight
+// ("model.norm.weight"; nemotron_h: "backbone.norm_f.weight").
+func (c *Config) FinalNormName() string {
+	if c.Hybrid != nil {
+		return "backbone.norm_f.weight"
+	}
+	return "model.norm.weight"
+}
+
+// LayerPrefix is the name prefix of decoder layer l's tensors
+// ("model.layers.3."; nemotron_h: "backbone.layers.3.").
+func (c *Config) LayerPrefix(l int) string {
+	if c.Hybrid != nil {
+		return "backbone.layers." + strconv.Itoa(l) + "."
+	}
+	return "model.layers." + strconv.Itoa(l) + "."
 }

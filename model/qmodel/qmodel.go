@@ -80,8 +80,9 @@ func Load(dir string, opts Options) (*Model, error) {
 // before the model runs), except embeddings, which are dequantized since
 // a lookup is no GEMM.
 type source struct {
-	nat  *native.Model
-	zero []byte
+	nat   *native.Model
+	zero  []byte
+	embed string // the embeddings' name (hfconfig.Config.EmbedName)
 }
 
 // Names lists the checkpoint's logical tensors, so that arch.Build refuses
@@ -96,7 +97,7 @@ func (s *source) Tensor(name string) (*tensor.Tensor, error) {
 	if err != nil {
 		return nil, err
 	}
-	if name == "model.embed_tokens.weight" {
+	if name == s.embed {
 		v := make([]float32, p.Rows*p.Cols)
 		p.Dequantize(v)
 		return tensor.FromFloat32(name, tensor.F32, []int{p.Rows, p.Cols}, v)
@@ -109,7 +110,7 @@ func (s *source) Tensor(name string) (*tensor.Tensor, error) {
 }
 
 func build(cfg *hfconfig.Config, nat *native.Model, opts Options) (*Model, error) {
-	src := &source{nat: nat}
+	src := &source{nat: nat, embed: cfg.EmbedName()}
 	am, err := arch.Build(cfg, src, arch.Options{Backend: opts.Backend, Lazy: true})
 	if err != nil {
 		return nil, err

@@ -87,3 +87,33 @@ func TestGLMTensorsMatchTrainedCheckpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestNemotronHTensorsMatchTrainedCheckpoint derives the tensor list from
+// the trained nemotronh-nano's config.json (transformers' own layout, kept
+// in the repository) and compares names and shapes with its tensors.json.
+func TestNemotronHTensorsMatchTrainedCheckpoint(t *testing.T) {
+	dir := assets.Model(t, "nemotronh-nano")
+	var cfg map[string]any
+	assets.ReadJSON(t, filepath.Join(dir, "config.json"), &cfg)
+	var ref map[string]struct {
+		Shape []int `json:"shape"`
+	}
+	assets.ReadJSON(t, filepath.Join(dir, "tensors.json"), &ref)
+	ts, err := NemotronHTensors(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) != len(ref) {
+		t.Errorf("generated %d tensors, checkpoint has %d", len(ts), len(ref))
+	}
+	for _, g := range ts {
+		r, ok := ref[g.Name]
+		if !ok {
+			t.Errorf("generated %s, not in the checkpoint", g.Name)
+			continue
+		}
+		if !slices.Equal(r.Shape, g.Shape) {
+			t.Errorf("%s: shape %v, checkpoint %v", g.Name, g.Shape, r.Shape)
+		}
+	}
+}

@@ -184,7 +184,7 @@ func (c *Collector) RouterCounts() map[string][]int64 {
 	return out
 }
 
-var expertRe = regexp.MustCompile(`^(.*\.mlp)\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)$`)
+var expertRe = regexp.MustCompile(`^(.*\.(?:mlp|mixer))\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)$`)
 
 // ExpertCoverage is one routed expert projection's calibration record.
 type ExpertCoverage struct {

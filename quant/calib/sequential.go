@@ -111,7 +111,7 @@ func Collect(ctx context.Context, m *arch.Model, ids []int32, opts Options, want
 	return hess, rep, nil
 }
 
-var routerRe = regexp.MustCompile(`\.mlp\.gate$`)
+var routerRe = regexp.MustCompile(`\.(?:mlp|mixer)\.gate$`)
 
 // wantWithRouters also collects MoE routers' inputs (the pooled Hessian of
 // the expert policy).
@@ -119,15 +119,15 @@ func wantWithRouters(want func(string) bool) func(string) bool {
 	return func(n string) bool { return routerRe.MatchString(n) || want == nil || want(n) }
 }
 
-var layerPrefixRe = regexp.MustCompile(`^model\.layers\.\d+\.`)
+var layerPrefixRe = regexp.MustCompile(`^(?:model|backbone)\.layers\.\d+\.`)
 var expertIdxRe = regexp.MustCompile(`\.experts\.\d+\.`)
 
 // moeInRe and moeDownRe match the projections of an MoE block that read
 // its input (router, shared and routed experts' gate/up) and the down
 // projections of its experts.
 var (
-	moeInRe   = regexp.MustCompile(`^mlp\.(gate|shared_experts?\.(gate|up)_proj|experts\.\*\.(gate|up)_proj)$`)
-	moeDownRe = regexp.MustCompile(`^mlp\.(shared_experts?|experts\.\*)\.down_proj$`)
+	moeInRe   = regexp.MustCompile(`^(?:mlp|mixer)\.(gate|shared_experts?\.(gate|up)_proj|experts\.\*\.(gate|up)_proj)$`)
+	moeDownRe = regexp.MustCompile(`^(?:mlp|mixer)\.(shared_experts?|experts\.\*)\.down_proj$`)
 )
 
 // role strips the layer and expert indices from a projection name. The
