@@ -316,6 +316,8 @@ func formats() []Format {
 		ggmlFormat("q6_k", "Q6_K"),
 		ggmlFormat("q5_k", "Q5_K"),
 		ggmlFormat("q4_k", "Q4_K"),
+		ggmlFormat("q5_0", "Q5_0"),
+		ggmlFormat("q5_1", "Q5_1"),
 		ggmlFormat("q4_0", "Q4_0"),
 		ggmlFormat("q3_k", "Q3_K"),
 		ggmlFormat("q2_k", "Q2_K"),

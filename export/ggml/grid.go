@@ -73,6 +73,12 @@ func grids() map[string]*Grid {
 		"Q4_0": {Name: "Q4_0", BlockSize: QK4_0, BlockBytes: SizeQ4_0, Group: 32, Levels: intLevels(-8, 16), uniform: true,
 			encodeW: perRow(EncodeQ4_0, encodeQ4_0W), params: paramsD16,
 			setCodes: func(b []byte, c []uint8) { setCodesIQ4(b[2:], c) }},
+		"Q5_0": {Name: "Q5_0", BlockSize: QK5_0, BlockBytes: SizeQ5_0, Group: 32, Levels: intLevels(-16, 32), uniform: true,
+			encodeW: perRow(EncodeQ5_0, encodeQ5_0W), params: paramsD16,
+			setCodes: func(b []byte, c []uint8) { setCodesQ5(b[2:], c) }},
+		"Q5_1": {Name: "Q5_1", BlockSize: QK5_1, BlockBytes: SizeQ5_1, Group: 32, Levels: intLevels(0, 32), uniform: true,
+			encodeW: perRow(EncodeQ5_1, encodeQ5_1W), params: paramsQ5_1,
+			setCodes: func(b []byte, c []uint8) { setCodesQ5(b[4:], c) }},
 		"Q4_K": {Name: "Q4_K", BlockSize: QKK, BlockBytes: SizeQ4_K, Group: 32, Levels: intLevels(0, 16), uniform: true,
 			encodeW: perRow(EncodeQ4_K, func(dst []byte, x, qw []float32) {
 				encodeKW(dst, x, qw, 15, SizeQ4_K, func(b []byte, L *[QKK]uint8) { setCodesQ4_K(b, L[:]) })
@@ -220,6 +226,10 @@ func (g *Grid) getCodes(b []byte, c []uint8) {
 		for j := range c {
 			c[j] = b[2+j] ^ 0x80
 		}
+	case "Q5_0":
+		getCodesQ5(b[2:], c)
+	case "Q5_1":
+		getCodesQ5(b[4:], c)
 	case "Q4_0", "IQ4_NL":
 		getCodesIQ4(b[2:], c)
 	case "IQ4_XS":
@@ -290,6 +300,11 @@ func paramsD16(b []byte, d, m []float32) {
 	for i := range d {
 		d[i], m[i] = v, 0
 	}
+}
+
+// paramsQ5_1 is (d, −m): Q5_1's value d·q + m is float32(d·q) − (−m).
+func paramsQ5_1(b []byte, d, m []float32) {
+	d[0], m[0] = fp32(binary.LittleEndian.Uint16(b)), -fp32(binary.LittleEndian.Uint16(b[2:]))
 }
 
 func paramsK4(b []byte, d, m []float32) {

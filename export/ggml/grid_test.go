@@ -14,7 +14,7 @@ import (
 // SetCodes inverts Codes, and that codes chosen by Round and stored with
 // SetCodes dequantize to Round's values.
 func TestGridMatchesDequant(t *testing.T) {
-	names := []string{"Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q3_K", "Q2_K", "IQ4_NL", "IQ4_XS"}
+	names := []string{"Q8_0", "Q5_0", "Q5_1", "Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q3_K", "Q2_K", "IQ4_NL", "IQ4_XS"}
 	rng := rand.New(rand.NewPCG(1, 2))
 	const n = 1024
 	x := make([]float32, n)

@@ -634,3 +634,67 @@ func encodeIQ4W(b []byte, x, qw []float32, sbs int) {
 	binary.LittleEndian.PutUint16(b[2:], sh)
 	setCodesIQ4(b[8:], L[:sbs])
 }
+
+// rowSigma2 is Σx²/n over a row, the legacy quantizers' sigma².
+func rowSigma2(x []float32) float32 {
+	var s float32
+	for _, v := range x {
+		s += float32(v * v)
+	}
+	return s / float32(len(x))
+}
+
+// encodeQ5_0W is quantize_row_q5_0_impl for one row (qw non-nil).
+func encodeQ5_0W(dst []byte, x, qw []float32) {
+	sigma2 := rowSigma2(x)
+	var weight [QK5_0]float32
+	var L [QK5_0]int8
+	var codes [QK5_0]uint8
+	for ib := 0; ib < len(x)/QK5_0; ib++ {
+		xb, wb := x[ib*QK5_0:(ib+1)*QK5_0], qw[ib*QK5_0:(ib+1)*QK5_0]
+		importance(weight[:], xb, wb, sigma2)
+		d := makeQXQuantsW(16, xb, L[:], weight[:])
+		b := dst[ib*SizeQ5_0:]
+		binary.LittleEndian.PutUint16(b, fp16(d))
+		for j, l := range L {
+			codes[j] = uint8(l)
+		}
+		setCodesQ5(b[2:], codes[:])
+	}
+}
+
+// encodeQ5_1W is quantize_row_q5_1_impl for one row (qw non-nil).
+func encodeQ5_1W(dst []byte, x, qw []float32) {
+	sigma2 := rowSigma2(x)
+	var weight [QK5_1]float32
+	var L, Laux [QK5_1]uint8
+	for ib := 0; ib < len(x)/QK5_1; ib++ {
+		xb, wb := x[ib*QK5_1:(ib+1)*QK5_1], qw[ib*QK5_1:(ib+1)*QK5_1]
+		importance(weight[:], xb, wb, sigma2)
+		d, theMin := makeQKX3Quants(31, xb, weight[:], L[:], Laux[:], -0.9, 0.05, 36)
+		b := dst[ib*SizeQ5_1:]
+		binary.LittleEndian.PutUint16(b, fp16(d))
+		binary.LittleEndian.PutUint16(b[2:], fp16(-theMin))
+		setCodesQ5(b[4:], L[:])
+	}
+}
+
+// setCodesQ5 stores 32 five-bit codes as Q5_0/Q5_1's qh (4 bytes, bit j
+// the fifth bit of element j) and qs (16 bytes of nibbles, element j low,
+// j+16 high).
+func setCodesQ5(q []byte, c []uint8) {
+	var qh uint32
+	for j := 0; j < 16; j++ {
+		q[4+j] = c[j]&0xf | (c[j+16]&0xf)<<4
+		qh |= uint32(c[j]>>4&1)<<j | uint32(c[j+16]>>4&1)<<(j+16)
+	}
+	binary.LittleEndian.PutUint32(q, qh)
+}
+
+func getCodesQ5(q []byte, c []uint8) {
+	qh := binary.LittleEndian.Uint32(q)
+	for j := 0; j < 16; j++ {
+		c[j] = q[4+j]&0xf | uint8(qh>>j&1)<<4
+		c[j+16] = q[4+j]>>4 | uint8(qh>>(j+16)&1)<<4
+	}
+}

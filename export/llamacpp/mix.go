@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/marlin-llm/marlin/model/gguf"
@@ -101,4 +102,32 @@ func MixFromTensors(tensors []gguf.TensorInfo) ([]MixRule, error) {
 		}
 	}
 	return out, nil
+}
+
+// GGUFName returns the llama.cpp tensor name of a Hugging Face weight and,
+// for a routed expert's projection, its expert index (else −1): the names
+// llama-imatrix gives its entries (stacked experts share one name).
+func GGUFName(hf string) (string, int, bool) {
+	switch hf {
+	case "model.embed_tokens.weight":
+		return "token_embd.weight", -1, true
+	case "lm_head.weight":
+		return "output.weight", -1, true
+	}
+	m := layerRe.FindStringSubmatch(hf)
+	if m == nil {
+		return "", -1, false
+	}
+	blk := "blk." + m[1] + "."
+	if em := expertRe.FindStringSubmatch(m[2]); em != nil {
+		e, err := strconv.Atoi(em[1])
+		if err != nil {
+			return "", -1, false
+		}
+		return blk + "ffn_" + em[2] + "_exps.weight", e, true
+	}
+	if v, ok := simple[m[2]]; ok && v.name != "" {
+		return blk + v.name, -1, true
+	}
+	return "", -1, false
 }

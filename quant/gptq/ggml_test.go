@@ -15,7 +15,7 @@ import (
 // to exactly the Q GPTQ returned.
 func TestGGMLGrids(t *testing.T) {
 	L := genLayer(t, 5, 64, 512, 1024, 9)
-	for _, name := range []string{"q8_0", "q6_k", "q5_k", "q4_k", "q4_0", "q3_k", "q2_k", "iq4_nl", "iq4_xs"} {
+	for _, name := range []string{"q8_0", "q6_k", "q5_k", "q4_k", "q5_0", "q5_1", "q4_0", "q3_k", "q2_k", "iq4_nl", "iq4_xs"} {
 		f, err := quant.Lookup(name)
 		if err != nil {
 			t.Fatal(err)
