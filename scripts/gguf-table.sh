@@ -75,7 +75,7 @@ stages:
     kind: quantize
     needs: [calib]
     with:
-      default: {format: q4_k, method: gptq, actorder: true}
+      default: {format: q4_k, method: gptq, actorder: true, damp: 0.1}
       report: quant-report.json
       rules:
 EOF

@@ -1,7 +1,9 @@
 // Command ggufbpw chooses per-tensor GGUF types for a target average bits
 // per weight, minimising the predicted output error (quant/bpw: the
 // importance-weighted quantization error Σ_c imatrix_c·Σ_r (W−Q)², the
-// diagonal part of tr(ΔW H ΔWᵀ)), and prints the choice per tensor (to
+// diagonal part of tr(ΔW H ΔWᵀ), by default relative to the tensor's
+// output energy Σ_c imatrix_c·Σ_r W², so that tensors are compared by
+// their signal-to-noise ratio), and prints the choice per tensor (to
 // stderr) and quantize rules (to stdout, in ggufmix's format), for the
 // quantize stage to run GPTQ with. Experts stacked into one GGUF tensor
 // get one type. Tensors without an imatrix entry (embeddings, lm_head) get
@@ -31,8 +33,9 @@ func main() {
 	target := flag.Float64("bpw", 4.5, "target average bits per weight over the 2-D tensors")
 	types := flag.String("types", "q2_k,q3_k,iq4_xs,q4_k,q5_k,q6_k,q8_0,q4_0,q5_0,q5_1", "candidate formats")
 	fixed := flag.String("fixed", "q6_k", "format of tensors without an imatrix entry (q8_0 where rows do not fill 256)")
+	relative := flag.Bool("relative", true, "divide each tensor's predicted error by its predicted output energy Σ_c imatrix_c·Σ_r W²_rc (relative output error; false: absolute, which on qwen3-nano starves o_proj/down_proj and doubles the KLD)")
 	flag.Parse()
-	if err := run(*model, *imx, *target, strings.Split(*types, ","), *fixed); err != nil {
+	if err := run(*model, *imx, *target, strings.Split(*types, ","), *fixed, *relative); err != nil {
 		fmt.Fprintln(os.Stderr, "ggufbpw:", err)
 		os.Exit(1)
 	}
@@ -45,7 +48,7 @@ type group struct {
 	t       bpw.Tensor
 }
 
-func run(model, imx string, target float64, types []string, fixedName string) error {
+func run(model, imx string, target float64, types []string, fixedName string, relative bool) error {
 	ck, err := safetensors.Open(model)
 	if err != nil {
 		return err
@@ -110,6 +113,19 @@ func run(model, imx string, target float64, types []string, fixedName string) er
 			g.t.Options = []bpw.Option{{Format: f.Name, BPW: f.NominalBitsPerWeight()}}
 			continue
 		}
+		norm := 1.0
+		if relative {
+			var e float64
+			for r := 0; r < rows; r++ {
+				for c := 0; c < cols; c++ {
+					v := float64(w[r*cols+c])
+					e += diag[c] * v * v
+				}
+			}
+			if e > 0 {
+				norm = 1 / e
+			}
+		}
 		var opts []bpw.Option
 		for _, f := range cands {
 			if f.Elem == quant.ElemGGML && cols%f.GroupSize != 0 {
@@ -119,7 +135,7 @@ func run(model, imx string, target float64, types []string, fixedName string) er
 			if err != nil {
 				return fmt.Errorf("%s %s: %w", name, f.Name, err)
 			}
-			opts = append(opts, bpw.Option{Format: f.Name, BPW: b, Err: e})
+			opts = append(opts, bpw.Option{Format: f.Name, BPW: b, Err: e * norm})
 		}
 		if len(g.t.Options) == 0 {
 			g.t.Options = opts
