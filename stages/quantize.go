@@ -25,7 +25,7 @@ type QuantSpec struct {
 	// the GGML block types q8_0, q6_k, q5_k, q5_0, q5_1, q4_k, q4_0, q3_k,
 	// q2_k, iq4_nl, iq4_xs, which pack gguf writes unchanged) or "skip"
 	// (keep the tensor exactly as it came).
-	Format string `yaml:"format,omitempty" json:"format,omitempty" jsonschema:"description=number format (fp4 mxfp4 nvfp4 int4 int4_asym int3 int3_asym int2 int2_asym int8 nf4 nf3 fp8_e4m3 fp8_e5m2 fp8_e4m3_tensor fp8_e5m2_tensor bf16 f16; GGML block types q8_0 q6_k q5_k q5_0 q5_1 q4_k q4_0 q3_k q2_k iq4_nl iq4_xs written unchanged into GGUF; gptq fits their block scales with the Hessian diagonal as importance then feeds the rounding error back across columns) or skip"`
+	Format string `yaml:"format,omitempty" json:"format,omitempty" jsonschema:"description=number format (fp4 mxfp4 nvfp4 int4 int4_asym int3 int3_asym int2 int2_asym int8 nf4 nf3 fp8_e4m3 fp8_e5m2 fp8_e4m3_tensor fp8_e5m2_tensor bf16 f16 q8_0 q6_k q5_k q5_0 q5_1 q4_k q4_0 q3_k q2_k iq4_nl iq4_xs) or skip; the q* and iq* GGML block types are written unchanged into GGUF and gptq fits their block scales with the Hessian diagonal as importance then feeds the rounding error back across columns"`
 	// GroupSize overrides the format's group size (0: one group per row).
 	// MXFP4 (32) and NVFP4 (16) have fixed block sizes.
 	GroupSize *int `yaml:"group_size,omitempty" json:"group_size,omitempty" jsonschema:"minimum=0,description=weights per scale group along the input dim (0: per row)"`
