@@ -30,9 +30,13 @@ const (
 	ElemBF16
 	// ElemF16 keeps the weights as IEEE half (not quantized).
 	ElemF16
+	// ElemGGML is a GGML block type (Format.GGML names it): Packed.Codes
+	// holds each row's blocks exactly as llama.cpp stores them (scales
+	// inside the blocks, no Packed.Scales); see export/ggml.Grid.
+	ElemGGML
 )
 
-var elemNames = [...]string{"invalid", "e2m1", "int", "nf", "e4m3", "e5m2", "bf16", "f16"}
+var elemNames = [...]string{"invalid", "e2m1", "int", "nf", "e4m3", "e5m2", "bf16", "f16", "ggml"}
 
 // String names the element encoding.
 func (e Elem) String() string {
@@ -126,6 +130,10 @@ type Format struct {
 	// those of a per-channel scale (GroupSize 0) whose rows agree;
 	// Packed.Validate checks that they do.
 	PerTensor bool
+	// GGML is the llama.cpp block type name of an ElemGGML format ("Q4_K");
+	// GroupSize is then its block size and Bits 8 (Packed rows are the
+	// blocks' bytes).
+	GGML string
 }
 
 // Quantized reports whether the format quantizes (false for bf16/f16, which
@@ -174,6 +182,9 @@ func (f Format) BitsPerWeight(rows, cols int) float64 {
 	if rows <= 0 || cols <= 0 {
 		return 0
 	}
+	if f.Elem == ElemGGML {
+		return f.NominalBitsPerWeight()
+	}
 	bits := float64(rows * ((cols*f.Bits + 7) / 8) * 8)
 	if f.Quantized() {
 		g := f.Group(cols)
@@ -192,6 +203,12 @@ func (f Format) BitsPerWeight(rows, cols int) float64 {
 // NominalBitsPerWeight is the per-weight cost for a long row: element bits
 // plus scale (and zero) bits divided by the group size.
 func (f Format) NominalBitsPerWeight() float64 {
+	if f.Elem == ElemGGML {
+		if gi, ok := ggmlInfo(f.GGML); ok {
+			return float64(gi.BlockBytes*8) / float64(gi.BlockSize)
+		}
+		return 0
+	}
 	b := float64(f.Bits)
 	if f.Quantized() && f.GroupSize > 0 {
 		b += float64(f.Scale.Bytes()*8) / float64(f.GroupSize)
@@ -269,6 +286,12 @@ func intFormat(name string, bits int, asym bool) Format {
 	return Format{Name: name, Elem: ElemInt, Bits: bits, GroupSize: 128, Scale: ScaleF16, Asym: asym}
 }
 
+// ggmlFormat is the format of a GGML block type.
+func ggmlFormat(name, typ string) Format {
+	gi, _ := ggmlInfo(typ)
+	return Format{Name: name, Elem: ElemGGML, Bits: 8, GroupSize: gi.BlockSize, FixedGroup: true, GGML: typ}
+}
+
 // formats is the registry, built by a function so that nothing global is
 // mutable: Lookup returns copies.
 func formats() []Format {
@@ -289,6 +312,17 @@ func formats() []Format {
 		{Name: "fp8_e5m2", Elem: ElemE5M2, Bits: 8, GroupSize: 0, Scale: ScaleF32},
 		{Name: "fp8_e4m3_tensor", Elem: ElemE4M3, Bits: 8, GroupSize: 0, FixedGroup: true, Scale: ScaleF32, PerTensor: true},
 		{Name: "fp8_e5m2_tensor", Elem: ElemE5M2, Bits: 8, GroupSize: 0, FixedGroup: true, Scale: ScaleF32, PerTensor: true},
+		ggmlFormat("q8_0", "Q8_0"),
+		ggmlFormat("q6_k", "Q6_K"),
+		ggmlFormat("q5_k", "Q5_K"),
+		ggmlFormat("q4_k", "Q4_K"),
+		ggmlFormat("q5_0", "Q5_0"),
+		ggmlFormat("q5_1", "Q5_1"),
+		ggmlFormat("q4_0", "Q4_0"),
+		ggmlFormat("q3_k", "Q3_K"),
+		ggmlFormat("q2_k", "Q2_K"),
+		ggmlFormat("iq4_nl", "IQ4_NL"),
+		ggmlFormat("iq4_xs", "IQ4_XS"),
 		{Name: "bf16", Elem: ElemBF16, Bits: 16},
 		{Name: "f16", Elem: ElemF16, Bits: 16},
 	}

@@ -42,11 +42,20 @@ type Packed struct {
 }
 
 // RowBytes is the size of one packed row of Codes.
-func (p *Packed) RowBytes() int { return (p.Cols*p.Format.Bits + 7) / 8 }
+func (p *Packed) RowBytes() int {
+	if p.Format.Elem == ElemGGML {
+		gi, _ := ggmlInfo(p.Format.GGML)
+		if gi.BlockSize == 0 {
+			return 0
+		}
+		return p.Cols / gi.BlockSize * gi.BlockBytes
+	}
+	return (p.Cols*p.Format.Bits + 7) / 8
+}
 
 // Groups is the number of scale groups per row.
 func (p *Packed) Groups() int {
-	if !p.Format.Quantized() {
+	if !p.Format.Quantized() || p.Format.Elem == ElemGGML {
 		return 0
 	}
 	g := p.Format.Group(p.Cols)
@@ -73,6 +82,11 @@ func NewPacked(f Format, rows, cols int) (*Packed, error) {
 	}
 	if f.Elem == ElemInvalid || f.Bits <= 0 || f.Bits > 16 {
 		return nil, fmt.Errorf("quant: invalid format %+v", f)
+	}
+	if f.Elem == ElemGGML {
+		if err := checkGGML(f, cols); err != nil {
+			return nil, err
+		}
 	}
 	p := &Packed{Format: f, Rows: rows, Cols: cols}
 	p.Codes = make([]byte, rows*p.RowBytes())
@@ -200,6 +214,14 @@ func (p *Packed) Validate() error {
 	if !shapeOK(p.Rows, p.Cols) {
 		return fmt.Errorf("quant: bad shape [%d, %d]", p.Rows, p.Cols)
 	}
+	if f.Elem == ElemGGML {
+		if err := checkGGML(f, p.Cols); err != nil {
+			return err
+		}
+		if p.GIdx != nil {
+			return fmt.Errorf("quant: %s: GGML blocks have no g_idx", f.Name)
+		}
+	}
 	if want := p.Rows * p.RowBytes(); len(p.Codes) != want {
 		return fmt.Errorf("quant: %s [%d, %d]: codes have %d bytes, want %d", f.Name, p.Rows, p.Cols, len(p.Codes), want)
 	}
@@ -256,6 +278,13 @@ func (p *Packed) DequantizeRow(r int, dst []float32) {
 	case ElemF16:
 		for c := range dst {
 			dst[c] = DecodeF16(binary.LittleEndian.Uint16(row[2*c:]))
+		}
+		return
+	case ElemGGML:
+		if err := dequantGGML(f.GGML, row, dst); err != nil {
+			for c := range dst {
+				dst[c] = float32(math.NaN())
+			}
 		}
 		return
 	}

@@ -71,6 +71,9 @@ func QuantizeContext(ctx context.Context, w []float32, rows, cols int, f Format,
 	if len(w) != rows*cols {
 		return nil, fmt.Errorf("quant: tensor %q: %d weights for shape [%d, %d]", opts.Name, len(w), rows, cols)
 	}
+	if f.Elem == ElemGGML {
+		return quantizeGGMLRTN(ctx, w, rows, cols, f, opts)
+	}
 	p, err := NewPacked(f, rows, cols)
 	if err != nil {
 		return nil, fmt.Errorf("tensor %q: %w", opts.Name, err)
@@ -580,9 +583,9 @@ func QuantizeTensor(ctx context.Context, t *tensor.Tensor, f Format, opts *Optio
 			return &Packed{Format: f, Rows: rows, Cols: cols, Codes: t.Data[: rows*cols*2 : rows*cols*2], Scales: []byte{}}, nil
 		}
 	}
-	if f.PerTensor {
+	if f.PerTensor || f.Elem == ElemGGML {
 		// The scale is fitted on every weight at once (with scale search,
-		// on their squared error): convert the whole tensor.
+		// on their squared error), or GGML blocks: convert the whole tensor.
 		w := make([]float32, rows*cols)
 		conv(w, t.Data)
 		return QuantizeContext(ctx, w, rows, cols, f, &o)

@@ -75,6 +75,9 @@ func (p *Packed) ToTensors(name string, extra map[string]string) []*tensor.Tenso
 		return []*tensor.Tensor{{Name: name, DType: dt, Shape: []int{p.Rows, p.Cols}, Data: p.Codes, Meta: meta("weight")}}
 	}
 	out := []*tensor.Tensor{{Name: name, DType: tensor.U8, Shape: []int{p.Rows, p.RowBytes()}, Data: p.Codes, Meta: meta("codes")}}
+	if f.Elem == ElemGGML {
+		return out // the scales are inside the blocks
+	}
 	sdt := map[ScaleType]tensor.DType{ScaleF16: tensor.F16, ScaleBF16: tensor.BF16, ScaleF32: tensor.F32, ScaleE8M0: tensor.U8, ScaleE4M3: tensor.F8E4M3}[f.Scale]
 	out = append(out, &tensor.Tensor{Name: name + SuffixScales, DType: sdt, Shape: []int{p.Rows, p.Groups()}, Data: p.Scales, Meta: meta("scales")})
 	if f.Asym {
@@ -182,6 +185,13 @@ func FromTensors(name string, ts []*tensor.Tensor) (*Packed, error) {
 	}
 	if main.DType != tensor.U8 {
 		return nil, wrap(fmt.Errorf("codes dtype %s, want U8", main.DType))
+	}
+	if f.Elem == ElemGGML {
+		p.Scales = []byte{}
+		if err := p.Validate(); err != nil {
+			return nil, wrap(err)
+		}
+		return p, nil
 	}
 	sc := byName[name+SuffixScales]
 	if sc == nil {

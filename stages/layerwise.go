@@ -539,6 +539,7 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 		times.Build = time.Since(start).Seconds()
 		results := map[string][]*tensor.Tensor{}
 		var reports []quant.Report
+		var imx []imatrixEntry
 		var mu sync.Mutex
 		total := int64(len(ly.Projs()))
 		var done int64
@@ -574,6 +575,9 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 					}
 					mu.Lock()
 					defer mu.Unlock()
+					if h := hess[p.Name()]; h != nil && lp.s.cfg.Imatrix != "" {
+						imx = append(imx, newImatrixEntry(name, h))
+					}
 					results[name] = ts
 					if rep != nil {
 						reports = append(reports, *rep)
@@ -626,6 +630,14 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 		slices.SortFunc(reports, func(x, y quant.Report) int { return strings.Compare(x.Name, y.Name) })
 		if err := setReports(out, reports); err != nil {
 			return nil, err
+		}
+		if len(imx) > 0 {
+			slices.SortFunc(imx, func(x, y imatrixEntry) int { return strings.Compare(x.Name, y.Name) })
+			js, err := json.Marshal(imx)
+			if err != nil {
+				return nil, err
+			}
+			out.Meta[metaImatrix] = string(js)
 		}
 		out.Stats = map[string]float64{"build_s": times.Build, "calibrate_s": times.Calib, "quantize_s": times.Quantize, "passes": float64(times.Passes)}
 		for _, k := range []struct {

@@ -434,6 +434,9 @@ func (it *inputTensors) Blocks(_ context.Context, name string, typ gguf.GGMLType
 // scales, groups of 32·k and no act-order → Q4_0 / Q8_0.
 func GGMLTypeFor(p *quant.Packed) (gguf.GGMLType, bool) {
 	f := p.Format
+	if t, ok := f.GGMLType(); ok {
+		return t, true // the codes are the blocks
+	}
 	switch {
 	case f.Name == "mxfp4" && f.GroupSize == 32:
 		return gguf.TypeMXFP4, p.Cols%32 == 0
@@ -457,6 +460,9 @@ func TranscodeGGML(p *quant.Packed, typ gguf.GGMLType) ([]byte, bool) {
 	want, ok := GGMLTypeFor(p)
 	if !ok || want != typ {
 		return nil, false
+	}
+	if p.Format.Elem == quant.ElemGGML {
+		return p.Codes, true
 	}
 	nb := p.Cols / 32
 	var out []byte

@@ -22,8 +22,10 @@ import (
 // fields it sets override the default.
 type QuantSpec struct {
 	// Format is a quant format name (quant.Names: fp4, mxfp4, nvfp4, int4,
-	// int4_asym, int3, int2, nf4, nf3, fp8_e4m3, fp8_e5m2, int8, bf16, f16)
-	// or "skip" (keep the tensor exactly as it came).
+	// int4_asym, int3, int2, nf4, nf3, fp8_e4m3, fp8_e5m2, int8, bf16, f16;
+	// the GGML block types q8_0, q6_k, q5_k, q5_0, q5_1, q4_k, q4_0, q3_k,
+	// q2_k, iq4_nl, iq4_xs, which pack gguf writes unchanged) or "skip"
+	// (keep the tensor exactly as it came).
 	// Its schema description lists quant.Formats (quantize_schema.go).
 	Format string `yaml:"format,omitempty" json:"format,omitempty"`
 	// GroupSize overrides the format's group size (0: one group per row).
@@ -70,6 +72,11 @@ type QuantizeConfig struct {
 	// the model summary (average bits per weight, formats chosen, average
 	// and worst cosine) as JSON to this path in the output directory.
 	Report string `yaml:"report,omitempty" json:"report,omitempty" jsonschema:"description=JSON report file in the output directory (per-tensor reports and the model summary)"`
+	// Imatrix, when set with a calibrate stage upstream, adds a task that
+	// writes the calibration's importance matrix (the Hessian diagonals)
+	// in llama-imatrix's GGUF format to this path, for llama-quantize
+	// --imatrix.
+	Imatrix string `yaml:"imatrix,omitempty" json:"imatrix,omitempty" jsonschema:"description=GGUF file in the output directory for the importance matrix (the Hessian diagonals) in llama-imatrix's format; needs a calibrate stage upstream and Hessian methods"`
 }
 
 // ResolvedQuant is the effective setting for one tensor.
@@ -122,6 +129,11 @@ func (c *QuantizeConfig) Validate() error {
 	if c.Report != "" {
 		if err := pipeline.CheckOutPath(c.Report); err != nil {
 			errs = append(errs, &pipeline.FieldError{Field: "report", Err: err})
+		}
+	}
+	if c.Imatrix != "" {
+		if err := pipeline.CheckOutPath(c.Imatrix); err != nil {
+			errs = append(errs, &pipeline.FieldError{Field: "imatrix", Err: err})
 		}
 	}
 	if len(errs) == 1 {
@@ -367,6 +379,22 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 		// stages skip it.
 		tasks = append(tasks, &pipeline.Task{Key: quantReportKey, Needs: refs, EstBytes: 1 << 20,
 			Meta: map[string]string{MetaInternal: "true"}, Run: s.runReport(refs)})
+	}
+	if s.cfg.Imatrix != "" {
+		if seen[imatrixKey] {
+			return nil, fmt.Errorf("quantize: an upstream task is named %q, which the imatrix task needs", imatrixKey)
+		}
+		var refs []pipeline.TaskRef
+		for _, t := range tasks {
+			if strings.HasPrefix(t.Key, layerKeyPrefix) {
+				refs = append(refs, pipeline.TaskRef{Stage: pc.StageID, Key: t.Key})
+			}
+		}
+		if len(refs) == 0 {
+			return nil, errors.New("quantize: imatrix needs calibrated layer tasks (a calibrate stage upstream and gptq/mr-gptq)")
+		}
+		tasks = append(tasks, &pipeline.Task{Key: imatrixKey, Needs: refs, EstBytes: 1 << 20,
+			Meta: map[string]string{MetaInternal: "true"}, Run: s.runImatrix(refs, "marlin calibration")})
 	}
 	return tasks, nil
 }

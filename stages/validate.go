@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/marlin-llm/marlin/export/llamacpp"
 	"github.com/marlin-llm/marlin/kernels"
 	"github.com/marlin-llm/marlin/model/arch"
 	"github.com/marlin-llm/marlin/model/eval"
@@ -36,7 +37,11 @@ type ValidateConfig struct {
 	Model string `yaml:"model" json:"model" jsonschema:"required,description=unquantized model directory (config.json; safetensors; tokenizer.json); relative to the job file"`
 	// Packed is the native packed checkpoint directory, relative to the
 	// run's output directory (the `out:` of a `pack` stage with format native).
-	Packed string `yaml:"packed" json:"packed" jsonschema:"required,description=native packed checkpoint directory in the output directory (a pack stage's out)"`
+	Packed string `yaml:"packed,omitempty" json:"packed,omitempty" jsonschema:"description=native packed checkpoint directory in the output directory (a pack stage's out); this or gguf is required"`
+	// GGUF is a GGUF file in the run's output directory (a pack stage
+	// with format gguf): the model is scored as llama.cpp would run it,
+	// every tensor read back through the GGML dequantization.
+	GGUF string `yaml:"gguf,omitempty" json:"gguf,omitempty" jsonschema:"description=GGUF file in the output directory (a pack stage's out with format gguf) scored instead of a native checkpoint: every tensor read back through the GGML dequantization llama.cpp uses"`
 	// Text is the evaluation text file, relative to the job file.
 	Text string `yaml:"text" json:"text" jsonschema:"required,description=evaluation text file; relative to the job file"`
 	// Window is the tokens per evaluation window (default 128).
@@ -80,14 +85,22 @@ func ParseFraction(s string) (float64, error) {
 // Validate checks the fields.
 func (c *ValidateConfig) Validate() error {
 	var errs []error
-	for _, f := range []struct{ name, v string }{{"model", c.Model}, {"packed", c.Packed}, {"text", c.Text}} {
+	for _, f := range []struct{ name, v string }{{"model", c.Model}, {"text", c.Text}} {
 		if f.v == "" {
 			errs = append(errs, &pipeline.FieldError{Field: f.name, Err: errors.New("required")})
 		}
 	}
-	if c.Packed != "" {
-		if err := pipeline.CheckOutPath(c.Packed); err != nil {
-			errs = append(errs, &pipeline.FieldError{Field: "packed", Err: err})
+	switch {
+	case c.Packed == "" && c.GGUF == "":
+		errs = append(errs, &pipeline.FieldError{Field: "packed", Err: errors.New("required (or gguf)")})
+	case c.Packed != "" && c.GGUF != "":
+		errs = append(errs, &pipeline.FieldError{Field: "gguf", Err: errors.New("give packed or gguf, not both")})
+	}
+	for _, f := range []struct{ name, v string }{{"packed", c.Packed}, {"gguf", c.GGUF}} {
+		if f.v != "" {
+			if err := pipeline.CheckOutPath(f.v); err != nil {
+				errs = append(errs, &pipeline.FieldError{Field: f.name, Err: err})
+			}
 		}
 	}
 	if c.Out != "" {
@@ -235,7 +248,10 @@ func (s *validateStage) run(needs []pipeline.TaskRef, model, text, backend strin
 			reps = append(reps, rs...)
 		}
 		packed := filepath.Join(env.OutDir, s.cfg.Packed)
-		if len(reps) == 0 {
+		if s.cfg.GGUF != "" {
+			packed = filepath.Join(env.OutDir, s.cfg.GGUF)
+		}
+		if len(reps) == 0 && s.cfg.GGUF == "" {
 			var err error
 			if reps, err = measurePacked(ctx, packed, model); err != nil {
 				return fail(err)
@@ -344,29 +360,50 @@ func (s *validateStage) modelMetrics(ctx context.Context, b kernels.Backend, bac
 		return nil, err
 	}
 	defer ref.Close()
-	q, err := qmodel.Load(packed, qmodel.Options{Backend: b})
-	if err != nil {
-		return nil, err
-	}
-	defer q.Close()
-	if q.Packed == 0 {
-		return nil, fmt.Errorf("%s holds no packed projection", packed)
+	var qm *arch.Model
+	label := ""
+	if s.cfg.GGUF != "" {
+		cfg, err := hfconfig.Load(model)
+		if err != nil {
+			return nil, err
+		}
+		src, err := llamacpp.OpenGGUFSource(packed, cfg)
+		if err != nil {
+			return nil, err
+		}
+		defer src.Close()
+		if qm, err = arch.Build(cfg, src, arch.Options{Backend: b}); err != nil {
+			return nil, fmt.Errorf("gguf %s: %w", s.cfg.GGUF, err)
+		}
+		defer qm.Close()
+		label = "gguf"
+	} else {
+		q, err := qmodel.Load(packed, qmodel.Options{Backend: b})
+		if err != nil {
+			return nil, err
+		}
+		defer q.Close()
+		if q.Packed == 0 {
+			return nil, fmt.Errorf("%s holds no packed projection", packed)
+		}
+		qm = q.Model
+		label = methodLabel(packed)
 	}
 	// Layer by layer over all windows, each layer's mapped weights given
 	// back after it: about one layer of either model is resident.
-	opts := eval.Options{Window: window, Windows: windows, AfterLayer: func(l int) { releaseLayer(l, ref, q.Model) }}
+	opts := eval.Options{Window: window, Windows: windows, AfterLayer: func(l int) { releaseLayer(l, ref, qm) }}
 	if env.Progress != nil {
 		opts.Progress = func(done, total int) { env.Progress(int64(done), int64(total)) }
 	}
-	kl, err := eval.KL(ctx, ref, q.Model, ids, opts)
+	kl, err := eval.KL(ctx, ref, qm, ids, opts)
 	if err != nil {
 		return nil, err
 	}
 	return &report.Validation{
-		Model: s.cfg.Model, Packed: s.cfg.Packed, Text: s.cfg.Text, Window: window, Windows: kl.P.Windows,
+		Model: s.cfg.Model, Packed: s.cfg.Packed + s.cfg.GGUF, Text: s.cfg.Text, Window: window, Windows: kl.P.Windows,
 		Tokens: kl.P.Tokens, Backend: backend, RefPPL: kl.P.PPL, QuantPPL: kl.Q.PPL,
 		PPLIncrease: (kl.Q.PPL - kl.P.PPL) / kl.P.PPL, KL: kl.KL, MaxKL: kl.MaxKL, Top1: kl.Top1,
-		Method:           methodLabel(packed),
+		Method:           label,
 		RequestedWindows: requested,
 		Warnings:         warnings,
 	}, nil

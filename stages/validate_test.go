@@ -48,6 +48,9 @@ func TestValidateConfigErrors(t *testing.T) {
 		{ValidateConfig{Model: "m", Packed: "p", Text: "t", MaxPPLIncrease: "lots"}, "max_ppl_increase: want a percentage"},
 		{ValidateConfig{Model: "m", Packed: "p", Text: "t", MaxKL: &nan}, "max_kl: must be finite"},
 		{ValidateConfig{Model: "m", Packed: "p", Text: "t", Window: 1}, "window: must be at least 2"},
+		{ValidateConfig{Model: "m", Text: "t"}, "packed: required (or gguf)"},
+		{ValidateConfig{Model: "m", Packed: "p", GGUF: "g.gguf", Text: "t"}, "gguf: give packed or gguf, not both"},
+		{ValidateConfig{Model: "m", GGUF: "/g.gguf", Text: "t"}, "gguf: must be a relative path"},
 	} {
 		err := c.cfg.Validate()
 		if err == nil || !strings.Contains(err.Error(), c.want) {

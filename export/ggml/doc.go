@@ -17,6 +17,14 @@
 // GGUF container and the GGML type table (block sizes, names) live in
 // model/gguf, which also holds the dequantizers the tests compare against.
 //
+// Grid (grid.go) is the other use of the package: the GGML types Q8_0, Q6_K,
+// Q5_K, Q5_0, Q5_1, Q4_K, Q4_0, Q3_K, Q2_K, IQ4_NL and IQ4_XS as quantization
+// grids, with llama.cpp's importance-weighted quantizers (weighted.go, the
+// paths llama-quantize takes with an imatrix) to fit the block scales and
+// per-element Round/SetCodes, so that GPTQ (quant/gptq) can choose the
+// codes under fixed scales; Params and Value reproduce llama.cpp's
+// dequantization bit for bit.
+//
 // Inputs must be finite: callers check for NaN/Inf first (the llama.cpp
 // reference has undefined behaviour there too). A row length that is not a
 // multiple of the block size is an error, never a panic.

@@ -165,7 +165,14 @@ func EncodeValues(typ gguf.GGMLType, x []float32) ([]byte, error) {
 	}
 	enc, err := ggml.Lookup(typ.String())
 	if err != nil {
-		return nil, err
+		// types only the grids write (Q3_K, Q2_K, IQ4_NL, IQ4_XS): their
+		// quantizers without importance weights
+		g, gerr := ggml.LookupGrid(typ.String())
+		if gerr != nil {
+			return nil, err
+		}
+		out := make([]byte, g.RowBytes(len(x)))
+		return out, g.Encode(out, x, nil)
 	}
 	return enc.Encode(make([]byte, 0, enc.RowBytes(len(x))), x)
 }

@@ -69,10 +69,10 @@ func parseType(s string) (gguf.GGMLType, error) {
 	}
 	switch t {
 	case gguf.TypeF32, gguf.TypeF16, gguf.TypeBF16, gguf.TypeQ4_0, gguf.TypeQ5_0, gguf.TypeQ5_1, gguf.TypeQ8_0,
-		gguf.TypeMXFP4, gguf.TypeQ4_K, gguf.TypeQ5_K, gguf.TypeQ6_K:
+		gguf.TypeMXFP4, gguf.TypeQ4_K, gguf.TypeQ5_K, gguf.TypeQ6_K, gguf.TypeQ3_K, gguf.TypeQ2_K, gguf.TypeIQ4_NL, gguf.TypeIQ4_XS:
 		return t, nil
 	}
-	return 0, fmt.Errorf("tensor type %s cannot be written (writable: f32, f16, bf16, q4_0, q5_0, q5_1, q8_0, mxfp4, q4_k, q5_k, q6_k)", t)
+	return 0, fmt.Errorf("tensor type %s cannot be written (writable: f32, f16, bf16, q4_0, q5_0, q5_1, q8_0, mxfp4, q4_k, q5_k, q6_k, q3_k, q2_k, iq4_nl, iq4_xs)", t)
 }
 
 // AssignTypes returns the GGUF type of each planned tensor (same order as

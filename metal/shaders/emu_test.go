@@ -194,7 +194,7 @@ func allFormats() []fmtCase {
 	var out []fmtCase
 	for _, n := range quant.Names() {
 		f, _ := quant.Lookup(n)
-		if f.Quantized() {
+		if f.Quantized() && f.Elem != quant.ElemGGML { // GGML blocks: no Metal kernel
 			out = append(out, fmtCase{name: n, group: -1})
 		}
 	}

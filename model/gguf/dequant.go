@@ -26,7 +26,7 @@ var kvaluesIQ4NL = [16]int8{-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25,
 func CanDequantize(t GGMLType) bool {
 	switch t {
 	case TypeF32, TypeF16, TypeBF16, TypeF64, TypeQ4_0, TypeQ4_1, TypeQ5_0, TypeQ5_1, TypeQ8_0,
-		TypeQ2_K, TypeQ3_K, TypeQ4_K, TypeQ5_K, TypeQ6_K, TypeMXFP4, TypeIQ4_NL:
+		TypeQ2_K, TypeQ3_K, TypeQ4_K, TypeQ5_K, TypeQ6_K, TypeMXFP4, TypeIQ4_NL, TypeIQ4_XS:
 		return true
 	}
 	return false
@@ -94,6 +94,8 @@ func DequantizeInto(dst []float32, t GGMLType, src []byte) error {
 		fn = dequantMXFP4
 	case TypeIQ4_NL:
 		fn = dequantIQ4_NL
+	case TypeIQ4_XS:
+		fn = dequantIQ4_XS
 	default:
 		return fmt.Errorf("dequantizing %s is not supported", t)
 	}
@@ -200,6 +202,25 @@ func dequantIQ4_NL(y []float32, x []byte) {
 	for j := range 16 {
 		y[j] = d * float32(kvaluesIQ4NL[qs[j]&0x0f])
 		y[j+16] = d * float32(kvaluesIQ4NL[qs[j]>>4])
+	}
+}
+
+// dequantIQ4_XS is dequantize_row_iq4_xs: eight sub-blocks of 32 with
+// 6-bit scales ls (low nibbles in scales_l, high bit pairs in scales_h),
+// dl = d·(ls − 32), y = dl·kvalues_iq4nl[q].
+func dequantIQ4_XS(y []float32, x []byte) {
+	d := f16(x)
+	sh := binary.LittleEndian.Uint16(x[2:])
+	sl := x[4:8]
+	qs := x[8:136]
+	for ib := range 8 {
+		ls := int32((sl[ib/2]>>(4*(ib%2)))&0x0f) | int32((sh>>(2*ib))&3)<<4
+		dl := d * float32(ls-32)
+		for j := range 16 {
+			y[32*ib+j] = dl * float32(kvaluesIQ4NL[qs[j]&0x0f])
+			y[32*ib+j+16] = dl * float32(kvaluesIQ4NL[qs[j]>>4])
+		}
+		qs = qs[16:]
 	}
 }
 

@@ -122,6 +122,9 @@ func QuantizeFormat(ctx context.Context, w []float32, rows, cols int, h []float6
 	if len(w) != rows*cols {
 		return nil, nil, fmt.Errorf("gptq: weight has %d values for %dx%d", len(w), rows, cols)
 	}
+	if f.Elem == quant.ElemGGML {
+		return quantizeGGML(ctx, w, rows, cols, h, f, opt)
+	}
 	grid, err := NewFormatGrid(f, w, cols)
 	if err != nil {
 		return nil, nil, err

@@ -173,7 +173,28 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 	// Static groups: scales from the (dead-zeroed) original weights in the
 	// original order, before any permutation or update.
 	scales := make([]Scale, rows*ngroups)
-	if opt.StaticGroups {
+	sf, whole := grid.(StaticFitter)
+	if whole && !opt.StaticGroups {
+		return nil, errors.New("gptq: this grid fits its scales for the whole tensor and needs static groups")
+	}
+	if whole {
+		wr := make([]float64, rows*cols)
+		hd := make([]float64, cols)
+		for c := 0; c < cols; c++ {
+			hd[c] = H[c*cols+c]
+			for r := 0; r < rows; r++ {
+				wr[r*cols+c] = wt[c*rows+r]
+			}
+		}
+		s, err := sf.FitStatic(wr, rows, cols, hd)
+		if err != nil {
+			return nil, err
+		}
+		if len(s) != len(scales) {
+			return nil, fmt.Errorf("gptq: static fit returned %d scales, want %d", len(s), len(scales))
+		}
+		copy(scales, s)
+	} else if opt.StaticGroups {
 		buf := make([]float64, gs)
 		wts := make([]float64, gs)
 		for g := 0; g < ngroups; g++ {

@@ -170,6 +170,16 @@ func (h *Hessian) at(k int) float64 {
 	return float64(h.h32[k])
 }
 
+// Diag returns the diagonal of H = 2XᵀX/n (Cols values): 2·mean(x_c²),
+// twice what llama.cpp's imatrix holds per input column.
+func (h *Hessian) Diag() []float64 {
+	d := make([]float64, h.cols)
+	for i := range d {
+		d[i] = h.at(i*h.cols + i)
+	}
+	return d
+}
+
 // Matrix returns H = 2XᵀX/n as a full symmetric Cols×Cols row-major matrix
 // (all zeros when no sample was added).
 func (h *Hessian) Matrix() []float64 {

@@ -1,0 +1,106 @@
+#!/bin/sh
+# Regenerates README's "GGUF against llama-quantize" table: for each nano
+# model and size class, llama-quantize with an imatrix (llama-imatrix on
+# corpus/calib.txt, -c 256) and marlin (GPTQ on the GGML grids, the same
+# per-tensor type mixture, read from llama-quantize's output by
+# scripts/ggufmix), both scored by llama-perplexity on corpus/valid.txt
+# (-c 256 --chunks 64 -b 256), KL divergence against the F16 model's
+# logits (the protocol of ../shared/tools/llama.cpp/anchors.md).
+#   scripts/gguf-table.sh [model ...]     (default: all three; ~15 min on 2 cores)
+# Writes runs/gguf-table/table.md (and per-run logs next to it).
+set -e
+root=$(cd "$(dirname "$0")/.." && pwd)
+td=$(cd "$root/../shared/testdata" && pwd)
+bin=$("$root/../shared/tools/llama.cpp/bin.sh")
+out=$root/runs/gguf-table
+mkdir -p "$out"
+cd "$root"
+go build -o bin/marlin-run ./cmd/marlin-run
+go build -o bin/ggufmix ./scripts/ggufmix
+models=${*:-qwen3-nano qwen3moe-nano glm47-nano}
+types="Q2_K Q3_K_M IQ4_XS Q4_K_M"
+ppl() { # model.gguf log -> "ppl kld top1", from the last chunk's line (cumulative
+  # values); this build's logger sometimes loses the last lines: retry
+  for try in 1 2 3; do
+    "$bin/llama-perplexity" -m "$1" -f "$td/corpus/valid.txt" -c 256 --chunks 64 -b 256 -t 2 \
+      --kl-divergence-base "$kld" --kl-divergence --log-file "$2" >"$2.out" 2>&1 || true
+    r=$(cat "$2" "$2.out" | awk '$1=="64" && NF>=15 {print $2, $8, $15; exit}')
+    if [ -n "$r" ]; then echo "$r"; return; fi
+  done
+  echo "? ? ?"
+}
+for m in $models; do
+  d=$out/$m
+  mkdir -p "$d"
+  rm -f "$d/rows.md"
+  f16=$d/f16.gguf
+  if [ "$m" = qwen3-nano ]; then
+    cp "$td/gguf/qwen3-nano-f16.gguf" "$f16"
+  else
+    cat >"$d/f16.yaml" <<EOF
+version: 1
+name: f16-$m
+workdir: $d/f16-run
+resources: {memory: 1GiB, workers: 2, backend: cpu}
+stages:
+  - {id: load, kind: load, with: {path: $td/models/$m}}
+  - {id: gguf, kind: pack, needs: [load], with: {format: gguf, gguf_type: f16, out: f16.gguf, model: $td/models/$m}}
+EOF
+    bin/marlin-run run "$d/f16.yaml" >"$d/f16.log" 2>&1
+    cp "$d/f16-run/out/f16.gguf" "$f16"
+  fi
+  kld=$d/base.kld
+  "$bin/llama-perplexity" -m "$f16" -f "$td/corpus/valid.txt" -c 256 --chunks 64 -b 256 -t 2 \
+    --kl-divergence-base "$kld" >"$d/base.log" 2>&1
+  "$bin/llama-imatrix" -m "$f16" -f "$td/corpus/calib.txt" -c 256 -t 2 -o "$d/imatrix.gguf" >"$d/imatrix.log" 2>&1
+  for ty in $types; do
+    lq=$d/llama-$ty.gguf
+    "$bin/llama-quantize" --imatrix "$d/imatrix.gguf" "$f16" "$lq" "$ty" 2 >"$d/quantize-$ty.log" 2>&1
+    set -- $(ppl "$lq" "$d/ppl-llama-$ty.log")
+    echo "| $m | $ty | llama-quantize + imatrix | $(stat -c %s "$lq") | $1 | $2 | $3 |" >>"$d/rows.md"
+    bin/ggufmix "$lq" >"$d/mix-$ty.txt"
+    {
+      cat <<EOF
+version: 1
+name: gguf-$m-$ty
+workdir: $d/marlin-$ty
+resources: {memory: 1GiB, workers: 2, backend: cpu}
+stages:
+  - {id: load, kind: load, with: {path: $td/models/$m}}
+  - id: calib
+    kind: calibrate
+    needs: [load]
+    with: {model: $td/models/$m, text: $td/corpus/calib.txt, samples: 256, seq_len: 256}
+  - id: quant
+    kind: quantize
+    needs: [calib]
+    with:
+      default: {format: q4_k, method: gptq, actorder: true, damp: 0.1}
+      report: quant-report.json
+      rules:
+EOF
+      sed -n 's/^quant: /        - /p' "$d/mix-$ty.txt"
+      echo "  - id: gguf"
+      echo "    kind: pack"
+      echo "    needs: [quant]"
+      echo "    with:"
+      echo "      {format: gguf, out: marlin.gguf, model: $td/models/$m, rules: ["
+      sed -n 's/^pack: \(.*\)$/        \1,/p' "$d/mix-$ty.txt"
+      echo "      ]}"
+    } >"$d/marlin-$ty.yaml"
+    bin/marlin-run run "$d/marlin-$ty.yaml" >"$d/marlin-$ty.log" 2>&1
+    mg=$d/marlin-$ty/out/marlin.gguf
+    set -- $(ppl "$mg" "$d/ppl-marlin-$ty.log")
+    echo "| $m | $ty | marlin GPTQ | $(stat -c %s "$mg") | $1 | $2 | $3 |" >>"$d/rows.md"
+  done
+  set -- $(ppl "$f16" "$d/ppl-f16.log")
+  echo "| $m | F16 | - | $(stat -c %s "$f16") | $1 | $2 | $3 |" >>"$d/rows.md"
+done
+{
+  echo "| model | mixture | quantizer | file bytes | ppl | mean KLD | same top-1 % |"
+  echo "|---|---|---|---|---|---|---|"
+  for m in qwen3-nano qwen3moe-nano glm47-nano; do
+    [ -f "$out/$m/rows.md" ] && cat "$out/$m/rows.md"
+  done
+} >"$out/table.md"
+cat "$out/table.md"

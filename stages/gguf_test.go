@@ -1,0 +1,117 @@
+package stages
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/marlin-llm/marlin/internal/assets"
+	"github.com/marlin-llm/marlin/model/gguf"
+	"github.com/marlin-llm/marlin/report"
+)
+
+// TestGGUFGPTQPipeline: qwen3moe-nano calibrated, every Linear quantized
+// with GPTQ onto GGML block types (Q4_K, and Q5_0 where expert rows of 128
+// do not fill a Q4_K block), packed as GGUF and natively. The GGUF holds
+// the quantize stage's blocks byte for byte, the importance matrix is
+// written in llama-imatrix's layout (experts stacked), and validate scores
+// the GGUF (read back through the GGML dequantization) exactly as the
+// native checkpoint of the same blocks.
+func TestGGUFGPTQPipeline(t *testing.T) {
+	dir := assets.Model(t, "qwen3moe-nano")
+	reg, err := NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := assets.Shared(t, "corpus", "valid.txt")
+	doc := fmt.Sprintf(`version: 1
+stages:
+  - {id: load, kind: load, with: {path: %[1]q}}
+  - {id: calib, kind: calibrate, needs: [load], with: {model: %[1]q, text: %[2]q, samples: 4, seq_len: 64}}
+  - id: quant
+    kind: quantize
+    needs: [calib]
+    with:
+      default: {format: q4_k, method: gptq, actorder: true}
+      imatrix: imatrix.gguf
+      rules:
+        - {match: "*.mlp.gate.weight", format: skip}
+        - {match: "*.mlp.experts.*.down_proj.weight", format: q5_0}
+        - {match: "model.embed_tokens.weight", format: q6_k}
+        - {match: "lm_head.weight", format: q6_k}
+  - {id: gguf, kind: pack, needs: [quant], with: {format: gguf, out: m.gguf, model: %[1]q}}
+  - {id: native, kind: pack, needs: [quant], with: {format: native, out: m, model: %[1]q}}
+  - {id: vn, kind: validate, needs: [native], with: {model: %[1]q, packed: m, text: %[3]q, window: 64, windows: 2, out: vn.json}}
+  - {id: vg, kind: validate, needs: [gguf], with: {model: %[1]q, gguf: m.gguf, text: %[3]q, window: 64, windows: 2, out: vg.json}}
+`, dir, assets.Shared(t, "corpus", "calib.txt"), text)
+	_, plan := mustPlanYAML(t, reg, t.TempDir(), doc)
+	st := mustRunPlan(t, plan, filepath.Join(t.TempDir(), "run"), 2)
+	out := st.OutDir()
+
+	f, err := gguf.Open(filepath.Join(out, "m.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, ts := quantOutputs(t, st)
+	blocks := map[string][]byte{}
+	for _, tt := range ts {
+		blocks[tt.Name] = tt.Data
+	}
+	for _, c := range []struct{ gguf, hf string }{
+		{"blk.1.attn_q.weight", "model.layers.1.self_attn.q_proj.weight"},
+		{"blk.2.ffn_up_exps.weight", "model.layers.2.mlp.experts.0.up_proj.weight"},
+		{"blk.0.ffn_down_exps.weight", "model.layers.0.mlp.experts.0.down_proj.weight"},
+	} {
+		ti, ok := f.Info(c.gguf)
+		if !ok {
+			t.Fatalf("%s missing", c.gguf)
+		}
+		data, err := f.TensorData(c.gguf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := blocks[c.hf]
+		if len(b) == 0 || len(data) < len(b) || string(data[:len(b)]) != string(b) {
+			t.Errorf("%s (%s): GGUF bytes are not the quantize stage's blocks of %s", c.gguf, ti.Type, c.hf)
+		}
+	}
+	if ti, _ := f.Info("blk.0.ffn_down_exps.weight"); ti.Type != gguf.TypeQ5_0 {
+		t.Errorf("ffn_down_exps type %s, want Q5_0", ti.Type)
+	}
+
+	im, err := gguf.Open(filepath.Join(out, "imatrix.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer im.Close()
+	if v, _ := im.KV("general.type"); v.V != "imatrix" {
+		t.Errorf("imatrix general.type %v", v.V)
+	}
+	ti, ok := im.Info("blk.1.ffn_gate_exps.weight.in_sum2")
+	if !ok || len(ti.Dims) != 2 || ti.Dims[0] != 256 || ti.Dims[1] != 8 {
+		t.Errorf("stacked expert entry %+v", ti)
+	}
+	if ti, ok := im.Info("blk.1.attn_q.weight.counts"); !ok || ti.NumElements() != 1 {
+		t.Errorf("attn_q counts %+v", ti)
+	}
+
+	read := func(name string) *report.Validation {
+		b, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v report.Validation
+		if err := json.Unmarshal(b, &v); err != nil {
+			t.Fatal(err)
+		}
+		return &v
+	}
+	vn, vg := read("vn.json"), read("vg.json")
+	t.Logf("native KL %.5f top1 %.4f ppl %.3f; gguf KL %.5f top1 %.4f ppl %.3f", vn.KL, vn.Top1, vn.QuantPPL, vg.KL, vg.Top1, vg.QuantPPL)
+	if d := vn.KL - vg.KL; d > 1e-6 || d < -1e-6 || vn.Top1 != vg.Top1 || vg.KL <= 0 {
+		t.Errorf("GGUF scored KL %v top-1 %v, the native checkpoint of the same blocks KL %v top-1 %v", vg.KL, vg.Top1, vn.KL, vn.Top1)
+	}
+}
