@@ -32,7 +32,7 @@ const (
 	ElemF16
 	// ElemGGML is a GGML block type (Format.GGML names it): Packed.Codes
 	// holds each row's blocks exactly as llama.cpp stores them (scales
-	// inside the blocks, no Packed.Scales); see export/ggml.Grid.
+	// inside the blocks, no Packed.Scales); see quant/ggml.Grid.
 	ElemGGML
 )
 

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/marlin-llm/marlin/export/ggml"
+	"github.com/marlin-llm/marlin/quant/ggml"
 	"github.com/marlin-llm/marlin/model/gguf"
 )
 

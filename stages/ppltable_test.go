@@ -104,13 +104,13 @@ func pplSweepRows() []pplRow {
 }
 
 // pplJob is the job of one row.
-func pplJob(dir, calibText string, r pplRow, samples int) string {
+func pplJob(dir, calibText string, r pplRow, samples int, calibWith string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "version: 1\nstages:\n  - {id: load, kind: load, with: {path: %q}}\n", dir)
 	from := "load"
 	if r.calib {
-		fmt.Fprintf(&b, "  - {id: calib, kind: calibrate, needs: [load], with: {model: %q, text: %q, samples: %d, seq_len: 256, precision: f64}}\n",
-			dir, calibText, samples)
+		fmt.Fprintf(&b, "  - {id: calib, kind: calibrate, needs: [load], with: {model: %q, text: %q, samples: %d, seq_len: 256, precision: f64%s}}\n",
+			dir, calibText, samples, calibWith)
 		from = "calib"
 	}
 	fmt.Fprintf(&b, "  - id: quant\n    kind: quantize\n    needs: [%s]\n    with:\n      default: %s\n      rules:%s\n      report: quant-report.json\n",
@@ -128,7 +128,9 @@ var pplGoldenKey = map[string]string{
 // to run; slow). MARLIN_PPL_CALIB sets the calibration windows (default
 // 128 × 256 tokens), MARLIN_PPL_ROWS is a regexp on row names (the F32 row
 // always runs), MARLIN_PPL_WINDOWS the evaluation windows (default 64),
-// MARLIN_PPL_SWEEP=1 replaces the rows by the GPTQ variants, and
+// MARLIN_PPL_SWEEP=1 replaces the rows by the GPTQ variants,
+// MARLIN_PPL_CALIB_WITH adds calibrate settings (e.g. "true_sequential:
+// false"), and
 // MARLIN_PPL_OUT names a directory for ppl_table.json and ppl_table.md.
 // Shared assets: ../shared/testdata or MARLIN_TESTDATA.
 func TestPerplexityTable(t *testing.T) {
@@ -146,6 +148,10 @@ func TestPerplexityTable(t *testing.T) {
 	}
 	nCalib := envInt(t, "MARLIN_PPL_CALIB", 128)
 	evalWindows := envInt(t, "MARLIN_PPL_WINDOWS", 64)
+	calibWith := ""
+	if v := os.Getenv("MARLIN_PPL_CALIB_WITH"); v != "" {
+		calibWith = ", " + v // e.g. "true_sequential: false"
+	}
 	const window = 256
 	reg, err := NewRegistry()
 	if err != nil {
@@ -177,7 +183,7 @@ func TestPerplexityTable(t *testing.T) {
 					t.Fatal(err)
 				}
 			} else {
-				m, note = pplQuantize(t, reg, dir, pplJob(dir, calibText, r, nCalib))
+				m, note = pplQuantize(t, reg, dir, pplJob(dir, calibText, r, nCalib, calibWith))
 			}
 			qt := time.Since(start)
 			p, err := eval.Perplexity(ctx, m, valid, eval.Options{Window: window, Windows: evalWindows})

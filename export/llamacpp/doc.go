@@ -14,7 +14,7 @@
 //
 // Tensor types come from a recipe (Recipes): float types, "pure" block
 // types, or llama-quantize's Q4_K_M mixture; blocks are encoded by
-// export/ggml bit-exactly as llama-quantize does, so a Q4_K_M export equals
+// quant/ggml bit-exactly as llama-quantize does, so a Q4_K_M export equals
 // llama-quantize's output from our F16 export byte for byte. Packed
 // weights whose format GGML can hold (MXFP4, symmetric INT4/INT8 with F16
 // scales in groups of 32·k) are copied into blocks by a BlockSource

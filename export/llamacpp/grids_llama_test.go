@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marlin-llm/marlin/export/ggml"
+	"github.com/marlin-llm/marlin/quant/ggml"
 	"github.com/marlin-llm/marlin/internal/assets"
 	"github.com/marlin-llm/marlin/model/gguf"
 )

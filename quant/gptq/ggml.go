@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/marlin-llm/marlin/export/ggml"
+	"github.com/marlin-llm/marlin/quant/ggml"
 	"github.com/marlin-llm/marlin/quant"
 )
 
@@ -24,7 +24,7 @@ type StaticFitter interface {
 // does with an imatrix), then GPTQ chooses every element's code under
 // those fixed scales with error feedback across columns. In its Scales,
 // Mul is a group's multiplier D and Zero the subtracted offset M in weight
-// units (value = D·level − M, export/ggml.Grid). A GGMLGrid keeps the
+// units (value = D·level − M, quant/ggml.Grid). A GGMLGrid keeps the
 // fitted blocks, so it serves one tensor.
 type GGMLGrid struct {
 	f      quant.Format
