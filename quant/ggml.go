@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/marlin-llm/marlin/quant/ggml"
 	"github.com/marlin-llm/marlin/model/gguf"
+	"github.com/marlin-llm/marlin/quant/ggml"
 )
 
 // GGML block formats (ElemGGML): the packed rows are llama.cpp blocks, so a

@@ -7,10 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/marlin-llm/marlin/quant/ggml"
 	"github.com/marlin-llm/marlin/model/gguf"
 	"github.com/marlin-llm/marlin/model/hfconfig"
 	"github.com/marlin-llm/marlin/model/safetensors"
+	"github.com/marlin-llm/marlin/quant/ggml"
 	"github.com/marlin-llm/marlin/tensor"
 )
 

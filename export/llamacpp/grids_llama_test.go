@@ -8,9 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/marlin-llm/marlin/quant/ggml"
 	"github.com/marlin-llm/marlin/internal/assets"
 	"github.com/marlin-llm/marlin/model/gguf"
+	"github.com/marlin-llm/marlin/quant/ggml"
 )
 
 // TestGridBlocksReadBackInLlamaCpp writes qwen3-nano with every matrix in

@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/marlin-llm/marlin/quant/ggml"
 	"github.com/marlin-llm/marlin/quant"
+	"github.com/marlin-llm/marlin/quant/ggml"
 )
 
 // StaticFitter is a Grid whose scales are fitted for the whole tensor
