@@ -169,7 +169,9 @@ type Model struct {
 // builder builds decoder layer l of one architecture family.
 type builder func(cfg *hfconfig.Config, w *weights, l int) (*DecoderLayer, error)
 
-// builders is the architecture registry, keyed by config.json model_type.
+// builders holds the forward pass of every hfconfig.Family marked Forward,
+// keyed by config.json model_type (internal/conformance checks the two
+// agree).
 var builders = map[string]builder{
 	"qwen3":         buildQwen3,
 	"qwen3_moe":     buildQwen3MoE,
@@ -177,8 +179,12 @@ var builders = map[string]builder{
 	"nemotron_h":    buildNemotronH,
 }
 
-// Supported lists the model_type values arch can build.
-func Supported() []string { return []string{"glm4_moe_lite", "nemotron_h", "qwen3", "qwen3_moe"} }
+// Supported lists the model_type values arch can build (the hfconfig
+// families marked Forward).
+func Supported() []string { return hfconfig.WithForward() }
+
+// HasBuilder reports whether arch holds a forward pass for modelType.
+func HasBuilder(modelType string) bool { _, ok := builders[modelType]; return ok }
 
 // Load builds the model in dir (config.json plus safetensors, sharded or
 // not). The weights are copied to F32, so the files are closed on return.

@@ -18,12 +18,6 @@ import (
 	"strings"
 )
 
-// Supported lists the accepted model_type values.
-var supported = []string{"deepseek_v3", "glm4_moe_lite", "nemotron_h", "qwen3", "qwen3_moe"}
-
-// Supported returns the accepted model_type values, sorted.
-func Supported() []string { return slices.Clone(supported) }
-
 // Config is a parsed, validated and normalised config.json.
 type Config struct {
 	// ModelType is config.json's model_type ("qwen3", "qwen3_moe", ...).
@@ -218,7 +212,8 @@ func Parse(b []byte) (*Config, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("config.json: %w", err)
 	}
-	if !slices.Contains(supported, r.ModelType) {
+	if _, ok := FamilyOf(r.ModelType); !ok {
+		supported := Supported()
 		if r.ModelType == "" {
 			return nil, fmt.Errorf("config.json has no model_type (supported: %s)", strings.Join(supported, ", "))
 		}
