@@ -2,27 +2,16 @@ package hfconfig
 
 import (
 	"fmt"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
-)
 
-var layerIndexRe = regexp.MustCompile(`^(?:model|backbone)\.layers\.(\d+)\.`)
+	"github.com/marlin-llm/marlin/model/tensorname"
+)
 
 // LayerIndex returns N of a "model.layers.N.…" (or nemotron_h's
 // "backbone.layers.N.…") tensor name, or -1.
-func LayerIndex(name string) int {
-	m := layerIndexRe.FindStringSubmatch(name)
-	if m == nil {
-		return -1
-	}
-	n, err := strconv.Atoi(m[1])
-	if err != nil {
-		return -1
-	}
-	return n
-}
+func LayerIndex(name string) int { return tensorname.LayerIndex(name) }
 
 // SpareTensor reports whether a checkpoint tensor may go unused by a model
 // built from c without changing what it computes: rotary inv_freq buffers
