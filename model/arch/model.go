@@ -32,6 +32,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 	"math"
 	"slices"
 	"sync"
@@ -183,8 +184,16 @@ var builders = map[string]builder{
 // families marked Forward).
 func Supported() []string { return hfconfig.WithForward() }
 
-// HasBuilder reports whether arch holds a forward pass for modelType.
-func HasBuilder(modelType string) bool { _, ok := builders[modelType]; return ok }
+// Builders returns the model_type values arch holds a forward pass for,
+// sorted (internal/conformance checks they are the Forward families).
+func Builders() []string {
+	out := make([]string, 0, len(builders))
+	for k := range builders {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
 
 // Load builds the model in dir (config.json plus safetensors, sharded or
 // not). The weights are copied to F32, so the files are closed on return.
