@@ -197,4 +197,3 @@ func TestExportOnlyRefused(t *testing.T) {
 		}
 	}
 }
-
