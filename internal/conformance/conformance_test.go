@@ -33,6 +33,9 @@ func TestForwardOrExportOnly(t *testing.T) {
 		if i > 0 && fams[i-1].ModelType >= f.ModelType {
 			t.Errorf("families not sorted by model_type at %q", f.ModelType)
 		}
+		if !tensorname.Parse(f.TensorRoot + ".layers.0.mlp.up_proj.weight").InDecoder() {
+			t.Errorf("%s: model/tensorname does not read %q as a decoder root", f.ModelType, f.TensorRoot)
+		}
 		if f.Nano != "" && !f.Forward {
 			t.Errorf("%s: a nano checkpoint but no forward pass to test it with", f.ModelType)
 		}

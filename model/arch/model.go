@@ -32,7 +32,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sort"
 	"math"
 	"slices"
 	"sync"
@@ -191,7 +190,7 @@ func Builders() []string {
 	for k := range builders {
 		out = append(out, k)
 	}
-	sort.Strings(out)
+	slices.Sort(out)
 	return out
 }
 

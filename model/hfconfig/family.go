@@ -1,6 +1,7 @@
 package hfconfig
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -26,8 +27,13 @@ type Family struct {
 	// experts (nemotron_h: "nemotron_h_moe").
 	LlamaCppMoE string
 	// TensorRoot is the first element of the checkpoint's tensor names
-	// ("model", nemotron_h: "backbone").
+	// ("model", nemotron_h: "backbone"); model/tensorname must accept it
+	// as a decoder root.
 	TensorRoot string
+	// Embed and FinalNorm name the token embeddings and the final RMSNorm
+	// under TensorRoot ("" means "embed_tokens" and "norm"; nemotron_h:
+	// "embeddings", "norm_f").
+	Embed, FinalNorm string
 	// Synth is the marlin-synth -arch preset writing a full-size
 	// checkpoint of the family ("" for none).
 	Synth string
@@ -43,7 +49,7 @@ var families = []Family{
 	{ModelType: "glm4_moe_lite", Doc: "GLM-4.7-Flash (MLA + routed and shared experts)", Forward: true,
 		LlamaCpp: "deepseek2", TensorRoot: "model", Synth: "glm47", Nano: "glm47-nano"},
 	{ModelType: "nemotron_h", Doc: "Nemotron-3-Nano (Mamba-2 / attention / MoE hybrid)", Forward: true,
-		LlamaCpp: "nemotron_h", LlamaCppMoE: "nemotron_h_moe", TensorRoot: "backbone", Synth: "nemotron3-nano"},
+		LlamaCpp: "nemotron_h", LlamaCppMoE: "nemotron_h_moe", TensorRoot: "backbone", Embed: "embeddings", FinalNorm: "norm_f", Synth: "nemotron3-nano"},
 	{ModelType: "qwen3", Doc: "Qwen3 (dense, q/k RMSNorm)", Forward: true,
 		LlamaCpp: "qwen3", TensorRoot: "model", Nano: "qwen3-nano"},
 	{ModelType: "qwen3_moe", Doc: "Qwen3-MoE (routed experts)", Forward: true,
@@ -100,4 +106,12 @@ func (c *Config) LlamaCppArch() (string, error) {
 		return f.LlamaCppMoE, nil
 	}
 	return f.LlamaCpp, nil
+}
+
+// tensorNames returns the family's tensor root and the names of its
+// embeddings and final norm under it (Llama's, for a config Parse did not
+// produce).
+func (c *Config) tensorNames() (root, embed, norm string) {
+	f, _ := FamilyOf(c.ModelType)
+	return cmp.Or(f.TensorRoot, "model"), cmp.Or(f.Embed, "embed_tokens"), cmp.Or(f.FinalNorm, "norm")
 }

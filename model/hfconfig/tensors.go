@@ -138,26 +138,20 @@ func (c *Config) CheckLayers(names []string) error {
 // EmbedName is the checkpoint name of the token embeddings
 // ("model.embed_tokens.weight"; nemotron_h: "backbone.embeddings.weight").
 func (c *Config) EmbedName() string {
-	if c.Hybrid != nil {
-		return "backbone.embeddings.weight"
-	}
-	return "model.embed_tokens.weight"
+	root, embed, _ := c.tensorNames()
+	return root + "." + embed + ".weight"
 }
 
 // FinalNormName is the checkpoint name of the final RMSNorm's weight
 // ("model.norm.weight"; nemotron_h: "backbone.norm_f.weight").
 func (c *Config) FinalNormName() string {
-	if c.Hybrid != nil {
-		return "backbone.norm_f.weight"
-	}
-	return "model.norm.weight"
+	root, _, norm := c.tensorNames()
+	return root + "." + norm + ".weight"
 }
 
 // LayerPrefix is the name prefix of decoder layer l's tensors
 // ("model.layers.3."; nemotron_h: "backbone.layers.3.").
 func (c *Config) LayerPrefix(l int) string {
-	if c.Hybrid != nil {
-		return "backbone.layers." + strconv.Itoa(l) + "."
-	}
-	return "model.layers." + strconv.Itoa(l) + "."
+	root, _, _ := c.tensorNames()
+	return root + ".layers." + strconv.Itoa(l) + "."
 }
