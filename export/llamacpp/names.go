@@ -95,7 +95,7 @@ var expertWeights = []string{
 // N as written).
 func hfLayer(name string) (tensorname.Name, string, bool) {
 	tn := tensorname.Parse(name)
-	if !tn.InDecoder() || tn.Rest == "" {
+	if hfconfig.DecoderLayer(tn) < 0 || tn.Rest == "" {
 		return tn, "", false
 	}
 	return tn, "blk." + strings.TrimPrefix(tn.Prefix, tn.Root+".layers."), true

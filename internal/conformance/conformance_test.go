@@ -33,8 +33,8 @@ func TestForwardOrExportOnly(t *testing.T) {
 		if i > 0 && fams[i-1].ModelType >= f.ModelType {
 			t.Errorf("families not sorted by model_type at %q", f.ModelType)
 		}
-		if !tensorname.Parse(f.TensorRoot + ".layers.0.mlp.up_proj.weight").InDecoder() {
-			t.Errorf("%s: model/tensorname does not read %q as a decoder root", f.ModelType, f.TensorRoot)
+		if n := tensorname.Parse(f.TensorRoot + ".layers.0.mlp.up_proj.weight"); n.Root != f.TensorRoot || hfconfig.DecoderLayer(n) != 0 {
+			t.Errorf("%s: tensor root %q does not parse as a decoder root (%+v)", f.ModelType, f.TensorRoot, n)
 		}
 		if f.Nano != "" && !f.Forward {
 			t.Errorf("%s: a nano checkpoint but no forward pass to test it with", f.ModelType)
@@ -163,8 +163,8 @@ func TestCheckpoints(t *testing.T) {
 			}
 			for _, p := range m.Projs() {
 				tn := tensorname.ParseModule(p.Name())
-				if p.Layer() >= 0 && (tn.Layer != p.Layer() || !tn.InDecoder()) {
-					t.Errorf("projection %s of layer %d: parser reads layer %d (in decoder %v)", p.Name(), p.Layer(), tn.Layer, tn.InDecoder())
+				if p.Layer() >= 0 && (tn.Layer != p.Layer() || hfconfig.DecoderLayer(tn) != p.Layer()) {
+					t.Errorf("projection %s of layer %d: parser reads layer %d (decoder layer %d)", p.Name(), p.Layer(), tn.Layer, hfconfig.DecoderLayer(tn))
 				}
 				if tn.Expert != p.Expert() {
 					t.Errorf("projection %s of expert %d: parser reads expert %d", p.Name(), p.Expert(), tn.Expert)

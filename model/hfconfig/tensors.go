@@ -2,6 +2,7 @@ package hfconfig
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -11,7 +12,17 @@ import (
 
 // LayerIndex returns N of a "model.layers.N.…" (or nemotron_h's
 // "backbone.layers.N.…") tensor name, or -1.
-func LayerIndex(name string) int { return tensorname.LayerIndex(name) }
+func LayerIndex(name string) int { return DecoderLayer(tensorname.ParseModule(name)) }
+
+// DecoderLayer returns the decoder layer of a parsed tensor or module name
+// whose root is some family's TensorRoot, or -1 (other roots, such as
+// nemotron_h's "mtp.layers.N." head, are not decoder layers).
+func DecoderLayer(n tensorname.Name) int {
+	if n.Layer >= 0 && slices.ContainsFunc(families, func(f Family) bool { return f.TensorRoot == n.Root }) {
+		return n.Layer
+	}
+	return -1
+}
 
 // SpareTensor reports whether a checkpoint tensor may go unused by a model
 // built from c without changing what it computes: rotary inv_freq buffers

@@ -1,7 +1,7 @@
 // Package tensorname parses Hugging Face tensor and module names
 // ("model.layers.3.mlp.experts.7.down_proj.weight",
 // "backbone.layers.0.mixer.in_proj") into the parts marlin reads: the
-// decoder layer, the block, a routed expert's index, the projection and the
+// layer, the block, a routed expert's index, the projection and the
 // parameter. It is the one place that knows the grammar; report,
 // export/llamacpp, quant/rotate, quant/calib and hfconfig ask it instead of
 // matching names themselves.
@@ -126,12 +126,6 @@ func allDigits(s string) bool {
 	return true
 }
 
-// InDecoder reports whether the name lies in a decoder layer of a
-// checkpoint ("model.layers.N." or nemotron_h's "backbone.layers.N.").
-func (n Name) InDecoder() bool {
-	return n.Layer >= 0 && (n.Root == "model" || n.Root == "backbone")
-}
-
 // Is reports whether the name's Pattern is one of patterns. A pattern
 // with "experts.*." matches routed experts' names only.
 func (n Name) Is(patterns ...string) bool {
@@ -157,13 +151,4 @@ func (n Name) ExpertProj() bool {
 // ("….mlp.gate", "….mixer.gate").
 func (n Name) Router() bool {
 	return n.Param == "" && (strings.HasSuffix(n.Full, ".mlp.gate") || strings.HasSuffix(n.Full, ".mixer.gate"))
-}
-
-// LayerIndex returns the decoder layer of a checkpoint tensor name
-// ("model.layers.N.…", "backbone.layers.N.…"), or -1.
-func LayerIndex(name string) int {
-	if n := ParseModule(name); n.InDecoder() {
-		return n.Layer
-	}
-	return -1
 }

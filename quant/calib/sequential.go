@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/marlin-llm/marlin/model/arch"
+	"github.com/marlin-llm/marlin/model/hfconfig"
 	"github.com/marlin-llm/marlin/model/tensorname"
 	"github.com/marlin-llm/marlin/quant/gptq"
 )
@@ -140,15 +141,16 @@ var (
 // calibrate a block's experts together too).
 func role(name string) string {
 	tn := tensorname.ParseModule(name)
-	switch {
-	case tn.InDecoder() && tn.Is(moeIn...):
-		return "mlp.moe.in"
-	case tn.InDecoder() && tn.Is(moeDown...):
-		return "mlp.moe.down"
-	case tn.InDecoder():
-		return tn.Pattern
+	if hfconfig.DecoderLayer(tn) < 0 {
+		return name
 	}
-	return name
+	switch {
+	case tn.Is(moeIn...):
+		return "mlp.moe.in"
+	case tn.Is(moeDown...):
+		return "mlp.moe.down"
+	}
+	return tn.Pattern
 }
 
 // stages groups a layer's projections, in execution order, into true-
