@@ -32,6 +32,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -185,14 +186,7 @@ func Supported() []string { return hfconfig.WithForward() }
 
 // Builders returns the model_type values arch holds a forward pass for,
 // sorted (internal/conformance checks they are the Forward families).
-func Builders() []string {
-	out := make([]string, 0, len(builders))
-	for k := range builders {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
-}
+func Builders() []string { return slices.Sorted(maps.Keys(builders)) }
 
 // Load builds the model in dir (config.json plus safetensors, sharded or
 // not). The weights are copied to F32, so the files are closed on return.
