@@ -21,6 +21,20 @@ type Family struct {
 	// perplexity, generation); false marks the family "export only": it
 	// parses, quantizes weight by weight and exports, but nothing runs it.
 	Forward bool
+	// MoE is true when the config must declare routed experts
+	// (num_experts, num_experts_per_tok, moe_intermediate_size; a Hybrid
+	// family: when its layer pattern has MoE layers).
+	MoE bool
+	// SparseStep is true when the MoE layers follow decoder_sparse_step
+	// and mlp_only_layers (qwen3_moe); otherwise first_k_dense_replace and
+	// moe_layer_freq (GLM, DeepSeek), unless mlp_layer_types lists them.
+	SparseStep bool
+	// MLA is true for multi-head latent attention (kv_lora_rank,
+	// qk_nope_head_dim, ... are required).
+	MLA bool
+	// Hybrid is true for nemotron_h's layer pattern
+	// (hybrid_override_pattern or layers_block_type, Mamba-2 settings).
+	Hybrid bool
 	// LlamaCpp is llama.cpp's general.architecture for the family.
 	LlamaCpp string
 	// LlamaCppMoE, when set, replaces LlamaCpp for a config with routed
@@ -45,15 +59,15 @@ type Family struct {
 // families is the architecture registry, sorted by ModelType.
 var families = []Family{
 	{ModelType: "deepseek_v3", Doc: "DeepSeek-V3 (MLA + routed experts; glm4_moe_lite's field names)",
-		LlamaCpp: "deepseek2", TensorRoot: "model"},
+		MoE: true, MLA: true, LlamaCpp: "deepseek2", TensorRoot: "model"},
 	{ModelType: "glm4_moe_lite", Doc: "GLM-4.7-Flash (MLA + routed and shared experts)", Forward: true,
-		LlamaCpp: "deepseek2", TensorRoot: "model", Synth: "glm47", Nano: "glm47-nano"},
+		MoE: true, MLA: true, LlamaCpp: "deepseek2", TensorRoot: "model", Synth: "glm47", Nano: "glm47-nano"},
 	{ModelType: "nemotron_h", Doc: "Nemotron-3-Nano (Mamba-2 / attention / MoE hybrid)", Forward: true,
-		LlamaCpp: "nemotron_h", LlamaCppMoE: "nemotron_h_moe", TensorRoot: "backbone", Embed: "embeddings", FinalNorm: "norm_f", Synth: "nemotron3-nano"},
+		MoE: true, Hybrid: true, LlamaCpp: "nemotron_h", LlamaCppMoE: "nemotron_h_moe", TensorRoot: "backbone", Embed: "embeddings", FinalNorm: "norm_f", Synth: "nemotron3-nano"},
 	{ModelType: "qwen3", Doc: "Qwen3 (dense, q/k RMSNorm)", Forward: true,
 		LlamaCpp: "qwen3", TensorRoot: "model", Nano: "qwen3-nano"},
 	{ModelType: "qwen3_moe", Doc: "Qwen3-MoE (routed experts)", Forward: true,
-		LlamaCpp: "qwen3moe", TensorRoot: "model", Nano: "qwen3moe-nano"},
+		MoE: true, SparseStep: true, LlamaCpp: "qwen3moe", TensorRoot: "model", Nano: "qwen3moe-nano"},
 }
 
 // Families returns the architecture registry, sorted by model_type.

@@ -120,12 +120,10 @@ func (c *Config) IsMoELayer(i int) bool {
 	if len(m.LayerTypes) == c.NumLayers {
 		return m.LayerTypes[i] == "sparse"
 	}
-	switch c.ModelType {
-	case "qwen3_moe":
+	if c.Family().SparseStep {
 		return !slices.Contains(m.MLPOnlyLayers, i) && m.DecoderSparseStep > 0 && (i+1)%m.DecoderSparseStep == 0
-	default:
-		return i >= m.FirstKDenseReplace && m.LayerFreq > 0 && i%m.LayerFreq == 0
 	}
+	return i >= m.FirstKDenseReplace && m.LayerFreq > 0 && i%m.LayerFreq == 0
 }
 
 // Load reads config.json from path, which is the file or its directory.
@@ -212,7 +210,8 @@ func Parse(b []byte) (*Config, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("config.json: %w", err)
 	}
-	if _, ok := FamilyOf(r.ModelType); !ok {
+	fam, ok := FamilyOf(r.ModelType)
+	if !ok {
 		supported := Supported()
 		if r.ModelType == "" {
 			return nil, fmt.Errorf("config.json has no model_type (supported: %s)", strings.Join(supported, ", "))
@@ -222,9 +221,9 @@ func Parse(b []byte) (*Config, error) {
 	c := &Config{ModelType: r.ModelType, Architectures: r.Architectures, HiddenAct: r.HiddenAct,
 		AttentionBias: r.AttentionBias, BOSTokenID: r.BOSTokenID, MaxPositionEmbeddings: r.MaxPositionEmbeddings}
 	_ = json.Unmarshal(b, &c.Raw)
-	if r.ModelType == "nemotron_h" {
+	if fam.Hybrid {
 		if err := parseHybrid(b, &r, c); err != nil {
-			return nil, fmt.Errorf("nemotron_h config.json: %w", err)
+			return nil, fmt.Errorf("%s config.json: %w", r.ModelType, err)
 		}
 	}
 	var errs []error
@@ -313,8 +312,7 @@ func Parse(b []byte) (*Config, error) {
 	if m.ScoringFunc == "" && m.NumExperts > 0 {
 		m.ScoringFunc = "softmax"
 	}
-	if r.ModelType == "qwen3_moe" || r.ModelType == "glm4_moe_lite" || r.ModelType == "deepseek_v3" ||
-		(c.Hybrid != nil && c.Hybrid.Count(LayerMoE) > 0) {
+	if fam.MoE && (c.Hybrid == nil || c.Hybrid.Count(LayerMoE) > 0) {
 		if m.NumExperts <= 0 {
 			return nil, fmt.Errorf("%s config.json: missing number of experts (num_experts, num_local_experts or n_routed_experts)", r.ModelType)
 		}
@@ -338,8 +336,7 @@ func Parse(b []byte) (*Config, error) {
 	}
 
 	// Attention geometry.
-	switch r.ModelType {
-	case "glm4_moe_lite", "deepseek_v3":
+	if fam.MLA {
 		ml := &MLA{}
 		var merr []error
 		if r.QLoRARank != nil && *r.QLoRARank > 0 {
@@ -364,7 +361,7 @@ func Parse(b []byte) (*Config, error) {
 		}
 		c.MLA = ml
 		c.HeadDim = ml.QKNopeHeadDim + ml.QKRopeHeadDim
-	default:
+	} else {
 		if r.HeadDim != nil {
 			c.HeadDim = *r.HeadDim
 		} else {
