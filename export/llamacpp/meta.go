@@ -208,6 +208,8 @@ func ArchKVs(cfg *hfconfig.Config, ts []*Tensor, info Info) ([]gguf.KV, error) {
 		if t := cfg.Rope.Type; t != "" && t != "default" {
 			return nil, fmt.Errorf("llamacpp: rope_type %q is not exported yet", t)
 		}
+	default:
+		return nil, fmt.Errorf("llamacpp: no hyperparameter keys for llama.cpp architecture %q (model_type %s)", arch, cfg.ModelType)
 	}
 	kv = append(kv, u32("general.quantization_version", 2))
 	return kv, nil

@@ -86,31 +86,46 @@ type checkpoint struct {
 	dir    string
 }
 
+// borrowed names, for a family with neither a nano checkpoint nor a synth
+// preset, the preset of a family whose config fields and tensor names it
+// shares: its synthetic checkpoint is that preset's with model_type
+// replaced.
+var borrowed = map[string]string{"deepseek_v3": "glm47"}
+
 // checkpoints returns the nano checkpoint of every family that has one and
-// a small synthetic checkpoint of every family with a synth preset.
+// a small synthetic checkpoint of every family with a synth preset (its
+// own or borrowed). Every family gets at least one.
 func checkpoints(t *testing.T) []checkpoint {
 	var out []checkpoint
 	for _, f := range hfconfig.Families() {
 		if f.Nano != "" {
 			out = append(out, checkpoint{f, "nano", assets.Model(t, f.Nano)})
 		}
-		if f.Synth == "" {
+		preset := f.Synth
+		if preset == "" {
+			preset = borrowed[f.ModelType]
+		}
+		if preset == "" {
+			if f.Nano == "" {
+				t.Errorf("%s: no checkpoint to test (no Nano, no Synth, nothing borrowed)", f.ModelType)
+			}
 			continue
 		}
-		p, err := synth.PresetOf(f.Synth)
+		p, err := synth.PresetOf(preset)
 		if err != nil {
 			t.Fatal(err)
 		}
 		// Widths / 16 and the first 6 layers: every layer kind of both
 		// presets.
 		cfg := p.Config(16, 6)
+		cfg["model_type"] = f.ModelType
 		ts, err := p.Tensors(cfg)
 		if err != nil {
-			t.Fatalf("%s: synth %s: %v", f.ModelType, f.Synth, err)
+			t.Fatalf("%s: synth %s: %v", f.ModelType, preset, err)
 		}
 		dir := t.TempDir()
 		if _, err := synth.Write(context.Background(), dir, cfg, ts, 1, 1<<30); err != nil {
-			t.Fatalf("%s: synth %s: %v", f.ModelType, f.Synth, err)
+			t.Fatalf("%s: synth %s: %v", f.ModelType, preset, err)
 		}
 		out = append(out, checkpoint{f, "synth", dir})
 	}
@@ -144,8 +159,10 @@ func TestCheckpoints(t *testing.T) {
 				}
 			}
 			shape := func(n string) []int { ti, _ := ck.Info(n); return ti.Shape }
-			if _, err := llamacpp.Map(cfg, names, shape); err != nil {
+			if ts, err := llamacpp.Map(cfg, names, shape); err != nil {
 				t.Errorf("llama.cpp mapping: %v", err)
+			} else if _, err := llamacpp.ArchKVs(cfg, ts, llamacpp.Info{}); err != nil {
+				t.Errorf("llama.cpp metadata: %v", err)
 			}
 			if a, err := llamacpp.ArchName(cfg); err != nil || (a != c.family.LlamaCpp && a != c.family.LlamaCppMoE) {
 				t.Errorf("llama.cpp arch %q (%v), family says %q/%q", a, err, c.family.LlamaCpp, c.family.LlamaCppMoE)

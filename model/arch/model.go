@@ -226,7 +226,7 @@ func (m *Model) Close() error {
 func builderFor(cfg *hfconfig.Config, opts Options) (builder, kernels.Backend, error) {
 	bld, ok := builders[cfg.ModelType]
 	if !ok {
-		return nil, nil, fmt.Errorf("arch: no forward pass for model_type %q (supported: %v)", cfg.ModelType, Supported())
+		return nil, nil, fmt.Errorf("arch: no forward pass for model_type %q (supported: %v)", cfg.ModelType, Builders())
 	}
 	if cfg.HiddenAct != "silu" && cfg.Hybrid == nil { // nemotron_h checks its own activations
 		return nil, nil, fmt.Errorf("arch: hidden_act %q not supported (want silu)", cfg.HiddenAct)
