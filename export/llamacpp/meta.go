@@ -12,9 +12,8 @@ import (
 )
 
 // ArchName is llama.cpp's general.architecture for a config, from the
-// hfconfig.Families registry: "qwen3",
-// "qwen3moe", or "deepseek2" for GLM-4.7-Flash (glm4_moe_lite), which
-// llama.cpp runs with its DeepSeek-V2 graph (MLA + routed/shared experts).
+// hfconfig.Families registry ("deepseek2" for GLM-4.7-Flash, which
+// llama.cpp runs with its DeepSeek-V2 graph: MLA + routed/shared experts).
 func ArchName(cfg *hfconfig.Config) (string, error) {
 	a, err := cfg.LlamaCppArch()
 	if err != nil {

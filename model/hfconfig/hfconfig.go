@@ -1,7 +1,7 @@
 // Package hfconfig parses Hugging Face config.json files of the model
-// families marlin supports (qwen3, qwen3_moe, glm4_moe_lite and deepseek_v3,
-// which shares glm4_moe_lite's field names, and nemotron_h, the Mamba-2 /
-// attention / MoE hybrid of Nemotron-3-Nano) into one typed Config.
+// families marlin supports into one typed Config. Families (family.go) is
+// the architecture registry: the accepted model_type values and what each
+// family's config requires, has and exports to come from it.
 //
 // Field names differ between families and transformers versions (num_experts
 // vs num_local_experts vs n_routed_experts, rope_theta vs rope_parameters);
