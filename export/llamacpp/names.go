@@ -85,10 +85,7 @@ func (t *Tensor) Elements() int { return t.Dims[0] * t.Rows() }
 
 // expertWeights are the tensorname patterns of routed experts' weights
 // that llama.cpp stacks into one tensor per layer.
-var expertWeights = []string{
-	"mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight",
-	"mixer.experts.*.gate_proj.weight", "mixer.experts.*.up_proj.weight", "mixer.experts.*.down_proj.weight",
-}
+var expertWeights = tensorname.MoEPatterns("experts.*.gate_proj.weight", "experts.*.up_proj.weight", "experts.*.down_proj.weight")
 
 // hfLayer parses a decoder-layer tensor name ("model.layers.N.…",
 // "backbone.layers.N.…") and returns llama.cpp's block prefix ("blk.N.",

@@ -137,11 +137,28 @@ func (n Name) Is(patterns ...string) bool {
 	return false
 }
 
+// moeBlocks are the names a decoder layer's MoE block goes by (Qwen3-MoE,
+// GLM and DeepSeek: "mlp"; nemotron_h: "mixer").
+var moeBlocks = []string{"mlp", "mixer"}
+
+// MoEPatterns returns, for every name an MoE block goes by, the pattern
+// (Name.Is) block + "." + suffix of each suffix ("experts.*.down_proj" →
+// "mlp.experts.*.down_proj", "mixer.experts.*.down_proj").
+func MoEPatterns(suffixes ...string) []string {
+	var out []string
+	for _, b := range moeBlocks {
+		for _, s := range suffixes {
+			out = append(out, b+"."+s)
+		}
+	}
+	return out
+}
+
 // ExpertProj reports whether the name is a routed expert's gate, up or down
 // projection in an MoE block ("….mlp.experts.E.up_proj",
 // "….mixer.experts.E.down_proj").
 func (n Name) ExpertProj() bool {
-	if n.Expert < 0 || !(strings.HasSuffix(n.ExpertBlock, ".mlp") || strings.HasSuffix(n.ExpertBlock, ".mixer")) {
+	if n.Expert < 0 || !hasBlockSuffix(n.ExpertBlock, "") {
 		return false
 	}
 	return n.Proj == "gate_proj" || n.Proj == "up_proj" || n.Proj == "down_proj"
@@ -149,6 +166,15 @@ func (n Name) ExpertProj() bool {
 
 // Router reports whether a module name is an MoE block's router
 // ("….mlp.gate", "….mixer.gate").
-func (n Name) Router() bool {
-	return n.Param == "" && (strings.HasSuffix(n.Full, ".mlp.gate") || strings.HasSuffix(n.Full, ".mixer.gate"))
+func (n Name) Router() bool { return n.Param == "" && hasBlockSuffix(n.Full, ".gate") }
+
+// hasBlockSuffix reports whether s ends with "." + an MoE block name +
+// suffix.
+func hasBlockSuffix(s, suffix string) bool {
+	for _, b := range moeBlocks {
+		if strings.HasSuffix(s, "."+b+suffix) {
+			return true
+		}
+	}
+	return false
 }

@@ -135,8 +135,7 @@ func checkAgainstRegexps(t *testing.T, s string) {
 			t.Errorf("%q: Rest %q, regexp %q", s, p.Rest, g[2])
 		}
 		e := oldLlamaExpert.FindStringSubmatch(g[2])
-		is := p.Is("mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight", "mlp.experts.*.down_proj.weight",
-			"mixer.experts.*.gate_proj.weight", "mixer.experts.*.up_proj.weight", "mixer.experts.*.down_proj.weight")
+		is := p.Is(MoEPatterns("experts.*.gate_proj.weight", "experts.*.up_proj.weight", "experts.*.down_proj.weight")...)
 		if (e != nil) != is || e != nil && atoiOr(e[1], -1) != p.Expert {
 			t.Errorf("%q: llama.cpp expert %v %d, regexp %q", s, is, p.Expert, e)
 		}

@@ -122,16 +122,9 @@ func wantWithRouters(want func(string) bool) func(string) bool {
 // projections of an MoE block that read its input (router, shared and
 // routed experts' gate/up) and of its down projections.
 var (
-	moeIn = []string{
-		"mlp.gate", "mlp.shared_experts.gate_proj", "mlp.shared_experts.up_proj", "mlp.shared_expert.gate_proj",
-		"mlp.shared_expert.up_proj", "mlp.experts.*.gate_proj", "mlp.experts.*.up_proj",
-		"mixer.gate", "mixer.shared_experts.gate_proj", "mixer.shared_experts.up_proj", "mixer.shared_expert.gate_proj",
-		"mixer.shared_expert.up_proj", "mixer.experts.*.gate_proj", "mixer.experts.*.up_proj",
-	}
-	moeDown = []string{
-		"mlp.shared_experts.down_proj", "mlp.shared_expert.down_proj", "mlp.experts.*.down_proj",
-		"mixer.shared_experts.down_proj", "mixer.shared_expert.down_proj", "mixer.experts.*.down_proj",
-	}
+	moeIn = tensorname.MoEPatterns("gate", "shared_experts.gate_proj", "shared_experts.up_proj",
+		"shared_expert.gate_proj", "shared_expert.up_proj", "experts.*.gate_proj", "experts.*.up_proj")
+	moeDown = tensorname.MoEPatterns("shared_experts.down_proj", "shared_expert.down_proj", "experts.*.down_proj")
 )
 
 // role strips the layer and expert indices from a projection name. The
