@@ -15,12 +15,11 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
-	"regexp"
 	"sort"
-	"strconv"
 	"time"
 
 	"github.com/marlin-llm/marlin/internal/atomicfile"
+	"github.com/marlin-llm/marlin/model/tensorname"
 	"github.com/marlin-llm/marlin/quant"
 )
 
@@ -76,20 +75,9 @@ type TensorMetric struct {
 // MaxSQNR stands in for an exact (infinite-SQNR) tensor.
 const MaxSQNR = 200
 
-var layerRe = regexp.MustCompile(`(?:^|\.)layers\.(\d+)\.`)
-
-// LayerOf returns the decoder layer index in a tensor name, or -1.
-func LayerOf(name string) int {
-	m := layerRe.FindStringSubmatch(name)
-	if m == nil {
-		return -1
-	}
-	n, err := strconv.Atoi(m[1])
-	if err != nil {
-		return -1
-	}
-	return n
-}
+// LayerOf returns the decoder layer index in a tensor name ("layers.N."
+// under any root), or -1.
+func LayerOf(name string) int { return tensorname.Parse(name).Layer }
 
 // FromQuant converts quant reports.
 func FromQuant(reps []quant.Report) []TensorMetric {

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/marlin-llm/marlin/model/synth"
@@ -23,7 +24,11 @@ import (
 
 func main() {
 	out := flag.String("out", "", "output directory (required)")
-	arch := flag.String("arch", "glm47", "architecture: glm47 (GLM-4.7-Flash) or nemotron3-nano (Nemotron-3-Nano-30B-A3B, the first layers of its M/E/* pattern)")
+	var presets []string
+	for _, p := range synth.Presets() {
+		presets = append(presets, p.Name+" ("+p.Doc+")")
+	}
+	arch := flag.String("arch", "glm47", "architecture: "+strings.Join(presets, " or "))
 	div := flag.Int("width-div", 4, "divide hidden, FFN, expert and LoRA widths by this (1 = the real shapes)")
 	layers := flag.Int("layers", 4, "decoder layers (0 = all: 47 for glm47, 52 for nemotron3-nano)")
 	seed := flag.Uint64("seed", 1, "generator seed")
@@ -39,16 +44,10 @@ func main() {
 	defer stop()
 	var cfg map[string]any
 	var ts []synth.Tensor
-	var err error
-	switch *arch {
-	case "glm47":
-		cfg = synth.GLM47Flash(*div, *layers)
-		ts, err = synth.GLMTensors(cfg)
-	case "nemotron3-nano":
-		cfg = synth.Nemotron3Nano(*div, *layers)
-		ts, err = synth.NemotronHTensors(cfg)
-	default:
-		err = fmt.Errorf("unknown -arch %q (want glm47 or nemotron3-nano)", *arch)
+	p, err := synth.PresetOf(*arch)
+	if err == nil {
+		cfg = p.Config(*div, *layers)
+		ts, err = p.Tensors(cfg)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "marlin-synth:", err)

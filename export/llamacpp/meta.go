@@ -11,24 +11,15 @@ import (
 	"github.com/marlin-llm/marlin/model/hfconfig"
 )
 
-// ArchName is llama.cpp's general.architecture for a config: "qwen3",
-// "qwen3moe", or "deepseek2" for GLM-4.7-Flash (glm4_moe_lite), which
-// llama.cpp runs with its DeepSeek-V2 graph (MLA + routed/shared experts).
+// ArchName is llama.cpp's general.architecture for a config, from the
+// hfconfig.Families registry ("deepseek2" for GLM-4.7-Flash, which
+// llama.cpp runs with its DeepSeek-V2 graph: MLA + routed/shared experts).
 func ArchName(cfg *hfconfig.Config) (string, error) {
-	switch cfg.ModelType {
-	case "qwen3":
-		return "qwen3", nil
-	case "qwen3_moe":
-		return "qwen3moe", nil
-	case "glm4_moe_lite", "deepseek_v3":
-		return "deepseek2", nil
-	case "nemotron_h":
-		if cfg.Hybrid != nil && cfg.Hybrid.Count(hfconfig.LayerMoE) > 0 {
-			return "nemotron_h_moe", nil
-		}
-		return "nemotron_h", nil
+	a, err := cfg.LlamaCppArch()
+	if err != nil {
+		return "", fmt.Errorf("llamacpp: %w", err)
 	}
-	return "", fmt.Errorf("llamacpp: model_type %q has no llama.cpp mapping (have qwen3, qwen3_moe, glm4_moe_lite, deepseek_v3, nemotron_h)", cfg.ModelType)
+	return a, nil
 }
 
 // FileType is llama.cpp's general.file_type (enum llama_ftype) for the
@@ -216,6 +207,8 @@ func ArchKVs(cfg *hfconfig.Config, ts []*Tensor, info Info) ([]gguf.KV, error) {
 		if t := cfg.Rope.Type; t != "" && t != "default" {
 			return nil, fmt.Errorf("llamacpp: rope_type %q is not exported yet", t)
 		}
+	default:
+		return nil, fmt.Errorf("llamacpp: no hyperparameter keys for llama.cpp architecture %q (model_type %s)", arch, cfg.ModelType)
 	}
 	kv = append(kv, u32("general.quantization_version", 2))
 	return kv, nil

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/marlin-llm/marlin/model/gguf"
@@ -114,19 +113,14 @@ func GGUFName(hf string) (string, int, bool) {
 	case "lm_head.weight":
 		return "output.weight", -1, true
 	}
-	m := layerRe.FindStringSubmatch(hf)
-	if m == nil {
+	tn, blk, ok := hfLayer(hf)
+	if !ok {
 		return "", -1, false
 	}
-	blk := "blk." + m[1] + "."
-	if em := expertRe.FindStringSubmatch(m[2]); em != nil {
-		e, err := strconv.Atoi(em[1])
-		if err != nil {
-			return "", -1, false
-		}
-		return blk + "ffn_" + em[2] + "_exps.weight", e, true
+	if tn.Is(expertWeights...) {
+		return blk + "ffn_" + strings.TrimSuffix(tn.Proj, "_proj") + "_exps.weight", tn.Expert, true
 	}
-	if v, ok := simple[m[2]]; ok && v.name != "" {
+	if v, ok := simple[tn.Rest]; ok && v.name != "" {
 		return blk + v.name, -1, true
 	}
 	return "", -1, false

@@ -2,12 +2,11 @@ package llamacpp
 
 import (
 	"fmt"
-	"regexp"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/marlin-llm/marlin/model/hfconfig"
+	"github.com/marlin-llm/marlin/model/tensorname"
 )
 
 // Role classifies a GGUF tensor for type recipes.
@@ -84,10 +83,20 @@ func (t *Tensor) SourceShape() []int {
 // Elements is the tensor's element count.
 func (t *Tensor) Elements() int { return t.Dims[0] * t.Rows() }
 
-var (
-	layerRe  = regexp.MustCompile(`^(?:model|backbone)\.layers\.(\d+)\.(.+)$`)
-	expertRe = regexp.MustCompile(`^(?:mlp|mixer)\.experts\.(\d+)\.(gate|up|down)_proj\.weight$`)
-)
+// expertWeights are the tensorname patterns of routed experts' weights
+// that llama.cpp stacks into one tensor per layer.
+var expertWeights = tensorname.MoEPatterns("experts.*.gate_proj.weight", "experts.*.up_proj.weight", "experts.*.down_proj.weight")
+
+// hfLayer parses a decoder-layer tensor name ("model.layers.N.…",
+// "backbone.layers.N.…") and returns llama.cpp's block prefix ("blk.N.",
+// N as written).
+func hfLayer(name string) (tensorname.Name, string, bool) {
+	tn := tensorname.Parse(name)
+	if hfconfig.DecoderLayer(tn) < 0 || tn.Rest == "" {
+		return tn, "", false
+	}
+	return tn, "blk." + strings.TrimPrefix(tn.Prefix, tn.Root+".layers."), true
+}
 
 // simple maps per-layer Hugging Face suffixes to llama.cpp names and roles.
 var simple = map[string]struct {
@@ -177,14 +186,11 @@ func Map(cfg *hfconfig.Config, names []string, shape func(string) []int) ([]*Ten
 		if cfg.Hybrid != nil && cfg.SpareTensor(name) {
 			continue // nemotron_h's MTP head: llama.cpp's converter drops it too
 		}
-		m := layerRe.FindStringSubmatch(name)
-		if m == nil {
+		tn, blk, ok := hfLayer(name)
+		if !ok {
 			return nil, fmt.Errorf("llamacpp: no llama.cpp name for tensor %q", name)
 		}
-		layer, err := strconv.Atoi(m[1])
-		if err != nil {
-			return nil, fmt.Errorf("llamacpp: %s: bad layer index", name)
-		}
+		layer := tn.Layer
 		if layer >= cfg.NumLayers {
 			if !cfg.SpareTensor(name) {
 				beyond = append(beyond, name)
@@ -193,14 +199,14 @@ func Map(cfg *hfconfig.Config, names []string, shape func(string) []int) ([]*Ten
 			// llama.cpp's converter drops them too.
 			continue
 		}
-		suffix := m[2]
-		blk := "blk." + m[1] + "."
-		if em := expertRe.FindStringSubmatch(suffix); em != nil {
-			e, _ := strconv.Atoi(em[1])
+		suffix := tn.Rest
+		if tn.Is(expertWeights...) {
+			e := tn.Expert
+			proj := strings.TrimSuffix(tn.Proj, "_proj")
 			if nExp <= 0 || e >= nExp {
 				return nil, fmt.Errorf("llamacpp: %s: expert %d out of range (config has %d experts)", name, e, nExp)
 			}
-			gname := blk + "ffn_" + em[2] + "_exps.weight"
+			gname := blk + "ffn_" + proj + "_exps.weight"
 			srcs := stacks[gname]
 			if srcs == nil {
 				srcs = make([]string, nExp)
@@ -224,7 +230,7 @@ func Map(cfg *hfconfig.Config, names []string, shape func(string) []int) ([]*Ten
 				}
 			}
 			role := RoleFFNGateUp
-			if em[2] == "down" {
+			if proj == "down" {
 				role = RoleFFNDown
 			}
 			delete(stacks, gname)

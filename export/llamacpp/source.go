@@ -56,9 +56,8 @@ func (s *GGUFSource) Tensor(name string) (*tensor.Tensor, error) {
 			shape = ti.Shape()
 		}
 	default:
-		m := layerRe.FindStringSubmatch(name)
-		if m != nil && m[2] == "self_attn.kv_b_proj.weight" {
-			return s.kvB(name, "blk."+m[1]+".")
+		if tn, blk, ok := hfLayer(name); ok && tn.Rest == "self_attn.kv_b_proj.weight" {
+			return s.kvB(name, blk)
 		}
 		gn, expert, ok := GGUFName(name)
 		if !ok {

@@ -1,6 +1,7 @@
 // Package readme generates the parts of README.md that must not be typed by
 // hand: the job file reference (from the JSON Schema that the registered
-// stage kinds generate) and the number formats table (from quant's format
+// stage kinds generate), the architectures table (from hfconfig's family
+// registry) and the number formats table (from quant's format
 // registry, with bits per weight computed by quant.Format). Each part lives
 // between `<!-- BEGIN GENERATED: name -->` and `<!-- END GENERATED: name -->`
 // markers; `make docs` (go run ./internal/readme/gen) rewrites them and a
@@ -14,6 +15,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/marlin-llm/marlin/model/hfconfig"
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
 )
@@ -24,7 +26,7 @@ func Sections(reg *pipeline.Registry) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return map[string]string{"jobs": jobs, "formats": FormatsTable()}, nil
+	return map[string]string{"jobs": jobs, "formats": FormatsTable(), "architectures": ArchitecturesTable()}, nil
 }
 
 // Update replaces the body of every marked section of doc with sections'
@@ -51,6 +53,29 @@ func Update(doc []byte, sections map[string]string) ([]byte, error) {
 		doc = out
 	}
 	return doc, nil
+}
+
+// ArchitecturesTable is a Markdown table of the architecture registry
+// (hfconfig.Families).
+func ArchitecturesTable() string {
+	var b strings.Builder
+	b.WriteString("| model_type | models | forward pass | llama.cpp arch | tensor names | marlin-synth -arch |\n|---|---|---|---|---|---|\n")
+	for _, f := range hfconfig.Families() {
+		fwd := "yes"
+		if !f.Forward {
+			fwd = "no (export only)"
+		}
+		ll := "`" + f.LlamaCpp + "`"
+		if f.LlamaCppMoE != "" {
+			ll += " (`" + f.LlamaCppMoE + "` with experts)"
+		}
+		syn := "—"
+		if f.Synth != "" {
+			syn = "`" + f.Synth + "`"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s | `%s.*` | %s |\n", f.ModelType, f.Doc, fwd, ll, f.TensorRoot, syn)
+	}
+	return b.String()
 }
 
 // FormatsTable is a Markdown table of every registered number format.

@@ -32,6 +32,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sync"
@@ -169,7 +170,9 @@ type Model struct {
 // builder builds decoder layer l of one architecture family.
 type builder func(cfg *hfconfig.Config, w *weights, l int) (*DecoderLayer, error)
 
-// builders is the architecture registry, keyed by config.json model_type.
+// builders holds the forward pass of every hfconfig.Family marked Forward,
+// keyed by config.json model_type (internal/conformance checks the two
+// agree).
 var builders = map[string]builder{
 	"qwen3":         buildQwen3,
 	"qwen3_moe":     buildQwen3MoE,
@@ -177,8 +180,13 @@ var builders = map[string]builder{
 	"nemotron_h":    buildNemotronH,
 }
 
-// Supported lists the model_type values arch can build.
-func Supported() []string { return []string{"glm4_moe_lite", "nemotron_h", "qwen3", "qwen3_moe"} }
+// Supported lists the model_type values arch can build (the hfconfig
+// families marked Forward).
+func Supported() []string { return hfconfig.WithForward() }
+
+// Builders returns the model_type values arch holds a forward pass for,
+// sorted (internal/conformance checks they are the Forward families).
+func Builders() []string { return slices.Sorted(maps.Keys(builders)) }
 
 // Load builds the model in dir (config.json plus safetensors, sharded or
 // not). The weights are copied to F32, so the files are closed on return.
@@ -218,7 +226,7 @@ func (m *Model) Close() error {
 func builderFor(cfg *hfconfig.Config, opts Options) (builder, kernels.Backend, error) {
 	bld, ok := builders[cfg.ModelType]
 	if !ok {
-		return nil, nil, fmt.Errorf("arch: no forward pass for model_type %q (supported: %v)", cfg.ModelType, Supported())
+		return nil, nil, fmt.Errorf("arch: no forward pass for model_type %q (supported: %v)", cfg.ModelType, Builders())
 	}
 	if cfg.HiddenAct != "silu" && cfg.Hybrid == nil { // nemotron_h checks its own activations
 		return nil, nil, fmt.Errorf("arch: hidden_act %q not supported (want silu)", cfg.HiddenAct)

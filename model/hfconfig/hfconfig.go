@@ -1,7 +1,7 @@
 // Package hfconfig parses Hugging Face config.json files of the model
-// families marlin supports (qwen3, qwen3_moe, glm4_moe_lite and deepseek_v3,
-// which shares glm4_moe_lite's field names, and nemotron_h, the Mamba-2 /
-// attention / MoE hybrid of Nemotron-3-Nano) into one typed Config.
+// families marlin supports into one typed Config. Families (family.go) is
+// the architecture registry: the accepted model_type values and what each
+// family's config requires, has and exports to come from it.
 //
 // Field names differ between families and transformers versions (num_experts
 // vs num_local_experts vs n_routed_experts, rope_theta vs rope_parameters);
@@ -17,12 +17,6 @@ import (
 	"slices"
 	"strings"
 )
-
-// Supported lists the accepted model_type values.
-var supported = []string{"deepseek_v3", "glm4_moe_lite", "nemotron_h", "qwen3", "qwen3_moe"}
-
-// Supported returns the accepted model_type values, sorted.
-func Supported() []string { return slices.Clone(supported) }
 
 // Config is a parsed, validated and normalised config.json.
 type Config struct {
@@ -126,12 +120,10 @@ func (c *Config) IsMoELayer(i int) bool {
 	if len(m.LayerTypes) == c.NumLayers {
 		return m.LayerTypes[i] == "sparse"
 	}
-	switch c.ModelType {
-	case "qwen3_moe":
+	if c.Family().SparseStep {
 		return !slices.Contains(m.MLPOnlyLayers, i) && m.DecoderSparseStep > 0 && (i+1)%m.DecoderSparseStep == 0
-	default:
-		return i >= m.FirstKDenseReplace && m.LayerFreq > 0 && i%m.LayerFreq == 0
 	}
+	return i >= m.FirstKDenseReplace && m.LayerFreq > 0 && i%m.LayerFreq == 0
 }
 
 // Load reads config.json from path, which is the file or its directory.
@@ -218,7 +210,9 @@ func Parse(b []byte) (*Config, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("config.json: %w", err)
 	}
-	if !slices.Contains(supported, r.ModelType) {
+	fam, ok := FamilyOf(r.ModelType)
+	if !ok {
+		supported := Supported()
 		if r.ModelType == "" {
 			return nil, fmt.Errorf("config.json has no model_type (supported: %s)", strings.Join(supported, ", "))
 		}
@@ -227,9 +221,9 @@ func Parse(b []byte) (*Config, error) {
 	c := &Config{ModelType: r.ModelType, Architectures: r.Architectures, HiddenAct: r.HiddenAct,
 		AttentionBias: r.AttentionBias, BOSTokenID: r.BOSTokenID, MaxPositionEmbeddings: r.MaxPositionEmbeddings}
 	_ = json.Unmarshal(b, &c.Raw)
-	if r.ModelType == "nemotron_h" {
+	if fam.Hybrid {
 		if err := parseHybrid(b, &r, c); err != nil {
-			return nil, fmt.Errorf("nemotron_h config.json: %w", err)
+			return nil, fmt.Errorf("%s config.json: %w", r.ModelType, err)
 		}
 	}
 	var errs []error
@@ -318,8 +312,7 @@ func Parse(b []byte) (*Config, error) {
 	if m.ScoringFunc == "" && m.NumExperts > 0 {
 		m.ScoringFunc = "softmax"
 	}
-	if r.ModelType == "qwen3_moe" || r.ModelType == "glm4_moe_lite" || r.ModelType == "deepseek_v3" ||
-		(c.Hybrid != nil && c.Hybrid.Count(LayerMoE) > 0) {
+	if fam.MoE && (c.Hybrid == nil || c.Hybrid.Count(LayerMoE) > 0) {
 		if m.NumExperts <= 0 {
 			return nil, fmt.Errorf("%s config.json: missing number of experts (num_experts, num_local_experts or n_routed_experts)", r.ModelType)
 		}
@@ -343,8 +336,7 @@ func Parse(b []byte) (*Config, error) {
 	}
 
 	// Attention geometry.
-	switch r.ModelType {
-	case "glm4_moe_lite", "deepseek_v3":
+	if fam.MLA {
 		ml := &MLA{}
 		var merr []error
 		if r.QLoRARank != nil && *r.QLoRARank > 0 {
@@ -369,7 +361,7 @@ func Parse(b []byte) (*Config, error) {
 		}
 		c.MLA = ml
 		c.HeadDim = ml.QKNopeHeadDim + ml.QKRopeHeadDim
-	default:
+	} else {
 		if r.HeadDim != nil {
 			c.HeadDim = *r.HeadDim
 		} else {

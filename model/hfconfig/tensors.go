@@ -2,26 +2,26 @@ package hfconfig
 
 import (
 	"fmt"
-	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
-)
 
-var layerIndexRe = regexp.MustCompile(`^(?:model|backbone)\.layers\.(\d+)\.`)
+	"github.com/marlin-llm/marlin/model/tensorname"
+)
 
 // LayerIndex returns N of a "model.layers.N.…" (or nemotron_h's
 // "backbone.layers.N.…") tensor name, or -1.
-func LayerIndex(name string) int {
-	m := layerIndexRe.FindStringSubmatch(name)
-	if m == nil {
-		return -1
+func LayerIndex(name string) int { return DecoderLayer(tensorname.ParseModule(name)) }
+
+// DecoderLayer returns the decoder layer of a parsed tensor or module name
+// whose root is some family's TensorRoot, or -1 (other roots, such as
+// nemotron_h's "mtp.layers.N." head, are not decoder layers).
+func DecoderLayer(n tensorname.Name) int {
+	if n.Layer >= 0 && slices.ContainsFunc(families, func(f Family) bool { return f.TensorRoot == n.Root }) {
+		return n.Layer
 	}
-	n, err := strconv.Atoi(m[1])
-	if err != nil {
-		return -1
-	}
-	return n
+	return -1
 }
 
 // SpareTensor reports whether a checkpoint tensor may go unused by a model
@@ -149,26 +149,20 @@ func (c *Config) CheckLayers(names []string) error {
 // EmbedName is the checkpoint name of the token embeddings
 // ("model.embed_tokens.weight"; nemotron_h: "backbone.embeddings.weight").
 func (c *Config) EmbedName() string {
-	if c.Hybrid != nil {
-		return "backbone.embeddings.weight"
-	}
-	return "model.embed_tokens.weight"
+	root, embed, _ := c.tensorNames()
+	return root + "." + embed + ".weight"
 }
 
 // FinalNormName is the checkpoint name of the final RMSNorm's weight
 // ("model.norm.weight"; nemotron_h: "backbone.norm_f.weight").
 func (c *Config) FinalNormName() string {
-	if c.Hybrid != nil {
-		return "backbone.norm_f.weight"
-	}
-	return "model.norm.weight"
+	root, _, norm := c.tensorNames()
+	return root + "." + norm + ".weight"
 }
 
 // LayerPrefix is the name prefix of decoder layer l's tensors
 // ("model.layers.3."; nemotron_h: "backbone.layers.3.").
 func (c *Config) LayerPrefix(l int) string {
-	if c.Hybrid != nil {
-		return "backbone.layers." + strconv.Itoa(l) + "."
-	}
-	return "model.layers." + strconv.Itoa(l) + "."
+	root, _, _ := c.tensorNames()
+	return root + ".layers." + strconv.Itoa(l) + "."
 }

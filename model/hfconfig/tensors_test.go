@@ -3,6 +3,8 @@ package hfconfig
 import (
 	"errors"
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -91,4 +93,36 @@ func TestLayerCountConsistency(t *testing.T) {
 			t.Errorf("Parse(%s) = %v, want error containing %q", tc.json, err, tc.want)
 		}
 	}
+}
+
+// oldLayerIndex is the regexp LayerIndex used before model/tensorname.
+var oldLayerIndex = regexp.MustCompile(`^(?:model|backbone)\.layers\.(\d+)\.`)
+
+func checkLayerIndex(t *testing.T, s string) {
+	if regexp.MustCompile(`\d{19}`).MatchString(s) { // indices beyond int: the parser reads no index
+		return
+	}
+	want := -1
+	if g := oldLayerIndex.FindStringSubmatch(s); g != nil {
+		if n, err := strconv.Atoi(g[1]); err == nil {
+			want = n
+		}
+	}
+	if got := LayerIndex(s); got != want {
+		t.Errorf("LayerIndex(%q) = %d, regexp %d", s, got, want)
+	}
+}
+
+var layerIndexSeeds = []string{
+	"model.layers.3.self_attn.q_proj.weight", "backbone.layers.0.mixer.in_proj.weight", "mtp.layers.0.norm.weight",
+	"model.layers.x.layers.5.w", "layers.2.x", "model.layers.2", "model.norm.weight", "x.model.layers.1.a", "",
+}
+
+// FuzzLayerIndex compares LayerIndex with its old regexp (plain go test
+// runs the seeds).
+func FuzzLayerIndex(f *testing.F) {
+	for _, s := range layerIndexSeeds {
+		f.Add(s)
+	}
+	f.Fuzz(checkLayerIndex)
 }

@@ -255,3 +255,37 @@ func ParamCount(ts []Tensor) int64 {
 	}
 	return n
 }
+
+// Preset is a full-size architecture marlin-synth can write.
+type Preset struct {
+	// Name is marlin-synth's -arch value.
+	Name string
+	// Doc names the model the preset copies.
+	Doc string
+	// Config returns its config.json with widths divided by widthDiv and
+	// the depth cut to layers (0 keeps all).
+	Config func(widthDiv, layers int) map[string]any
+	// Tensors lists the checkpoint's tensors for a config from Config.
+	Tensors func(cfg map[string]any) ([]Tensor, error)
+}
+
+// Presets returns the architectures marlin-synth can write, by -arch
+// name (hfconfig.Family.Synth names them).
+func Presets() []Preset {
+	return []Preset{
+		{Name: "glm47", Doc: "GLM-4.7-Flash", Config: GLM47Flash, Tensors: GLMTensors},
+		{Name: "nemotron3-nano", Doc: "Nemotron-3-Nano-30B-A3B, the first layers of its M/E/* pattern", Config: Nemotron3Nano, Tensors: NemotronHTensors},
+	}
+}
+
+// PresetOf returns the preset called name.
+func PresetOf(name string) (Preset, error) {
+	var names []string
+	for _, p := range Presets() {
+		if p.Name == name {
+			return p, nil
+		}
+		names = append(names, p.Name)
+	}
+	return Preset{}, fmt.Errorf("synth: unknown architecture %q (want one of %v)", name, names)
+}

@@ -87,7 +87,7 @@ func TestExpertCoverage(t *testing.T) {
 	}
 	want := 0
 	for _, p := range m.Projs() {
-		if expertRe.MatchString(p.Name()) {
+		if expertProj(p.Name()) {
 			want++
 			if hess[p.Name()] == nil || hess[p.Name()].Samples() == 0 {
 				t.Errorf("%s: no Hessian after the policy", p.Name())

@@ -21,12 +21,11 @@ package calib
 
 import (
 	"fmt"
-	"regexp"
 	"sort"
-	"strconv"
 	"sync"
 
 	"github.com/marlin-llm/marlin/model/arch"
+	"github.com/marlin-llm/marlin/model/tensorname"
 	"github.com/marlin-llm/marlin/quant/gptq"
 )
 
@@ -184,7 +183,9 @@ func (c *Collector) RouterCounts() map[string][]int64 {
 	return out
 }
 
-var expertRe = regexp.MustCompile(`^(.*\.(?:mlp|mixer))\.experts\.(\d+)\.(gate_proj|up_proj|down_proj)$`)
+// expertProj reports whether a module name is a routed expert's gate, up
+// or down projection.
+func expertProj(name string) bool { return tensorname.ParseModule(name).ExpertProj() }
 
 // ExpertCoverage is one routed expert projection's calibration record.
 type ExpertCoverage struct {
@@ -211,21 +212,21 @@ func ExpertPolicy(hess map[string]*gptq.Hessian, names []string, cols map[string
 	// Pooled down_proj Hessians per MoE block.
 	pools := map[string]*gptq.Hessian{}
 	for _, n := range names {
-		m := expertRe.FindStringSubmatch(n)
-		if m == nil || m[3] != "down_proj" {
+		tn := tensorname.ParseModule(n)
+		if !tn.ExpertProj() || tn.Proj != "down_proj" {
 			continue
 		}
 		h := hess[n]
 		if h == nil || h.Samples() == 0 {
 			continue
 		}
-		p := pools[m[1]]
+		p := pools[tn.ExpertBlock]
 		if p == nil {
 			var err error
 			if p, err = gptq.NewHessian(h.Cols(), gptq.F64); err != nil {
 				return nil, err
 			}
-			pools[m[1]] = p
+			pools[tn.ExpertBlock] = p
 		}
 		if err := p.Merge(h); err != nil {
 			return nil, fmt.Errorf("calib: pooling %s: %w", n, err)
@@ -234,11 +235,11 @@ func ExpertPolicy(hess map[string]*gptq.Hessian, names []string, cols map[string
 	var cov []ExpertCoverage
 	done := map[*gptq.Hessian]*gptq.Hessian{} // gate/up share one Hessian
 	for _, n := range names {
-		m := expertRe.FindStringSubmatch(n)
-		if m == nil {
+		tn := tensorname.ParseModule(n)
+		if !tn.ExpertProj() {
 			continue
 		}
-		e, _ := strconv.Atoi(m[2])
+		e := tn.Expert
 		h := hess[n]
 		var tokens int64
 		if h != nil {
@@ -251,10 +252,10 @@ func ExpertPolicy(hess map[string]*gptq.Hessian, names []string, cols map[string
 			continue
 		}
 		var pool *gptq.Hessian
-		if m[3] == "down_proj" {
-			pool, rec.Pool = pools[m[1]], m[1]+".experts.*.down_proj"
+		if tn.Proj == "down_proj" {
+			pool, rec.Pool = pools[tn.ExpertBlock], tn.ExpertBlock+".experts.*.down_proj"
 		} else {
-			pool, rec.Pool = hess[m[1]+".gate"], m[1]+".gate"
+			pool, rec.Pool = hess[tn.ExpertBlock+".gate"], tn.ExpertBlock+".gate"
 		}
 		if pool == nil || pool.Samples() == 0 {
 			return nil, fmt.Errorf("calib: expert %s got %d tokens and no pooled Hessian (%s) exists", n, tokens, rec.Pool)

@@ -8,13 +8,14 @@ import (
 	"github.com/marlin-llm/marlin/internal/assets"
 	"github.com/marlin-llm/marlin/kernels"
 	"github.com/marlin-llm/marlin/model/arch"
+	"github.com/marlin-llm/marlin/model/tensorname"
 	"github.com/marlin-llm/marlin/model/tokenizer"
 )
 
 // quantizable selects what the tests quantize: every Linear of the decoder
 // layers except the MoE routers.
 func quantizable(p *arch.Proj) bool {
-	return p.Layer() >= 0 && !routerRe.MatchString(p.Name())
+	return p.Layer() >= 0 && !tensorname.ParseModule(p.Name()).Router()
 }
 
 // tokenize encodes a shared corpus file with a nano model's tokenizer.

@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 
 	"github.com/marlin-llm/marlin/model/arch"
+	"github.com/marlin-llm/marlin/model/hfconfig"
+	"github.com/marlin-llm/marlin/model/tensorname"
 	"github.com/marlin-llm/marlin/quant/gptq"
 )
 
@@ -111,23 +112,19 @@ func Collect(ctx context.Context, m *arch.Model, ids []int32, opts Options, want
 	return hess, rep, nil
 }
 
-var routerRe = regexp.MustCompile(`\.(?:mlp|mixer)\.gate$`)
-
 // wantWithRouters also collects MoE routers' inputs (the pooled Hessian of
 // the expert policy).
 func wantWithRouters(want func(string) bool) func(string) bool {
-	return func(n string) bool { return routerRe.MatchString(n) || want == nil || want(n) }
+	return func(n string) bool { return tensorname.ParseModule(n).Router() || want == nil || want(n) }
 }
 
-var layerPrefixRe = regexp.MustCompile(`^(?:model|backbone)\.layers\.\d+\.`)
-var expertIdxRe = regexp.MustCompile(`\.experts\.\d+\.`)
-
-// moeInRe and moeDownRe match the projections of an MoE block that read
-// its input (router, shared and routed experts' gate/up) and the down
-// projections of its experts.
+// moeIn and moeDown are the patterns (tensorname.Name.Is) of the
+// projections of an MoE block that read its input (router, shared and
+// routed experts' gate/up) and of its down projections.
 var (
-	moeInRe   = regexp.MustCompile(`^(?:mlp|mixer)\.(gate|shared_experts?\.(gate|up)_proj|experts\.\*\.(gate|up)_proj)$`)
-	moeDownRe = regexp.MustCompile(`^(?:mlp|mixer)\.(shared_experts?|experts\.\*)\.down_proj$`)
+	moeIn = tensorname.MoEPatterns("gate", "shared_experts.gate_proj", "shared_experts.up_proj",
+		"shared_expert.gate_proj", "shared_expert.up_proj", "experts.*.gate_proj", "experts.*.up_proj")
+	moeDown = tensorname.MoEPatterns("shared_experts.down_proj", "shared_expert.down_proj", "experts.*.down_proj")
 )
 
 // role strips the layer and expert indices from a projection name. The
@@ -136,15 +133,17 @@ var (
 // groups, as a dense MLP's gate/up then down (GPTQModel and llm-compressor
 // calibrate a block's experts together too).
 func role(name string) string {
-	r := layerPrefixRe.ReplaceAllString(name, "")
-	r = expertIdxRe.ReplaceAllString(r, ".experts.*.")
+	tn := tensorname.ParseModule(name)
+	if hfconfig.DecoderLayer(tn) < 0 {
+		return name
+	}
 	switch {
-	case moeInRe.MatchString(r):
+	case tn.Is(moeIn...):
 		return "mlp.moe.in"
-	case moeDownRe.MatchString(r):
+	case tn.Is(moeDown...):
 		return "mlp.moe.down"
 	}
-	return r
+	return tn.Pattern
 }
 
 // stages groups a layer's projections, in execution order, into true-
@@ -365,7 +364,7 @@ func Layer(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options
 			experts := false
 			for _, o := range g {
 				inG[o] = true
-				experts = experts || expertRe.MatchString(o)
+				experts = experts || expertProj(o)
 			}
 			// Routed experts run expert by expert (gate, up, down of one,
 			// then the next): a group holding them needs the whole pass.
@@ -381,7 +380,7 @@ func Layer(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options
 		rtn := map[string]bool{}
 		if opts.MinExpertTokens > 0 {
 			for _, name := range g {
-				if expertRe.MatchString(name) && (hess[name] == nil || hess[name].Samples() < int64(opts.MinExpertTokens)) {
+				if expertProj(name) && (hess[name] == nil || hess[name].Samples() < int64(opts.MinExpertTokens)) {
 					rtn[name] = true
 				}
 			}

@@ -25,9 +25,9 @@ package rotate
 
 import (
 	"fmt"
-	"regexp"
 	"sort"
 
+	"github.com/marlin-llm/marlin/model/tensorname"
 	"github.com/marlin-llm/marlin/quant/hadamard"
 )
 
@@ -72,11 +72,27 @@ type Op struct {
 	Norm string
 }
 
+// Patterns (tensorname.Name.Is) of the decoder-layer tensors around the
+// residual stream: those reading the attention input and the MLP input
+// (after their RMSNorm) and those writing back to the residual stream.
 var (
-	inputReaderRe = regexp.MustCompile(`^(model\.layers\.\d+)\.self_attn\.(q_proj|k_proj|v_proj|q_a_proj|kv_a_proj_with_mqa)\.weight$`)
-	postReaderRe  = regexp.MustCompile(`^(model\.layers\.\d+)\.mlp\.((experts\.\d+\.|shared_experts?\.)?(gate_proj|up_proj)|gate)\.weight$`)
-	writerRe      = regexp.MustCompile(`^model\.layers\.\d+\.(self_attn\.o_proj|mlp\.(experts\.\d+\.|shared_experts?\.)?down_proj)\.(weight|bias)$`)
-	normRe        = regexp.MustCompile(`^(model\.layers\.\d+\.(input_layernorm|post_attention_layernorm)|model\.norm)\.weight$`)
+	inputReaders = []string{
+		"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+		"self_attn.q_a_proj.weight", "self_attn.kv_a_proj_with_mqa.weight",
+	}
+	postReaders = []string{
+		"mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.gate.weight",
+		"mlp.experts.*.gate_proj.weight", "mlp.experts.*.up_proj.weight",
+		"mlp.shared_experts.gate_proj.weight", "mlp.shared_experts.up_proj.weight",
+		"mlp.shared_expert.gate_proj.weight", "mlp.shared_expert.up_proj.weight",
+	}
+	writers = []string{
+		"self_attn.o_proj.weight", "mlp.down_proj.weight", "mlp.experts.*.down_proj.weight",
+		"mlp.shared_experts.down_proj.weight", "mlp.shared_expert.down_proj.weight",
+		"self_attn.o_proj.bias", "mlp.down_proj.bias", "mlp.experts.*.down_proj.bias",
+		"mlp.shared_experts.down_proj.bias", "mlp.shared_expert.down_proj.bias",
+	}
+	layerNorms = []string{"input_layernorm.weight", "post_attention_layernorm.weight"}
 )
 
 // Names of the model-level tensors.
@@ -100,20 +116,22 @@ func Plan(names []string, tied bool) ([]Op, error) {
 	var ops []Op
 	for _, n := range names {
 		op := Op{Name: n, Source: n}
+		tn := tensorname.Parse(n)
+		inLayer := tn.Root == "model" && tn.Layer >= 0 // rotate reads model.layers.N. names only
 		switch {
 		case n == EmbedName:
 			op.Role = Embed
 		case n == LMHeadName:
 			op.Role, op.Norm = Reader, FinalNorm
-		case normRe.MatchString(n):
+		case n == FinalNorm || inLayer && tn.Is(layerNorms...):
 			op.Role = Norm
-		case inputReaderRe.MatchString(n):
-			op.Role, op.Norm = Reader, inputReaderRe.FindStringSubmatch(n)[1]+".input_layernorm.weight"
-		case postReaderRe.MatchString(n):
-			op.Role, op.Norm = Reader, postReaderRe.FindStringSubmatch(n)[1]+".post_attention_layernorm.weight"
-		case writerRe.MatchString(n):
+		case inLayer && tn.Is(inputReaders...):
+			op.Role, op.Norm = Reader, tn.Prefix+"input_layernorm.weight"
+		case inLayer && tn.Is(postReaders...):
+			op.Role, op.Norm = Reader, tn.Prefix+"post_attention_layernorm.weight"
+		case inLayer && tn.Is(writers...):
 			op.Role = Writer
-			if writerRe.FindStringSubmatch(n)[3] == "bias" {
+			if tn.Param == "bias" {
 				op.Role = WriterBias
 			}
 		}
