@@ -129,6 +129,18 @@ func QuantizeFormat(ctx context.Context, w []float32, rows, cols int, h []float6
 	if err != nil {
 		return nil, nil, err
 	}
+	return quantizePacked(ctx, w, rows, cols, h, grid, opt)
+}
+
+// packingGrid is a Grid that stores a GPTQ result as a quant.Packed.
+type packingGrid interface {
+	Grid
+	Pack(res *Result) (*quant.Packed, error)
+}
+
+// quantizePacked runs GPTQ on the float32 weight w onto grid and packs the
+// result.
+func quantizePacked(ctx context.Context, w []float32, rows, cols int, h []float64, grid packingGrid, opt Options) (*quant.Packed, *Result, error) {
 	wd := make([]float64, len(w))
 	for i, v := range w {
 		wd[i] = float64(v)

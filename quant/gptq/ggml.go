@@ -120,19 +120,7 @@ func quantizeGGML(ctx context.Context, w []float32, rows, cols int, h []float64,
 	}
 	opt.StaticGroups = true
 	opt.ClipRatios = nil // the llama.cpp fitters search their own scales
-	wd := make([]float64, len(w))
-	for i, v := range w {
-		wd[i] = float64(v)
-	}
-	res, err := Quantize(ctx, wd, rows, cols, h, grid, opt)
-	if err != nil {
-		return nil, nil, err
-	}
-	p, err := grid.Pack(res)
-	if err != nil {
-		return nil, nil, err
-	}
-	return p, res, nil
+	return quantizePacked(ctx, w, rows, cols, h, grid, opt)
 }
 
 // ImportanceRTN encodes w onto GGML format f with llama.cpp's
