@@ -58,62 +58,42 @@ func TestGLMNamesMatchNano(t *testing.T) {
 	}
 }
 
-// TestGLMTensorsMatchTrainedCheckpoint derives the tensor list from the
-// trained glm47-nano's config.json and compares names and shapes with the
-// checkpoint's tensors.json (written by transformers).
-func TestGLMTensorsMatchTrainedCheckpoint(t *testing.T) {
-	dir := assets.Model(t, "glm47-nano")
-	var cfg map[string]any
-	assets.ReadJSON(t, filepath.Join(dir, "config.json"), &cfg)
-	var ref map[string]struct {
-		Shape []int `json:"shape"`
-	}
-	assets.ReadJSON(t, filepath.Join(dir, "tensors.json"), &ref)
-	ts, err := GLMTensors(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ts) != len(ref) {
-		t.Errorf("generated %d tensors, checkpoint has %d", len(ts), len(ref))
-	}
-	for _, g := range ts {
-		r, ok := ref[g.Name]
-		if !ok {
-			t.Errorf("generated %s, not in the checkpoint", g.Name)
-			continue
-		}
-		if !slices.Equal(r.Shape, g.Shape) {
-			t.Errorf("%s: shape %v, checkpoint %v", g.Name, g.Shape, r.Shape)
-		}
-	}
-}
-
-// TestNemotronHTensorsMatchTrainedCheckpoint derives the tensor list from
-// the trained nemotronh-nano's config.json (transformers' own layout, kept
-// in the repository) and compares names and shapes with its tensors.json.
-func TestNemotronHTensorsMatchTrainedCheckpoint(t *testing.T) {
-	dir := assets.Model(t, "nemotronh-nano")
-	var cfg map[string]any
-	assets.ReadJSON(t, filepath.Join(dir, "config.json"), &cfg)
-	var ref map[string]struct {
-		Shape []int `json:"shape"`
-	}
-	assets.ReadJSON(t, filepath.Join(dir, "tensors.json"), &ref)
-	ts, err := NemotronHTensors(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ts) != len(ref) {
-		t.Errorf("generated %d tensors, checkpoint has %d", len(ts), len(ref))
-	}
-	for _, g := range ts {
-		r, ok := ref[g.Name]
-		if !ok {
-			t.Errorf("generated %s, not in the checkpoint", g.Name)
-			continue
-		}
-		if !slices.Equal(r.Shape, g.Shape) {
-			t.Errorf("%s: shape %v, checkpoint %v", g.Name, g.Shape, r.Shape)
-		}
+// TestTensorsMatchTrainedCheckpoint derives each architecture's tensor
+// list from a trained nano's config.json and compares names and shapes with
+// the checkpoint's tensors.json (written by transformers).
+func TestTensorsMatchTrainedCheckpoint(t *testing.T) {
+	for _, tc := range []struct {
+		model   string
+		tensors func(map[string]any) ([]Tensor, error)
+	}{
+		{"glm47-nano", GLMTensors},
+		{"nemotronh-nano", NemotronHTensors},
+	} {
+		t.Run(tc.model, func(t *testing.T) {
+			dir := assets.Model(t, tc.model)
+			var cfg map[string]any
+			assets.ReadJSON(t, filepath.Join(dir, "config.json"), &cfg)
+			var ref map[string]struct {
+				Shape []int `json:"shape"`
+			}
+			assets.ReadJSON(t, filepath.Join(dir, "tensors.json"), &ref)
+			ts, err := tc.tensors(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ts) != len(ref) {
+				t.Errorf("generated %d tensors, checkpoint has %d", len(ts), len(ref))
+			}
+			for _, g := range ts {
+				r, ok := ref[g.Name]
+				if !ok {
+					t.Errorf("generated %s, not in the checkpoint", g.Name)
+					continue
+				}
+				if !slices.Equal(r.Shape, g.Shape) {
+					t.Errorf("%s: shape %v, checkpoint %v", g.Name, g.Shape, r.Shape)
+				}
+			}
+		})
 	}
 }
