@@ -27,8 +27,65 @@ const attnBlock = 128
 func attend(rc *run, q []float32, ldq int, k []float32, ldk int, v []float32, ldv int,
 	heads, kvHeads, dqk, dv int, scale float32, out []float32, ldo int) error {
 	rep := heads / kvHeads
+	L := rc.batch.Len
 	pairs := rc.batch.Seqs * heads
-	workers := min(runtime.GOMAXPROCS(0), pairs)
+	scores := make([][]float32, min(runtime.GOMAXPROCS(0), pairs)) // per worker
+	return parallelFor(rc, pairs, func(wk, i int) error {
+		if scores[wk] == nil {
+			scores[wk] = make([]float32, min(attnBlock, L)*L)
+		}
+		return attendPair(rc, i, scores[wk], q, ldq, k, ldk, v, ldv, heads, rep, dqk, dv, scale, out, ldo)
+	})
+}
+
+// attendPair computes attention for (sequence, head) pair i = s·heads + h
+// with scratch scores.
+func attendPair(rc *run, i int, scores []float32, q []float32, ldq int, k []float32, ldk int,
+	v []float32, ldv int, heads, rep, dqk, dv int, scale float32, out []float32, ldo int) error {
+	L := rc.batch.Len
+	s, h := i/heads, i%heads
+	base, g := s*L, h/rep
+	for r0 := 0; r0 < L; r0 += attnBlock {
+		r1 := min(r0+attnBlock, L) // query rows [r0, r1) see keys [0, r1)
+		rows := r1 - r0
+		if err := rc.b.Sgemm(false, true, rows, r1, dqk, scale, q[(base+r0)*ldq+h*dqk:], ldq,
+			k[base*ldk+g*dqk:], ldk, 0, scores, r1); err != nil {
+			return fmt.Errorf("attention scores: %w", err)
+		}
+		// Causal mask: query r0+i attends to keys 0..r0+i; softmax just
+		// those and zero the rest.
+		for i := 0; i < rows; i++ {
+			row := scores[i*r1 : (i+1)*r1]
+			n := r0 + i + 1
+			if err := rc.b.Softmax(row[:n], 1, n); err != nil {
+				return fmt.Errorf("attention softmax: %w", err)
+			}
+			clear(row[n:])
+		}
+		if err := rc.b.Sgemm(false, false, rows, dv, r1, 1, scores, r1, v[base*ldv+g*dv:], ldv,
+			0, out[(base+r0)*ldo+h*dv:], ldo); err != nil {
+			return fmt.Errorf("attention values: %w", err)
+		}
+	}
+	return nil
+}
+
+// parallelFor runs f(worker, i) for i in 0..n-1 on up to GOMAXPROCS
+// goroutines (worker in [0, min(GOMAXPROCS, n))), stopping at the first
+// error or when the pass's context ends.
+func parallelFor(rc *run, n int, f func(worker, i int) error) error {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := 0; i < n; i++ {
+			if err := rc.ctx.Err(); err != nil {
+				return err
+			}
+			if err := f(0, i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	var next atomic.Int64
 	errs := make([]error, workers)
 	var wg sync.WaitGroup
@@ -36,52 +93,24 @@ func attend(rc *run, q []float32, ldq int, k []float32, ldk int, v []float32, ld
 		wg.Add(1)
 		go func(wk int) {
 			defer wg.Done()
-			errs[wk] = attendPairs(rc, &next, pairs, q, ldq, k, ldk, v, ldv, heads, rep, dqk, dv, scale, out, ldo)
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				if err := rc.ctx.Err(); err != nil {
+					errs[wk] = err
+					return
+				}
+				if err := f(wk, i); err != nil {
+					errs[wk] = err
+					return
+				}
+			}
 		}(wk)
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-// attendPairs is one attend worker: it takes (sequence, head) pairs from
-// next until none is left.
-func attendPairs(rc *run, next *atomic.Int64, pairs int, q []float32, ldq int, k []float32, ldk int,
-	v []float32, ldv int, heads, rep, dqk, dv int, scale float32, out []float32, ldo int) error {
-	L := rc.batch.Len
-	scores := make([]float32, min(attnBlock, L)*L)
-	for {
-		i := int(next.Add(1) - 1)
-		if i >= pairs {
-			return nil
-		}
-		if err := rc.ctx.Err(); err != nil {
-			return err
-		}
-		s, h := i/heads, i%heads
-		base, g := s*L, h/rep
-		for r0 := 0; r0 < L; r0 += attnBlock {
-			r1 := min(r0+attnBlock, L) // query rows [r0, r1) see keys [0, r1)
-			rows := r1 - r0
-			if err := rc.b.Sgemm(false, true, rows, r1, dqk, scale, q[(base+r0)*ldq+h*dqk:], ldq,
-				k[base*ldk+g*dqk:], ldk, 0, scores, r1); err != nil {
-				return fmt.Errorf("attention scores: %w", err)
-			}
-			// Causal mask: query r0+i attends to keys 0..r0+i; softmax just
-			// those and zero the rest.
-			for i := 0; i < rows; i++ {
-				row := scores[i*r1 : (i+1)*r1]
-				n := r0 + i + 1
-				if err := rc.b.Softmax(row[:n], 1, n); err != nil {
-					return fmt.Errorf("attention softmax: %w", err)
-				}
-				clear(row[n:])
-			}
-			if err := rc.b.Sgemm(false, false, rows, dv, r1, 1, scores, r1, v[base*ldv+g*dv:], ldv,
-				0, out[(base+r0)*ldo+h*dv:], ldo); err != nil {
-				return fmt.Errorf("attention values: %w", err)
-			}
-		}
-	}
 }
 
 // GQAttention is grouped-query attention with per-head q/k RMSNorm and

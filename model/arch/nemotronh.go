@@ -1,12 +1,8 @@
 package arch
 
 import (
-	"errors"
 	"fmt"
 	"math"
-	"runtime"
-	"sync"
-	"sync/atomic"
 
 	"github.com/marlin-llm/marlin/model/hfconfig"
 )
@@ -182,7 +178,7 @@ func (m *MambaMixer) forward(rc *run, x, out []float32) error {
 	P, inner := m.projOut(), m.inner()
 	y := rc.alloc(T * inner)
 	cs, ss := m.stateSizes()
-	err = parallelFor(rc, rc.batch.Seqs, func(s int) error {
+	err = parallelFor(rc, rc.batch.Seqs, func(_, s int) error {
 		conv, ssm := make([]float32, cs), make([]float32, ss)
 		m.scan(zx[s*L*P:(s+1)*L*P], L, conv, ssm, y[s*L*inner:(s+1)*L*inner])
 		return nil
@@ -297,46 +293,4 @@ func (m *MambaMixer) gateNorm(zx, y []float32, rows int) {
 			}
 		}
 	}
-}
-
-// parallelFor runs f(0..n-1) on up to GOMAXPROCS goroutines, stopping at
-// the first error or when the pass's context ends.
-func parallelFor(rc *run, n int, f func(i int) error) error {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 {
-		for i := 0; i < n; i++ {
-			if err := rc.ctx.Err(); err != nil {
-				return err
-			}
-			if err := f(i); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	var next atomic.Int64
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
-	for wk := 0; wk < workers; wk++ {
-		wg.Add(1)
-		go func(wk int) {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				if err := rc.ctx.Err(); err != nil {
-					errs[wk] = err
-					return
-				}
-				if err := f(i); err != nil {
-					errs[wk] = err
-					return
-				}
-			}
-		}(wk)
-	}
-	wg.Wait()
-	return errors.Join(errs...)
 }
