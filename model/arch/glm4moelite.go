@@ -64,12 +64,7 @@ func buildGlm4MoeLite(cfg *hfconfig.Config, w *weights, l int) (*DecoderLayer, e
 	d := &DecoderLayer{index: l, inputNorm: in, postNorm: post, attn: a}
 	mp := fmt.Sprintf("model.layers.%d.mlp.", l)
 	if cfg.IsMoELayer(l) {
-		r := &sigmoidRouter{
-			experts: m.NumExperts, k: m.NumExpertsPerTok, nGroup: max(m.NGroup, 1), topKGroup: max(m.TopKGroup, 1),
-			norm: m.NormTopKProb, scale: float32(m.RoutedScalingFactor),
-			bias: w.get(mp+"gate.e_score_correction_bias", m.NumExperts),
-		}
-		moe := &MoE{gate: w.proj(mp+"gate", l, -1, m.NumExperts, Hd), router: r, k: m.NumExpertsPerTok}
+		moe := sigmoidMoE(w, mp, l, Hd, m)
 		for e := 0; e < m.NumExperts; e++ {
 			moe.experts = append(moe.experts, mlp(w, fmt.Sprintf("%sexperts.%d.", mp, e), l, e, Hd, m.IntermediateSize))
 		}
@@ -83,4 +78,16 @@ func buildGlm4MoeLite(cfg *hfconfig.Config, w *weights, l int) (*DecoderLayer, e
 		d.mlp = mlp(w, mp, l, -1, Hd, cfg.IntermediateSize)
 	}
 	return d, nil
+}
+
+// sigmoidMoE is an MoE block under prefix mp (gate, gate.e_score_correction_bias)
+// with DeepSeek-V3-style sigmoid routing (GLM-4.7-Flash, NemotronH); the
+// caller adds the experts.
+func sigmoidMoE(w *weights, mp string, l, hd int, m hfconfig.MoE) *MoE {
+	r := &sigmoidRouter{
+		experts: m.NumExperts, k: m.NumExpertsPerTok, nGroup: max(m.NGroup, 1), topKGroup: max(m.TopKGroup, 1),
+		norm: m.NormTopKProb, scale: float32(m.RoutedScalingFactor),
+		bias: w.get(mp+"gate.e_score_correction_bias", m.NumExperts),
+	}
+	return &MoE{gate: w.proj(mp+"gate", l, -1, m.NumExperts, hd), router: r, k: m.NumExpertsPerTok}
 }

@@ -82,12 +82,7 @@ func buildNemotronH(cfg *hfconfig.Config, w *weights, l int) (*DecoderLayer, err
 		if mo.NGroup > 1 && (mo.NumExperts%mo.NGroup != 0 || mo.TopKGroup < 1 || mo.TopKGroup > mo.NGroup || mo.NumExperts/mo.NGroup < 2) {
 			return nil, fmt.Errorf("n_group %d / topk_group %d do not fit %d experts", mo.NGroup, mo.TopKGroup, mo.NumExperts)
 		}
-		r := &sigmoidRouter{
-			experts: mo.NumExperts, k: mo.NumExpertsPerTok, nGroup: max(mo.NGroup, 1), topKGroup: max(mo.TopKGroup, 1),
-			norm: mo.NormTopKProb, scale: float32(mo.RoutedScalingFactor),
-			bias: w.get(mp+"gate.e_score_correction_bias", mo.NumExperts),
-		}
-		moe := &MoE{gate: w.proj(mp+"gate", l, -1, mo.NumExperts, Hd), router: r, k: mo.NumExpertsPerTok}
+		moe := sigmoidMoE(w, mp, l, Hd, mo)
 		for e := 0; e < mo.NumExperts; e++ {
 			moe.experts = append(moe.experts, relu2MLP(w, fmt.Sprintf("%sexperts.%d.", mp, e), l, e, Hd, mo.IntermediateSize))
 		}
