@@ -47,12 +47,12 @@ type PackConfig struct {
 	// when given.
 	Model string `yaml:"model,omitempty" json:"model,omitempty" jsonschema:"description=model directory with config.json and tokenizer.json (relative to the job file)"`
 	// GGUFType is the GGUF tensor-type recipe for tensors that are not
-	// already quantized in a GGML-compatible format (see
-	// llamacpp.Recipes: f16, bf16, f32, q8_0, q4_0, q5_0, q5_1, mxfp4, q4_k,
-	// q5_k, q6_k, q4_k_m). Packed mxfp4, symmetric int4 and int8 weights
+	// already quantized in a GGML-compatible format (llamacpp.Recipes,
+	// from the GGUF-type registry; its schema enum is written by
+	// JSONSchemaExtend). Packed mxfp4, symmetric int4 and int8 weights
 	// with F16 scales and groups of 32·k are copied into MXFP4/Q4_0/Q8_0
 	// blocks without re-quantizing.
-	GGUFType string `yaml:"gguf_type,omitempty" json:"gguf_type,omitempty" jsonschema:"enum=f32,enum=f16,enum=bf16,enum=q8_0,enum=q4_0,enum=q5_0,enum=q5_1,enum=mxfp4,enum=q4_k,enum=q5_k,enum=q6_k,enum=q4_k_m,description=GGUF type recipe (default f16)"`
+	GGUFType string `yaml:"gguf_type,omitempty" json:"gguf_type,omitempty" jsonschema:"description=GGUF type recipe (default f16)"`
 	// Rules override GGUF tensor types by llama.cpp or Hugging Face name
 	// (first match wins), e.g. {match: "*.ffn_down_exps.*", type: q8_0}.
 	Rules []llamacpp.Rule `yaml:"rules,omitempty" json:"rules,omitempty" jsonschema:"description=GGUF tensor-type overrides by llama.cpp or Hugging Face tensor name; tried in order before gguf_type; the first match wins (gguf only)"`
