@@ -10,12 +10,22 @@ import (
 	"github.com/marlin-llm/marlin/quant/ggml"
 )
 
-// JSONSchemaExtend writes the gguf_type enum and description from the
-// GGUF-type registry (ggml.Types, llamacpp.Recipes), so that the writable
-// types are listed once. invopop/jsonschema calls it for PackConfig.
+// JSONSchemaExtend writes the format enum and description from the
+// export-format registry (packFormats), and the gguf_type enum and
+// description from the GGUF-type registry (ggml.Types, llamacpp.Recipes),
+// so that formats and writable types are listed once. invopop/jsonschema calls it for PackConfig.
 func (PackConfig) JSONSchemaExtend(s *jsonschema.Schema) {
 	if s.Properties == nil {
 		return
+	}
+	if p, ok := s.Properties.Get("format"); ok {
+		p.Enum = nil
+		var docs []string
+		for _, f := range packFormats() {
+			p.Enum = append(p.Enum, f.Name)
+			docs = append(docs, f.Name+" ("+f.Doc()+")")
+		}
+		p.Description = "output format: " + strings.Join(docs, "; ")
 	}
 	if p, ok := s.Properties.Get("gguf_type"); ok {
 		p.Enum = nil

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 
+	exp "github.com/marlin-llm/marlin/export"
 	"github.com/marlin-llm/marlin/model/gguf"
 	"github.com/marlin-llm/marlin/quant/ggml"
 )
@@ -74,10 +75,7 @@ func Fallbacks() string {
 // Face source name matches Match (path.Match glob, e.g. "*.ffn_down_exps.*"
 // or "model.layers.*.mlp.gate.weight"). Rules are tried in order; the first
 // match wins.
-type Rule struct {
-	Match string `yaml:"match" json:"match" jsonschema:"description=path.Match glob on the llama.cpp tensor name or the Hugging Face source name (e.g. *.ffn_down_exps.* or model.layers.*.mlp.gate.weight)"`
-	Type  string `yaml:"type" json:"type" jsonschema:"description=GGUF type of the matching tensors: one of the writable types gguf_type lists (case-insensitive); norm/router and 1-D tensors stay f32 and a type whose block does not divide the row size falls back as gguf_type says"`
-}
+type Rule = exp.Rule
 
 // ValidateRecipe checks a recipe name and rules without a model.
 func ValidateRecipe(recipe string, rules []Rule) error {
