@@ -108,7 +108,7 @@ func (c *PackConfig) settings(model string) export.Settings {
 func PackKind() pipeline.Kind {
 	return pipeline.Kind{
 		Name:      "pack",
-		Doc:       "write the model as GGUF (llama.cpp), marlin's native packed safetensors, compressed-tensors or GPTQ, streaming one tensor or shard at a time",
+		Doc:       "write the model as " + packFormatsDoc() + ", streaming one tensor or shard at a time",
 		NewConfig: func() any { return &PackConfig{GGUFType: ""} },
 		New: func(cfg any) (pipeline.Stage, error) {
 			c, ok := cfg.(*PackConfig)

@@ -1,6 +1,8 @@
 package stages
 
 import (
+	"strings"
+
 	"github.com/marlin-llm/marlin/export"
 	"github.com/marlin-llm/marlin/export/ct"
 	"github.com/marlin-llm/marlin/export/llamacpp"
@@ -44,4 +46,17 @@ func packFormatNames() []string {
 		n = append(n, f.Name)
 	}
 	return n
+}
+
+// packFormatsDoc lists the formats for the kind's doc: "gguf (llama.cpp),
+// native (...) or gptq (...)".
+func packFormatsDoc() string {
+	var parts []string
+	for _, f := range packFormats() {
+		parts = append(parts, f.Name+" ("+f.Doc()+")")
+	}
+	if n := len(parts); n > 1 {
+		return strings.Join(parts[:n-1], ", ") + " or " + parts[n-1]
+	}
+	return strings.Join(parts, "")
 }
