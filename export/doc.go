@@ -1,8 +1,12 @@
-// Package export is the parent of marlin's writers for other runtimes:
-// export/llamacpp (GGUF for llama.cpp, its blocks encoded by quant/ggml,
-// bit-exact with llama.cpp) and export/ct (compressed-tensors and GPTQ
-// safetensors layouts). marlin's own packed safetensors layout,
-// which model/qmodel runs, is a model format with a reader and a writer:
-// model/native. The pack stage (stages/pack.go) drives them from a
-// pipeline.
+// Package export is the interface between the pack stage and marlin's
+// writers for other runtimes: an Exporter per export format, either a
+// FileExporter (one file from every weight: export/llamacpp, GGUF for
+// llama.cpp, its blocks encoded by quant/ggml bit-exactly) or a
+// ShardExporter (safetensors shards and an index: export/native, marlin's
+// packed layout written by model/native, which model/qmodel runs;
+// export/ct, compressed-tensors and GPTQ). The exporters see the
+// upstream weights through Weights and the stage's settings as Settings;
+// they import neither pipeline nor stages. The pack stage
+// (stages/pack.go) plans the tasks and walks the registry of formats in
+// stages/pack_formats.go.
 package export

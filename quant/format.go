@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/marlin-llm/marlin/quant/ggml"
 )
 
 // Elem is the element encoding of a format.
@@ -295,7 +297,7 @@ func ggmlFormat(name, typ string) Format {
 // formats is the registry, built by a function so that nothing global is
 // mutable: Lookup returns copies.
 func formats() []Format {
-	return []Format{
+	fs := []Format{
 		{Name: "fp4", Elem: ElemE2M1, Bits: 4, GroupSize: 128, Scale: ScaleF16},
 		{Name: "mxfp4", Elem: ElemE2M1, Bits: 4, GroupSize: 32, FixedGroup: true, Scale: ScaleE8M0},
 		{Name: "nvfp4", Elem: ElemE2M1, Bits: 4, GroupSize: 16, FixedGroup: true, Scale: ScaleE4M3, TensorScale: true},
@@ -312,20 +314,17 @@ func formats() []Format {
 		{Name: "fp8_e5m2", Elem: ElemE5M2, Bits: 8, GroupSize: 0, Scale: ScaleF32},
 		{Name: "fp8_e4m3_tensor", Elem: ElemE4M3, Bits: 8, GroupSize: 0, FixedGroup: true, Scale: ScaleF32, PerTensor: true},
 		{Name: "fp8_e5m2_tensor", Elem: ElemE5M2, Bits: 8, GroupSize: 0, FixedGroup: true, Scale: ScaleF32, PerTensor: true},
-		ggmlFormat("q8_0", "Q8_0"),
-		ggmlFormat("q6_k", "Q6_K"),
-		ggmlFormat("q5_k", "Q5_K"),
-		ggmlFormat("q4_k", "Q4_K"),
-		ggmlFormat("q5_0", "Q5_0"),
-		ggmlFormat("q5_1", "Q5_1"),
-		ggmlFormat("q4_0", "Q4_0"),
-		ggmlFormat("q3_k", "Q3_K"),
-		ggmlFormat("q2_k", "Q2_K"),
-		ggmlFormat("iq4_nl", "IQ4_NL"),
-		ggmlFormat("iq4_xs", "IQ4_XS"),
-		{Name: "bf16", Elem: ElemBF16, Bits: 16},
-		{Name: "f16", Elem: ElemF16, Bits: 16},
 	}
+	// the GGML block types of the GGUF-type registry
+	for _, t := range ggml.Types() {
+		if t.Format {
+			fs = append(fs, ggmlFormat(t.Name(), t.Type.String()))
+		}
+	}
+	return append(fs,
+		Format{Name: "bf16", Elem: ElemBF16, Bits: 16},
+		Format{Name: "f16", Elem: ElemF16, Bits: 16},
+	)
 }
 
 // Formats returns every registered format, in registry order (the order

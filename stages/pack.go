@@ -5,21 +5,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 
-	"github.com/marlin-llm/marlin/export/ct"
+	"github.com/marlin-llm/marlin/export"
 	"github.com/marlin-llm/marlin/export/llamacpp"
-	"github.com/marlin-llm/marlin/model/gguf"
 	"github.com/marlin-llm/marlin/model/hfconfig"
 	"github.com/marlin-llm/marlin/model/native"
-	"github.com/marlin-llm/marlin/model/safetensors"
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
-	"github.com/marlin-llm/marlin/quant/hadamard"
 	"github.com/marlin-llm/marlin/tensor"
 )
 
@@ -36,8 +35,10 @@ const (
 // a file another runtime loads.
 type PackConfig struct {
 	// Format is gguf (llama.cpp), native (marlin's packed safetensors),
-	// compressed-tensors (vLLM / llm-compressor) or gptq (AutoGPTQ v1).
-	Format string `yaml:"format" json:"format" jsonschema:"required,enum=gguf,enum=native,enum=compressed-tensors,enum=gptq,description=output format: gguf (llama.cpp); native (marlin's packed safetensors); compressed-tensors (vLLM / llm-compressor); gptq (AutoGPTQ v1)"`
+	// compressed-tensors (vLLM / llm-compressor) or gptq (AutoGPTQ v1): a
+	// row of packFormats, whose enum and description JSONSchemaExtend
+	// writes.
+	Format string `yaml:"format" json:"format" jsonschema:"required"`
 	// Out is the output path relative to the run's output directory: a
 	// .gguf file for gguf, a directory for the other formats.
 	Out string `yaml:"out" json:"out" jsonschema:"required,minLength=1,description=output path relative to the run's output directory: a .gguf file for gguf; a directory for the other formats"`
@@ -47,12 +48,12 @@ type PackConfig struct {
 	// when given.
 	Model string `yaml:"model,omitempty" json:"model,omitempty" jsonschema:"description=model directory with config.json and tokenizer.json (relative to the job file)"`
 	// GGUFType is the GGUF tensor-type recipe for tensors that are not
-	// already quantized in a GGML-compatible format (see
-	// llamacpp.Recipes: f16, bf16, f32, q8_0, q4_0, q5_0, q5_1, mxfp4, q4_k,
-	// q5_k, q6_k, q4_k_m). Packed mxfp4, symmetric int4 and int8 weights
+	// already quantized in a GGML-compatible format (llamacpp.Recipes,
+	// from the GGUF-type registry; its schema enum is written by
+	// JSONSchemaExtend). Packed mxfp4, symmetric int4 and int8 weights
 	// with F16 scales and groups of 32·k are copied into MXFP4/Q4_0/Q8_0
 	// blocks without re-quantizing.
-	GGUFType string `yaml:"gguf_type,omitempty" json:"gguf_type,omitempty" jsonschema:"enum=f32,enum=f16,enum=bf16,enum=q8_0,enum=q4_0,enum=q5_0,enum=q5_1,enum=mxfp4,enum=q4_k,enum=q5_k,enum=q6_k,enum=q4_k_m,description=GGUF type recipe (default f16)"`
+	GGUFType string `yaml:"gguf_type,omitempty" json:"gguf_type,omitempty" jsonschema:"description=GGUF type recipe (default f16)"`
 	// Rules override GGUF tensor types by llama.cpp or Hugging Face name
 	// (first match wins), e.g. {match: "*.ffn_down_exps.*", type: q8_0}.
 	Rules []llamacpp.Rule `yaml:"rules,omitempty" json:"rules,omitempty" jsonschema:"description=GGUF tensor-type overrides by llama.cpp or Hugging Face tensor name; tried in order before gguf_type; the first match wins (gguf only)"`
@@ -69,26 +70,22 @@ type PackConfig struct {
 // Validate checks the format, paths and GGUF recipe.
 func (c *PackConfig) Validate() error {
 	var errs pipeline.ErrorList
-	switch c.Format {
-	case PackGGUF, PackNative, PackCT, PackGPTQ:
-	default:
-		errs = append(errs, &pipeline.FieldError{Field: "format", Err: fmt.Errorf("unknown format %q (known: gguf, native, compressed-tensors, gptq)", c.Format)})
+	ex, known := lookupPackFormat(c.Format)
+	if !known {
+		errs = append(errs, &pipeline.FieldError{Field: "format", Err: fmt.Errorf("unknown format %q (known: %s)", c.Format, strings.Join(packFormatNames(), ", "))})
 	}
 	if err := pipeline.CheckOutPath(c.Out); err != nil {
 		errs = append(errs, &pipeline.FieldError{Field: "out", Err: err})
 	}
-	if c.Model == "" && c.Format != PackNative && c.Format != "" {
+	if c.Model == "" && c.Format != "" && (!known || ex.NeedsModel()) {
 		errs = append(errs, &pipeline.FieldError{Field: "model", Err: fmt.Errorf("required for format %s (config.json and tokenizer)", c.Format)})
 	}
-	if c.Format == PackGGUF {
-		recipe := c.GGUFType
-		if recipe == "" {
-			recipe = llamacpp.DefaultRecipe
+	if known {
+		for _, fe := range ex.Validate(c.settings("")) {
+			errs = append(errs, &pipeline.FieldError{Field: fe.Field, Err: fe.Err})
 		}
-		if err := llamacpp.ValidateRecipe(recipe, c.Rules); err != nil {
-			errs = append(errs, &pipeline.FieldError{Field: "gguf_type", Err: err})
-		}
-	} else if c.GGUFType != "" || len(c.Rules) > 0 {
+	}
+	if c.Format != PackGGUF && (c.GGUFType != "" || len(c.Rules) > 0) {
 		errs = append(errs, &pipeline.FieldError{Field: "gguf_type", Err: errors.New("gguf_type and rules apply to format gguf only")})
 	}
 	if c.ShardSize < 0 {
@@ -100,11 +97,18 @@ func (c *PackConfig) Validate() error {
 	return nil
 }
 
+// settings are the exporters' view of the config; model is the model
+// directory resolved against the job file.
+func (c *PackConfig) settings(model string) export.Settings {
+	return export.Settings{Format: c.Format, Model: model, ModelAsGiven: c.Model,
+		GGUFType: c.GGUFType, Rules: c.Rules, TokenizerPre: c.TokenizerPre, Name: c.Name}
+}
+
 // PackKind is the "pack" stage kind.
 func PackKind() pipeline.Kind {
 	return pipeline.Kind{
 		Name:      "pack",
-		Doc:       "write the model as GGUF (llama.cpp), marlin's native packed safetensors, compressed-tensors or GPTQ, streaming one tensor or shard at a time",
+		Doc:       "write the model as " + packFormatsDoc() + ", streaming one tensor or shard at a time",
 		NewConfig: func() any { return &PackConfig{GGUFType: ""} },
 		New: func(cfg any) (pipeline.Stage, error) {
 			c, ok := cfg.(*PackConfig)
@@ -170,6 +174,11 @@ func (s *packStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 	if len(inputs) == 0 {
 		return nil, errors.New("pack: no upstream tensors (needs: a load or quantize stage)")
 	}
+	ex, ok := lookupPackFormat(s.cfg.Format)
+	if !ok {
+		return nil, fmt.Errorf("pack: unknown format %q", s.cfg.Format)
+	}
+	fileEx, isFile := ex.(export.FileExporter)
 	model := s.modelDir(pc)
 	fp := ""
 	if model != "" {
@@ -185,7 +194,7 @@ func (s *packStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 	if model != "" {
 		cfg, err := hfconfig.Load(model)
 		switch {
-		case err != nil && s.cfg.Format == PackGGUF:
+		case err != nil && isFile:
 			return nil, fmt.Errorf("pack: %w", err)
 		case err == nil:
 			// A file written with config.json's layer count must hold
@@ -199,15 +208,19 @@ func (s *packStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 			}
 		}
 	}
-	if s.cfg.Format == PackGGUF {
+	if isFile {
 		return []*pipeline.Task{{
-			Key:         "gguf",
+			Key:         s.cfg.Format,
 			Needs:       refs,
 			EstBytes:    8 * maxBytes,
-			Meta:        map[string]string{"format": PackGGUF, "out": s.cfg.Out},
+			Meta:        map[string]string{"format": s.cfg.Format, "out": s.cfg.Out},
 			Fingerprint: fp,
-			Run:         s.runGGUF(inputs, model),
+			Run:         s.runFile(fileEx, inputs, model),
 		}}, nil
+	}
+	shardEx, ok := ex.(export.ShardExporter)
+	if !ok {
+		return nil, fmt.Errorf("pack: format %s is neither a file nor a shard exporter", s.cfg.Format)
 	}
 	limit := int64(s.cfg.ShardSize)
 	if limit == 0 {
@@ -241,7 +254,7 @@ func (s *packStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 			Needs:    needs,
 			EstBytes: 2 * est,
 			Meta:     map[string]string{"format": s.cfg.Format, "file": file},
-			Run:      s.runShard(sh, file),
+			Run:      s.runShard(shardEx, sh, file),
 		})
 		shardRefs = append(shardRefs, pipeline.TaskRef{Stage: pc.StageID, Key: key})
 	}
@@ -251,7 +264,7 @@ func (s *packStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 		EstBytes:    1 << 20,
 		Meta:        map[string]string{"format": s.cfg.Format, "shards": strconv.Itoa(len(shards))},
 		Fingerprint: fp,
-		Run:         s.runIndex(shardRefs, model),
+		Run:         s.runIndex(shardEx, shardRefs, model),
 	})
 	return tasks, nil
 }
@@ -316,9 +329,9 @@ func (it *inputTensors) output(ref pipeline.TaskRef) (*pipeline.Output, error) {
 	return out, nil
 }
 
-// group returns the tensors of the weight name (the tensor itself and its
+// Group implements export.Weights: the tensors of the weight name (the tensor itself and its
 // packed companions).
-func (it *inputTensors) group(name string) ([]*tensor.Tensor, error) {
+func (it *inputTensors) Group(name string) ([]*tensor.Tensor, error) {
 	ref, ok := it.where[name]
 	if !ok {
 		return nil, fmt.Errorf("tensor %q is not an upstream output", name)
@@ -344,10 +357,10 @@ func isCompanion(t *tensor.Tensor) bool {
 	return r == "scales" || r == "zeros" || r == "g_idx"
 }
 
-// main returns the weight tensor itself and, when it is quantized, its
+// Main implements export.Weights: the weight tensor itself and, when it is quantized, its
 // Packed form.
-func (it *inputTensors) main(name string) (*tensor.Tensor, *quant.Packed, error) {
-	ts, err := it.group(name)
+func (it *inputTensors) Main(name string) (*tensor.Tensor, *quant.Packed, error) {
+	ts, err := it.Group(name)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -370,335 +383,64 @@ func (it *inputTensors) main(name string) (*tensor.Tensor, *quant.Packed, error)
 	return mainT, p, nil
 }
 
-// logicalShape is a weight's shape: quant.shape (or rows×cols) for packed
-// weights, the tensor's shape otherwise.
-func logicalShape(t *tensor.Tensor, p *quant.Packed) []int {
-	if p == nil {
-		return t.Shape
-	}
-	if s, err := quant.ParseShape(t.Meta[quant.MetaShape]); err == nil && len(s) > 0 {
-		return s
-	}
-	return []int{p.Rows, p.Cols}
-}
-
-// Float32 implements llamacpp.Source.
-func (it *inputTensors) Float32(_ context.Context, name string) ([]float32, error) {
-	t, p, err := it.main(name)
-	if err != nil {
-		return nil, err
-	}
-	if p != nil {
-		out := make([]float32, p.Rows*p.Cols)
-		p.Dequantize(out)
-		if r, err := onlineRotation(t, p); err != nil {
-			return nil, fmt.Errorf("tensor %q: %w", name, err)
-		} else if r != nil {
-			// codes are in the rotated basis (W·Rᵀ) and GGML has no online
-			// activation rotation: un-rotate, Q·R, before re-encoding
-			if err := r.ApplyT(out, p.Rows); err != nil {
-				return nil, fmt.Errorf("tensor %q: %w", name, err)
-			}
-		}
-		return out, nil
-	}
-	return tensor.ToFloat32(t)
-}
-
-// onlineRotation returns the input rotation of a packed weight whose
-// activation side must be rotated at run time (MR-GPTQ's o_proj/down_proj:
-// Meta rotation.input.placement = online), nil otherwise.
-func onlineRotation(t *tensor.Tensor, p *quant.Packed) (*hadamard.Rotation, error) {
-	if t.Meta[hadamard.MetaInputPlacement] != hadamard.PlacementOnline || t.Meta[hadamard.MetaInput] == "" {
-		return nil, nil
-	}
-	return hadamard.Parse(t.Meta[hadamard.MetaInput], p.Cols)
-}
-
-// Blocks implements llamacpp.BlockSource: lossless copies of packed codes
-// into GGML blocks.
-func (it *inputTensors) Blocks(_ context.Context, name string, typ gguf.GGMLType) ([]byte, bool, error) {
-	t, p, err := it.main(name)
-	if err != nil || p == nil {
-		return nil, false, err
-	}
-	if t.Meta[hadamard.MetaInputPlacement] == hadamard.PlacementOnline {
-		return nil, false, nil // rotated basis: Float32 un-rotates, then re-encode
-	}
-	b, ok := TranscodeGGML(p, typ)
-	return b, ok, nil
-}
-
-// GGMLTypeFor returns the GGML type a packed weight converts to without
-// re-quantizing, if any: MXFP4 → MXFP4; symmetric INT4 / INT8 with F16
-// scales, groups of 32·k and no act-order → Q4_0 / Q8_0.
-func GGMLTypeFor(p *quant.Packed) (gguf.GGMLType, bool) {
-	f := p.Format
-	if t, ok := f.GGMLType(); ok {
-		return t, true // the codes are the blocks
-	}
-	switch {
-	case f.Name == "mxfp4" && f.GroupSize == 32:
-		return gguf.TypeMXFP4, p.Cols%32 == 0
-	case f.Elem == quant.ElemInt && !f.Asym && f.Scale == quant.ScaleF16 && p.GIdx == nil &&
-		f.GroupSize > 0 && f.GroupSize%32 == 0 && p.Cols%f.GroupSize == 0:
-		switch f.Bits {
-		case 4:
-			return gguf.TypeQ4_0, true
-		case 8:
-			return gguf.TypeQ8_0, true
-		}
-	}
-	return 0, false
-}
-
-// TranscodeGGML re-packs p into GGML blocks of typ when GGMLTypeFor allows
-// it (ok false otherwise). The values are unchanged: MXFP4 keeps the E8M0
-// exponent and the E2M1 codes (ggml's element j low nibble, j+16 high);
-// Q4_0/Q8_0 take the F16 group scale as d and the code − 8 / − 128.
-func TranscodeGGML(p *quant.Packed, typ gguf.GGMLType) ([]byte, bool) {
-	want, ok := GGMLTypeFor(p)
-	if !ok || want != typ {
-		return nil, false
-	}
-	if p.Format.Elem == quant.ElemGGML {
-		return p.Codes, true
-	}
-	nb := p.Cols / 32
-	var out []byte
-	switch typ {
-	case gguf.TypeMXFP4:
-		out = make([]byte, p.Rows*nb*17)
-		for r := 0; r < p.Rows; r++ {
-			for b := 0; b < nb; b++ {
-				blk := out[(r*nb+b)*17:]
-				e := p.Scales[r*p.Groups()+b]
-				if e == quant.E8M0NaN {
-					return nil, false
-				}
-				blk[0] = e
-				for j := 0; j < 16; j++ {
-					blk[1+j] = uint8(p.Code(r, 32*b+j)) | uint8(p.Code(r, 32*b+16+j))<<4
-				}
-			}
-		}
-	case gguf.TypeQ4_0:
-		out = make([]byte, p.Rows*nb*18)
-		for r := 0; r < p.Rows; r++ {
-			for b := 0; b < nb; b++ {
-				blk := out[(r*nb+b)*18:]
-				g := p.GroupOf(32 * b)
-				copy(blk[:2], p.Scales[2*(r*p.Groups()+g):])
-				for j := 0; j < 16; j++ {
-					blk[2+j] = uint8(p.Code(r, 32*b+j)) | uint8(p.Code(r, 32*b+16+j))<<4
-				}
-			}
-		}
-	case gguf.TypeQ8_0:
-		out = make([]byte, p.Rows*nb*34)
-		for r := 0; r < p.Rows; r++ {
-			for b := 0; b < nb; b++ {
-				blk := out[(r*nb+b)*34:]
-				g := p.GroupOf(32 * b)
-				copy(blk[:2], p.Scales[2*(r*p.Groups()+g):])
-				for j := 0; j < 32; j++ {
-					blk[2+j] = uint8(int8(int32(p.Code(r, 32*b+j)) - 128))
-				}
-			}
-		}
-	default:
-		return nil, false
-	}
-	return out, true
-}
-
-func (s *packStage) runGGUF(inputs []packInput, model string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+// runFile writes a single-file format (gguf) from every input.
+func (s *packStage) runFile(ex export.FileExporter, inputs []packInput, model string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
 	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
-		fail := func(err error) (*pipeline.Output, error) { return nil, fmt.Errorf("pack gguf: %w", err) }
-		cfg, err := hfconfig.Load(model)
-		if err != nil {
-			return fail(err)
-		}
-		it := newInputTensors(env, inputs)
-		// Names in upstream order and their logical shapes; packed weights
-		// that GGML can hold as they are get a type rule of their own.
+		fail := func(err error) (*pipeline.Output, error) { return nil, fmt.Errorf("pack %s: %w", s.cfg.Format, err) }
+		// Names in upstream order; plain tensors with a planner-visible
+		// shape need not be loaded to plan the file.
 		var names []string
 		shapes := map[string][]int{}
-		auto := map[string]gguf.GGMLType{}
-		packedNames := map[string]bool{}
-		var unrotated []string
 		for _, in := range inputs {
 			for _, n := range in.names {
 				names = append(names, n)
 				if in.shape != nil && !in.packed {
-					shapes[n] = in.shape // a plain tensor: no need to load it now
-					continue
-				}
-				t, p, err := it.main(n)
-				if err != nil {
-					return fail(err)
-				}
-				shapes[n] = logicalShape(t, p)
-				if p != nil && t.Meta[hadamard.MetaInputPlacement] == hadamard.PlacementOnline {
-					unrotated = append(unrotated, n)
-				}
-				if p != nil {
-					packedNames[n] = true
-					if typ, ok := GGMLTypeFor(p); ok {
-						auto[n] = typ
-					}
+					shapes[n] = in.shape
 				}
 			}
-		}
-		if shapes["lm_head.weight"] != nil {
-			// an untied lm_head (the rotate stage unties it: norms folded
-			// into it) must be written even where config.json says tied
-			cfg.TieWordEmbeddings = false
-		}
-		recipe := s.cfg.GGUFType
-		if recipe == "" {
-			recipe = llamacpp.DefaultRecipe
-		}
-		opt := llamacpp.Options{Recipe: recipe, Rules: s.cfg.Rules, Name: s.cfg.Name, TokenizerPre: s.cfg.TokenizerPre}
-		plan, err := llamacpp.NewPlan(cfg, model, names, func(n string) []int { return shapes[n] }, opt)
-		if err != nil {
-			return fail(err)
-		}
-		// Transcodable packed weights: a GGUF tensor whose sources all
-		// share one GGML-compatible packed format keeps it, unless a user
-		// rule named the tensor.
-		var rules []llamacpp.Rule
-		rules = append(rules, s.cfg.Rules...)
-		for _, t := range plan.Tensors {
-			if len(t.Dims) < 2 {
-				continue
-			}
-			typ, ok := auto[t.Sources[0]]
-			for _, src := range t.Sources[1:] {
-				ok = ok && auto[src] == typ
-			}
-			if ok {
-				rules = append(rules, llamacpp.Rule{Match: t.Name, Type: typ.String()})
-			}
-		}
-		if len(rules) > len(s.cfg.Rules) {
-			opt.Rules = rules
-			if plan, err = llamacpp.NewPlan(cfg, model, names, func(n string) []int { return shapes[n] }, opt); err != nil {
-				return fail(err)
-			}
-		}
-		// Packed weights GGML cannot hold as they are are dequantized and
-		// re-encoded with the recipe's type: say so.
-		var requant []string
-		for i, t := range plan.Tensors {
-			for _, src := range t.Sources {
-				if _, ok := auto[src]; (ok && t.Direct()) || !packedNames[src] {
-					continue
-				}
-				requant = append(requant, t.Name+"→"+plan.Types[i].String())
-				break
-			}
-		}
-		if len(unrotated) > 0 && env.Log != nil {
-			env.Log.Warn("pack: weights with an online input rotation (MR-GPTQ) are un-rotated and re-encoded: GGML has no online rotation (the native output keeps them exact)", "tensors", len(unrotated), "first", unrotated[0])
-		}
-		if len(requant) > 0 && env.Log != nil {
-			env.Log.Warn("pack: packed weights in formats GGUF cannot store are dequantized and re-encoded", "tensors", len(requant), "first", requant[0])
 		}
 		out, err := env.ArtifactPath(s.cfg.Out)
 		if err != nil {
 			return fail(err)
 		}
-		if err := plan.Write(ctx, out, it); err != nil {
+		meta, err := ex.WriteFile(ctx, out, s.cfg.settings(model), newInputTensors(env, inputs), names, shapes, env.Log)
+		if err != nil {
 			return fail(err)
 		}
-		res := &pipeline.Output{Meta: map[string]string{
-			"gguf.arch":    plan.Arch,
-			"gguf.tensors": strconv.Itoa(len(plan.Tensors)),
-			"gguf.types":   llamacpp.TypeSummary(plan.Types),
-		}}
 		if env.Log != nil {
-			env.Log.Info("pack: wrote GGUF", "file", s.cfg.Out, "arch", plan.Arch, "types", res.Meta["gguf.types"])
+			args := []any{"file", s.cfg.Out}
+			for _, k := range slices.Sorted(maps.Keys(meta)) {
+				args = append(args, k, meta[k])
+			}
+			env.Log.Info("pack: wrote "+s.cfg.Format, args...)
 		}
-		return res, nil
+		return &pipeline.Output{Meta: meta}, nil
 	}
 }
 
-// shardResult is what a shard task reports to the index task.
-type shardResult struct {
-	File    string               `json:"file"`
-	Names   []string             `json:"names"`
-	Size    int64                `json:"size"`
-	Weights map[string]string    `json:"weights,omitempty"` // native: weight → format
-	Rot     map[string]string    `json:"rotation,omitempty"`
-	Schemes map[string]ct.Scheme `json:"schemes,omitempty"` // compressed-tensors: module → scheme
-	Plain   []string             `json:"plain,omitempty"`   // unquantized 2-D module weights
-	GPTQ    *ct.GPTQConfig       `json:"gptq,omitempty"`
+// shardHead is the part of a shard's report the stage reads: the file,
+// its tensors and their bytes; the exporter's own report sits beside it
+// in the same JSON object (Output Meta "pack.shard").
+type shardHead struct {
+	File  string   `json:"file"`
+	Names []string `json:"names"`
+	Size  int64    `json:"size"`
 }
 
-func (s *packStage) runShard(inputs []packInput, file string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+func (s *packStage) runShard(ex export.ShardExporter, inputs []packInput, file string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
 	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
 		fail := func(err error) (*pipeline.Output, error) {
 			return nil, fmt.Errorf("pack %s %s: %w", s.cfg.Format, file, err)
 		}
 		it := newInputTensors(env, inputs)
-		res := shardResult{File: file, Weights: map[string]string{}, Rot: map[string]string{}, Schemes: map[string]ct.Scheme{}}
-		var ts []*tensor.Tensor
+		sh := ex.NewShard(s.cfg.settings(""))
 		for _, in := range inputs {
 			for _, n := range in.names {
 				if err := ctx.Err(); err != nil {
 					return nil, err
 				}
-				group, err := it.group(n)
-				if err != nil {
+				if err := sh.Add(n, it); err != nil {
 					return fail(err)
-				}
-				t, p, err := it.main(n)
-				if err != nil {
-					return fail(err)
-				}
-				if p != nil && s.cfg.Format != PackNative && t.Meta[hadamard.MetaInputPlacement] == hadamard.PlacementOnline {
-					return fail(fmt.Errorf("%s: its codes need an online input rotation (MR-GPTQ on a weight whose input the rotate stage does not rotate) that %s checkpoints cannot express: pack it as native or gguf, or quantize it with method gptq", n, s.cfg.Format))
-				}
-				switch s.cfg.Format {
-				case PackNative:
-					ts = append(ts, group...)
-					if p != nil {
-						res.Weights[n] = p.Format.String()
-						for k, v := range native.RotationMeta(t.Meta) {
-							res.Rot[k] = v
-						}
-					}
-				case PackCT:
-					if p == nil {
-						ts = append(ts, plainTensor(t))
-						if len(t.Shape) == 2 && strings.HasSuffix(n, ".weight") {
-							res.Plain = append(res.Plain, strings.TrimSuffix(n, ".weight"))
-						}
-						continue
-					}
-					out, sch, err := ct.Tensors(n, p)
-					if err != nil {
-						return fail(err)
-					}
-					ts = append(ts, out...)
-					if sch.Format != "" {
-						res.Schemes[strings.TrimSuffix(n, ".weight")] = sch
-					}
-				case PackGPTQ:
-					if p == nil {
-						ts = append(ts, plainTensor(t))
-						continue
-					}
-					out, cfg, err := ct.GPTQTensors(n, p)
-					if err != nil {
-						return fail(err)
-					}
-					if res.GPTQ != nil && *res.GPTQ != cfg {
-						return fail(fmt.Errorf("%s: GPTQ settings %+v differ from %+v (a GPTQ checkpoint has one setting)", n, cfg, *res.GPTQ))
-					}
-					res.GPTQ = &cfg
-					ts = append(ts, out...)
 				}
 			}
 		}
@@ -706,20 +448,12 @@ func (s *packStage) runShard(inputs []packInput, file string) func(context.Conte
 		if err != nil {
 			return fail(err)
 		}
-		if s.cfg.Format == PackNative {
-			res.Names, res.Size, err = native.WriteShard(path, ts)
-		} else {
-			safetensors.SortForAlignment(ts)
-			for _, t := range ts {
-				res.Names = append(res.Names, t.Name)
-				res.Size += int64(len(t.Data))
-			}
-			err = safetensors.WriteFile(path, ts, map[string]string{"format": "pt"})
-		}
-		if err != nil {
+		head := shardHead{File: file}
+		var rep any
+		if head.Names, head.Size, rep, err = sh.Write(path); err != nil {
 			return fail(err)
 		}
-		b, err := json.Marshal(res)
+		b, err := mergeJSON(head, rep)
 		if err != nil {
 			return fail(err)
 		}
@@ -727,12 +461,25 @@ func (s *packStage) runShard(inputs []packInput, file string) func(context.Conte
 	}
 }
 
-// plainTensor strips Meta (safetensors has no per-tensor metadata).
-func plainTensor(t *tensor.Tensor) *tensor.Tensor {
-	return &tensor.Tensor{Name: t.Name, DType: t.DType, Shape: t.Shape, Data: t.Data}
+// mergeJSON marshals the fields of two JSON objects as one object.
+func mergeJSON(a, b any) ([]byte, error) {
+	m := map[string]json.RawMessage{}
+	for _, v := range []any{b, a} {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		if string(raw) == "null" {
+			continue
+		}
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(m)
 }
 
-func (s *packStage) runIndex(shards []pipeline.TaskRef, model string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+func (s *packStage) runIndex(ex export.ShardExporter, shards []pipeline.TaskRef, model string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
 	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
 		fail := func(err error) (*pipeline.Output, error) {
 			return nil, fmt.Errorf("pack %s index: %w", s.cfg.Format, err)
@@ -741,42 +488,22 @@ func (s *packStage) runIndex(shards []pipeline.TaskRef, model string) func(conte
 		if err != nil {
 			return fail(err)
 		}
+		var reports []export.ShardReport
 		weightMap := map[string]string{}
-		var total int64
-		man := native.Manifest{Source: s.cfg.Model, Weights: map[string]string{}, Rotation: map[string]string{}}
-		schemes := map[string]ct.Scheme{}
-		var plain []string
-		var gptq *ct.GPTQConfig
 		for _, ref := range shards {
 			o, err := env.Input(ref)
 			if err != nil {
 				return fail(err)
 			}
-			var r shardResult
-			if err := json.Unmarshal([]byte(o.Meta["pack.shard"]), &r); err != nil {
+			var h shardHead
+			raw := []byte(o.Meta["pack.shard"])
+			if err := json.Unmarshal(raw, &h); err != nil {
 				return fail(fmt.Errorf("shard %s: %w", ref.Key, err))
 			}
-			for _, n := range r.Names {
-				weightMap[n] = r.File
+			for _, n := range h.Names {
+				weightMap[n] = h.File
 			}
-			total += r.Size
-			man.Shards = append(man.Shards, r.File)
-			for k, v := range r.Weights {
-				man.Weights[k] = v
-			}
-			for k, v := range r.Rot {
-				man.Rotation[k] = v
-			}
-			for k, v := range r.Schemes {
-				schemes[k] = v
-			}
-			plain = append(plain, r.Plain...)
-			if r.GPTQ != nil {
-				if gptq != nil && *gptq != *r.GPTQ {
-					return fail(fmt.Errorf("shards disagree on GPTQ settings: %+v vs %+v", *gptq, *r.GPTQ))
-				}
-				gptq = r.GPTQ
-			}
+			reports = append(reports, export.ShardReport{File: h.File, Names: h.Names, Size: h.Size, Report: raw})
 		}
 		writeJSON := func(name string, v any) error {
 			b, err := json.MarshalIndent(v, "", "  ")
@@ -785,19 +512,16 @@ func (s *packStage) runIndex(shards []pipeline.TaskRef, model string) func(conte
 			}
 			return env.WriteArtifact(filepath.Join(s.cfg.Out, name), append(b, '\n'))
 		}
-		if len(shards) > 1 || s.cfg.Format == PackNative {
-			if s.cfg.Format == PackNative {
-				for _, f := range []string{native.IndexFile, native.ManifestFile} {
-					if _, err := env.ArtifactPath(filepath.Join(s.cfg.Out, f)); err != nil {
-						return fail(err)
-					}
-				}
-				if err := native.WriteIndex(dir, weightMap, total, man); err != nil {
-					return fail(err)
-				}
-			} else if err := writeJSON(safetensors.IndexFile, map[string]any{"metadata": map[string]any{"total_size": total}, "weight_map": weightMap}); err != nil {
+		for _, f := range ex.IndexFiles(len(shards)) {
+			if _, err := env.ArtifactPath(filepath.Join(s.cfg.Out, f)); err != nil {
 				return fail(err)
 			}
+		}
+		qc, err := ex.WriteIndex(dir, s.cfg.settings(model), reports, func(name string, b []byte) error {
+			return env.WriteArtifact(filepath.Join(s.cfg.Out, name), b)
+		})
+		if err != nil {
+			return fail(err)
 		}
 		if model != "" {
 			var cfg map[string]any
@@ -811,19 +535,8 @@ func (s *packStage) runIndex(shards []pipeline.TaskRef, model string) func(conte
 			if _, ok := weightMap["lm_head.weight"]; ok {
 				cfg["tie_word_embeddings"] = false // lm_head is written: loaders must use it
 			}
-			switch s.cfg.Format {
-			case PackCT:
-				if len(schemes) > 0 {
-					qc, err := ct.QuantizationConfig(schemes, plain)
-					if err != nil {
-						return fail(err)
-					}
-					cfg["quantization_config"] = qc
-				}
-			case PackGPTQ:
-				if gptq != nil {
-					cfg["quantization_config"] = gptq.Map()
-				}
+			if qc != nil {
+				cfg["quantization_config"] = qc
 			}
 			if err := writeJSON("config.json", cfg); err != nil {
 				return fail(err)

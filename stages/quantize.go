@@ -23,8 +23,8 @@ import (
 type QuantSpec struct {
 	// Format is a quant format name (quant.Names: fp4, mxfp4, nvfp4, int4,
 	// int4_asym, int3, int2, nf4, nf3, fp8_e4m3, fp8_e5m2, int8, bf16, f16;
-	// the GGML block types q8_0, q6_k, q5_k, q5_0, q5_1, q4_k, q4_0, q3_k,
-	// q2_k, iq4_nl, iq4_xs, which pack gguf writes unchanged) or "skip"
+	// the GGML block types of the GGUF-type registry, ggml.Types with
+	// Format set, which pack gguf writes unchanged) or "skip"
 	// (keep the tensor exactly as it came).
 	// Its schema description lists quant.Formats (quantize_schema.go).
 	Format string `yaml:"format,omitempty" json:"format,omitempty"`

@@ -12,8 +12,9 @@
 // the split regex, special ids in gguf-py's order). An F16 export of
 // qwen3-nano is byte-identical to the converter's file.
 //
-// Tensor types come from a recipe (Recipes): float types, "pure" block
-// types, or llama-quantize's Q4_K_M mixture; blocks are encoded by
+// Tensor types come from a recipe (Recipes, from quant/ggml's GGUF-type
+// registry): float types, "pure" block types, or llama-quantize's Q4_K_M
+// mixture; blocks are encoded by
 // quant/ggml bit-exactly as llama-quantize does, so a Q4_K_M export equals
 // llama-quantize's output from our F16 export byte for byte. Packed
 // weights whose format GGML can hold (MXFP4, symmetric INT4/INT8 with F16

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
-	"strings"
 
 	"github.com/marlin-llm/marlin/model/gguf"
 	"github.com/marlin-llm/marlin/model/hfconfig"
@@ -56,9 +55,9 @@ func NewPlan(cfg *hfconfig.Config, tokDir string, names []string, shape func(str
 	if err != nil {
 		return nil, err
 	}
-	ft, ok := FileType[strings.ToLower(opt.Recipe)]
+	ft, ok := FileType(opt.Recipe)
 	if !ok {
-		ft = FileType["f16"]
+		ft, _ = FileType(DefaultRecipe)
 		if len(types) > 0 {
 			ft = fileTypeOf(types)
 		}
@@ -91,10 +90,11 @@ func fileTypeOf(types []gguf.GGMLType) uint32 {
 			best, n = t, c
 		}
 	}
-	if f, ok := FileType[strings.ToLower(best.String())]; ok {
+	if f, ok := FileType(best.String()); ok {
 		return f
 	}
-	return FileType["f16"]
+	f, _ := FileType(DefaultRecipe)
+	return f
 }
 
 // Source supplies the checkpoint's tensors by Hugging Face name.
@@ -152,29 +152,10 @@ func (p *Plan) Data(ctx context.Context, i int, src Source) ([]byte, error) {
 	return EncodeValues(typ, x)
 }
 
-// EncodeValues encodes float32 values as a GGML tensor type.
+// EncodeValues encodes float32 values as a writable GGML tensor type
+// (ggml.EncodeValues).
 func EncodeValues(typ gguf.GGMLType, x []float32) ([]byte, error) {
-	switch typ {
-	case gguf.TypeF32, gguf.TypeF16, gguf.TypeBF16:
-		dt := map[gguf.GGMLType]tensor.DType{gguf.TypeF32: tensor.F32, gguf.TypeF16: tensor.F16, gguf.TypeBF16: tensor.BF16}[typ]
-		b := make([]byte, len(x)*dt.Size())
-		if err := tensor.EncodeFloat32(b, dt, x); err != nil {
-			return nil, err
-		}
-		return b, nil
-	}
-	enc, err := ggml.Lookup(typ.String())
-	if err != nil {
-		// types only the grids write (Q3_K, Q2_K, IQ4_NL, IQ4_XS): their
-		// quantizers without importance weights
-		g, gerr := ggml.LookupGrid(typ.String())
-		if gerr != nil {
-			return nil, err
-		}
-		out := make([]byte, g.RowBytes(len(x)))
-		return out, g.Encode(out, x, nil)
-	}
-	return enc.Encode(make([]byte, 0, enc.RowBytes(len(x))), x)
+	return ggml.EncodeValues(typ, x)
 }
 
 // values gathers a planned tensor's float32 values from its sources.

@@ -45,7 +45,12 @@ func TestGridBlocksReadBackInLlamaCpp(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	types := []string{"Q8_0", "Q6_K", "Q5_K", "Q4_K", "Q5_0", "Q5_1", "Q4_0", "Q3_K", "Q2_K", "IQ4_NL", "IQ4_XS"}
+	var types []string // the grid types of the GGUF-type registry
+	for _, r := range ggml.Types() {
+		if r.Format {
+			types = append(types, r.Type.String())
+		}
+	}
 	rng := rand.New(rand.NewPCG(3, 4))
 	data := map[string][]byte{}
 	want := map[string]gguf.GGMLType{}

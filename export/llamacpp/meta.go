@@ -22,12 +22,6 @@ func ArchName(cfg *hfconfig.Config) (string, error) {
 	return a, nil
 }
 
-// FileType is llama.cpp's general.file_type (enum llama_ftype) for the
-// recipes this package writes.
-var FileType = map[string]uint32{
-	"f32": 0, "f16": 1, "q4_0": 2, "q8_0": 7, "q5_0": 8, "q4_k_m": 15, "q6_k": 18, "bf16": 32, "mxfp4": 38,
-}
-
 // Info is what the general.* keys say about the model.
 type Info struct {
 	// Name is general.name (llama.cpp's converter derives it from the

@@ -6,39 +6,81 @@ import (
 	"sort"
 	"strings"
 
+	exp "github.com/marlin-llm/marlin/export"
 	"github.com/marlin-llm/marlin/model/gguf"
+	"github.com/marlin-llm/marlin/quant/ggml"
 )
 
-// Recipes lists the gguf_type values AssignTypes accepts. Every recipe
+// MixQ4KM is the one mixture recipe: llama-quantize's Q4_K_M.
+const MixQ4KM = "q4_k_m"
+
+// q4kmFileType is general.file_type of q4_k_m (LLAMA_FTYPE_MOSTLY_Q4_K_M).
+const q4kmFileType = 15
+
+// Recipes lists the gguf_type values AssignTypes accepts: the registry's
+// recipe types (ggml.Types with Recipe set) and q4_k_m. Every recipe
 // keeps 1-D tensors (norms, biases) and MoE routers in F32, as llama.cpp's
 // converter and llama-quantize do.
 //
 //   - f32, f16, bf16: every matrix in that float type (f16 is what
 //     llama.cpp's converter writes by default).
-//   - q8_0, q4_0, q5_0, q5_1, mxfp4, q4_k, q5_k, q6_k: every matrix in that
-//     block type ("pure", like llama-quantize --pure); a matrix whose rows
-//     do not fill whole blocks falls back as llama-quantize does (q4_k →
-//     q5_0, q5_k → q5_1, q6_k → q8_0, then f16).
+//   - a block type (q8_0, q4_k, ...): every matrix in that type ("pure",
+//     like llama-quantize --pure); a matrix whose rows do not fill whole
+//     blocks falls back as llama-quantize does (the row's Fallback, then
+//     f16).
 //   - q4_k_m: llama-quantize's Q4_K_M mixture (llama_tensor_get_type for
 //     LLAMA_FTYPE_MOSTLY_Q4_K_M): Q4_K by default, Q6_K for the output
 //     matrix (or tied embeddings) and for attn_v / ffn_down in the layers
 //     use_more_bits picks, Q8_0 attn_k/attn_v and Q5_K attn_output in
 //     8-expert models, with the same shape fallbacks.
-var Recipes = []string{"f32", "f16", "bf16", "q8_0", "q4_0", "q5_0", "q5_1", "mxfp4", "q4_k", "q5_k", "q6_k", "q4_k_m"}
+func Recipes() []string {
+	var r []string
+	for _, t := range ggml.Types() {
+		if t.Recipe {
+			r = append(r, t.Name())
+		}
+	}
+	return append(r, MixQ4KM)
+}
+
+// FileType is llama.cpp's general.file_type (enum llama_ftype) of a recipe
+// ("q4_k_m", "q8_0"), or of a type's pure recipe; false when the registry
+// gives the recipe none.
+func FileType(recipe string) (uint32, bool) {
+	recipe = strings.ToLower(recipe)
+	if recipe == MixQ4KM {
+		return q4kmFileType, true
+	}
+	for _, t := range ggml.Types() {
+		if t.Recipe && t.FileType >= 0 && t.Name() == recipe {
+			return uint32(t.FileType), true
+		}
+	}
+	return 0, false
+}
+
+// Fallbacks describes llama-quantize's fallbacks for the schema ("q4_k to
+// q5_0; q5_k to q5_1; q6_k to q8_0; others to f16").
+func Fallbacks() string {
+	var parts []string
+	for _, t := range ggml.Types() {
+		if t.Fallback != gguf.TypeF16 {
+			parts = append(parts, t.Name()+" to "+strings.ToLower(t.Fallback.String()))
+		}
+	}
+	return strings.Join(append(parts, "others to f16"), "; ")
+}
 
 // Rule overrides the type of the tensors whose llama.cpp name or Hugging
 // Face source name matches Match (path.Match glob, e.g. "*.ffn_down_exps.*"
 // or "model.layers.*.mlp.gate.weight"). Rules are tried in order; the first
 // match wins.
-type Rule struct {
-	Match string `yaml:"match" json:"match" jsonschema:"description=path.Match glob on the llama.cpp tensor name or the Hugging Face source name (e.g. *.ffn_down_exps.* or model.layers.*.mlp.gate.weight)"`
-	Type  string `yaml:"type" json:"type" jsonschema:"description=GGUF type of the matching tensors: f32 f16 bf16 q4_0 q5_0 q5_1 q8_0 mxfp4 q4_k q5_k or q6_k (case-insensitive); norm/router and 1-D tensors stay f32 and a type whose block does not divide the row size falls back (q4_k to q5_0; q5_k to q5_1; q6_k to q8_0; others to f16)"`
-}
+type Rule = exp.Rule
 
 // ValidateRecipe checks a recipe name and rules without a model.
 func ValidateRecipe(recipe string, rules []Rule) error {
-	if !contains(Recipes, strings.ToLower(recipe)) {
-		return fmt.Errorf("gguf_type: unknown recipe %q (known: %s)", recipe, strings.Join(Recipes, ", "))
+	if !contains(Recipes(), strings.ToLower(recipe)) {
+		return fmt.Errorf("gguf_type: unknown recipe %q (known: %s)", recipe, strings.Join(Recipes(), ", "))
 	}
 	for i, r := range rules {
 		if _, err := path.Match(r.Match, ""); err != nil {
@@ -60,19 +102,14 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// parseType parses a tensor type name; only types this package can write
-// are accepted.
+// parseType parses a tensor type name; only types the registry lists as
+// writable are accepted.
 func parseType(s string) (gguf.GGMLType, error) {
-	t, err := gguf.ParseType(s)
+	t, err := ggml.ParseType(s)
 	if err != nil {
 		return 0, err
 	}
-	switch t {
-	case gguf.TypeF32, gguf.TypeF16, gguf.TypeBF16, gguf.TypeQ4_0, gguf.TypeQ5_0, gguf.TypeQ5_1, gguf.TypeQ8_0,
-		gguf.TypeMXFP4, gguf.TypeQ4_K, gguf.TypeQ5_K, gguf.TypeQ6_K, gguf.TypeQ3_K, gguf.TypeQ2_K, gguf.TypeIQ4_NL, gguf.TypeIQ4_XS:
-		return t, nil
-	}
-	return 0, fmt.Errorf("tensor type %s cannot be written (writable: f32, f16, bf16, q4_0, q5_0, q5_1, q8_0, mxfp4, q4_k, q5_k, q6_k, q3_k, q2_k, iq4_nl, iq4_xs)", t)
+	return t.Type, nil
 }
 
 // AssignTypes returns the GGUF type of each planned tensor (same order as
@@ -115,7 +152,7 @@ func AssignTypes(ts []*Tensor, recipe string, nExpert int, rules []Rule) ([]gguf
 		}
 		if !manual {
 			switch recipe {
-			case "q4_k_m":
+			case MixQ4KM:
 				typ = q4kmType(t, tied, nExpert, &iAttnV, nAttnV, &iFFNDown, nLayer)
 			default:
 				typ, _ = parseType(recipe)
@@ -196,13 +233,8 @@ func fallback(t *Tensor, typ gguf.GGMLType) (gguf.GGMLType, error) {
 		return typ, nil
 	}
 	next := gguf.TypeF16
-	switch typ {
-	case gguf.TypeQ4_K:
-		next = gguf.TypeQ5_0
-	case gguf.TypeQ5_K:
-		next = gguf.TypeQ5_1
-	case gguf.TypeQ6_K:
-		next = gguf.TypeQ8_0
+	if r, ok := ggml.LookupType(typ); ok {
+		next = r.Fallback
 	}
 	if ni, _ := next.Info(); t.Dims[0]%ni.BlockSize != 0 {
 		next = gguf.TypeF16

@@ -17,9 +17,14 @@
 // GGUF container and the GGML type table (block sizes, names) live in
 // model/gguf, which also holds the dequantizers the tests compare against.
 //
-// Grid (grid.go) is the other use of the package: the GGML types Q8_0, Q6_K,
-// Q5_K, Q5_0, Q5_1, Q4_K, Q4_0, Q3_K, Q2_K, IQ4_NL and IQ4_XS as quantization
-// grids, with llama.cpp's importance-weighted quantizers (weighted.go, the
+// types.go holds the GGUF-type registry (Types): every tensor type marlin
+// writes into GGUF, with its recipe, quantize-format, file-type and
+// fallback facts and its codec wiring; quant.Formats, export/llamacpp's
+// recipes and the pack stage's schema derive from it, and TestRegistry
+// checks every row against model/gguf and llama-quantize's blocks.
+//
+// Grid (grid.go) is the other use of the package: the registry's block
+// types with Format set (Q8_0, Q4_K, IQ4_XS, ...) as quantization grids, with llama.cpp's importance-weighted quantizers (weighted.go, the
 // paths llama-quantize takes with an imatrix) to fit the block scales and
 // per-element Round/SetCodes, so that GPTQ (quant/gptq) can choose the
 // codes under fixed scales; Params and Value reproduce llama.cpp's

@@ -19,17 +19,6 @@ type Encoder struct {
 	encode func(dst []byte, x []float32)
 }
 
-var encoders = map[string]Encoder{
-	"Q4_0":  {"Q4_0", QK4_0, SizeQ4_0, EncodeQ4_0},
-	"Q5_0":  {"Q5_0", QK5_0, SizeQ5_0, EncodeQ5_0},
-	"Q5_1":  {"Q5_1", QK5_1, SizeQ5_1, EncodeQ5_1},
-	"Q8_0":  {"Q8_0", QK8_0, SizeQ8_0, EncodeQ8_0},
-	"MXFP4": {"MXFP4", QKMXFP4, SizeMXFP4, EncodeMXFP4},
-	"Q4_K":  {"Q4_K", QKK, SizeQ4_K, EncodeQ4_K},
-	"Q5_K":  {"Q5_K", QKK, SizeQ5_K, EncodeQ5_K},
-	"Q6_K":  {"Q6_K", QKK, SizeQ6_K, EncodeQ6_K},
-}
-
 // Lookup returns the encoder of a type name (case-insensitive).
 func Lookup(name string) (Encoder, error) {
 	if e, ok := encoders[strings.ToUpper(name)]; ok {

@@ -40,80 +40,8 @@ type Grid struct {
 	encodeW func(dst []byte, x, qw []float32)
 	// params decodes one block's (D, M) per group.
 	params func(b []byte, d, m []float32)
-	// setCodes stores one block's codes.
-	setCodes func(b []byte, codes []uint8)
-}
-
-func intLevels(lo, n int) []float32 {
-	l := make([]float32, n)
-	for i := range l {
-		l[i] = float32(lo + i)
-	}
-	return l
-}
-
-// grids builds the table (a function, so that nothing global is mutable).
-func grids() map[string]*Grid {
-	iq4 := make([]float32, 16)
-	for i, v := range IQ4NLValues {
-		iq4[i] = float32(v)
-	}
-	perRow := func(ref func(dst []byte, x []float32), w func(dst []byte, x, qw []float32)) func(dst []byte, x, qw []float32) {
-		return func(dst []byte, x, qw []float32) {
-			if qw == nil && ref != nil {
-				ref(dst, x)
-				return
-			}
-			w(dst, x, qw)
-		}
-	}
-	return map[string]*Grid{
-		"Q8_0": {Name: "Q8_0", BlockSize: QK8_0, BlockBytes: SizeQ8_0, Group: 32, Levels: intLevels(-128, 256), uniform: true,
-			encodeW: func(dst []byte, x, _ []float32) { EncodeQ8_0(dst, x) }, params: paramsD16, setCodes: setCodesQ8_0},
-		"Q4_0": {Name: "Q4_0", BlockSize: QK4_0, BlockBytes: SizeQ4_0, Group: 32, Levels: intLevels(-8, 16), uniform: true,
-			encodeW: perRow(EncodeQ4_0, encodeQ4_0W), params: paramsD16,
-			setCodes: func(b []byte, c []uint8) { setCodesIQ4(b[2:], c) }},
-		"Q5_0": {Name: "Q5_0", BlockSize: QK5_0, BlockBytes: SizeQ5_0, Group: 32, Levels: intLevels(-16, 32), uniform: true,
-			encodeW: perRow(EncodeQ5_0, encodeQ5_0W), params: paramsD16,
-			setCodes: func(b []byte, c []uint8) { setCodesQ5(b[2:], c) }},
-		"Q5_1": {Name: "Q5_1", BlockSize: QK5_1, BlockBytes: SizeQ5_1, Group: 32, Levels: intLevels(0, 32), uniform: true,
-			encodeW: perRow(EncodeQ5_1, encodeQ5_1W), params: paramsQ5_1,
-			setCodes: func(b []byte, c []uint8) { setCodesQ5(b[4:], c) }},
-		"Q4_K": {Name: "Q4_K", BlockSize: QKK, BlockBytes: SizeQ4_K, Group: 32, Levels: intLevels(0, 16), uniform: true,
-			encodeW: perRow(EncodeQ4_K, func(dst []byte, x, qw []float32) {
-				encodeKW(dst, x, qw, 15, SizeQ4_K, func(b []byte, L *[QKK]uint8) { setCodesQ4_K(b, L[:]) })
-			}), params: paramsK4, setCodes: setCodesQ4_K},
-		"Q5_K": {Name: "Q5_K", BlockSize: QKK, BlockBytes: SizeQ5_K, Group: 32, Levels: intLevels(0, 32), uniform: true,
-			encodeW: perRow(EncodeQ5_K, func(dst []byte, x, qw []float32) {
-				encodeKW(dst, x, qw, 31, SizeQ5_K, func(b []byte, L *[QKK]uint8) { setCodesQ5_K(b, L[:]) })
-			}), params: paramsK4, setCodes: setCodesQ5_K},
-		"Q6_K": {Name: "Q6_K", BlockSize: QKK, BlockBytes: SizeQ6_K, Group: 16, Levels: intLevels(-32, 64), uniform: true,
-			encodeW: perRow(EncodeQ6_K, encodeQ6_KW), params: paramsQ6_K, setCodes: setCodesQ6_K},
-		"Q3_K": {Name: "Q3_K", BlockSize: QKK, BlockBytes: SizeQ3_K, Group: 16, Levels: intLevels(-4, 8), uniform: true,
-			encodeW: encodeQ3_KW, params: paramsQ3_K, setCodes: setCodesQ3_K},
-		"Q2_K": {Name: "Q2_K", BlockSize: QKK, BlockBytes: SizeQ2_K, Group: 16, Levels: intLevels(0, 4), uniform: true,
-			encodeW: encodeQ2_KW, params: paramsQ2_K, setCodes: setCodesQ2_K},
-		"IQ4_NL": {Name: "IQ4_NL", BlockSize: QKIQ4NL, BlockBytes: SizeIQ4_NL, Group: 32, Levels: iq4,
-			encodeW: func(dst []byte, x, qw []float32) {
-				for i := 0; i < len(x)/32; i++ {
-					var q []float32
-					if qw != nil {
-						q = qw[32*i : 32*i+32]
-					}
-					encodeIQ4W(dst[i*SizeIQ4_NL:], x[32*i:32*i+32], q, 32)
-				}
-			}, params: paramsD16, setCodes: func(b []byte, c []uint8) { setCodesIQ4(b[2:], c) }},
-		"IQ4_XS": {Name: "IQ4_XS", BlockSize: QKK, BlockBytes: SizeIQ4_XS, Group: 32, Levels: iq4,
-			encodeW: func(dst []byte, x, qw []float32) {
-				for i := 0; i < len(x)/QKK; i++ {
-					var q []float32
-					if qw != nil {
-						q = qw[QKK*i : QKK*i+QKK]
-					}
-					encodeIQ4W(dst[i*SizeIQ4_XS:], x[QKK*i:QKK*i+QKK], q, QKK)
-				}
-			}, params: paramsIQ4_XS, setCodes: func(b []byte, c []uint8) { setCodesIQ4(b[8:], c) }},
-	}
+	// setCodes stores one block's codes and getCodesB reads them.
+	setCodes, getCodesB func(b []byte, codes []uint8)
 }
 
 // LookupGrid returns the grid of a GGML type name (case-insensitive).
@@ -215,84 +143,82 @@ func (g *Grid) Round(v, d, m float32) (uint8, float32) {
 // Codes reads the codes of a row's blocks (the inverse of SetCodes).
 func (g *Grid) Codes(row []byte, codes []uint8) {
 	for b := 0; b < len(row)/g.BlockBytes; b++ {
-		g.getCodes(row[b*g.BlockBytes:(b+1)*g.BlockBytes], codes[b*g.BlockSize:(b+1)*g.BlockSize])
+		g.getCodesB(row[b*g.BlockBytes:(b+1)*g.BlockBytes], codes[b*g.BlockSize:(b+1)*g.BlockSize])
 	}
 }
 
-// getCodes reads one block's codes.
-func (g *Grid) getCodes(b []byte, c []uint8) {
-	switch g.Name {
-	case "Q8_0":
-		for j := range c {
-			c[j] = b[2+j] ^ 0x80
+// The getCodes* functions read one block's codes (the inverse of the
+// setCodes* functions).
+
+func getCodesQ8_0(b []byte, c []uint8) {
+	for j := range c {
+		c[j] = b[2+j] ^ 0x80
+	}
+}
+
+func getCodesQ4_K(b []byte, c []uint8) {
+	q := b[4+kScaleSize:]
+	for j := 0; j < QKK; j += 64 {
+		for l := 0; l < 32; l++ {
+			c[j+l], c[j+l+32] = q[l]&0xf, q[l]>>4
 		}
-	case "Q5_0":
-		getCodesQ5(b[2:], c)
-	case "Q5_1":
-		getCodesQ5(b[4:], c)
-	case "Q4_0", "IQ4_NL":
-		getCodesIQ4(b[2:], c)
-	case "IQ4_XS":
-		getCodesIQ4(b[8:], c)
-	case "Q4_K":
-		q := b[4+kScaleSize:]
-		for j := 0; j < QKK; j += 64 {
-			for l := 0; l < 32; l++ {
-				c[j+l], c[j+l+32] = q[l]&0xf, q[l]>>4
+		q = q[32:]
+	}
+}
+
+func getCodesQ5_K(b []byte, c []uint8) {
+	qh, ql := b[4+kScaleSize:4+kScaleSize+QKK/8], b[4+kScaleSize+QKK/8:]
+	u1, u2 := uint8(1), uint8(2)
+	for j := 0; j < QKK; j += 64 {
+		for l := 0; l < 32; l++ {
+			c[j+l] = ql[l] & 0xf
+			if qh[l]&u1 != 0 {
+				c[j+l] += 16
 			}
-			q = q[32:]
-		}
-	case "Q5_K":
-		qh, ql := b[4+kScaleSize:4+kScaleSize+QKK/8], b[4+kScaleSize+QKK/8:]
-		u1, u2 := uint8(1), uint8(2)
-		for j := 0; j < QKK; j += 64 {
-			for l := 0; l < 32; l++ {
-				c[j+l] = ql[l] & 0xf
-				if qh[l]&u1 != 0 {
-					c[j+l] += 16
-				}
-				c[j+l+32] = ql[l] >> 4
-				if qh[l]&u2 != 0 {
-					c[j+l+32] += 16
-				}
-			}
-			ql = ql[32:]
-			u1 <<= 2
-			u2 <<= 2
-		}
-	case "Q6_K":
-		ql, qh := b[0:QKK/2], b[QKK/2:QKK/2+QKK/4]
-		for n := 0; n < QKK; n += 128 {
-			for l := 0; l < 32; l++ {
-				c[n+l] = ql[l]&0xf | (qh[l]&3)<<4
-				c[n+l+32] = ql[l+32]&0xf | ((qh[l]>>2)&3)<<4
-				c[n+l+64] = ql[l]>>4 | ((qh[l]>>4)&3)<<4
-				c[n+l+96] = ql[l+32]>>4 | ((qh[l]>>6)&3)<<4
-			}
-			ql, qh = ql[64:], qh[32:]
-		}
-	case "Q3_K", "Q2_K":
-		var qs []byte
-		if g.Name == "Q3_K" {
-			qs = b[32:96]
-		} else {
-			qs = b[16:80]
-		}
-		for j := 0; j < QKK; j += 128 {
-			for l := 0; l < 32; l++ {
-				v := qs[j/4+l]
-				c[j+l], c[j+l+32], c[j+l+64], c[j+l+96] = v&3, (v>>2)&3, (v>>4)&3, v>>6
+			c[j+l+32] = ql[l] >> 4
+			if qh[l]&u2 != 0 {
+				c[j+l+32] += 16
 			}
 		}
-		if g.Name == "Q3_K" {
-			for j := 0; j < QKK; j++ {
-				if b[j%32]&(1<<(j/32)) != 0 {
-					c[j] += 4
-				}
-			}
+		ql = ql[32:]
+		u1 <<= 2
+		u2 <<= 2
+	}
+}
+
+func getCodesQ6_K(b []byte, c []uint8) {
+	ql, qh := b[0:QKK/2], b[QKK/2:QKK/2+QKK/4]
+	for n := 0; n < QKK; n += 128 {
+		for l := 0; l < 32; l++ {
+			c[n+l] = ql[l]&0xf | (qh[l]&3)<<4
+			c[n+l+32] = ql[l+32]&0xf | ((qh[l]>>2)&3)<<4
+			c[n+l+64] = ql[l]>>4 | ((qh[l]>>4)&3)<<4
+			c[n+l+96] = ql[l+32]>>4 | ((qh[l]>>6)&3)<<4
+		}
+		ql, qh = ql[64:], qh[32:]
+	}
+}
+
+// getCodes2 reads the 2-bit low parts of Q3_K's and Q2_K's codes from qs.
+func getCodes2(qs []byte, c []uint8) {
+	for j := 0; j < QKK; j += 128 {
+		for l := 0; l < 32; l++ {
+			v := qs[j/4+l]
+			c[j+l], c[j+l+32], c[j+l+64], c[j+l+96] = v&3, (v>>2)&3, (v>>4)&3, v>>6
 		}
 	}
 }
+
+func getCodesQ3_K(b []byte, c []uint8) {
+	getCodes2(b[32:96], c)
+	for j := 0; j < QKK; j++ {
+		if b[j%32]&(1<<(j/32)) != 0 {
+			c[j] += 4
+		}
+	}
+}
+
+func getCodesQ2_K(b []byte, c []uint8) { getCodes2(b[16:80], c) }
 
 // paramsD16 is (D, M) = (the block's leading fp16 d, 0).
 func paramsD16(b []byte, d, m []float32) {
