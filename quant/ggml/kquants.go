@@ -248,13 +248,7 @@ func EncodeQ4_K(dst []byte, x []float32) {
 		xb := x[i*QKK : (i+1)*QKK]
 		b := dst[i*SizeQ4_K : (i+1)*SizeQ4_K]
 		fitKBlock(xb, b, &L, 15, -1, 20)
-		q := b[4+kScaleSize:]
-		for j := 0; j < QKK; j += 64 {
-			for l := 0; l < 32; l++ {
-				q[l] = L[j+l] | L[j+l+32]<<4
-			}
-			q = q[32:]
-		}
+		setCodesQ4_K(b, L[:])
 	}
 }
 
@@ -327,26 +321,6 @@ func EncodeQ5_K(dst []byte, x []float32) {
 		xb := x[i*QKK : (i+1)*QKK]
 		b := dst[i*SizeQ5_K : (i+1)*SizeQ5_K]
 		fitKBlock(xb, b, &L, 31, -0.5, 15)
-		qh := b[4+kScaleSize : 4+kScaleSize+QKK/8]
-		ql := b[4+kScaleSize+QKK/8:]
-		clear(qh)
-		m1, m2 := uint8(1), uint8(2)
-		for n := 0; n < QKK; n += 64 {
-			for j := 0; j < 32; j++ {
-				l1, l2 := L[n+j], L[n+j+32]
-				if l1 > 15 {
-					l1 -= 16
-					qh[j] |= m1
-				}
-				if l2 > 15 {
-					l2 -= 16
-					qh[j] |= m2
-				}
-				ql[j] = l1 | l2<<4
-			}
-			m1 <<= 2
-			m2 <<= 2
-			ql = ql[32:]
-		}
+		setCodesQ5_K(b, L[:])
 	}
 }
