@@ -386,3 +386,34 @@ func TestPassThroughNaNCodes(t *testing.T) {
 		}
 	}
 }
+
+// TestRowFallback: GGML block formats whose blocks do not divide a row take
+// llama-quantize's fallback chain; other formats and fitting rows stay.
+func TestRowFallback(t *testing.T) {
+	for _, tc := range []struct {
+		format string
+		cols   int
+		want   string
+		fell   bool
+	}{
+		{"q4_k", 512, "q4_k", false},
+		{"q4_k", 192, "q5_0", true},
+		{"q6_k", 96, "q8_0", true},
+		{"q5_k", 160, "q5_1", true},
+		{"q4_k", 100, "f16", true}, // Q5_0's 32-blocks do not fit either
+		{"mxfp4", 100, "mxfp4", false},
+		{"int4", 100, "int4", false},
+	} {
+		f, err := Lookup(tc.format)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, fell, err := RowFallback(f, tc.cols)
+		if err != nil {
+			t.Fatalf("%s/%d: %v", tc.format, tc.cols, err)
+		}
+		if got.Name != tc.want || fell != tc.fell {
+			t.Errorf("%s with rows of %d: %s (fell %v), want %s (fell %v)", tc.format, tc.cols, got.Name, fell, tc.want, tc.fell)
+		}
+	}
+}

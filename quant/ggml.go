@@ -3,6 +3,7 @@ package quant
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/marlin-llm/marlin/model/gguf"
 	"github.com/marlin-llm/marlin/quant/ggml"
@@ -31,6 +32,32 @@ func checkGGML(f Format, cols int) error {
 		return fmt.Errorf("quant: format %s: rows of %d weights do not fill whole blocks of %d", f.Name, cols, gi.BlockSize)
 	}
 	return nil
+}
+
+// RowFallback returns the format that rows of cols weights take under f:
+// f itself unless f is a GGML block format whose blocks do not divide cols,
+// else the first type along llama-quantize's fallback chain (Q4_K → Q5_0,
+// Q6_K → Q8_0, ..., F16 last) whose blocks do. fell reports a change.
+func RowFallback(f Format, cols int) (out Format, fell bool, err error) {
+	typ, ok := f.GGMLType()
+	if !ok || checkGGML(f, cols) == nil {
+		return f, false, nil
+	}
+	for range 8 { // the chains are at most two steps long
+		t, ok := ggml.LookupType(typ)
+		if !ok {
+			return f, false, fmt.Errorf("quant: format %s: no fallback for GGML type %s", f.Name, typ)
+		}
+		typ = t.Fallback
+		next, err := Lookup(strings.ToLower(typ.String()))
+		if err != nil {
+			return f, false, fmt.Errorf("quant: format %s: fallback %s: %w", f.Name, typ, err)
+		}
+		if next.Elem != ElemGGML || checkGGML(next, cols) == nil {
+			return next, true, nil
+		}
+	}
+	return f, false, fmt.Errorf("quant: format %s: no fallback fits rows of %d weights", f.Name, cols)
 }
 
 // GGMLType returns the gguf type of an ElemGGML format.

@@ -82,6 +82,9 @@ const (
 
 // Tensor Meta keys set by stages, beside quant's and hadamard's.
 const (
+	// metaFormatFallback names the GGML format a tensor was asked for when
+	// its rows did not fill that format's blocks (quant.RowFallback).
+	metaFormatFallback = "quant.format_fallback"
 	// metaCalibFallback records that a Hessian method fell back ("rtn").
 	metaCalibFallback = "calib.fallback"
 	// metaSourceDType is the dtype of the tensor a quantized one came from.

@@ -549,6 +549,32 @@ func (s *quantizeStage) quantizeResolved(ctx context.Context, t, hessian *tensor
 	if rq.Skip || len(t.Shape) != 2 {
 		return []*tensor.Tensor{t}, nil, nil
 	}
+	from := ""
+	if f, fell, err := quant.RowFallback(rq.Format, t.Shape[1]); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", t.Name, err)
+	} else if fell {
+		// As llama-quantize does: rows that do not fill the type's blocks
+		// take its fallback type (recorded in the tensor's Meta).
+		from = rq.Format.Name
+		rq.Format = f
+		if !f.Quantized() {
+			rq.Method = MethodRTN
+		}
+	}
+	ts, rep, err := s.quantizeRows(ctx, t, hessian, rq)
+	if err == nil && from != "" {
+		for _, q := range ts {
+			if q.Meta == nil {
+				q.Meta = map[string]string{}
+			}
+			q.Meta[metaFormatFallback] = from
+		}
+	}
+	return ts, rep, err
+}
+
+// quantizeRows is quantizeResolved once the format fits the rows.
+func (s *quantizeStage) quantizeRows(ctx context.Context, t, hessian *tensor.Tensor, rq ResolvedQuant) ([]*tensor.Tensor, *quant.Report, error) {
 	if rq.needsHessian() && rq.Format.Quantized() {
 		ts, rep, err := quantizeWithHessian(ctx, t, hessian, rq) // quantize_gptq.go
 		if !errors.Is(err, errNoLinear) {

@@ -450,3 +450,39 @@ func TestReportsMetaRoundTrip(t *testing.T) {
 		t.Error("reportsOf accepted bad JSON")
 	}
 }
+
+// TestGGMLRowFallback: a GGML format whose blocks do not divide a tensor's
+// rows takes llama-quantize's fallback type, and the tensor says so.
+func TestGGMLRowFallback(t *testing.T) {
+	for _, tc := range []struct {
+		format   string
+		cols     int
+		want     string
+		fallback string
+	}{
+		{"q4_k", 256, "q4_k", ""},
+		{"q4_k", 192, "q5_0", "q4_k"},
+		{"q6_k", 96, "q8_0", "q6_k"},
+	} {
+		vals := make([]float32, 4*tc.cols)
+		for i := range vals {
+			vals[i] = float32(math.Sin(float64(i)))
+		}
+		w := f32Tensor(vals...)
+		w.Name, w.Shape = "model.layers.0.mlp.down_proj.weight", []int{4, tc.cols}
+		rq, err := resolve(QuantSpec{Format: tc.format}, QuantSpec{}, -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts, _, err := (&quantizeStage{}).quantizeResolved(context.Background(), w, nil, rq)
+		if err != nil {
+			t.Fatalf("%s/%d: %v", tc.format, tc.cols, err)
+		}
+		if got := ts[0].Meta[quant.MetaFormat]; !strings.HasPrefix(got, tc.want) {
+			t.Errorf("%s with rows of %d: format %q, want %s", tc.format, tc.cols, got, tc.want)
+		}
+		if got := ts[0].Meta[metaFormatFallback]; got != tc.fallback {
+			t.Errorf("%s with rows of %d: fallback meta %q, want %q", tc.format, tc.cols, got, tc.fallback)
+		}
+	}
+}
