@@ -46,7 +46,7 @@ type CalibrateConfig struct {
 	// already quantized: one pass through the layer per group. false takes
 	// every Hessian of a layer from one pass (llm-compressor's sequential
 	// pipeline): fewer forward passes on big layers.
-	TrueSequential *bool `yaml:"true_sequential,omitempty" json:"true_sequential,omitempty" jsonschema:"description=with sequential: calibrate each group of a layer's projections (q/k/v, o, gate/up, down) on the outputs of the already-quantized groups before it, one pass per group (default true); false: all of a layer's Hessians from one pass"`
+	TrueSequential *bool `yaml:"true_sequential,omitempty" json:"true_sequential,omitempty" jsonschema:"description=with sequential: calibrate each group of a layer's projections (q/k/v then o then gate/up then down) on the outputs of the already-quantized groups before it with one pass per group (default true); false: all of a layer's Hessians from one pass"`
 	// AllExperts sends every calibration token through every routed expert
 	// for the Hessians only (the layer's output still combines the routed
 	// experts), so that no expert lacks calibration data.
