@@ -64,7 +64,7 @@ func TestSchemaPropertiesHaveDescriptions(t *testing.T) {
 		d, _ := s["description"].(string)
 		return strings.TrimSpace(d) != ""
 	}
-	var missing []string
+	var missing, cut []string
 	checked := 0
 	var walk func(n any, at string)
 	walk = func(n any, at string) {
@@ -77,6 +77,10 @@ func TestSchemaPropertiesHaveDescriptions(t *testing.T) {
 						continue
 					}
 					checked++
+					if d, _ := ps["description"].(string); strings.Count(d, "(") != strings.Count(d, ")") {
+						// A plain comma in the tag cuts the description short.
+						cut = append(cut, fmt.Sprintf("%s/properties/%s: %q", at, name, d))
+					}
 					if described(ps) {
 						continue
 					}
@@ -104,6 +108,9 @@ func TestSchemaPropertiesHaveDescriptions(t *testing.T) {
 	sort.Strings(missing)
 	for _, m := range missing {
 		t.Errorf("%s: no description", m)
+	}
+	for _, c := range cut {
+		t.Errorf("%s: unbalanced parentheses (a plain comma in the jsonschema tag?)", c)
 	}
 }
 
