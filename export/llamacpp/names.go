@@ -98,11 +98,14 @@ func hfLayer(name string) (tensorname.Name, string, bool) {
 	return tn, "blk." + strings.TrimPrefix(tn.Prefix, tn.Root+".layers."), true
 }
 
-// simple maps per-layer Hugging Face suffixes to llama.cpp names and roles.
-var simple = map[string]struct {
+// nameRole is a llama.cpp tensor name and its role.
+type nameRole struct {
 	name string
 	role Role
-}{
+}
+
+// simple maps per-layer Hugging Face suffixes to llama.cpp names and roles.
+var simple = map[string]nameRole{
 	"input_layernorm.weight":                  {"attn_norm.weight", RoleNorm},
 	"post_attention_layernorm.weight":         {"ffn_norm.weight", RoleNorm},
 	"self_attn.q_proj.weight":                 {"attn_q.weight", RoleAttnQ},

@@ -12,10 +12,7 @@ import (
 // "backbone.layers.N.") to llama.cpp's nemotron_h_moe names, as
 // llama.cpp's converter does. Mamba-2's A, D and dt_bias and its conv and
 // norm are reshaped (nemotronTensor).
-var nemotronSimple = map[string]struct {
-	name string
-	role Role
-}{
+var nemotronSimple = map[string]nameRole{
 	"norm.weight":                           {"attn_norm.weight", RoleNorm},
 	"mixer.in_proj.weight":                  {"ssm_in.weight", RoleOther},
 	"mixer.out_proj.weight":                 {"ssm_out.weight", RoleOther},
