@@ -116,9 +116,15 @@ func firstBool(def bool, ps ...*bool) bool {
 	return def
 }
 
-// limitValue reads one time_step_limit entry: a number, or the string
-// "Infinity" / "-Infinity" that sanitizeNonFinite made of a bare token.
+// limitValue reads one time_step_limit entry: a number, the string
+// "Infinity" / "-Infinity" that sanitizeNonFinite made of a bare token, or
+// transformers 5's encoding of a non-finite float, {"__float__": "Infinity"}.
 func limitValue(v any) (float64, error) {
+	if m, ok := v.(map[string]any); ok && len(m) == 1 {
+		if f, ok := m["__float__"]; ok {
+			v = f
+		}
+	}
 	switch x := v.(type) {
 	case float64:
 		return x, nil
@@ -128,6 +134,8 @@ func limitValue(v any) (float64, error) {
 			return math.Inf(1), nil
 		case "-Infinity", "-inf":
 			return math.Inf(-1), nil
+		case "NaN", "nan":
+			return 0, fmt.Errorf("want a number, got NaN")
 		}
 	}
 	return 0, fmt.Errorf("want a number, got %v", v)

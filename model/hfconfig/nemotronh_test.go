@@ -82,11 +82,39 @@ func TestNemotronHErrors(t *testing.T) {
 		{`{` + base + `,"hybrid_override_pattern":"E","moe_latent_size":64}`, "moe_latent_size 64 is not supported"},
 		{`{` + base + `,"hybrid_override_pattern":"M","time_step_limit":[0]}`, "time_step_limit: want 2 numbers"},
 		{`{` + base + `,"hybrid_override_pattern":"M","time_step_limit":[0,"x"]}`, "time_step_limit[1]"},
+		{`{` + base + `,"hybrid_override_pattern":"M","time_step_limit":[0,{"__float__":"NaN"}]}`, "time_step_limit[1]: want a number, got NaN"},
+		{`{` + base + `,"hybrid_override_pattern":"M","time_step_limit":[0,{"__float__":"Infinity","x":1}]}`, "time_step_limit[1]"},
 		{`{"model_type":"nemotron_h","hidden_size":8,"num_attention_heads":2,"vocab_size":8,"hybrid_override_pattern":"E"}`, "no n_routed_experts"},
 	} {
 		_, err := Parse([]byte(tc.json))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Parse(%s) = %v, want error containing %q", tc.json, err, tc.want)
+		}
+	}
+}
+
+// TestTimeStepLimitForms reads time_step_limit in the forms config.json
+// files hold: numbers, Python's bare Infinity token, and transformers 5's
+// {"__float__": "Infinity"}.
+func TestTimeStepLimitForms(t *testing.T) {
+	base := `"model_type":"nemotron_h","hidden_size":8,"num_attention_heads":2,"vocab_size":8,` +
+		`"mamba_num_heads":4,"mamba_head_dim":2,"n_groups":2,"ssm_state_size":4,"hybrid_override_pattern":"M"`
+	for _, tc := range []struct {
+		limit string
+		want  [2]float64
+	}{
+		{`[0.0, 5.5]`, [2]float64{0, 5.5}},
+		{`[0.0, Infinity]`, [2]float64{0, math.Inf(1)}},
+		{`[{"__float__": "-Infinity"}, {"__float__": "Infinity"}]`, [2]float64{math.Inf(-1), math.Inf(1)}},
+		{`[0.1, {"__float__": 2.5}]`, [2]float64{0.1, 2.5}},
+	} {
+		c, err := Parse([]byte(`{` + base + `,"time_step_limit":` + tc.limit + `}`))
+		if err != nil {
+			t.Errorf("time_step_limit %s: %v", tc.limit, err)
+			continue
+		}
+		if c.Hybrid.TimeStepLimit != tc.want {
+			t.Errorf("time_step_limit %s = %v, want %v", tc.limit, c.Hybrid.TimeStepLimit, tc.want)
 		}
 	}
 }
