@@ -168,6 +168,22 @@ type Options struct {
 	F32Activations bool
 }
 
+// Serial returns a backend that computes what b computes but runs each call
+// on the calling goroutine, for callers that run many small independent
+// calls in parallel themselves (a MoE block's experts), and ok = true; or
+// b and false when b has no such variant (a GPU backend). Results are
+// bit-identical to b's for the products a forward pass runs (Sgemm with
+// transB or more than one row, the dequantizing products): the CPU kernels
+// split those among threads by output blocks, never along a sum. A one-row
+// Sgemm without transB sums per-thread parts and may differ in the last
+// bits.
+func Serial(b Backend) (Backend, bool) {
+	if s, ok := b.(interface{ serial() Backend }); ok {
+		return s.serial(), true
+	}
+	return b, false
+}
+
 // Factory opens a backend. It returns an error wrapping ErrUnavailable when
 // the backend cannot run on this machine.
 type Factory func(Options) (Backend, error)

@@ -45,6 +45,13 @@ func newCPU(o Options, simd bool) *cpu {
 // Name implements Backend.
 func (c *cpu) Name() string { return "cpu" }
 
+// serial returns the backend with each call on the calling goroutine.
+func (c *cpu) serial() Backend {
+	d := *c
+	d.threads = 1
+	return &d
+}
+
 // threadsFor returns how many threads a job of about work multiply-adds
 // deserves (small jobs run on the calling goroutine).
 func (c *cpu) threadsFor(work int) int {

@@ -519,41 +519,49 @@ func (m *MoE) forward(rc *run, x, out []float32) error {
 	clear(out[:T*Hd])
 	rcRouted := rc
 	if rc.hooks != nil && rc.hooks.AllExperts {
-		for e := 0; e < E; e++ {
-			if err := rc.ctx.Err(); err != nil {
-				return err
-			}
-			if _, err := m.experts[e].apply(rc, x, T); err != nil {
-				return err
-			}
+		all := expertWork{
+			input:    func(*run, int) ([]float32, int) { return x, T },
+			maxRows:  T,
+			noOutput: true,
+		}
+		if err := m.runExperts(rc, all); err != nil {
+			return err
 		}
 		c := *rc
 		c.hooks = nil
 		rcRouted = &c
 	}
+	maxRows := 0
 	for e := 0; e < E; e++ {
-		te, we := toks[start[e]:start[e+1]], wts[start[e]:start[e+1]]
-		if len(te) == 0 {
-			continue
-		}
-		if err := rc.ctx.Err(); err != nil {
-			return err
-		}
-		xe := rc.alloc(len(te) * Hd)
-		for i, t := range te {
-			copy(xe[i*Hd:(i+1)*Hd], x[int(t)*Hd:])
-		}
-		ye, err := m.experts[e].apply(rcRouted, xe, len(te))
-		if err != nil {
-			return err
-		}
-		for i, t := range te {
-			dst := out[int(t)*Hd : (int(t)+1)*Hd]
-			wt := we[i]
-			for c, v := range ye[i*Hd : (i+1)*Hd] {
-				dst[c] += wt * v
+		maxRows = max(maxRows, start[e+1]-start[e])
+	}
+	routed := expertWork{
+		input: func(rc *run, e int) ([]float32, int) {
+			te := toks[start[e]:start[e+1]]
+			if len(te) == 0 {
+				return nil, 0
 			}
-		}
+			xe := rc.alloc(len(te) * Hd)
+			for i, t := range te {
+				copy(xe[i*Hd:(i+1)*Hd], x[int(t)*Hd:])
+			}
+			return xe, len(te)
+		},
+		maxRows: maxRows,
+		done: func(e int, ye []float32) error {
+			te, we := toks[start[e]:start[e+1]], wts[start[e]:start[e+1]]
+			for i, t := range te {
+				dst := out[int(t)*Hd : (int(t)+1)*Hd]
+				wt := we[i]
+				for c, v := range ye[i*Hd : (i+1)*Hd] {
+					dst[c] += wt * v
+				}
+			}
+			return nil
+		},
+	}
+	if err := m.runExperts(rcRouted, routed); err != nil {
+		return err
 	}
 	if m.shared != nil {
 		ys, err := m.shared.apply(rc, x, T)

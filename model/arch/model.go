@@ -483,14 +483,27 @@ func (rc *run) linearInto(p *Proj, x []float32, rows int, y []float32) error {
 	if len(y) != rows*out {
 		return fmt.Errorf("%s: output of %d floats for %d rows of %d", p.name, len(y), rows, out)
 	}
-	if rc.hooks != nil && rc.hooks.Linear != nil {
-		rc.hooks.Linear(p.name, x[:rows*in], rows, in)
-	}
-	if rc.hooks != nil && rc.hooks.StopBefore != nil && rc.hooks.StopBefore(p.name) {
-		return ErrStopped
+	if err := rc.reportInput(p, x, rows); err != nil {
+		return err
 	}
 	if err := p.lin.Forward(rc.b, x[:rows*in], rows, y); err != nil {
 		return fmt.Errorf("%s: %w", p.name, err)
+	}
+	return nil
+}
+
+// reportInput shows p's input (rows rows of x) to the hooks, and returns
+// ErrStopped where StopBefore ends the pass before p.
+func (rc *run) reportInput(p *Proj, x []float32, rows int) error {
+	if rc.hooks == nil {
+		return nil
+	}
+	_, in := p.lin.Dims()
+	if rc.hooks.Linear != nil {
+		rc.hooks.Linear(p.name, x[:rows*in], rows, in)
+	}
+	if rc.hooks.StopBefore != nil && rc.hooks.StopBefore(p.name) {
+		return ErrStopped
 	}
 	return nil
 }

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strconv"
+	"sync"
 
 	"github.com/marlin-llm/marlin/tensor"
 	"gonum.org/v1/gonum/blas"
@@ -100,22 +102,8 @@ func (h *Hessian) Add(x []float32, rows int) error {
 	keep := float64(h.n) / float64(total)
 	alpha := 2 / float64(total)
 	if h.gemm != nil {
-		c := h.cols
-		if h.buf == nil {
-			h.buf = make([]float32, c*c)
-		}
-		if err := h.gemm(true, false, c, c, rows, 1, x, c, x, c, 0, h.buf, c); err != nil {
-			return fmt.Errorf("gptq: hessian add: %w", err)
-		}
-		for i := 0; i < c; i++ {
-			for j := i; j < c; j++ {
-				k := i*c + j
-				if h.prec == F64 {
-					h.h64[k] = keep*h.h64[k] + alpha*float64(h.buf[k])
-				} else {
-					h.h32[k] = float32(keep*float64(h.h32[k]) + alpha*float64(h.buf[k]))
-				}
-			}
+		if err := h.addGemm(x, rows, keep, alpha); err != nil {
+			return err
 		}
 		h.n = total
 		return nil
@@ -134,6 +122,62 @@ func (h *Hessian) Add(x []float32, rows int) error {
 			blas32.Symmetric{Uplo: blas.Upper, N: h.cols, Stride: h.cols, Data: h.h32})
 	}
 	h.n = total
+	return nil
+}
+
+// hessBlock is the rows of XᵀX one gemm call of addGemm forms: the upper
+// triangle goes in block rows, so a batch costs about half a full product,
+// and the scratch holds hessBlock×Cols floats instead of Cols².
+const hessBlock = 256
+
+// addGemm folds 2XᵀX (rows×Cols x) into the running mean with weights keep
+// (old mean) and alpha (new sum), forming the upper triangle block row by
+// block row with h.gemm and folding each block row on several goroutines.
+func (h *Hessian) addGemm(x []float32, rows int, keep, alpha float64) error {
+	c := h.cols
+	if len(h.buf) < min(hessBlock, c)*c {
+		h.buf = make([]float32, min(hessBlock, c)*c)
+	}
+	workers := min(runtime.GOMAXPROCS(0), 8)
+	for i0 := 0; i0 < c; i0 += hessBlock {
+		bi, w := min(hessBlock, c-i0), c-i0
+		// buf[r*w+s] = Σ_t x[t, i0+r]·x[t, i0+s] for r < bi, s < w.
+		if err := h.gemm(true, false, bi, w, rows, 1, x[i0:], c, x[i0:], c, 0, h.buf, w); err != nil {
+			return fmt.Errorf("gptq: hessian add: %w", err)
+		}
+		fold := func(r int) {
+			i := i0 + r
+			src := h.buf[r*w+r : r*w+w] // columns i..c-1
+			if h.prec == F64 {
+				dst := h.h64[i*c+i : i*c+c]
+				for j, v := range src {
+					dst[j] = keep*dst[j] + alpha*float64(v)
+				}
+			} else {
+				dst := h.h32[i*c+i : i*c+c]
+				for j, v := range src {
+					dst[j] = float32(keep*float64(dst[j]) + alpha*float64(v))
+				}
+			}
+		}
+		if workers <= 1 || bi*w < 1<<16 {
+			for r := 0; r < bi; r++ {
+				fold(r)
+			}
+			continue
+		}
+		var wg sync.WaitGroup
+		for wk := 0; wk < workers; wk++ {
+			wg.Add(1)
+			go func(wk int) {
+				defer wg.Done()
+				for r := wk; r < bi; r += workers {
+					fold(r)
+				}
+			}(wk)
+		}
+		wg.Wait()
+	}
 	return nil
 }
 

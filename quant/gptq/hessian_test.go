@@ -1,6 +1,7 @@
 package gptq
 
 import (
+	"fmt"
 	"math"
 	"testing"
 
@@ -143,9 +144,16 @@ func FuzzHessianFromTensor(f *testing.F) {
 }
 
 // TestHessianGemm: accumulation through a GEMM callback (a backend's
-// Sgemm) matches the definition.
+// Sgemm) matches the definition, with one block row of the upper triangle
+// and with several (the last one short), folded on several goroutines.
 func TestHessianGemm(t *testing.T) {
-	const n, cols = 300, 24
+	for _, cols := range []int{24, 2*hessBlock + 88} {
+		t.Run(fmt.Sprint(cols), func(t *testing.T) { testHessianGemm(t, cols) })
+	}
+}
+
+func testHessianGemm(t *testing.T, cols int) {
+	const n = 300
 	L := genLayer(t, 8, 4, cols, n, -1)
 	gemm := func(transA, transB bool, m, nn, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) error {
 		if !transA || transB {

@@ -1,0 +1,87 @@
+package arch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"runtime"
+	"slices"
+	"testing"
+)
+
+// TestExpertsParallelMatchesSerial runs the MoE nano models with the
+// experts one after another (GOMAXPROCS 1) and concurrently (GOMAXPROCS 4):
+// the logits must be bit-identical and the hooks must see the same Linear
+// inputs in the same order, with all-experts calibration and with a pass
+// that StopBefore ends at an expert.
+func TestExpertsParallelMatchesSerial(t *testing.T) {
+	for _, name := range []string{"qwen3moe-nano", "glm47-nano", "nemotronh-nano"} {
+		t.Run(name, func(t *testing.T) {
+			m := loadNano(t, name)
+			g := loadGoldenOut(t, name)
+			ids := g.ids[:96]
+			batch := Batch{Seqs: 2, Len: 48}
+			var stopAt string
+			for _, p := range m.Projs() {
+				if p.Expert() == 3 {
+					stopAt = p.Name() // the first projection of expert 3 of the first MoE layer
+					break
+				}
+			}
+			if stopAt == "" {
+				t.Fatal("no expert 3")
+			}
+			for _, mode := range []string{"routed", "all-experts", "stop"} {
+				run := func(procs int) ([]string, []float32, error) {
+					defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+					var trace []string
+					hooks := &Hooks{
+						Linear: func(name string, x []float32, r, c int) {
+							h := fnv.New64a()
+							for _, v := range x {
+								b := math.Float32bits(v)
+								h.Write([]byte{byte(b), byte(b >> 8), byte(b >> 16), byte(b >> 24)})
+							}
+							trace = append(trace, fmt.Sprintf("%s %dx%d %x", name, r, c, h.Sum64()))
+						},
+						AllExperts: mode == "all-experts",
+					}
+					if mode == "stop" {
+						hooks.StopBefore = func(n string) bool { return n == stopAt }
+					}
+					logits, err := m.Forward(context.Background(), ids, batch, hooks)
+					return trace, logits, err
+				}
+				st, sl, serr := run(1)
+				pt, pl, perr := run(4)
+				if mode == "stop" {
+					if !errors.Is(serr, ErrStopped) || !errors.Is(perr, ErrStopped) {
+						t.Fatalf("%s: errors %v, %v; want ErrStopped", mode, serr, perr)
+					}
+				} else if serr != nil || perr != nil {
+					t.Fatalf("%s: %v, %v", mode, serr, perr)
+				}
+				if !slices.Equal(st, pt) {
+					t.Errorf("%s: hooks saw %d calls serially and %d in parallel, or other inputs", mode, len(st), len(pt))
+					for i := range min(len(st), len(pt)) {
+						if st[i] != pt[i] {
+							t.Errorf("first difference at call %d: %s vs %s", i, st[i], pt[i])
+							break
+						}
+					}
+				}
+				if len(st) == 0 {
+					t.Errorf("%s: no hook calls", mode)
+				}
+				for i := range sl {
+					if math.Float32bits(sl[i]) != math.Float32bits(pl[i]) {
+						t.Errorf("%s: logit %d: %g serially, %g in parallel", mode, i, sl[i], pl[i])
+						break
+					}
+				}
+			}
+		})
+	}
+}
