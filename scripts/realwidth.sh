@@ -15,6 +15,9 @@
 #   WIDTH_DIV=16 LAYERS=2 SAMPLES=4 SEQ_LEN=128 MEM=512MiB scripts/realwidth.sh
 # ARCH=nemotron3-nano does the same for a synthetic Nemotron-3-Nano-30B-A3B
 # (pipelines/nemotron3-synth-mrgptq.yaml; its first 6 layers are M E M E M *).
+# JOB=pipelines/glm47-fp4.yaml runs the shipped job instead (its samples and
+# seq_len are fixed in the file: add --set stages.calib.with.samples=N to
+# RUN_FLAGS to change them; validate reads EVAL_TEXT, default demo/eval.txt).
 # Environment (defaults): ARCH (glm47), BIN (bin), WIDTH_DIV (1), LAYERS (6), SAMPLES (128),
 # SEQ_LEN (2048), MEM (100GiB), WORKERS (0: the CPUs), BACKEND (auto),
 # RUN_DIR (runs/realwidth), CALIB_SRC (demo/calib.txt), RUN_FLAGS (extra
@@ -36,10 +39,12 @@ CALIB_SRC=${CALIB_SRC:-demo/calib.txt}
 RUN_FLAGS=${RUN_FLAGS:-}
 ARCH=${ARCH:-glm47}
 case "$ARCH" in
-glm47) JOB=pipelines/glm47-synth-mrgptq.yaml ;;
-nemotron3-nano) JOB=pipelines/nemotron3-synth-mrgptq.yaml ;;
+glm47) DEFAULT_JOB=pipelines/glm47-synth-mrgptq.yaml ;;
+nemotron3-nano) DEFAULT_JOB=pipelines/nemotron3-synth-mrgptq.yaml ;;
 *) echo "realwidth: unknown ARCH $ARCH (glm47 or nemotron3-nano)" >&2; exit 2 ;;
 esac
+JOB=${JOB:-$DEFAULT_JOB}
+EVAL_TEXT=${EVAL_TEXT:-demo/eval.txt}
 
 cd "$(dirname "$0")/.."
 for b in marlin-run marlin-synth; do
@@ -83,7 +88,7 @@ echo "realwidth: calibration text $TEXT: $size bytes for $SAMPLES x $SEQ_LEN tok
 echo "realwidth: running $JOB under $MEM (log: $LOG)"
 t0=$(date +%s)
 rc=0
-MODEL=$MODEL WORKDIR=$WORK CALIB_TEXT=$TEXT SAMPLES=$SAMPLES SEQ_LEN=$SEQ_LEN MEM=$MEM WORKERS=$WORKERS BACKEND=$BACKEND \
+MODEL=$MODEL WORKDIR=$WORK CALIB_TEXT=$TEXT EVAL_TEXT=$(cd "$(dirname "$EVAL_TEXT")" && pwd)/$(basename "$EVAL_TEXT") SAMPLES=$SAMPLES SEQ_LEN=$SEQ_LEN MEM=$MEM WORKERS=$WORKERS BACKEND=$BACKEND \
 	"$BIN/marlin-run" run --fresh --log-format json $RUN_FLAGS "$JOB" >"$LOG" 2>&1 || rc=$?
 wall=$(($(date +%s) - t0))
 [ "$rc" = 0 ] || { echo "realwidth: marlin-run exited $rc after ${wall}s; last lines of $LOG:" >&2; tail -n 20 "$LOG" >&2; }
@@ -192,19 +197,26 @@ print("=" * 78)
 for k, v in rows:
     print("%-*s  %s" % (w, k, v))
 print()
-print("%-6s %9s %9s %9s %9s %7s %9s %10s" % ("layer", "layer_s", "build_s", "calib_s", "quant_s", "passes", "act_in_s", "layer_est"))
+print("%-6s %8s %8s %8s %8s %8s %8s %8s %6s %8s %10s" % ("layer", "layer_s", "build_s", "calib_s", "fwd_s", "fwd_GF/s",
+      "hess_s", "hess_GF/s", "passes", "quant_s", "layer_est"))
 for l in range(nl):
     s = layer_stats.get("layer.%d" % l, {})
     lt = done.get(("quant", "layer.%d" % l))
-    at = done.get(("quant", "act.%d" % l))
     f = lambda x: "-" if x is None else "%.1f" % x
-    print("%-6d %9s %9s %9s %9s %7s %9s %10s" % (l, f(lt), f(s.get("build_s")), f(s.get("calibrate_s")), f(s.get("quantize_s")),
-          "-" if "passes" not in s else "%d" % s["passes"], f(at),
+    rate = lambda gf, sec: "-" if not gf or not sec else "%.0f" % (gf / sec)
+    print("%-6d %8s %8s %8s %8s %8s %8s %8s %6s %8s %10s" % (l, f(lt), f(s.get("build_s")), f(s.get("calibrate_s")),
+          f(s.get("forward_s")), rate(s.get("forward_gflop"), s.get("forward_s")),
+          f(s.get("hessian_s")), rate(s.get("hessian_gflop"), s.get("hessian_s")),
+          "-" if "passes" not in s else "%d" % s["passes"], f(s.get("quantize_s")),
           mib(est[("quant", "layer.%d" % l)]) if ("quant", "layer.%d" % l) in est else "-"))
-at = done.get(("quant", "act.%d" % nl))
-if at is not None:
-    print("%-6s %9s %9s %9s %9s %7s %9.1f" % ("head", "-", "-", "-", "-", "-", at))
-print("(act_in_s: seconds of act.L, layer L's input: the embeddings for L=0, else act.L-1 through layer L-1;")
+print()
+print("%-6s %8s" % ("act", "act_s"))
+for l in range(nl + 1):
+    at = done.get(("quant", "act.%d" % l))
+    if at is not None:
+        print("%-6s %8.1f" % ("head" if l == nl else l, at))
+print("(act.L: layer L's input, the embeddings for L=0, else act.L-1 through the quantized layer L-1;")
+print(" fwd/hess: the calibration passes' Linear products and Hessian accumulation, GFLOP/s of each;")
 print(" layer_s: the layer.L task's wall seconds = build + calibrate + quantize + writing its output)")
 EOF
 exit "$rc"

@@ -640,6 +640,15 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 			out.Meta[metaImatrix] = string(js)
 		}
 		out.Stats = map[string]float64{"build_s": times.Build, "calibrate_s": times.Calib, "quantize_s": times.Quantize, "passes": float64(times.Passes)}
+		// The calibration passes split into the forward pass and the
+		// Hessian accumulation, with the operations each did (Linear
+		// products only: attention's own products are not counted).
+		if fwd := times.Calib - rep.HessianSeconds; rep.ForwardFlops > 0 && fwd > 0 {
+			out.Stats["forward_s"], out.Stats["forward_gflop"] = fwd, float64(rep.ForwardFlops)/1e9
+		}
+		if rep.HessianFlops > 0 {
+			out.Stats["hessian_s"], out.Stats["hessian_gflop"] = rep.HessianSeconds, float64(rep.HessianFlops)/1e9
+		}
 		for _, k := range []struct {
 			key string
 			v   any
@@ -652,7 +661,8 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 		}
 		if env.Log != nil {
 			env.Log.Info("layer quantized", "layer", l, "tensors", len(names), "experts", len(rep.Experts),
-				"calibrate_s", fmt.Sprintf("%.2f", times.Calib), "quantize_s", fmt.Sprintf("%.2f", times.Quantize), "passes", rep.Passes)
+				"calibrate_s", fmt.Sprintf("%.2f", times.Calib), "hessian_s", fmt.Sprintf("%.2f", rep.HessianSeconds),
+				"quantize_s", fmt.Sprintf("%.2f", times.Quantize), "passes", rep.Passes)
 		}
 		return out, nil
 	}

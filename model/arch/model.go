@@ -36,6 +36,7 @@ import (
 	"math"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/marlin-llm/marlin/kernels"
 	"github.com/marlin-llm/marlin/model/hfconfig"
@@ -73,6 +74,18 @@ type Hooks struct {
 	// reach); the block's output still combines the routed experts only,
 	// computed without reporting their inputs.
 	AllExperts bool
+	// Flops, when set, accumulates the floating-point operations
+	// (2·rows·in·out) of every Linear product the pass runs, hooked or not
+	// (the products of experts run for AllExperts included).
+	Flops *atomic.Int64
+}
+
+// flops returns h.Flops, or nil for nil hooks.
+func (h *Hooks) flops() *atomic.Int64 {
+	if h == nil {
+		return nil
+	}
+	return h.Flops
 }
 
 // ErrStopped is returned by a pass that Hooks.StopBefore ended early.
@@ -387,7 +400,7 @@ func (m *Model) Layer(ctx context.Context, l int, h []float32, batch Batch, hook
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	rc := &run{ctx: ctx, b: m.b, hooks: hooks, batch: batch, hidden: m.hidden, theta: m.cfg.Rope.Theta}
+	rc := &run{ctx: ctx, b: m.b, hooks: hooks, batch: batch, hidden: m.hidden, theta: m.cfg.Rope.Theta, flops: hooks.flops()}
 	if err := m.layers[l].forward(rc, h); err != nil {
 		return fmt.Errorf("arch: layer %d: %w", l, err)
 	}
@@ -407,7 +420,7 @@ func (m *Model) LMHead(ctx context.Context, h []float32, batch Batch, hooks *Hoo
 	if err := m.checkHidden(h, batch); err != nil {
 		return nil, err
 	}
-	rc := &run{ctx: ctx, b: m.b, hooks: hooks, batch: batch, hidden: m.hidden}
+	rc := &run{ctx: ctx, b: m.b, hooks: hooks, batch: batch, hidden: m.hidden, flops: hooks.flops()}
 	return rc.linear(m.lmHead, h, batch.Tokens())
 }
 
@@ -447,6 +460,8 @@ type run struct {
 	batch  Batch
 	hidden int
 	theta  float64
+	// flops is Hooks.Flops (nil: not counted); copies of the run share it.
+	flops *atomic.Int64
 	// cache is the cache Decode runs with (nil for other passes): alloc
 	// takes buffers from its scratch, and RoPE tables come from it.
 	cache *Cache
@@ -488,6 +503,9 @@ func (rc *run) linearInto(p *Proj, x []float32, rows int, y []float32) error {
 	}
 	if err := p.lin.Forward(rc.b, x[:rows*in], rows, y); err != nil {
 		return fmt.Errorf("%s: %w", p.name, err)
+	}
+	if rc.flops != nil {
+		rc.flops.Add(2 * int64(rows) * int64(in) * int64(out))
 	}
 	return nil
 }

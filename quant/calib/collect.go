@@ -23,6 +23,8 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/marlin-llm/marlin/model/arch"
 	"github.com/marlin-llm/marlin/model/tensorname"
@@ -55,6 +57,22 @@ type Collector struct {
 	gemm    gptq.GemmFunc
 	keys    map[string]string // name → arch.Proj.InputKey (nil: detect by pointer)
 	byKey   map[string]string // input key → first name seen
+	// Work done: Hessian accumulation time and operations, and the
+	// forward pass's Linear operations (arch.Hooks.Flops).
+	hessTime  time.Duration
+	hessFlops int64
+	fwdFlops  atomic.Int64
+}
+
+// Work reports what the passes through the collector's hooks cost so far:
+// the seconds spent accumulating Hessians (on the pass's goroutine, so
+// part of the pass's wall time), their floating-point operations (the
+// upper triangle of each XᵀX: rows·cols·(cols+1)), and the operations of
+// the forward pass's Linear products.
+func (c *Collector) Work() (hessianSeconds float64, hessianFlops, forwardFlops int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.hessTime.Seconds(), c.hessFlops, c.fwdFlops.Load()
 }
 
 // UseInputKeys makes projections with the same input key (arch.Proj
@@ -80,7 +98,7 @@ func NewCollector(prec gptq.Precision, want func(name string) bool) *Collector {
 
 // Hooks returns the forward-pass hooks that feed the collector.
 func (c *Collector) Hooks() *arch.Hooks {
-	return &arch.Hooks{Linear: c.linear, Route: c.route}
+	return &arch.Hooks{Linear: c.linear, Route: c.route, Flops: &c.fwdFlops}
 }
 
 func (c *Collector) linear(name string, x []float32, rows, cols int) {
@@ -125,9 +143,12 @@ func (c *Collector) linear(name string, x []float32, rows, cols int) {
 		}
 		c.hess[name] = h
 	}
+	t0 := time.Now()
 	if err := h.Add(x, rows); err != nil {
 		c.err = fmt.Errorf("calib: %s: %w", name, err)
 	}
+	c.hessTime += time.Since(t0)
+	c.hessFlops += int64(rows) * int64(cols) * int64(cols+1)
 }
 
 func (c *Collector) canonical(name string) string {

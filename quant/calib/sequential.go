@@ -57,6 +57,13 @@ type Report struct {
 	RouterCounts map[string][]int64 `json:"router_counts,omitempty"`
 	// Passes is the number of layer forward passes run.
 	Passes int `json:"passes"`
+	// HessianSeconds is the part of the passes' wall time spent
+	// accumulating Hessians; HessianFlops and ForwardFlops count the
+	// operations of that accumulation and of the passes' Linear products
+	// (Collector.Work). Set by Layer.
+	HessianSeconds float64 `json:"hessian_s,omitempty"`
+	HessianFlops   int64   `json:"hessian_flops,omitempty"`
+	ForwardFlops   int64   `json:"forward_flops,omitempty"`
 }
 
 func checkIDs(m *arch.Model, ids []int32, win int) (int, error) {
@@ -289,7 +296,12 @@ func Layer(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options
 		hooks := c.Hooks()
 		hooks.AllExperts = opts.AllExperts
 		hooks.StopBefore = stopAt
-		if err := pass(hooks); err != nil {
+		err := pass(hooks)
+		hs, hf, ff := c.Work()
+		rep.HessianSeconds += hs
+		rep.HessianFlops += hf
+		rep.ForwardFlops += ff
+		if err != nil {
 			return nil, err
 		}
 		return c, c.Err()
