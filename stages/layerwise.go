@@ -778,7 +778,8 @@ func (lp *layerPlan) runHead(needs []pipeline.TaskRef) func(context.Context, *pi
 		if err != nil {
 			return nil, err
 		}
-		h.UseGemm(b.Sgemm)
+		sb, _ := kernels.Serial(b)
+		h.UseGemm(sb.Sgemm)
 		// Window batches as the layer passes run them.
 		step := 8 * a.w * a.hidden
 		for s := 0; s < len(a.h); s += step {

@@ -26,6 +26,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/marlin-llm/marlin/kernels"
 	"github.com/marlin-llm/marlin/model/arch"
 	"github.com/marlin-llm/marlin/model/tensorname"
 	"github.com/marlin-llm/marlin/quant/gptq"
@@ -84,8 +85,16 @@ func (c *Collector) UseInputKeys(keys map[string]string) {
 }
 
 // UseGemm makes the collector's Hessians form XᵀX with g (see
-// gptq.Hessian.UseGemm); pass a kernels.Backend's Sgemm.
+// gptq.Hessian.UseGemm: called on several goroutines at once, each call
+// best on its caller's goroutine, as serialGemm's).
 func (c *Collector) UseGemm(g gptq.GemmFunc) { c.gemm = g }
+
+// serialGemm is the Sgemm of b's serial variant (kernels.Serial), for
+// Hessians that run their tiles in parallel themselves.
+func serialGemm(b kernels.Backend) gptq.GemmFunc {
+	sb, _ := kernels.Serial(b)
+	return sb.Sgemm
+}
 
 // NewCollector returns a collector for the Linears want accepts (nil: all).
 func NewCollector(prec gptq.Precision, want func(name string) bool) *Collector {

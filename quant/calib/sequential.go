@@ -88,7 +88,7 @@ func Collect(ctx context.Context, m *arch.Model, ids []int32, opts Options, want
 		return nil, nil, err
 	}
 	c := NewCollector(opts.Precision, wantWithRouters(want))
-	c.UseGemm(m.Backend().Sgemm)
+	c.UseGemm(serialGemm(m.Backend()))
 	c.UseInputKeys(inputKeys(m))
 	hooks := c.Hooks()
 	for s := 0; s < n; s += opts.batch() {
@@ -291,7 +291,7 @@ func Layer(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options
 	// inputs).
 	collect := func(want, stopAt func(string) bool) (*Collector, error) {
 		c := NewCollector(opts.Precision, wantWithRouters(want))
-		c.UseGemm(ly.Backend().Sgemm)
+		c.UseGemm(serialGemm(ly.Backend()))
 		c.UseInputKeys(keys)
 		hooks := c.Hooks()
 		hooks.AllExperts = opts.AllExperts

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/marlin-llm/marlin/tensor"
 	"gonum.org/v1/gonum/blas"
@@ -47,7 +48,6 @@ type Hessian struct {
 	h32  []float32
 	h64  []float64
 	gemm GemmFunc
-	buf  []float32
 }
 
 // GemmFunc computes C = alpha·op(A)·op(B) + beta·C (kernels.Backend.Sgemm's
@@ -55,9 +55,10 @@ type Hessian struct {
 type GemmFunc func(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int,
 	b []float32, ldb int, beta float32, c []float32, ldc int) error
 
-// UseGemm makes Add form each batch's XᵀX with g (for example a
-// kernels.Backend's Sgemm: multi-threaded SIMD) in float32, then fold it
-// into the running mean in the Hessian's precision. Without it Add uses
+// UseGemm makes Add form each batch's XᵀX with g in float32, in tiles on
+// several goroutines at once, then fold it into the running mean in the
+// Hessian's precision. g should run each call on its caller's goroutine
+// (the Sgemm of kernels.Serial(backend)): Add does the parallelism. Without it Add uses
 // gonum's SYRK in the Hessian's precision.
 func (h *Hessian) UseGemm(g GemmFunc) { h.gemm = g }
 
@@ -125,60 +126,79 @@ func (h *Hessian) Add(x []float32, rows int) error {
 	return nil
 }
 
-// hessBlock is the rows of XᵀX one gemm call of addGemm forms: the upper
-// triangle goes in block rows, so a batch costs about half a full product,
-// and the scratch holds hessBlock×Cols floats instead of Cols².
-const hessBlock = 256
+// The upper triangle of each batch's XᵀX is formed in tiles of
+// hessTileRows×hessTileCols, one gemm call each, on several goroutines:
+// a batch costs about half a full product, every core gets tiles even for
+// a few hundred columns, and each goroutine folds its own tiles (disjoint
+// parts of H) into the running mean.
+const (
+	hessTileRows = 128
+	hessTileCols = 512
+)
 
 // addGemm folds 2XᵀX (rows×Cols x) into the running mean with weights keep
-// (old mean) and alpha (new sum), forming the upper triangle block row by
-// block row with h.gemm and folding each block row on several goroutines.
+// (old mean) and alpha (new sum).
 func (h *Hessian) addGemm(x []float32, rows int, keep, alpha float64) error {
 	c := h.cols
-	if len(h.buf) < min(hessBlock, c)*c {
-		h.buf = make([]float32, min(hessBlock, c)*c)
+	type tile struct{ i0, j0 int }
+	var tiles []tile
+	for i0 := 0; i0 < c; i0 += hessTileRows {
+		for j0 := i0; j0 < c; j0 += hessTileCols {
+			tiles = append(tiles, tile{i0, j0})
+		}
 	}
-	workers := min(runtime.GOMAXPROCS(0), 8)
-	for i0 := 0; i0 < c; i0 += hessBlock {
-		bi, w := min(hessBlock, c-i0), c-i0
-		// buf[r*w+s] = Σ_t x[t, i0+r]·x[t, i0+s] for r < bi, s < w.
-		if err := h.gemm(true, false, bi, w, rows, 1, x[i0:], c, x[i0:], c, 0, h.buf, w); err != nil {
-			return fmt.Errorf("gptq: hessian add: %w", err)
-		}
-		fold := func(r int) {
-			i := i0 + r
-			src := h.buf[r*w+r : r*w+w] // columns i..c-1
-			if h.prec == F64 {
-				dst := h.h64[i*c+i : i*c+c]
-				for j, v := range src {
-					dst[j] = keep*dst[j] + alpha*float64(v)
-				}
-			} else {
-				dst := h.h32[i*c+i : i*c+c]
-				for j, v := range src {
-					dst[j] = float32(keep*float64(dst[j]) + alpha*float64(v))
-				}
+	workers := min(runtime.GOMAXPROCS(0), len(tiles))
+	if int64(rows)*int64(c)*int64(c) < 1<<22 {
+		workers = 1
+	}
+	var next atomic.Int64
+	errs := make([]error, workers)
+	work := func(wk int) {
+		buf := make([]float32, hessTileRows*hessTileCols)
+		for {
+			t := int(next.Add(1) - 1)
+			if t >= len(tiles) {
+				return
 			}
-		}
-		if workers <= 1 || bi*w < 1<<16 {
+			i0, j0 := tiles[t].i0, tiles[t].j0
+			bi, bj := min(hessTileRows, c-i0), min(hessTileCols, c-j0)
+			// buf[r*bj+s] = Σ_t x[t, i0+r]·x[t, j0+s].
+			if err := h.gemm(true, false, bi, bj, rows, 1, x[i0:], c, x[j0:], c, 0, buf, bj); err != nil {
+				errs[wk] = fmt.Errorf("gptq: hessian add: %w", err)
+				return
+			}
 			for r := 0; r < bi; r++ {
-				fold(r)
-			}
-			continue
-		}
-		var wg sync.WaitGroup
-		for wk := 0; wk < workers; wk++ {
-			wg.Add(1)
-			go func(wk int) {
-				defer wg.Done()
-				for r := wk; r < bi; r += workers {
-					fold(r)
+				i := i0 + r
+				s0 := max(0, i-j0) // the upper triangle only: columns j >= i
+				src := buf[r*bj+s0 : r*bj+bj]
+				if h.prec == F64 {
+					dst := h.h64[i*c+j0+s0 : i*c+j0+bj]
+					for j, v := range src {
+						dst[j] = keep*dst[j] + alpha*float64(v)
+					}
+				} else {
+					dst := h.h32[i*c+j0+s0 : i*c+j0+bj]
+					for j, v := range src {
+						dst[j] = float32(keep*float64(dst[j]) + alpha*float64(v))
+					}
 				}
-			}(wk)
+			}
 		}
-		wg.Wait()
 	}
-	return nil
+	if workers <= 1 {
+		work(0)
+		return errs[0]
+	}
+	var wg sync.WaitGroup
+	for wk := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			work(wk)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Merge folds o (same width) into h, weighting each by its sample count, so

@@ -2,6 +2,7 @@ package gptq
 
 import (
 	"fmt"
+	"github.com/marlin-llm/marlin/kernels"
 	"math"
 	"testing"
 
@@ -147,7 +148,7 @@ func FuzzHessianFromTensor(f *testing.F) {
 // Sgemm) matches the definition, with one block row of the upper triangle
 // and with several (the last one short), folded on several goroutines.
 func TestHessianGemm(t *testing.T) {
-	for _, cols := range []int{24, 2*hessBlock + 88} {
+	for _, cols := range []int{24, 2*hessTileCols + 88} {
 		t.Run(fmt.Sprint(cols), func(t *testing.T) { testHessianGemm(t, cols) })
 	}
 }
@@ -182,4 +183,28 @@ func testHessianGemm(t *testing.T, cols int) {
 			t.Errorf("%v: gemm accumulation off by %g", prec, d)
 		}
 	}
+}
+
+// BenchmarkHessianAddTiles folds batches of 1024 token rows into a 2048-wide
+// Hessian (a routed expert's gate/up input at real width) through the
+// serial CPU Sgemm, tiles in parallel; GFLOP/s counts the upper triangle.
+func BenchmarkHessianAddTiles(b *testing.B) {
+	const rows, cols = 1024, 2048
+	be, err := kernels.Open("cpu", kernels.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	sb, _ := kernels.Serial(be)
+	x := make([]float32, rows*cols)
+	for i := range x {
+		x[i] = float32(i%97) / 97
+	}
+	h, _ := NewHessian(cols, F64)
+	h.UseGemm(sb.Sgemm)
+	for b.Loop() {
+		if err := h.Add(x, rows); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(rows)*cols*(cols+1)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
