@@ -14,14 +14,21 @@ import (
 // of the one being reported wait in memory.
 const expertsInFlight = 1 << 30
 
+// heavyExpertRows is the token count from which an expert's products run
+// multi-threaded in a parallel MoE pass: enough rows for the threaded GEMM
+// to split well, and enough work that waiting for one core would stall the
+// pass.
+const heavyExpertRows = 2048
+
 // expertWork is what runExperts needs to know about one MoE pass over the
 // experts: each expert's input rows, and what to do with its outputs.
 type expertWork struct {
 	// input returns expert e's input rows (rows×hidden floats; x itself
 	// or a gathered copy). rows == 0 skips the expert.
 	input func(rc *run, e int) (x []float32, rows int)
-	// maxRows bounds what input returns, for the memory bound.
-	maxRows int
+	// avgRows is the average rows input returns for an expert with rows,
+	// for the memory bound.
+	avgRows int
 	// noOutput skips the down projection's product: the pass only reports
 	// the experts' inputs (all-experts calibration). Its input is still
 	// computed and reported.
@@ -48,10 +55,16 @@ func (m *MoE) runExperts(rc *run, w expertWork) error {
 	if !ok || rc.cache != nil || workers <= 1 {
 		return m.runExpertsSerial(rc, w)
 	}
+	// Experts computed ahead of the one being reported wait in memory:
+	// about expertsInFlight bytes of them at the average expert's size,
+	// and never fewer than the workers.
 	_, inter := m.experts[0].down.lin.Dims()
-	perExpert := 4 * w.maxRows * (2*rc.hidden + 2*inter)
-	ahead := max(1, min(workers+workers/2, expertsInFlight/max(1, perExpert)))
-	workers = min(workers, ahead)
+	perExpert := 4 * max(1, w.avgRows) * (2*rc.hidden + 2*inter)
+	ahead := max(workers, min(workers+workers/2, expertsInFlight/perExpert))
+	heavy := heavyExpertRows
+	if m.heavyRows > 0 {
+		heavy = m.heavyRows
+	}
 
 	type result struct {
 		x, act, y []float32
@@ -91,7 +104,14 @@ func (m *MoE) runExperts(rc *run, w expertWork) error {
 				r := &res[e]
 				if r.err = wc.ctx.Err(); r.err == nil {
 					r.x, r.rows = w.input(&wc, e)
-					if r.rows > 0 {
+					if r.rows >= heavy {
+						// A heavy expert (routing is rarely even) would keep
+						// one core busy while the others wait for it: its
+						// products use all of them.
+						hc := wc
+						hc.b = rc.b
+						r.act, r.y, r.err = m.experts[e].compute(&hc, r.x, r.rows, !w.noOutput)
+					} else if r.rows > 0 {
 						r.act, r.y, r.err = m.experts[e].compute(&wc, r.x, r.rows, !w.noOutput)
 					}
 				}

@@ -15,11 +15,24 @@ import (
 // experts one after another (GOMAXPROCS 1) and concurrently (GOMAXPROCS 4):
 // the logits must be bit-identical and the hooks must see the same Linear
 // inputs in the same order, with all-experts calibration and with a pass
-// that StopBefore ends at an expert.
+// that StopBefore ends at an expert. Experts of 8 tokens and more count as
+// heavy (multi-threaded products), so both kinds run.
 func TestExpertsParallelMatchesSerial(t *testing.T) {
 	for _, name := range []string{"qwen3moe-nano", "glm47-nano", "nemotronh-nano"} {
 		t.Run(name, func(t *testing.T) {
 			m := loadNano(t, name)
+			moes := 0
+			for _, l := range m.layers {
+				for _, mx := range []mixer{l.attn, l.mlp} {
+					if moe, ok := mx.(*MoE); ok {
+						moe.heavyRows = 8
+						moes++
+					}
+				}
+			}
+			if moes == 0 {
+				t.Fatal("no MoE block")
+			}
 			g := loadGoldenOut(t, name)
 			ids := g.ids[:96]
 			batch := Batch{Seqs: 2, Len: 48}
