@@ -5,10 +5,16 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/marlin-llm/marlin/export/llamacpp"
 	"github.com/marlin-llm/marlin/internal/assets"
 	"github.com/marlin-llm/marlin/model/gguf"
+	"github.com/marlin-llm/marlin/model/hfconfig"
+	"github.com/marlin-llm/marlin/model/safetensors"
+	"github.com/marlin-llm/marlin/quant"
+	"github.com/marlin-llm/marlin/tensor"
 	"github.com/marlin-llm/marlin/report"
 )
 
@@ -113,5 +119,97 @@ stages:
 	t.Logf("native KL %.5f top1 %.4f ppl %.3f; gguf KL %.5f top1 %.4f ppl %.3f", vn.KL, vn.Top1, vn.QuantPPL, vg.KL, vg.Top1, vg.QuantPPL)
 	if d := vn.KL - vg.KL; d > 1e-6 || d < -1e-6 || vn.Top1 != vg.Top1 || vg.KL <= 0 {
 		t.Errorf("GGUF scored KL %v top-1 %v, the native checkpoint of the same blocks KL %v top-1 %v", vg.KL, vg.Top1, vn.KL, vn.Top1)
+	}
+}
+
+// TestGGUFRecipePipeline: quantize's gguf_recipe gives every tensor the
+// type llama-quantize's Q3_K_M mixture chooses (llamacpp.AssignTypes,
+// which TestMixturesMatchLlamaQuantize pins to llama-quantize itself), GPTQ
+// runs onto that grid, and the pack stage takes the recipe as its
+// gguf_type: the GGUF of glm47-nano (MLA, a dense layer, shared and routed
+// experts) has exactly the mixture's types and file type, and every
+// directly copied tensor holds the quantize stage's blocks.
+func TestGGUFRecipePipeline(t *testing.T) {
+	dir := assets.Model(t, "glm47-nano")
+	reg, err := NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := fmt.Sprintf(`version: 1
+stages:
+  - {id: load, kind: load, with: {path: %[1]q}}
+  - {id: calib, kind: calibrate, needs: [load], with: {model: %[1]q, text: %[2]q, samples: 2, seq_len: 32}}
+  - id: quant
+    kind: quantize
+    needs: [calib]
+    with:
+      default: {method: gptq}
+      gguf_recipe: q3_k_m
+      rules:
+        - {match: "model.embed_tokens.weight", method: rtn}
+  - {id: gguf, kind: pack, needs: [quant], with: {format: gguf, out: m.gguf, model: %[1]q}}
+`, dir, assets.Shared(t, "corpus", "calib.txt"))
+	_, plan := mustPlanYAML(t, reg, t.TempDir(), doc)
+	st := mustRunPlan(t, plan, filepath.Join(t.TempDir(), "run"), 2)
+	f, err := gguf.Open(filepath.Join(st.OutDir(), "m.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+
+	cfg, err := hfconfig.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ck, err := safetensors.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	want, err := llamacpp.NewPlan(cfg, dir, ck.Names(), func(n string) []int { i, _ := ck.Info(n); return i.Shape },
+		llamacpp.Options{Recipe: "q3_k_m", HasImatrix: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := f.KV("general.file_type"); fmt.Sprint(v.V) != "12" {
+		t.Errorf("general.file_type %v, want 12 (LLAMA_FTYPE_MOSTLY_Q3_K_M)", v.V)
+	}
+	_, ts := quantOutputs(t, st)
+	packed := map[string]*tensor.Tensor{}
+	for _, tt := range ts {
+		if tt.Meta[quant.MetaFormat] != "" {
+			packed[tt.Name] = tt
+		}
+	}
+	for i, wt := range want.Tensors {
+		ti, ok := f.Info(wt.Name)
+		if !ok {
+			t.Errorf("%s missing", wt.Name)
+			continue
+		}
+		if ti.Type != want.Types[i] {
+			t.Errorf("%s is %s, the q3_k_m mixture gives %s", wt.Name, ti.Type, want.Types[i])
+		}
+		if len(wt.Dims) < 2 || !wt.Direct() || want.Types[i] == gguf.TypeF32 {
+			continue
+		}
+		src := packed[wt.Sources[0]]
+		if src == nil {
+			t.Errorf("%s (%s): %s was not quantized", wt.Name, want.Types[i], wt.Sources[0])
+			continue
+		}
+		if got := src.Meta[quant.MetaFormat]; !strings.EqualFold(got, want.Types[i].String()) {
+			t.Errorf("%s quantized as %s, want %s", wt.Sources[0], got, want.Types[i])
+		}
+		if m := src.Meta[quant.MetaMethod]; wt.Name != "token_embd.weight" && m != MethodGPTQ {
+			t.Errorf("%s quantized by %q, want gptq", wt.Sources[0], m)
+		}
+		data, err := f.TensorData(wt.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) < len(src.Data) || string(data[:len(src.Data)]) != string(src.Data) {
+			t.Errorf("%s: GGUF bytes are not the quantize stage's blocks of %s", wt.Name, wt.Sources[0])
+		}
 	}
 }

@@ -109,6 +109,9 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 	if _, ok := ix.refs[lmHeadName]; ok {
 		cfg.TieWordEmbeddings = false // the rotate stage unties lm_head
 	}
+	if err := s.planRecipe(cfg, ix, cm.Model); err != nil {
+		return nil, fmt.Errorf("quantize: %w", err)
+	}
 	lp := &layerPlan{s: s, cfg: cfg, ix: ix, calRef: pipeline.TaskRef{Stage: calStage.ID, Key: cal.Key}, stageID: pc.StageID,
 		sequential: cm.Sequential, trueSequential: cm.TrueSequential, prec: gptq.F32, allExperts: cm.AllExperts,
 		minTokens: cm.MinExpertTokens, backend: pc.Resources.Backend}
@@ -202,6 +205,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 			stored += taskBytes(ix.metas[n])
 		}
 		meta := map[string]string{MetaTensors: strings.Join(names, ","), MetaBytes: strconv.FormatInt(stored, 10), metaLayer: strconv.Itoa(l)}
+		s.recipeMeta(meta)
 		for _, n := range names {
 			rq, err := s.cfg.Resolve(n)
 			if err != nil {
@@ -245,6 +249,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 			}
 		}
 		meta[MetaHasHessian] = "none"
+		s.recipeMeta(meta)
 		if rq.Skip {
 			meta[quant.MetaFormat] = "skip"
 		} else {

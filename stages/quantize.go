@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/marlin-llm/marlin/export/llamacpp"
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
 	"github.com/marlin-llm/marlin/quant/calib"
@@ -77,6 +78,19 @@ type QuantizeConfig struct {
 	// in llama-imatrix's GGUF format to this path, for llama-quantize
 	// --imatrix.
 	Imatrix string `yaml:"imatrix,omitempty" json:"imatrix,omitempty" jsonschema:"description=GGUF file in the output directory for the importance matrix (the Hessian diagonals) in llama-imatrix's format; needs a calibrate stage upstream and Hessian methods"`
+	// GGUFRecipe, when set, gives every tensor the format of its GGUF type
+	// in that llama.cpp recipe (llamacpp.Recipes: llama-quantize's
+	// mixtures such as q4_k_m, q3_k_m, q2_k, iq4_xs, or a pure type), so
+	// that GPTQ runs on each tensor's own grid; rules still override it.
+	// It needs a calibrate stage upstream (whose config.json says which
+	// tensor is which). A gguf pack stage downstream takes the recipe as
+	// its gguf_type unless it sets one. Its schema enum is written by
+	// JSONSchemaExtend.
+	GGUFRecipe string `yaml:"gguf_recipe,omitempty" json:"gguf_recipe,omitempty"`
+
+	// recipeFormats are GGUFRecipe's formats by tensor name, set when the
+	// stage is planned (quantize_recipe.go).
+	recipeFormats map[string]string
 }
 
 // ResolvedQuant is the effective setting for one tensor.
@@ -136,6 +150,11 @@ func (c *QuantizeConfig) Validate() error {
 			errs = append(errs, &pipeline.FieldError{Field: "imatrix", Err: err})
 		}
 	}
+	if c.GGUFRecipe != "" {
+		if err := llamacpp.ValidateRecipe(c.GGUFRecipe, nil); err != nil {
+			errs = append(errs, &pipeline.FieldError{Field: "gguf_recipe", Err: err})
+		}
+	}
 	if len(errs) == 1 {
 		return errs[0]
 	}
@@ -156,22 +175,27 @@ func prefixField(prefix string, err error) error {
 }
 
 // Resolve returns the settings for tensor name: the first matching rule's
-// fields over the default.
+// fields over the default, whose format is the gguf_recipe's for this
+// tensor where the recipe gives one.
 func (c *QuantizeConfig) Resolve(name string) (ResolvedQuant, error) {
+	def := c.Default
+	if f, ok := c.recipeFormats[name]; ok {
+		def.Format = f
+	}
 	for i, r := range c.Rules {
 		ok, err := path.Match(r.Match, name)
 		if err != nil {
 			return ResolvedQuant{}, prefixField(fmt.Sprintf("rules[%d].match", i), err)
 		}
 		if ok {
-			rq, err := resolve(c.Default, r.QuantSpec, i)
+			rq, err := resolve(def, r.QuantSpec, i)
 			if err != nil {
 				return rq, prefixField(fmt.Sprintf("rules[%d]", i), err)
 			}
 			return rq, nil
 		}
 	}
-	rq, err := resolve(QuantSpec{}, c.Default, -1)
+	rq, err := resolve(QuantSpec{}, def, -1)
 	if err != nil {
 		return rq, prefixField("default", err)
 	}
@@ -294,7 +318,12 @@ func QuantizeKind() pipeline.Kind {
 	}
 }
 
-type quantizeStage struct{ cfg QuantizeConfig }
+type quantizeStage struct {
+	cfg QuantizeConfig
+	// imatrix: the gguf_recipe's tensors are quantized with importance
+	// weights (Hessian methods), set with cfg.recipeFormats.
+	imatrix bool
+}
 
 // Plan makes one task per upstream task (a load task holds one tensor),
 // keyed like it. Settings are resolved from the key (the tensor name) and
@@ -315,6 +344,9 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 		for _, t := range ts {
 			seen[t.Key] = true
 		}
+	}
+	if s.cfg.GGUFRecipe != "" && len(tasks) == 0 {
+		return nil, errors.New("quantize: gguf_recipe needs a calibrate stage upstream (its config.json says which tensor is which); without one, set the recipe as the gguf pack stage's gguf_type")
 	}
 	var names []string // every tensor name, for unmatched-rule warnings
 	for _, t := range tasks {

@@ -65,10 +65,10 @@ func registry() []Type {
 		{Type: gguf.TypeQ5_1, Recipe: true, Format: true, FileType: -1, Fallback: f16},
 		{Type: gguf.TypeQ4_0, Recipe: true, Format: true, FileType: 2, Fallback: f16},
 		{Type: gguf.TypeMXFP4, Recipe: true, FileType: 38, Fallback: f16},
-		{Type: gguf.TypeQ3_K, Format: true, FileType: -1, Fallback: f16},
-		{Type: gguf.TypeQ2_K, Format: true, FileType: -1, Fallback: f16},
+		{Type: gguf.TypeQ3_K, Format: true, FileType: -1, Fallback: gguf.TypeQ4_0},
+		{Type: gguf.TypeQ2_K, Format: true, FileType: -1, Fallback: gguf.TypeQ4_0},
 		{Type: gguf.TypeIQ4_NL, Format: true, FileType: -1, Fallback: f16},
-		{Type: gguf.TypeIQ4_XS, Format: true, FileType: -1, Fallback: f16},
+		{Type: gguf.TypeIQ4_XS, Format: true, FileType: -1, Fallback: gguf.TypeIQ4_NL},
 	}
 }
 
