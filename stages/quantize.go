@@ -9,10 +9,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/marlin-llm/marlin/export/llamacpp"
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
+	"github.com/marlin-llm/marlin/quant/bpw"
 	"github.com/marlin-llm/marlin/quant/calib"
 	"github.com/marlin-llm/marlin/quant/gptq"
 	"github.com/marlin-llm/marlin/tensor"
@@ -87,6 +89,18 @@ type QuantizeConfig struct {
 	// its gguf_type unless it sets one. Its schema enum is written by
 	// JSONSchemaExtend.
 	GGUFRecipe string `yaml:"gguf_recipe,omitempty" json:"gguf_recipe,omitempty"`
+	// TargetBPW, when > 0, chooses each quantized 2-D tensor's format
+	// among BPWTypes so that the average bits per weight is at most it,
+	// minimising the predicted output error (quant/bpw; importance from a
+	// float calibration pass of its own, quantize_bpw.go). Routed experts
+	// stacked into one GGUF tensor share a format; rules that set a format
+	// keep it (and count in the average); tensors no calibrated Linear
+	// reads get q6_k (q8_0 where its blocks do not fit). It needs a
+	// calibrate stage upstream; the report lists the choice.
+	TargetBPW float64 `yaml:"target_bpw,omitempty" json:"target_bpw,omitempty" jsonschema:"minimum=0,description=average bits per weight over the quantized 2-D tensors: each tensor's format is chosen among bpw_types minimising the predicted output error (Hessian-diagonal weighted and relative to the tensor's output energy) from a float calibration pass; routed experts of one layer share a format; rules that set a format keep it; needs a calibrate stage upstream"`
+	// BPWTypes are target_bpw's candidate formats (default
+	// bpw.DefaultCandidates).
+	BPWTypes []string `yaml:"bpw_types,omitempty" json:"bpw_types,omitempty" jsonschema:"description=target_bpw's candidate formats (default q2_k q3_k iq4_xs q4_k q5_k q6_k q8_0 q4_0 q5_0 q5_1)"`
 
 	// recipeFormats are GGUFRecipe's formats by tensor name, set when the
 	// stage is planned (quantize_recipe.go).
@@ -155,6 +169,7 @@ func (c *QuantizeConfig) Validate() error {
 			errs = append(errs, &pipeline.FieldError{Field: "gguf_recipe", Err: err})
 		}
 	}
+	errs = append(errs, c.validateBPW()...)
 	if len(errs) == 1 {
 		return errs[0]
 	}
@@ -323,6 +338,10 @@ type quantizeStage struct {
 	// imatrix: the gguf_recipe's tensors are quantized with importance
 	// weights (Hessian methods), set with cfg.recipeFormats.
 	imatrix bool
+	// bpw is the target_bpw allocation (quantize_bpw.go), guarded by
+	// bpwMu.
+	bpwMu sync.Mutex
+	bpw   bpwAllocation
 }
 
 // Plan makes one task per upstream task (a load task holds one tensor),
@@ -347,6 +366,9 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 	}
 	if s.cfg.GGUFRecipe != "" && len(tasks) == 0 {
 		return nil, errors.New("quantize: gguf_recipe needs a calibrate stage upstream (its config.json says which tensor is which); without one, set the recipe as the gguf pack stage's gguf_type")
+	}
+	if s.bpwPlanned() && len(tasks) == 0 {
+		return nil, errors.New("quantize: target_bpw needs a calibrate stage upstream (the importance of each tensor)")
 	}
 	var names []string // every tensor name, for unmatched-rule warnings
 	for _, t := range tasks {
@@ -403,7 +425,7 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 		}
 		var refs []pipeline.TaskRef
 		for _, t := range tasks {
-			if !isInternal(t.Meta) { // not activations
+			if !isInternal(t.Meta) || t.Key == bpwKey { // not activations
 				refs = append(refs, pipeline.TaskRef{Stage: pc.StageID, Key: t.Key})
 			}
 		}
@@ -457,6 +479,9 @@ type QuantizeReport struct {
 	Experts []calib.ExpertCoverage `json:"experts,omitempty"`
 	// Layers is each layer task's time split (layer-streamed mode).
 	Layers []LayerStats `json:"layers,omitempty"`
+	// TargetBPW is the target_bpw allocation: the average reached, the
+	// predicted error and the format chosen per tensor group.
+	TargetBPW *bpw.Result `json:"target_bpw,omitempty"`
 }
 
 // policies counts the routed-expert projections per calibration policy.
@@ -498,6 +523,11 @@ func (s *quantizeStage) runReport(refs []pipeline.TaskRef) func(context.Context,
 			doc.Experts = append(doc.Experts, cov...)
 			if strings.HasPrefix(r.Key, layerKeyPrefix) {
 				doc.Layers = append(doc.Layers, LayerStats{Task: r.Key, Stats: o.Stats})
+			}
+			if r.Key == bpwKey {
+				if doc.TargetBPW, err = bpwResultOf(o.Meta); err != nil {
+					return nil, fmt.Errorf("quantize report: %w", err)
+				}
 			}
 			if env.Progress != nil {
 				env.Progress(int64(i+1), int64(len(refs)))
