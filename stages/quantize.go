@@ -51,6 +51,10 @@ type QuantSpec struct {
 	Damp *float64 `yaml:"damp,omitempty" json:"damp,omitempty" jsonschema:"minimum=0"`
 	// BlockSize (GPTQ) is the lazy-batch column block.
 	BlockSize *int `yaml:"block_size,omitempty" json:"block_size,omitempty" jsonschema:"minimum=1"`
+	// Refit (gptq on GGML block formats) re-solves each row's fp16 block
+	// scales after GPTQ with the codes fixed, minimising the row's output
+	// error with the full Hessian, where that lowers it.
+	Refit *bool `yaml:"refit,omitempty" json:"refit,omitempty" jsonschema:"description=gptq on GGML block formats: after GPTQ re-solve each row's fp16 block scales with the codes fixed minimising the row's output error under the full Hessian; a row keeps them only where that error drops (default false)"`
 	// NonFinite is error (default: a NaN/Inf weight fails the task, naming
 	// tensor and index) or pass (quantize anyway; see quant.NonFinitePass).
 	NonFinite string `yaml:"nonfinite,omitempty" json:"nonfinite,omitempty" jsonschema:"enum=error,enum=pass,description=NaN/Inf weights: error (default) fails the task naming tensor and index; pass quantizes anyway with scales fitted on the finite weights (an MXFP4 block holding NaN/Inf becomes NaN; FP8 keeps NaN; other grids saturate Inf and encode NaN as zero)"`
@@ -115,6 +119,7 @@ type ResolvedQuant struct {
 	ScaleSearch bool
 	ClipRatios  []float32
 	ActOrder    bool
+	Refit       bool
 	Damp        float64
 	BlockSize   int
 	NonFinite   quant.NonFinite
@@ -244,6 +249,9 @@ func resolve(base, over QuantSpec, rule int) (ResolvedQuant, error) {
 	if over.Damp != nil {
 		s.Damp = over.Damp
 	}
+	if over.Refit != nil {
+		s.Refit = over.Refit
+	}
 	if over.BlockSize != nil {
 		s.BlockSize = over.BlockSize
 	}
@@ -291,6 +299,9 @@ func resolve(base, over QuantSpec, rule int) (ResolvedQuant, error) {
 	rq.ClipRatios = s.ClipRatios
 	if s.ActOrder != nil {
 		rq.ActOrder = *s.ActOrder
+	}
+	if s.Refit != nil {
+		rq.Refit = *s.Refit
 	}
 	if s.Damp != nil {
 		if *s.Damp < 0 {
