@@ -66,6 +66,7 @@ type layerPlan struct {
 	prec           gptq.Precision
 	allExperts     bool
 	minTokens      int
+	shrinkExperts  bool
 	backend        string
 }
 
@@ -114,7 +115,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 	}
 	lp := &layerPlan{s: s, cfg: cfg, ix: ix, calRef: pipeline.TaskRef{Stage: calStage.ID, Key: cal.Key}, stageID: pc.StageID,
 		sequential: cm.Sequential, trueSequential: cm.TrueSequential, prec: gptq.F32, allExperts: cm.AllExperts,
-		minTokens: cm.MinExpertTokens, backend: pc.Resources.Backend}
+		minTokens: cm.MinExpertTokens, shrinkExperts: cm.ShrinkExperts, backend: pc.Resources.Backend}
 	if cm.Precision == "f64" {
 		lp.prec = gptq.F64
 	}
@@ -626,6 +627,7 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 		opts := a.opts(lp.prec)
 		opts.TrueSequential = lp.sequential && lp.trueSequential
 		opts.MinExpertTokens = lp.minTokens
+		opts.ShrinkExperts = lp.shrinkExperts
 		opts.AllExperts = lp.allExperts
 		t0 := time.Now()
 		rep, err := calib.Layer(ctx, ly, a.h, a.n, opts, nil, fn)

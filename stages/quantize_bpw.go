@@ -176,6 +176,7 @@ func (lp *layerPlan) runBPW() func(context.Context, *pipeline.TaskEnv) (*pipelin
 			}
 			opts := a.opts(lp.prec)
 			opts.AllExperts = lp.allExperts
+			opts.ShrinkExperts = lp.shrinkExperts
 			if _, err := calib.Layer(ctx, ly, a.h, a.n, opts, nil, fn); err != nil {
 				return fail(err)
 			}
