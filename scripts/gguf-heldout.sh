@@ -6,8 +6,9 @@
 # valid.txt, which the README table scores, is never read.
 #   scripts/gguf-heldout.sh MODEL RECIPE "CAND ..."
 # CAND is a comma-separated list of quantize default settings, e.g.
-# "damp=0.01 damp=0.1 damp=0.1,refit=true actorder=false,damp=0.01";
-# actorder defaults to true. Prints "settings bytes ppl kld top1" per
+# "damp=0.01 damp=0.1 damp=0.1,refit=true actorder=false,damp=0.01
+# damp=0.1,shrink_experts=true" (keys ending in _experts are calibrate
+# settings); actorder defaults to true. Prints "settings bytes ppl kld top1" per
 # candidate (runs/gguf-heldout/MODEL/RECIPE/).
 set -e
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -42,7 +43,9 @@ kld=$out/$m/held.kld
 for c in $cands; do
   d=$out/$m/$recipe/$(echo "$c" | tr ',=' '_-')
   mkdir -p "$d"
-  spec=$(echo "actorder=true,$c" | awk -F, '{for (i=1;i<=NF;i++) {split($i,kv,"="); v[kv[1]]=kv[2]; if (!(kv[1] in seen)) {seen[kv[1]]=1; o[++n]=kv[1]}} s=""; for (i=1;i<=n;i++) s=s (i>1?", ":"") o[i] ": " v[o[i]]; print s}')
+  # quantize settings, then calibrate ones (shrink_experts, all_experts)
+  spec=$(echo "actorder=true,$c" | awk -F, '{for (i=1;i<=NF;i++) {split($i,kv,"="); if (kv[1] ~ /_experts$/) continue; v[kv[1]]=kv[2]; if (!(kv[1] in seen)) {seen[kv[1]]=1; o[++n]=kv[1]}} s=""; for (i=1;i<=n;i++) s=s (i>1?", ":"") o[i] ": " v[o[i]]; print s}')
+  cspec=$(echo "$c" | awk -F, '{s=""; for (i=1;i<=NF;i++) {split($i,kv,"="); if (kv[1] ~ /_experts$/) s=s ", " kv[1] ": " kv[2]} print s}')
   cat >"$d/job.yaml" <<EOY
 version: 1
 name: heldout-$m-$recipe
@@ -53,7 +56,7 @@ stages:
   - id: calib
     kind: calibrate
     needs: [load]
-    with: {model: $td/models/$m, text: $out/fit.txt, samples: 160, seq_len: 256}
+    with: {model: $td/models/$m, text: $out/fit.txt, samples: 160, seq_len: 256$cspec}
   - id: quant
     kind: quantize
     needs: [calib]

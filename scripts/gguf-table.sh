@@ -9,8 +9,11 @@
 # ../shared/tools/llama.cpp/anchors.md).
 #   scripts/gguf-table.sh [model ...]     (default: all three; ~40 min on 2 busy cores)
 # TYPES overrides the size classes ("Q3_K_M Q4_K_M"); GPTQ overrides the
-# quantize default settings (default "actorder: true, damp: 0.1, refit:
-# true", chosen on held-out calibration text by scripts/gguf-heldout.sh).
+# quantize default settings (default "actorder: true, damp: 0.01", the
+# documented defaults) and GPTQ_<TYPE> those of one class (GPTQ_Q3_K_M=
+# "actorder: false, damp: 0.01"); CALIB (", shrink_experts: true") and
+# CALIB_<TYPE> add calibrate settings. Choose them on calibration data
+# only: scripts/gguf-heldout.sh; README says which the table used.
 # Writes runs/gguf-table/table.md (and per-run logs next to it).
 set -e
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,7 +25,8 @@ cd "$root"
 go build -o bin/marlin-run ./cmd/marlin-run
 models=${*:-qwen3-nano qwen3moe-nano glm47-nano}
 types=${TYPES:-Q2_K Q3_K_M IQ4_XS Q4_K_M}
-gptq=${GPTQ:-actorder: true, damp: 0.1, refit: true}
+gptq=${GPTQ:-actorder: true, damp: 0.01}
+calibx=${CALIB:-}
 ppl() { # model.gguf log -> "ppl kld top1", from the last chunk's line (cumulative
   # values); this build's logger sometimes loses the last lines: retry
   for try in 1 2 3; do
@@ -63,6 +67,8 @@ EOF
     set -- $(ppl "$lq" "$d/ppl-llama-$ty.log")
     echo "| $m | $ty | llama-quantize + imatrix | $(stat -c %s "$lq") | $1 | $2 | $3 |" >>"$d/rows.md"
     recipe=$(echo "$ty" | tr 'A-Z' 'a-z')
+    eval "set -- \"\${GPTQ_$ty:-$gptq}\" \"\${CALIB_$ty:-$calibx}\""
+    gq=$1 cx=$2
     cat >"$d/marlin-$ty.yaml" <<EOF
 version: 1
 name: gguf-$m-$ty
@@ -73,12 +79,12 @@ stages:
   - id: calib
     kind: calibrate
     needs: [load]
-    with: {model: $td/models/$m, text: $td/corpus/calib.txt, samples: 256, seq_len: 256}
+    with: {model: $td/models/$m, text: $td/corpus/calib.txt, samples: 256, seq_len: 256$cx}
   - id: quant
     kind: quantize
     needs: [calib]
     with:
-      default: {method: gptq, $gptq}
+      default: {method: gptq, $gq}
       gguf_recipe: $recipe
       report: quant-report.json
   - {id: gguf, kind: pack, needs: [quant], with: {format: gguf, out: marlin.gguf, model: $td/models/$m}}
