@@ -52,9 +52,9 @@ type QuantSpec struct {
 	// BlockSize (GPTQ) is the lazy-batch column block.
 	BlockSize *int `yaml:"block_size,omitempty" json:"block_size,omitempty" jsonschema:"minimum=1"`
 	// Refit (gptq on GGML block formats) re-solves each row's fp16 block
-	// scales after GPTQ with the codes fixed, minimising the row's output
-	// error with the full Hessian, where that lowers it.
-	Refit *bool `yaml:"refit,omitempty" json:"refit,omitempty" jsonschema:"description=gptq on GGML block formats: after GPTQ re-solve each row's fp16 block scales with the codes fixed minimising the row's output error under the full Hessian; a row keeps them only where that error drops (default false)"`
+	// scales after GPTQ with the codes fixed, minimising the row's error
+	// under the full Hessian with GPTQ's dampening, where that lowers it.
+	Refit *bool `yaml:"refit,omitempty" json:"refit,omitempty" jsonschema:"description=gptq on GGML block formats: after GPTQ re-solve each row's fp16 block scales with the codes fixed minimising the row's error under the full dampened Hessian; a row keeps them only where that error drops (default false)"`
 	// NonFinite is error (default: a NaN/Inf weight fails the task, naming
 	// tensor and index) or pass (quantize anyway; see quant.NonFinitePass).
 	NonFinite string `yaml:"nonfinite,omitempty" json:"nonfinite,omitempty" jsonschema:"enum=error,enum=pass,description=NaN/Inf weights: error (default) fails the task naming tensor and index; pass quantizes anyway with scales fitted on the finite weights (an MXFP4 block holding NaN/Inf becomes NaN; FP8 keeps NaN; other grids saturate Inf and encode NaN as zero)"`

@@ -184,7 +184,13 @@ func quantizeGGML(ctx context.Context, w []float32, rows, cols int, h []float64,
 	if err != nil || !opt.Refit {
 		return p, res, err
 	}
-	n, err := refitHalves(ctx, grid.g, p, w, h, rows, cols)
+	// The refit minimises GPTQ's own objective: the Hessian with the
+	// dampening GPTQ used (res.Damp on the diagonal).
+	hd := append([]float64(nil), h...)
+	for c := 0; c < cols; c++ {
+		hd[c*cols+c] += res.Damp
+	}
+	n, err := refitHalves(ctx, grid.g, p, w, hd, rows, cols)
 	if err != nil || n == 0 {
 		return p, res, err
 	}
@@ -226,9 +232,9 @@ func ImportanceRTN(ctx context.Context, w []float32, rows, cols int, h []float64
 
 // refitHalves re-solves, row by row, the fp16 block scales of GPTQ's GGML
 // blocks with the codes and sub-block scales fixed (ggml.Grid.Parts: each
-// value is linear in them), minimising the row's output error
-// (w−q)ᵀH(w−q) with the full Hessian h; a row keeps the new scales only
-// when that error drops. The scales were fitted before GPTQ moved the
+// value is linear in them), minimising the row's error (w−q)ᵀH(w−q) with
+// the full Hessian h (quantizeGGML passes GPTQ's damped one); a row keeps
+// the new scales only when that error drops. The scales were fitted before GPTQ moved the
 // codes (on the original weights, or on the weights as updated when GPTQ
 // reached their block), so the codes GPTQ chose usually want slightly
 // other scales. It returns the rows changed.

@@ -52,9 +52,10 @@ func TestGGMLGrids(t *testing.T) {
 }
 
 // TestGGMLRefit: re-solving the fp16 block scales after GPTQ never raises
-// a row's output error, so the layer error with Refit is at most the one
-// without, for every GGML format with and without act-order; it changes
-// some rows, and the packed blocks still decode to exactly the Q returned.
+// a row's error under GPTQ's damped Hessian, so that layer error with
+// Refit is at most the one without, for every GGML format with and
+// without act-order; the packed blocks still decode to exactly the Q
+// returned.
 func TestGGMLRefit(t *testing.T) {
 	L := genLayer(t, 5, 64, 512, 1024, 9)
 	for _, name := range []string{"q8_0", "q6_k", "q5_k", "q4_k", "q5_0", "q5_1", "q4_0", "q3_k", "q2_k", "iq4_nl", "iq4_xs"} {
@@ -71,9 +72,21 @@ func TestGGMLRefit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("%-7s actorder=%-5v gptq %10.5f refit %10.5f (%d of %d rows)", name, act, plain.Err, res.Err, res.Refit, L.rows)
-			if res.Err > plain.Err*(1+1e-9) {
-				t.Errorf("%s actorder=%v: refit raised the layer error %.6f → %.6f", name, act, plain.Err, res.Err)
+			hd := append([]float64(nil), L.h...)
+			for c := 0; c < L.cols; c++ {
+				hd[c*L.cols+c] += res.Damp
+			}
+			before, err := LayerError(L.w, f64s(plain.Q), L.rows, L.cols, hd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			after, err := LayerError(L.w, f64s(res.Q), L.rows, L.cols, hd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%-7s actorder=%-5v damped error gptq %10.5f refit %10.5f (%d of %d rows); undamped %10.5f → %10.5f", name, act, before, after, res.Refit, L.rows, plain.Err, res.Err)
+			if after > before*(1+1e-9) || res.Refit == 0 {
+				t.Errorf("%s actorder=%v: refit took the damped layer error %.6f → %.6f (%d rows)", name, act, before, after, res.Refit)
 			}
 			got := make([]float32, L.rows*L.cols)
 			p.Dequantize(got)

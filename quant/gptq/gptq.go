@@ -51,9 +51,9 @@ type Options struct {
 	// weigh by 1/d², the GPTQ loss of the column.
 	HessianWeightedSearch bool `json:"hessian_weighted_search,omitempty" yaml:"hessian_weighted_search,omitempty"`
 	// Refit (GGML block formats) re-solves every row's fp16 block scales
-	// after GPTQ with the codes fixed, minimising the row's output error
-	// with the full Hessian; a row keeps them only when its error drops
-	// (refitHalves).
+	// after GPTQ with the codes fixed, minimising the row's error under
+	// the full Hessian with GPTQ's dampening; a row keeps them only when
+	// that error drops (refitHalves).
 	Refit bool `json:"refit,omitempty" yaml:"refit,omitempty"`
 }
 
