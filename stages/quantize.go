@@ -51,6 +51,10 @@ type QuantSpec struct {
 	Damp *float64 `yaml:"damp,omitempty" json:"damp,omitempty" jsonschema:"minimum=0"`
 	// BlockSize (GPTQ) is the lazy-batch column block.
 	BlockSize *int `yaml:"block_size,omitempty" json:"block_size,omitempty" jsonschema:"minimum=1"`
+	// BlockActOrder (gptq on GGML block formats, without actorder) orders
+	// the columns by decreasing Hessian diagonal inside each block; blocks
+	// are fitted as GPTQ reaches them.
+	BlockActOrder *bool `yaml:"block_actorder,omitempty" json:"block_actorder,omitempty" jsonschema:"description=gptq on GGML block formats without actorder: quantize each block's columns in decreasing Hessian-diagonal order (blocks in order and each fitted on the updated weights when GPTQ reaches it) (default false)"`
 	// Refit (gptq on GGML block formats) re-solves each row's fp16 block
 	// scales after GPTQ with the codes fixed, minimising the row's error
 	// under the full Hessian with GPTQ's dampening, where that lowers it.
@@ -119,6 +123,7 @@ type ResolvedQuant struct {
 	ScaleSearch bool
 	ClipRatios  []float32
 	ActOrder    bool
+	BlockAct    bool
 	Refit       bool
 	Damp        float64
 	BlockSize   int
@@ -252,6 +257,9 @@ func resolve(base, over QuantSpec, rule int) (ResolvedQuant, error) {
 	if over.Refit != nil {
 		s.Refit = over.Refit
 	}
+	if over.BlockActOrder != nil {
+		s.BlockActOrder = over.BlockActOrder
+	}
 	if over.BlockSize != nil {
 		s.BlockSize = over.BlockSize
 	}
@@ -302,6 +310,9 @@ func resolve(base, over QuantSpec, rule int) (ResolvedQuant, error) {
 	}
 	if s.Refit != nil {
 		rq.Refit = *s.Refit
+	}
+	if s.BlockActOrder != nil {
+		rq.BlockAct = *s.BlockActOrder
 	}
 	if s.Damp != nil {
 		if *s.Damp < 0 {

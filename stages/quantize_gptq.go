@@ -45,7 +45,7 @@ func checkMethodPlan(rq ResolvedQuant, upstream *pipeline.Task) error {
 // fitted as GPTQ reaches them, quant/gptq.quantizeGGML);
 // mr-gptq implies act-order and scale search (Egiazarian et al. 2025).
 func gptqOptions(rq ResolvedQuant) gptq.Options {
-	o := gptq.Options{ActOrder: rq.ActOrder, StaticGroups: true, PercDamp: rq.Damp, BlockSize: rq.BlockSize, Refit: rq.Refit}
+	o := gptq.Options{ActOrder: rq.ActOrder, StaticGroups: true, PercDamp: rq.Damp, BlockSize: rq.BlockSize, Refit: rq.Refit, BlockActOrder: rq.BlockAct}
 	if rq.Method == MethodMRGPTQ {
 		o.ActOrder = true
 		if !rq.ScaleSearch && len(rq.ClipRatios) == 0 {
@@ -82,6 +82,9 @@ func hessianGPTQ(ctx context.Context, name string, w []float32, rows, cols int, 
 	}
 	if rq.Format.Elem == quant.ElemGGML && !opt.ActOrder {
 		meta[gptq.MetaStaticGroups] = "false" // GGML blocks fitted as GPTQ reaches them (contiguous all the same)
+	}
+	if rq.Format.Elem == quant.ElemGGML && opt.BlockActOrder && !opt.ActOrder {
+		meta[gptq.MetaActOrder] = "block"
 	}
 	if rq.Format.Elem == quant.ElemGGML && opt.Refit {
 		meta[gptq.MetaRefit] = "true"

@@ -2,6 +2,7 @@ package gptq
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	"github.com/marlin-llm/marlin/quant"
@@ -9,7 +10,8 @@ import (
 
 // TestGGMLGrids: for every GGML block format, GPTQ on the type's own grid
 // (scales fitted with the Hessian diagonal as importance, then error
-// feedback) has a layer error well below llama-quantize's plain
+// feedback; without act-order, with it, and with act-order inside each
+// block) has a layer error well below llama-quantize's plain
 // quantizer (RTN) and below the importance-weighted quantizer alone, and
 // the packed blocks dequantize (llama.cpp's dequantize_row_*, model/gguf)
 // to exactly the Q GPTQ returned.
@@ -31,14 +33,15 @@ func TestGGMLGrids(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, act := range []bool{false, true} {
-			p, res, err := QuantizeFormat(context.Background(), f32s(L.w), L.rows, L.cols, L.h, f, Options{ActOrder: act})
+		for _, o := range []Options{{}, {ActOrder: true}, {BlockActOrder: true}} {
+			act := fmt.Sprintf("actorder=%v block=%v", o.ActOrder, o.BlockActOrder)
+			p, res, err := QuantizeFormat(context.Background(), f32s(L.w), L.rows, L.cols, L.h, f, o)
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("%-7s actorder=%-5v rtn %10.5f imatrix-rtn %10.5f gptq %10.5f (%.2fx rtn)", name, act, rtn, imp, res.Err, res.Err/rtn)
+			t.Logf("%-7s %s rtn %10.5f imatrix-rtn %10.5f gptq %10.5f (%.2fx rtn)", name, act, rtn, imp, res.Err, res.Err/rtn)
 			if !(res.Err < 0.85*rtn) || !(res.Err < imp) {
-				t.Errorf("%s actorder=%v: GPTQ error %.5f not below 0.85 × RTN %.5f and importance RTN %.5f", name, act, res.Err, rtn, imp)
+				t.Errorf("%s %s: GPTQ error %.5f not below 0.85 × RTN %.5f and importance RTN %.5f", name, act, res.Err, rtn, imp)
 			}
 			got := make([]float32, L.rows*L.cols)
 			p.Dequantize(got)
