@@ -40,6 +40,9 @@ type Settings struct {
 	Rules        []Rule
 	TokenizerPre string
 	Name         string
+	// HasImatrix: the quantized weights had importance weights (a gguf
+	// mixture recipe's choice depends on it).
+	HasImatrix bool
 }
 
 // Exporter is one export format of the pack stage. It is either a

@@ -1,12 +1,19 @@
 #!/bin/sh
 # Regenerates README's "GGUF against llama-quantize" table: for each nano
 # model and size class, llama-quantize with an imatrix (llama-imatrix on
-# corpus/calib.txt, -c 256) and marlin (GPTQ on the GGML grids, the same
-# per-tensor type mixture, read from llama-quantize's output by
-# scripts/ggufmix), both scored by llama-perplexity on corpus/valid.txt
-# (-c 256 --chunks 64 -b 256), KL divergence against the F16 model's
-# logits (the protocol of ../shared/tools/llama.cpp/anchors.md).
-#   scripts/gguf-table.sh [model ...]     (default: all three; ~15 min on 2 cores)
+# corpus/calib.txt, -c 256) and marlin (GPTQ on the GGML grids with the
+# quantize stage's gguf_recipe of the same name: the same per-tensor
+# types, TestMixturesMatchLlamaQuantize), both scored by llama-perplexity
+# on corpus/valid.txt (-c 256 --chunks 64 -b 256), KL divergence against
+# the F16 model's logits (the protocol of
+# ../shared/tools/llama.cpp/anchors.md).
+#   scripts/gguf-table.sh [model ...]     (default: all three; ~40 min on 2 busy cores)
+# TYPES overrides the size classes ("Q3_K_M Q4_K_M"); GPTQ overrides the
+# quantize default settings (default "actorder: true, damp: 0.01", the
+# documented defaults) and GPTQ_<TYPE> those of one class (GPTQ_Q3_K_M=
+# "actorder: false, damp: 0.01"); CALIB (", shrink_experts: true") and
+# CALIB_<TYPE> add calibrate settings. Choose them on calibration data
+# only: scripts/gguf-heldout.sh; README says which the table used.
 # Writes runs/gguf-table/table.md (and per-run logs next to it).
 set -e
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,9 +23,10 @@ out=$root/runs/gguf-table
 mkdir -p "$out"
 cd "$root"
 go build -o bin/marlin-run ./cmd/marlin-run
-go build -o bin/ggufmix ./scripts/ggufmix
 models=${*:-qwen3-nano qwen3moe-nano glm47-nano}
-types="Q2_K Q3_K_M IQ4_XS Q4_K_M"
+types=${TYPES:-Q2_K Q3_K_M IQ4_XS Q4_K_M}
+gptq=${GPTQ:-actorder: true, damp: 0.01}
+calibx=${CALIB:-}
 ppl() { # model.gguf log -> "ppl kld top1", from the last chunk's line (cumulative
   # values); this build's logger sometimes loses the last lines: retry
   for try in 1 2 3; do
@@ -58,9 +66,10 @@ EOF
     "$bin/llama-quantize" --imatrix "$d/imatrix.gguf" "$f16" "$lq" "$ty" 2 >"$d/quantize-$ty.log" 2>&1
     set -- $(ppl "$lq" "$d/ppl-llama-$ty.log")
     echo "| $m | $ty | llama-quantize + imatrix | $(stat -c %s "$lq") | $1 | $2 | $3 |" >>"$d/rows.md"
-    bin/ggufmix "$lq" >"$d/mix-$ty.txt"
-    {
-      cat <<EOF
+    recipe=$(echo "$ty" | tr 'A-Z' 'a-z')
+    eval "set -- \"\${GPTQ_$ty:-$gptq}\" \"\${CALIB_$ty:-$calibx}\""
+    gq=$1 cx=$2
+    cat >"$d/marlin-$ty.yaml" <<EOF
 version: 1
 name: gguf-$m-$ty
 workdir: $d/marlin-$ty
@@ -70,25 +79,17 @@ stages:
   - id: calib
     kind: calibrate
     needs: [load]
-    with: {model: $td/models/$m, text: $td/corpus/calib.txt, samples: 256, seq_len: 256}
+    with: {model: $td/models/$m, text: $td/corpus/calib.txt, samples: 256, seq_len: 256$cx}
   - id: quant
     kind: quantize
     needs: [calib]
     with:
-      default: {format: q4_k, method: gptq, actorder: true, damp: 0.1}
+      default: {method: gptq, $gq}
+      gguf_recipe: $recipe
       report: quant-report.json
-      rules:
+  - {id: gguf, kind: pack, needs: [quant], with: {format: gguf, out: marlin.gguf, model: $td/models/$m}}
 EOF
-      sed -n 's/^quant: /        - /p' "$d/mix-$ty.txt"
-      echo "  - id: gguf"
-      echo "    kind: pack"
-      echo "    needs: [quant]"
-      echo "    with:"
-      echo "      {format: gguf, out: marlin.gguf, model: $td/models/$m, rules: ["
-      sed -n 's/^pack: \(.*\)$/        \1,/p' "$d/mix-$ty.txt"
-      echo "      ]}"
-    } >"$d/marlin-$ty.yaml"
-    bin/marlin-run run "$d/marlin-$ty.yaml" >"$d/marlin-$ty.log" 2>&1
+    bin/marlin-run run --fresh "$d/marlin-$ty.yaml" >"$d/marlin-$ty.log" 2>&1
     mg=$d/marlin-$ty/out/marlin.gguf
     set -- $(ppl "$mg" "$d/ppl-marlin-$ty.log")
     echo "| $m | $ty | marlin GPTQ | $(stat -c %s "$mg") | $1 | $2 | $3 |" >>"$d/rows.md"

@@ -22,7 +22,9 @@
 # SEQ_LEN (2048), MEM (100GiB), WORKERS (0: the CPUs), BACKEND (auto),
 # RUN_DIR (runs/realwidth), CALIB_SRC (demo/calib.txt), RUN_FLAGS (extra
 # marlin-run run flags, e.g. --allow-over-budget); KEEP_MODEL=1 reuses a
-# model already generated with the same WIDTH_DIV and LAYERS.
+# model already generated with the same WIDTH_DIV and LAYERS; JOB runs
+# another job with the same variables (pipelines/glm47-synth-gguf.yaml:
+# GPTQ onto the Q4_K_M mixture and a GGUF file).
 # The run starts fresh (--fresh) so that the timings are a whole run's.
 set -eu
 

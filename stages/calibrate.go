@@ -55,6 +55,10 @@ type CalibrateConfig struct {
 	// round-to-nearest instead of GPTQ (0: never; experts below their
 	// input width are otherwise shrunk towards the pooled Hessian).
 	MinExpertTokens int `yaml:"min_expert_tokens,omitempty" json:"min_expert_tokens,omitempty" jsonschema:"minimum=0,description=MoE: a routed expert that received fewer calibration tokens is quantized with RTN instead of GPTQ (default 0: never; below its input width its Hessian is shrunk towards the pooled one)"`
+	// ShrinkExperts mixes every routed expert's Hessian with the pooled
+	// one, the pool counting as one input width of tokens
+	// (calib.ExpertPolicy).
+	ShrinkExperts bool `yaml:"shrink_experts,omitempty" json:"shrink_experts,omitempty" jsonschema:"description=MoE: mix every routed expert's Hessian with the pooled one (the router input for gate/up; all experts' down_proj inputs) as if the pool added one input width of tokens (default false: only experts with fewer tokens than their input width)"`
 }
 
 // Calibrate defaults (setDefaults applies them).
@@ -197,7 +201,7 @@ func (s *calibrateStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]
 	}
 	meta := calibMeta{
 		Inputs: ins, Model: modelDir, Sequential: s.cfg.sequential(), TrueSequential: s.cfg.trueSequential(), Precision: s.cfg.Precision,
-		AllExperts: s.cfg.AllExperts, MinExpertTokens: s.cfg.MinExpertTokens,
+		AllExperts: s.cfg.AllExperts, MinExpertTokens: s.cfg.MinExpertTokens, ShrinkExperts: s.cfg.ShrinkExperts,
 		Samples: s.cfg.Samples, SeqLen: s.cfg.SeqLen, TextBytes: fi.Size(),
 	}.encode()
 	return []*pipeline.Task{{

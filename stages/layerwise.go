@@ -66,6 +66,7 @@ type layerPlan struct {
 	prec           gptq.Precision
 	allExperts     bool
 	minTokens      int
+	shrinkExperts  bool
 	backend        string
 }
 
@@ -109,9 +110,12 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 	if _, ok := ix.refs[lmHeadName]; ok {
 		cfg.TieWordEmbeddings = false // the rotate stage unties lm_head
 	}
+	if err := s.planRecipe(cfg, ix, cm.Model); err != nil {
+		return nil, fmt.Errorf("quantize: %w", err)
+	}
 	lp := &layerPlan{s: s, cfg: cfg, ix: ix, calRef: pipeline.TaskRef{Stage: calStage.ID, Key: cal.Key}, stageID: pc.StageID,
 		sequential: cm.Sequential, trueSequential: cm.TrueSequential, prec: gptq.F32, allExperts: cm.AllExperts,
-		minTokens: cm.MinExpertTokens, backend: pc.Resources.Backend}
+		minTokens: cm.MinExpertTokens, shrinkExperts: cm.ShrinkExperts, backend: pc.Resources.Backend}
 	if cm.Precision == "f64" {
 		lp.prec = gptq.F64
 	}
@@ -178,6 +182,19 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 		headNeedsAct = lp.headByHessian(rq)
 	}
 	var tasks []*pipeline.Task
+	var bpwNeeds []pipeline.TaskRef // what quantizing tasks wait for: the target_bpw allocation
+	if s.bpwPlanned() {
+		s.bpw.ref = pipeline.TaskRef{Stage: pc.StageID, Key: bpwKey}
+		bpwNeeds = []pipeline.TaskRef{s.bpw.ref}
+		var est int64
+		for _, e := range layerEst {
+			est = max(est, e)
+		}
+		tasks = append(tasks, &pipeline.Task{
+			Key: bpwKey, Needs: append([]pipeline.TaskRef{lp.calRef}, lp.refsOf(ix.names)...),
+			EstBytes: est, Meta: map[string]string{MetaInternal: "true"}, Run: lp.runBPW(),
+		})
+	}
 	act := func(l int) pipeline.TaskRef {
 		return pipeline.TaskRef{Stage: pc.StageID, Key: actKeyPrefix + strconv.Itoa(l)}
 	}
@@ -202,6 +219,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 			stored += taskBytes(ix.metas[n])
 		}
 		meta := map[string]string{MetaTensors: strings.Join(names, ","), MetaBytes: strconv.FormatInt(stored, 10), metaLayer: strconv.Itoa(l)}
+		s.recipeMeta(meta)
 		for _, n := range names {
 			rq, err := s.cfg.Resolve(n)
 			if err != nil {
@@ -212,7 +230,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 			}
 		}
 		tasks = append(tasks, &pipeline.Task{
-			Key: layer(l).Key, Needs: append(needs, act(l)), EstBytes: layerEst[l], Meta: meta,
+			Key: layer(l).Key, Needs: append(append(needs, act(l)), bpwNeeds...), EstBytes: layerEst[l], Meta: meta,
 			Run: lp.runLayer(l, names, act(l)),
 		})
 		if l+1 < cfg.NumLayers || headNeedsAct {
@@ -245,21 +263,31 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 			}
 		}
 		meta[MetaHasHessian] = "none"
+		s.recipeMeta(meta)
 		if rq.Skip {
 			meta[quant.MetaFormat] = "skip"
 		} else {
 			meta[quant.MetaFormat] = rq.Format.String()
 			meta[quant.MetaMethod] = rq.Method
 		}
-		t := &pipeline.Task{Key: n, Needs: []pipeline.TaskRef{ix.refs[n]}, EstBytes: 3*taskBytes(ix.metas[n]) + 1<<20, Meta: meta}
+		t := &pipeline.Task{Key: n, Needs: append([]pipeline.TaskRef{ix.refs[n]}, bpwNeeds...), EstBytes: 3*taskBytes(ix.metas[n]) + 1<<20, Meta: meta}
 		if n == lmHeadName && lp.headByHessian(rq) {
 			normRef, ok := ix.refs[lp.cfg.FinalNormName()]
 			if !ok {
 				return nil, fmt.Errorf("quantize: %s by %s needs %s", n, rq.Method, lp.cfg.FinalNormName())
 			}
 			meta[MetaHasHessian] = "true"
-			t.Needs = []pipeline.TaskRef{ix.refs[n], normRef, act(cfg.NumLayers)}
-			t.EstBytes += 2*actBytes + 8*int64(cfg.HiddenSize)*int64(cfg.HiddenSize)
+			t.Needs = append([]pipeline.TaskRef{ix.refs[n], normRef, act(cfg.NumLayers)}, bpwNeeds...)
+			// GPTQ's working set on the head: float64 copies of the
+			// weight (input, transposed, quantized, and Q for the layer
+			// error: 32 bytes a weight), its float32 Q and codes (5) and
+			// the input (4): measured 13.5 GiB peak on a 154880×2048
+			// lm_head (Q6_K) against 1.8 GiB estimated without it.
+			numel := int64(0)
+			if sh, ok := taskShape(ix.metas[n]); ok && len(sh) == 2 {
+				numel = int64(sh[0]) * int64(sh[1])
+			}
+			t.EstBytes += 2*actBytes + 48*int64(cfg.HiddenSize)*int64(cfg.HiddenSize) + 41*numel
 			t.Run = lp.runHead(t.Needs)
 		} else {
 			if hfconfig.LayerIndex(n) >= 0 && !rq.Skip && rq.needsHessian() && pc.Log != nil {
@@ -390,35 +418,44 @@ func (u *upstreamTensors) Tensor(name string) (*tensor.Tensor, error) {
 // runEmbed makes act.0: the embeddings of the calibration windows.
 func (lp *layerPlan) runEmbed() func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
 	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
-		cal, err := env.Input(lp.calRef)
+		a, err := lp.embed(env)
 		if err != nil {
 			return nil, err
 		}
-		ids, n, w, err := calibIDs(cal)
-		if err != nil {
-			return nil, fmt.Errorf("calibration: %w", err)
-		}
-		src := &upstreamTensors{env: env, ix: lp.ix}
-		emb, err := src.Tensor(lp.cfg.EmbedName())
-		if err != nil {
-			return nil, err
-		}
-		hd := lp.cfg.HiddenSize
-		if len(emb.Shape) != 2 || emb.Shape[1] != hd {
-			return nil, fmt.Errorf("%s has shape %v, want [vocab, %d]", lp.cfg.EmbedName(), emb.Shape, hd)
-		}
-		a := &activations{h: make([]float32, len(ids)*hd), n: n, w: w, hidden: hd}
-		sz := emb.DType.Size()
-		for t, id := range ids {
-			if id < 0 || int(id) >= emb.Shape[0] {
-				return nil, fmt.Errorf("calibration token %d at %d outside the vocabulary of %d", id, t, emb.Shape[0])
-			}
-			if err := tensor.DecodeFloat32(a.h[t*hd:(t+1)*hd], emb.DType, emb.Data[int(id)*hd*sz:(int(id)+1)*hd*sz]); err != nil {
-				return nil, fmt.Errorf("%s: %w", lp.cfg.EmbedName(), err)
-			}
-		}
-		return actOutput(a, map[string]string{"calib.windows": strconv.Itoa(n), "calib.seq_len": strconv.Itoa(w)})
+		return actOutput(a, map[string]string{"calib.windows": strconv.Itoa(a.n), "calib.seq_len": strconv.Itoa(a.w)})
 	}
+}
+
+// embed looks up the embeddings of the calibration windows.
+func (lp *layerPlan) embed(env *pipeline.TaskEnv) (*activations, error) {
+	cal, err := env.Input(lp.calRef)
+	if err != nil {
+		return nil, err
+	}
+	ids, n, w, err := calibIDs(cal)
+	if err != nil {
+		return nil, fmt.Errorf("calibration: %w", err)
+	}
+	src := &upstreamTensors{env: env, ix: lp.ix}
+	emb, err := src.Tensor(lp.cfg.EmbedName())
+	if err != nil {
+		return nil, err
+	}
+	hd := lp.cfg.HiddenSize
+	if len(emb.Shape) != 2 || emb.Shape[1] != hd {
+		return nil, fmt.Errorf("%s has shape %v, want [vocab, %d]", lp.cfg.EmbedName(), emb.Shape, hd)
+	}
+	a := &activations{h: make([]float32, len(ids)*hd), n: n, w: w, hidden: hd}
+	sz := emb.DType.Size()
+	for t, id := range ids {
+		if id < 0 || int(id) >= emb.Shape[0] {
+			return nil, fmt.Errorf("calibration token %d at %d outside the vocabulary of %d", id, t, emb.Shape[0])
+		}
+		if err := tensor.DecodeFloat32(a.h[t*hd:(t+1)*hd], emb.DType, emb.Data[int(id)*hd*sz:(int(id)+1)*hd*sz]); err != nil {
+			return nil, fmt.Errorf("%s: %w", lp.cfg.EmbedName(), err)
+		}
+	}
+	return a, nil
 }
 
 // runAdvance makes act.L+1 from act.L through layer L: its quantized
@@ -522,6 +559,9 @@ type layerTimes struct {
 func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
 	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
 		start := time.Now()
+		if err := lp.s.loadBPW(env); err != nil {
+			return nil, err
+		}
 		a, err := readActivations(env, in)
 		if err != nil {
 			return nil, err
@@ -596,6 +636,7 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 		opts := a.opts(lp.prec)
 		opts.TrueSequential = lp.sequential && lp.trueSequential
 		opts.MinExpertTokens = lp.minTokens
+		opts.ShrinkExperts = lp.shrinkExperts
 		opts.AllExperts = lp.allExperts
 		t0 := time.Now()
 		rep, err := calib.Layer(ctx, ly, a.h, a.n, opts, nil, fn)
@@ -731,6 +772,9 @@ func tensorOutput(ts []*tensor.Tensor, rep *quant.Report) (*pipeline.Output, err
 // final norm, an lm_head by RTN) with no Hessian.
 func (lp *layerPlan) runTensor(ref pipeline.TaskRef, name string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
 	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
+		if err := lp.s.loadBPW(env); err != nil {
+			return nil, err
+		}
 		t, err := fetch(env, ref, name)
 		if err != nil {
 			return nil, err
@@ -747,6 +791,9 @@ func (lp *layerPlan) runTensor(ref pipeline.TaskRef, name string) func(context.C
 // hidden states after the last layer (needs: lm_head, final norm, act.N).
 func (lp *layerPlan) runHead(needs []pipeline.TaskRef) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
 	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
+		if err := lp.s.loadBPW(env); err != nil {
+			return nil, err
+		}
 		w, err := fetch(env, needs[0], lmHeadName)
 		if err != nil {
 			return nil, err

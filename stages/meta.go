@@ -61,6 +61,7 @@ const (
 	metaCalibPrecision  = "calib.precision"
 	metaCalibAllExperts = "calib.all_experts"
 	metaCalibMinTokens  = "calib.min_expert_tokens"
+	metaCalibShrink     = "calib.shrink_experts"
 	metaCalibSamples    = "calib.samples"
 	metaCalibSeqLen     = "calib.seq_len"
 	metaCalibTextBytes  = "calib.text_bytes"
@@ -145,6 +146,7 @@ type calibMeta struct {
 	Precision       string
 	AllExperts      bool
 	MinExpertTokens int
+	ShrinkExperts   bool
 	Samples         int
 	SeqLen          int
 	TextBytes       int64
@@ -162,6 +164,7 @@ func (c calibMeta) encode() map[string]string {
 		metaCalibPrecision:  c.Precision,
 		metaCalibAllExperts: strconv.FormatBool(c.AllExperts),
 		metaCalibMinTokens:  strconv.Itoa(c.MinExpertTokens),
+		metaCalibShrink:     strconv.FormatBool(c.ShrinkExperts),
 		metaCalibSamples:    strconv.Itoa(c.Samples),
 		metaCalibSeqLen:     strconv.Itoa(c.SeqLen),
 		metaCalibTextBytes:  strconv.FormatInt(c.TextBytes, 10),
@@ -184,6 +187,7 @@ func decodeCalibMeta(m map[string]string) (c calibMeta, ok bool) {
 	}
 	c.TrueSequential = c.Sequential && m[metaCalibTrueSeq] != "false"
 	c.MinExpertTokens, _ = strconv.Atoi(m[metaCalibMinTokens])
+	c.ShrinkExperts = m[metaCalibShrink] == "true"
 	c.Samples, _ = strconv.Atoi(m[metaCalibSamples])
 	c.SeqLen, _ = strconv.Atoi(m[metaCalibSeqLen])
 	c.TextBytes, _ = strconv.ParseInt(m[metaCalibTextBytes], 10, 64)

@@ -174,6 +174,21 @@ func (s *packStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 	if len(inputs) == 0 {
 		return nil, errors.New("pack: no upstream tensors (needs: a load or quantize stage)")
 	}
+	upRecipe, upImatrix, err := upstreamRecipe(pc)
+	if err != nil {
+		return nil, err
+	}
+	settings := func(model string) export.Settings {
+		st := s.cfg.settings(model)
+		if st.Format == PackGGUF && st.GGUFType == "" {
+			st.GGUFType = upRecipe
+		}
+		st.HasImatrix = upImatrix
+		return st
+	}
+	if s.cfg.Format == PackGGUF && upRecipe != "" && s.cfg.GGUFType != "" && !strings.EqualFold(s.cfg.GGUFType, upRecipe) && pc.Log != nil {
+		pc.Log.Warn("pack: gguf_type differs from the quantize stage's gguf_recipe; it types only the tensors left in float", "gguf_type", s.cfg.GGUFType, "gguf_recipe", upRecipe)
+	}
 	ex, ok := lookupPackFormat(s.cfg.Format)
 	if !ok {
 		return nil, fmt.Errorf("pack: unknown format %q", s.cfg.Format)
@@ -215,7 +230,7 @@ func (s *packStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 			EstBytes:    8 * maxBytes,
 			Meta:        map[string]string{"format": s.cfg.Format, "out": s.cfg.Out},
 			Fingerprint: fp,
-			Run:         s.runFile(fileEx, inputs, model),
+			Run:         s.runFile(fileEx, inputs, settings(model)),
 		}}, nil
 	}
 	shardEx, ok := ex.(export.ShardExporter)
@@ -267,6 +282,27 @@ func (s *packStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*pipe
 		Run:         s.runIndex(shardEx, shardRefs, model),
 	})
 	return tasks, nil
+}
+
+// upstreamRecipe returns the gguf_recipe the upstream quantize tasks were
+// planned with ("" when none) and whether they used importance weights;
+// two different recipes are an error.
+func upstreamRecipe(pc *pipeline.PlanContext) (string, bool, error) {
+	recipe, imatrix := "", false
+	for _, in := range pc.Inputs {
+		for _, t := range in.Tasks {
+			r := t.Meta[MetaGGUFRecipe]
+			if r == "" {
+				continue
+			}
+			if recipe != "" && r != recipe {
+				return "", false, fmt.Errorf("pack: upstream tensors were quantized for two GGUF recipes (%s and %s)", recipe, r)
+			}
+			recipe = r
+			imatrix = imatrix || t.Meta[metaGGUFImatrix] == "true"
+		}
+	}
+	return recipe, imatrix, nil
 }
 
 // dirFingerprint identifies the metadata files of a model directory by
@@ -384,7 +420,7 @@ func (it *inputTensors) Main(name string) (*tensor.Tensor, *quant.Packed, error)
 }
 
 // runFile writes a single-file format (gguf) from every input.
-func (s *packStage) runFile(ex export.FileExporter, inputs []packInput, model string) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
+func (s *packStage) runFile(ex export.FileExporter, inputs []packInput, settings export.Settings) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
 	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
 		fail := func(err error) (*pipeline.Output, error) { return nil, fmt.Errorf("pack %s: %w", s.cfg.Format, err) }
 		// Names in upstream order; plain tensors with a planner-visible
@@ -403,7 +439,7 @@ func (s *packStage) runFile(ex export.FileExporter, inputs []packInput, model st
 		if err != nil {
 			return fail(err)
 		}
-		meta, err := ex.WriteFile(ctx, out, s.cfg.settings(model), newInputTensors(env, inputs), names, shapes, env.Log)
+		meta, err := ex.WriteFile(ctx, out, settings, newInputTensors(env, inputs), names, shapes, env.Log)
 		if err != nil {
 			return fail(err)
 		}

@@ -38,8 +38,8 @@ func (PackConfig) JSONSchemaExtend(s *jsonschema.Schema) {
 				rulesOnly = append(rulesOnly, t.Name())
 			}
 		}
-		p.Description = fmt.Sprintf("GGUF type recipe (default %s): one type for every matrix, or %s (llama-quantize's Q4_K_M mixture); "+
+		p.Description = fmt.Sprintf("GGUF type recipe (default %s; or a quantize stage's gguf_recipe upstream): one type for every matrix, or one of llama-quantize's mixtures (%s); "+
 			"rules may also name %s; a type whose block does not divide the row size falls back (%s)",
-			llamacpp.DefaultRecipe, llamacpp.MixQ4KM, strings.Join(rulesOnly, " "), llamacpp.Fallbacks())
+			llamacpp.DefaultRecipe, strings.Join(llamacpp.Mixtures(), " "), strings.Join(rulesOnly, " "), llamacpp.Fallbacks())
 	}
 }

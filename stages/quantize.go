@@ -9,9 +9,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 
+	"github.com/marlin-llm/marlin/export/llamacpp"
 	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
+	"github.com/marlin-llm/marlin/quant/bpw"
 	"github.com/marlin-llm/marlin/quant/calib"
 	"github.com/marlin-llm/marlin/quant/gptq"
 	"github.com/marlin-llm/marlin/tensor"
@@ -48,6 +51,14 @@ type QuantSpec struct {
 	Damp *float64 `yaml:"damp,omitempty" json:"damp,omitempty" jsonschema:"minimum=0"`
 	// BlockSize (GPTQ) is the lazy-batch column block.
 	BlockSize *int `yaml:"block_size,omitempty" json:"block_size,omitempty" jsonschema:"minimum=1"`
+	// BlockActOrder (gptq on GGML block formats, without actorder) orders
+	// the columns by decreasing Hessian diagonal inside each block; blocks
+	// are fitted as GPTQ reaches them.
+	BlockActOrder *bool `yaml:"block_actorder,omitempty" json:"block_actorder,omitempty" jsonschema:"description=gptq on GGML block formats without actorder: quantize each block's columns in decreasing Hessian-diagonal order (blocks in order and each fitted on the updated weights when GPTQ reaches it) (default false)"`
+	// Refit (gptq on GGML block formats) re-solves each row's fp16 block
+	// scales after GPTQ with the codes fixed, minimising the row's error
+	// under the full Hessian with GPTQ's dampening, where that lowers it.
+	Refit *bool `yaml:"refit,omitempty" json:"refit,omitempty" jsonschema:"description=gptq on GGML block formats: after GPTQ re-solve each row's fp16 block scales with the codes fixed minimising the row's error under the full dampened Hessian; a row keeps them only where that error drops (default false)"`
 	// NonFinite is error (default: a NaN/Inf weight fails the task, naming
 	// tensor and index) or pass (quantize anyway; see quant.NonFinitePass).
 	NonFinite string `yaml:"nonfinite,omitempty" json:"nonfinite,omitempty" jsonschema:"enum=error,enum=pass,description=NaN/Inf weights: error (default) fails the task naming tensor and index; pass quantizes anyway with scales fitted on the finite weights (an MXFP4 block holding NaN/Inf becomes NaN; FP8 keeps NaN; other grids saturate Inf and encode NaN as zero)"`
@@ -77,6 +88,31 @@ type QuantizeConfig struct {
 	// in llama-imatrix's GGUF format to this path, for llama-quantize
 	// --imatrix.
 	Imatrix string `yaml:"imatrix,omitempty" json:"imatrix,omitempty" jsonschema:"description=GGUF file in the output directory for the importance matrix (the Hessian diagonals) in llama-imatrix's format; needs a calibrate stage upstream and Hessian methods"`
+	// GGUFRecipe, when set, gives every tensor the format of its GGUF type
+	// in that llama.cpp recipe (llamacpp.Recipes: llama-quantize's
+	// mixtures such as q4_k_m, q3_k_m, q2_k, iq4_xs, or a pure type), so
+	// that GPTQ runs on each tensor's own grid; rules still override it.
+	// It needs a calibrate stage upstream (whose config.json says which
+	// tensor is which). A gguf pack stage downstream takes the recipe as
+	// its gguf_type unless it sets one. Its schema enum is written by
+	// JSONSchemaExtend.
+	GGUFRecipe string `yaml:"gguf_recipe,omitempty" json:"gguf_recipe,omitempty"`
+	// TargetBPW, when > 0, chooses each quantized 2-D tensor's format
+	// among BPWTypes so that the average bits per weight is at most it,
+	// minimising the predicted output error (quant/bpw; importance from a
+	// float calibration pass of its own, quantize_bpw.go). Routed experts
+	// stacked into one GGUF tensor share a format; rules that set a format
+	// keep it (and count in the average); tensors no calibrated Linear
+	// reads get q6_k (q8_0 where its blocks do not fit). It needs a
+	// calibrate stage upstream; the report lists the choice.
+	TargetBPW float64 `yaml:"target_bpw,omitempty" json:"target_bpw,omitempty" jsonschema:"minimum=0,description=average bits per weight over the quantized 2-D tensors: each tensor's format is chosen among bpw_types minimising the predicted output error (Hessian-diagonal weighted and relative to the tensor's output energy) from a float calibration pass; routed experts of one layer share a format; rules that set a format keep it; needs a calibrate stage upstream"`
+	// BPWTypes are target_bpw's candidate formats (default
+	// bpw.DefaultCandidates).
+	BPWTypes []string `yaml:"bpw_types,omitempty" json:"bpw_types,omitempty" jsonschema:"description=target_bpw's candidate formats (default q2_k q3_k iq4_xs q4_k q5_k q6_k q8_0 q4_0 q5_0 q5_1)"`
+
+	// recipeFormats are GGUFRecipe's formats by tensor name, set when the
+	// stage is planned (quantize_recipe.go).
+	recipeFormats map[string]string
 }
 
 // ResolvedQuant is the effective setting for one tensor.
@@ -87,6 +123,8 @@ type ResolvedQuant struct {
 	ScaleSearch bool
 	ClipRatios  []float32
 	ActOrder    bool
+	BlockAct    bool
+	Refit       bool
 	Damp        float64
 	BlockSize   int
 	NonFinite   quant.NonFinite
@@ -136,6 +174,12 @@ func (c *QuantizeConfig) Validate() error {
 			errs = append(errs, &pipeline.FieldError{Field: "imatrix", Err: err})
 		}
 	}
+	if c.GGUFRecipe != "" {
+		if err := llamacpp.ValidateRecipe(c.GGUFRecipe, nil); err != nil {
+			errs = append(errs, &pipeline.FieldError{Field: "gguf_recipe", Err: err})
+		}
+	}
+	errs = append(errs, c.validateBPW()...)
 	if len(errs) == 1 {
 		return errs[0]
 	}
@@ -156,22 +200,27 @@ func prefixField(prefix string, err error) error {
 }
 
 // Resolve returns the settings for tensor name: the first matching rule's
-// fields over the default.
+// fields over the default, whose format is the gguf_recipe's for this
+// tensor where the recipe gives one.
 func (c *QuantizeConfig) Resolve(name string) (ResolvedQuant, error) {
+	def := c.Default
+	if f, ok := c.recipeFormats[name]; ok {
+		def.Format = f
+	}
 	for i, r := range c.Rules {
 		ok, err := path.Match(r.Match, name)
 		if err != nil {
 			return ResolvedQuant{}, prefixField(fmt.Sprintf("rules[%d].match", i), err)
 		}
 		if ok {
-			rq, err := resolve(c.Default, r.QuantSpec, i)
+			rq, err := resolve(def, r.QuantSpec, i)
 			if err != nil {
 				return rq, prefixField(fmt.Sprintf("rules[%d]", i), err)
 			}
 			return rq, nil
 		}
 	}
-	rq, err := resolve(QuantSpec{}, c.Default, -1)
+	rq, err := resolve(QuantSpec{}, def, -1)
 	if err != nil {
 		return rq, prefixField("default", err)
 	}
@@ -204,6 +253,12 @@ func resolve(base, over QuantSpec, rule int) (ResolvedQuant, error) {
 	}
 	if over.Damp != nil {
 		s.Damp = over.Damp
+	}
+	if over.Refit != nil {
+		s.Refit = over.Refit
+	}
+	if over.BlockActOrder != nil {
+		s.BlockActOrder = over.BlockActOrder
 	}
 	if over.BlockSize != nil {
 		s.BlockSize = over.BlockSize
@@ -253,6 +308,12 @@ func resolve(base, over QuantSpec, rule int) (ResolvedQuant, error) {
 	if s.ActOrder != nil {
 		rq.ActOrder = *s.ActOrder
 	}
+	if s.Refit != nil {
+		rq.Refit = *s.Refit
+	}
+	if s.BlockActOrder != nil {
+		rq.BlockAct = *s.BlockActOrder
+	}
 	if s.Damp != nil {
 		if *s.Damp < 0 {
 			return rq, &pipeline.FieldError{Field: "damp", Err: fmt.Errorf("must be >= 0, got %v", *s.Damp)}
@@ -294,7 +355,16 @@ func QuantizeKind() pipeline.Kind {
 	}
 }
 
-type quantizeStage struct{ cfg QuantizeConfig }
+type quantizeStage struct {
+	cfg QuantizeConfig
+	// imatrix: the gguf_recipe's tensors are quantized with importance
+	// weights (Hessian methods), set with cfg.recipeFormats.
+	imatrix bool
+	// bpw is the target_bpw allocation (quantize_bpw.go), guarded by
+	// bpwMu.
+	bpwMu sync.Mutex
+	bpw   bpwAllocation
+}
 
 // Plan makes one task per upstream task (a load task holds one tensor),
 // keyed like it. Settings are resolved from the key (the tensor name) and
@@ -315,6 +385,12 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 		for _, t := range ts {
 			seen[t.Key] = true
 		}
+	}
+	if s.cfg.GGUFRecipe != "" && len(tasks) == 0 {
+		return nil, errors.New("quantize: gguf_recipe needs a calibrate stage upstream (its config.json says which tensor is which); without one, set the recipe as the gguf pack stage's gguf_type")
+	}
+	if s.bpwPlanned() && len(tasks) == 0 {
+		return nil, errors.New("quantize: target_bpw needs a calibrate stage upstream (the importance of each tensor)")
 	}
 	var names []string // every tensor name, for unmatched-rule warnings
 	for _, t := range tasks {
@@ -371,7 +447,7 @@ func (s *quantizeStage) Plan(ctx context.Context, pc *pipeline.PlanContext) ([]*
 		}
 		var refs []pipeline.TaskRef
 		for _, t := range tasks {
-			if !isInternal(t.Meta) { // not activations
+			if !isInternal(t.Meta) || t.Key == bpwKey { // not activations
 				refs = append(refs, pipeline.TaskRef{Stage: pc.StageID, Key: t.Key})
 			}
 		}
@@ -425,6 +501,9 @@ type QuantizeReport struct {
 	Experts []calib.ExpertCoverage `json:"experts,omitempty"`
 	// Layers is each layer task's time split (layer-streamed mode).
 	Layers []LayerStats `json:"layers,omitempty"`
+	// TargetBPW is the target_bpw allocation: the average reached, the
+	// predicted error and the format chosen per tensor group.
+	TargetBPW *bpw.Result `json:"target_bpw,omitempty"`
 }
 
 // policies counts the routed-expert projections per calibration policy.
@@ -466,6 +545,11 @@ func (s *quantizeStage) runReport(refs []pipeline.TaskRef) func(context.Context,
 			doc.Experts = append(doc.Experts, cov...)
 			if strings.HasPrefix(r.Key, layerKeyPrefix) {
 				doc.Layers = append(doc.Layers, LayerStats{Task: r.Key, Stats: o.Stats})
+			}
+			if r.Key == bpwKey {
+				if doc.TargetBPW, err = bpwResultOf(o.Meta); err != nil {
+					return nil, fmt.Errorf("quantize report: %w", err)
+				}
 			}
 			if env.Progress != nil {
 				env.Progress(int64(i+1), int64(len(refs)))

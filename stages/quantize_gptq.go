@@ -40,10 +40,12 @@ func checkMethodPlan(rq ResolvedQuant, upstream *pipeline.Task) error {
 }
 
 // gptqOptions turns resolved settings into GPTQ options. Groups are always
-// static (contiguous, no g_idx) so every exporter can store the result;
+// static (contiguous, no g_idx) so every exporter can store the result
+// (GGML blocks are contiguous either way: without act-order they are
+// fitted as GPTQ reaches them, quant/gptq.quantizeGGML);
 // mr-gptq implies act-order and scale search (Egiazarian et al. 2025).
 func gptqOptions(rq ResolvedQuant) gptq.Options {
-	o := gptq.Options{ActOrder: rq.ActOrder, StaticGroups: true, PercDamp: rq.Damp, BlockSize: rq.BlockSize}
+	o := gptq.Options{ActOrder: rq.ActOrder, StaticGroups: true, PercDamp: rq.Damp, BlockSize: rq.BlockSize, Refit: rq.Refit, BlockActOrder: rq.BlockAct}
 	if rq.Method == MethodMRGPTQ {
 		o.ActOrder = true
 		if !rq.ScaleSearch && len(rq.ClipRatios) == 0 {
@@ -77,6 +79,15 @@ func hessianGPTQ(ctx context.Context, name string, w []float32, rows, cols int, 
 		gptq.MetaDamp: strconv.FormatFloat(opt.PercDamp, 'g', -1, 64), gptq.MetaStaticGroups: "true"}
 	if len(opt.ClipRatios) > 0 {
 		meta[metaScaleSearch] = "true"
+	}
+	if rq.Format.Elem == quant.ElemGGML && !opt.ActOrder {
+		meta[gptq.MetaStaticGroups] = "false" // GGML blocks fitted as GPTQ reaches them (contiguous all the same)
+	}
+	if rq.Format.Elem == quant.ElemGGML && opt.BlockActOrder && !opt.ActOrder {
+		meta[gptq.MetaActOrder] = "block"
+	}
+	if rq.Format.Elem == quant.ElemGGML && opt.Refit {
+		meta[gptq.MetaRefit] = "true"
 	}
 	if rq.Method == MethodMRGPTQ && wmeta[hadamard.MetaInput] == "" {
 		r, err := gptq.QuantizeMR(ctx, w, rows, cols, h, rq.Format, 0, opt)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/invopop/jsonschema"
 
+	"github.com/marlin-llm/marlin/export/llamacpp"
 	"github.com/marlin-llm/marlin/quant"
 	"github.com/marlin-llm/marlin/quant/gptq"
 )
@@ -99,4 +100,21 @@ func andList(names []string) string {
 		return strings.Join(names, "")
 	}
 	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}
+
+// JSONSchemaExtend writes gguf_recipe's enum and description from the
+// GGUF recipe list (llamacpp.Recipes).
+func (QuantizeConfig) JSONSchemaExtend(s *jsonschema.Schema) {
+	if s.Properties == nil {
+		return
+	}
+	if p, ok := s.Properties.Get("gguf_recipe"); ok {
+		p.Enum = nil
+		for _, r := range llamacpp.Recipes() {
+			p.Enum = append(p.Enum, r)
+		}
+		p.Description = fmt.Sprintf("GGUF recipe whose per-tensor type becomes each tensor's format so that GPTQ runs on that grid: "+
+			"llama-quantize's mixtures (%s) or one type for every matrix; rules override it; needs a calibrate stage upstream; "+
+			"a gguf pack stage downstream takes it as its gguf_type unless it sets one", strings.Join(llamacpp.Mixtures(), " "))
+	}
 }

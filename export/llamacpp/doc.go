@@ -13,10 +13,12 @@
 // qwen3-nano is byte-identical to the converter's file.
 //
 // Tensor types come from a recipe (Recipes, from quant/ggml's GGUF-type
-// registry): float types, "pure" block types, or llama-quantize's Q4_K_M
-// mixture; blocks are encoded by
-// quant/ggml bit-exactly as llama-quantize does, so a Q4_K_M export equals
-// llama-quantize's output from our F16 export byte for byte. Packed
+// registry): float types, "pure" block types, or one of llama-quantize's
+// mixtures (Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, IQ4_NL, IQ4_XS: a port of
+// llama_tensor_get_type that chooses the same type per tensor as
+// llama-quantize); blocks are encoded by quant/ggml bit-exactly as
+// llama-quantize does, so a Q4_K_M export equals llama-quantize's output
+// from our F16 export byte for byte. Packed
 // weights whose format GGML can hold (MXFP4, symmetric INT4/INT8 with F16
 // scales in groups of 32·k) are copied into blocks by a BlockSource
 // without re-quantization.

@@ -26,6 +26,10 @@ type Options struct {
 	Name string
 	// TokenizerPre overrides the recognised pre-tokenizer name.
 	TokenizerPre string
+	// HasImatrix tells a mixture recipe that the weights were quantized
+	// with importance weights (llama-quantize --imatrix); it changes a few
+	// of its choices (Hparams.HasImatrix).
+	HasImatrix bool
 }
 
 // Plan is a complete GGUF export: metadata in order and typed tensors.
@@ -51,7 +55,9 @@ func NewPlan(cfg *hfconfig.Config, tokDir string, names []string, shape func(str
 	if err != nil {
 		return nil, err
 	}
-	types, err := AssignTypes(ts, opt.Recipe, cfg.MoE.NumExperts, opt.Rules)
+	hp := HparamsOf(cfg)
+	hp.HasImatrix = opt.HasImatrix
+	types, err := AssignTypes(ts, opt.Recipe, hp, opt.Rules)
 	if err != nil {
 		return nil, err
 	}

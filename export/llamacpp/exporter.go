@@ -80,7 +80,7 @@ func (Exporter) WriteFile(ctx context.Context, out string, s exp.Settings, ws ex
 	if recipe == "" {
 		recipe = DefaultRecipe
 	}
-	opt := Options{Recipe: recipe, Rules: s.Rules, Name: s.Name, TokenizerPre: s.TokenizerPre}
+	opt := Options{Recipe: recipe, Rules: s.Rules, Name: s.Name, TokenizerPre: s.TokenizerPre, HasImatrix: s.HasImatrix}
 	plan, err := NewPlan(cfg, s.Model, names, func(n string) []int { return shapes[n] }, opt)
 	if err != nil {
 		return nil, err

@@ -237,8 +237,12 @@ type ExpertCoverage struct {
 // expert projections named in names (all routed experts of the model's
 // layers being quantized) and returns their coverage records. Projections
 // outside experts are left alone. It fails when an expert has neither
-// tokens nor any pooled Hessian to fall back on.
-func ExpertPolicy(hess map[string]*gptq.Hessian, names []string, cols map[string]int, prec gptq.Precision) ([]ExpertCoverage, error) {
+// tokens nor any pooled Hessian to fall back on. With shrinkAll every
+// expert's Hessian is mixed with the pooled one, the pool counting as
+// many tokens as the projection's input width ((n·h + w·pool)/(n+w), a
+// prior of one input width of samples): an expert's own Hessian from a
+// few thousand tokens is a noisy estimate of its inputs' second moments.
+func ExpertPolicy(hess map[string]*gptq.Hessian, names []string, cols map[string]int, prec gptq.Precision, shrinkAll bool) ([]ExpertCoverage, error) {
 	// Pooled down_proj Hessians per MoE block.
 	pools := map[string]*gptq.Hessian{}
 	for _, n := range names {
@@ -277,7 +281,7 @@ func ExpertPolicy(hess map[string]*gptq.Hessian, names []string, cols map[string
 		}
 		need := cols[n]
 		rec := ExpertCoverage{Name: n, Expert: e, Tokens: tokens, Needed: need, Policy: "own"}
-		if tokens >= int64(need) {
+		if tokens >= int64(need) && !shrinkAll {
 			cov = append(cov, rec)
 			continue
 		}
@@ -301,7 +305,11 @@ func ExpertPolicy(hess map[string]*gptq.Hessian, names []string, cols map[string
 				continue
 			}
 		}
-		mixed, err := shrink(h, pool, int64(need), prec)
+		m := int64(need)
+		if shrinkAll {
+			m = tokens + int64(need)
+		}
+		mixed, err := shrink(h, pool, m, prec)
 		if err != nil {
 			return nil, fmt.Errorf("calib: %s: %w", n, err)
 		}

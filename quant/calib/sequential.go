@@ -33,6 +33,10 @@ type Options struct {
 	// tokens entering its MoE block (see arch.Hooks.AllExperts); the
 	// layer's output still combines the routed experts only.
 	AllExperts bool
+	// ShrinkExperts mixes every routed expert's Hessian with the pooled
+	// one (see ExpertPolicy), not only those of experts with fewer tokens
+	// than their input width.
+	ShrinkExperts bool
 }
 
 func (o *Options) batch() int {
@@ -111,7 +115,7 @@ func Collect(ctx context.Context, m *arch.Model, ids []int32, opts Options, want
 			cols[p.Name()] = in
 		}
 	}
-	cov, err := ExpertPolicy(hess, names, cols, opts.Precision)
+	cov, err := ExpertPolicy(hess, names, cols, opts.Precision, opts.ShrinkExperts)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -397,7 +401,7 @@ func Layer(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options
 				}
 			}
 		}
-		cov, err := ExpertPolicy(hess, g, cols, opts.Precision)
+		cov, err := ExpertPolicy(hess, g, cols, opts.Precision, opts.ShrinkExperts)
 		if err != nil {
 			return nil, err
 		}

@@ -42,6 +42,67 @@ type Grid struct {
 	params func(b []byte, d, m []float32)
 	// setCodes stores one block's codes and getCodesB reads them.
 	setCodes, getCodesB func(b []byte, codes []uint8)
+	// halves are the byte offsets of the block's fp16 scales that every
+	// decoded value is linear in: d, then (for types with mins) dmin.
+	halves []int
+}
+
+// Halves is the number of fp16 block scales every decoded value of a
+// block is linear in (d; and dmin for types with mins): value_i =
+// Σ_t half_t·part_t,i, the parts fixed by the codes and sub-block scales
+// (up to llama.cpp's float32 rounding).
+func (g *Grid) Halves() int { return len(g.halves) }
+
+// Parts writes one block's parts (Halves slices of BlockSize values): the
+// values the block decodes to with one fp16 scale at 1 and the others at
+// 0.
+func (g *Grid) Parts(blk []byte, parts [][]float32) {
+	tmp := append([]byte(nil), blk...)
+	per := g.BlockSize / g.Group
+	d, m := make([]float32, per), make([]float32, per)
+	codes := make([]uint8, g.BlockSize)
+	g.getCodesB(blk, codes)
+	for t := range g.halves {
+		for u, off := range g.halves {
+			v := uint16(0)
+			if u == t {
+				v = fp16(1)
+			}
+			binary.LittleEndian.PutUint16(tmp[off:], v)
+		}
+		g.params(tmp, d, m)
+		for i, c := range codes {
+			parts[t][i] = g.Value(c, d[i/g.Group], m[i/g.Group])
+		}
+	}
+}
+
+// SetHalves stores a block's fp16 scales (Halves values, rounded to fp16).
+func (g *Grid) SetHalves(blk []byte, v []float32) {
+	for t, off := range g.halves {
+		binary.LittleEndian.PutUint16(blk[off:], fp16(v[t]))
+	}
+}
+
+// readHalves returns a block's fp16 scales as float32.
+func (g *Grid) readHalves(blk []byte) []float32 {
+	v := make([]float32, len(g.halves))
+	for t, off := range g.halves {
+		v[t] = fp32(binary.LittleEndian.Uint16(blk[off:]))
+	}
+	return v
+}
+
+// DecodeBlock writes the values one block decodes to.
+func (g *Grid) DecodeBlock(blk []byte, out []float32) {
+	per := g.BlockSize / g.Group
+	d, m := make([]float32, per), make([]float32, per)
+	codes := make([]uint8, g.BlockSize)
+	g.getCodesB(blk, codes)
+	g.params(blk, d, m)
+	for i, c := range codes {
+		out[i] = g.Value(c, d[i/g.Group], m[i/g.Group])
+	}
 }
 
 // LookupGrid returns the grid of a GGML type name (case-insensitive).

@@ -87,3 +87,63 @@ func TestGridMatchesDequant(t *testing.T) {
 		}
 	}
 }
+
+// TestGridParts checks, for every grid, that a block decodes (llama.cpp's
+// dequantization, model/gguf) to Σ_t half_t·part_t up to float32
+// rounding, with the block's own fp16 scales and with scales set by
+// SetHalves: the linearity the post-GPTQ scale refit relies on.
+func TestGridParts(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, name := range []string{"Q8_0", "Q5_0", "Q5_1", "Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q3_K", "Q2_K", "IQ4_NL", "IQ4_XS"} {
+		g, err := LookupGrid(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		typ, _ := gguf.ParseType(name)
+		x := make([]float32, g.BlockSize)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64()) * 0.02
+		}
+		blk := make([]byte, g.BlockBytes)
+		if err := g.Encode(blk, x, nil); err != nil {
+			t.Fatal(err)
+		}
+		if g.Halves() < 1 || g.Halves() > 2 {
+			t.Fatalf("%s: %d fp16 scales", name, g.Halves())
+		}
+		parts := make([][]float32, g.Halves())
+		for i := range parts {
+			parts[i] = make([]float32, g.BlockSize)
+		}
+		g.Parts(blk, parts)
+		for _, halves := range [][]float32{nil, {0.0123, 0.0031}, {-0.5, 2}} {
+			if halves != nil {
+				g.SetHalves(blk, halves[:g.Halves()])
+				halves = halves[:g.Halves()]
+				for i := range halves {
+					halves[i] = fp32(fp16(halves[i]))
+				}
+			} else {
+				halves = g.readHalves(blk)
+			}
+			want, err := gguf.Dequantize(typ, blk, int64(g.BlockSize))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]float32, g.BlockSize)
+			g.DecodeBlock(blk, got)
+			for i := range want {
+				var lin float64
+				for t2, h := range halves {
+					lin += float64(h) * float64(parts[t2][i])
+				}
+				if got[i] != want[i] {
+					t.Fatalf("%s: DecodeBlock element %d %v, dequantized %v", name, i, got[i], want[i])
+				}
+				if d := lin - float64(want[i]); d*d > 1e-10*(lin*lin+1e-12) {
+					t.Errorf("%s halves %v: element %d dequantizes to %v, Σ half·part %v", name, halves, i, want[i], lin)
+				}
+			}
+		}
+	}
+}

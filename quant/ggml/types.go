@@ -65,10 +65,10 @@ func registry() []Type {
 		{Type: gguf.TypeQ5_1, Recipe: true, Format: true, FileType: -1, Fallback: f16},
 		{Type: gguf.TypeQ4_0, Recipe: true, Format: true, FileType: 2, Fallback: f16},
 		{Type: gguf.TypeMXFP4, Recipe: true, FileType: 38, Fallback: f16},
-		{Type: gguf.TypeQ3_K, Format: true, FileType: -1, Fallback: f16},
-		{Type: gguf.TypeQ2_K, Format: true, FileType: -1, Fallback: f16},
+		{Type: gguf.TypeQ3_K, Format: true, FileType: -1, Fallback: gguf.TypeQ4_0},
+		{Type: gguf.TypeQ2_K, Format: true, FileType: -1, Fallback: gguf.TypeQ4_0},
 		{Type: gguf.TypeIQ4_NL, Format: true, FileType: -1, Fallback: f16},
-		{Type: gguf.TypeIQ4_XS, Format: true, FileType: -1, Fallback: f16},
+		{Type: gguf.TypeIQ4_XS, Format: true, FileType: -1, Fallback: gguf.TypeIQ4_NL},
 	}
 }
 
@@ -176,30 +176,30 @@ func grids() map[string]*Grid {
 	}
 	return map[string]*Grid{
 		"Q8_0": {Name: "Q8_0", BlockSize: QK8_0, BlockBytes: SizeQ8_0, Group: 32, Levels: intLevels(-128, 256), uniform: true,
-			encodeW: func(dst []byte, x, _ []float32) { EncodeQ8_0(dst, x) }, params: paramsD16, setCodes: setCodesQ8_0, getCodesB: getCodesQ8_0},
+			encodeW: func(dst []byte, x, _ []float32) { EncodeQ8_0(dst, x) }, params: paramsD16, halves: []int{0}, setCodes: setCodesQ8_0, getCodesB: getCodesQ8_0},
 		"Q4_0": {Name: "Q4_0", BlockSize: QK4_0, BlockBytes: SizeQ4_0, Group: 32, Levels: intLevels(-8, 16), uniform: true,
-			encodeW: perRow(EncodeQ4_0, encodeQ4_0W), params: paramsD16,
+			encodeW: perRow(EncodeQ4_0, encodeQ4_0W), params: paramsD16, halves: []int{0},
 			setCodes: func(b []byte, c []uint8) { setCodesIQ4(b[2:], c) }, getCodesB: func(b []byte, c []uint8) { getCodesIQ4(b[2:], c) }},
 		"Q5_0": {Name: "Q5_0", BlockSize: QK5_0, BlockBytes: SizeQ5_0, Group: 32, Levels: intLevels(-16, 32), uniform: true,
-			encodeW: perRow(EncodeQ5_0, encodeQ5_0W), params: paramsD16,
+			encodeW: perRow(EncodeQ5_0, encodeQ5_0W), params: paramsD16, halves: []int{0},
 			setCodes: func(b []byte, c []uint8) { setCodesQ5(b[2:], c) }, getCodesB: func(b []byte, c []uint8) { getCodesQ5(b[2:], c) }},
 		"Q5_1": {Name: "Q5_1", BlockSize: QK5_1, BlockBytes: SizeQ5_1, Group: 32, Levels: intLevels(0, 32), uniform: true,
-			encodeW: perRow(EncodeQ5_1, encodeQ5_1W), params: paramsQ5_1,
+			encodeW: perRow(EncodeQ5_1, encodeQ5_1W), params: paramsQ5_1, halves: []int{0, 2},
 			setCodes: func(b []byte, c []uint8) { setCodesQ5(b[4:], c) }, getCodesB: func(b []byte, c []uint8) { getCodesQ5(b[4:], c) }},
 		"Q4_K": {Name: "Q4_K", BlockSize: QKK, BlockBytes: SizeQ4_K, Group: 32, Levels: intLevels(0, 16), uniform: true,
 			encodeW: perRow(EncodeQ4_K, func(dst []byte, x, qw []float32) {
 				encodeKW(dst, x, qw, 15, SizeQ4_K, func(b []byte, L *[QKK]uint8) { setCodesQ4_K(b, L[:]) })
-			}), params: paramsK4, setCodes: setCodesQ4_K, getCodesB: getCodesQ4_K},
+			}), params: paramsK4, halves: []int{0, 2}, setCodes: setCodesQ4_K, getCodesB: getCodesQ4_K},
 		"Q5_K": {Name: "Q5_K", BlockSize: QKK, BlockBytes: SizeQ5_K, Group: 32, Levels: intLevels(0, 32), uniform: true,
 			encodeW: perRow(EncodeQ5_K, func(dst []byte, x, qw []float32) {
 				encodeKW(dst, x, qw, 31, SizeQ5_K, func(b []byte, L *[QKK]uint8) { setCodesQ5_K(b, L[:]) })
-			}), params: paramsK4, setCodes: setCodesQ5_K, getCodesB: getCodesQ5_K},
+			}), params: paramsK4, halves: []int{0, 2}, setCodes: setCodesQ5_K, getCodesB: getCodesQ5_K},
 		"Q6_K": {Name: "Q6_K", BlockSize: QKK, BlockBytes: SizeQ6_K, Group: 16, Levels: intLevels(-32, 64), uniform: true,
-			encodeW: perRow(EncodeQ6_K, encodeQ6_KW), params: paramsQ6_K, setCodes: setCodesQ6_K, getCodesB: getCodesQ6_K},
+			encodeW: perRow(EncodeQ6_K, encodeQ6_KW), params: paramsQ6_K, halves: []int{QKK/2 + QKK/4 + QKK/16}, setCodes: setCodesQ6_K, getCodesB: getCodesQ6_K},
 		"Q3_K": {Name: "Q3_K", BlockSize: QKK, BlockBytes: SizeQ3_K, Group: 16, Levels: intLevels(-4, 8), uniform: true,
-			encodeW: encodeQ3_KW, params: paramsQ3_K, setCodes: setCodesQ3_K, getCodesB: getCodesQ3_K},
+			encodeW: encodeQ3_KW, params: paramsQ3_K, halves: []int{108}, setCodes: setCodesQ3_K, getCodesB: getCodesQ3_K},
 		"Q2_K": {Name: "Q2_K", BlockSize: QKK, BlockBytes: SizeQ2_K, Group: 16, Levels: intLevels(0, 4), uniform: true,
-			encodeW: encodeQ2_KW, params: paramsQ2_K, setCodes: setCodesQ2_K, getCodesB: getCodesQ2_K},
+			encodeW: encodeQ2_KW, params: paramsQ2_K, halves: []int{80, 82}, setCodes: setCodesQ2_K, getCodesB: getCodesQ2_K},
 		"IQ4_NL": {Name: "IQ4_NL", BlockSize: QKIQ4NL, BlockBytes: SizeIQ4_NL, Group: 32, Levels: iq4,
 			encodeW: func(dst []byte, x, qw []float32) {
 				for i := 0; i < len(x)/32; i++ {
@@ -209,7 +209,7 @@ func grids() map[string]*Grid {
 					}
 					encodeIQ4W(dst[i*SizeIQ4_NL:], x[32*i:32*i+32], q, 32)
 				}
-			}, params: paramsD16, setCodes: func(b []byte, c []uint8) { setCodesIQ4(b[2:], c) }, getCodesB: func(b []byte, c []uint8) { getCodesIQ4(b[2:], c) }},
+			}, params: paramsD16, halves: []int{0}, setCodes: func(b []byte, c []uint8) { setCodesIQ4(b[2:], c) }, getCodesB: func(b []byte, c []uint8) { getCodesIQ4(b[2:], c) }},
 		"IQ4_XS": {Name: "IQ4_XS", BlockSize: QKK, BlockBytes: SizeIQ4_XS, Group: 32, Levels: iq4,
 			encodeW: func(dst []byte, x, qw []float32) {
 				for i := 0; i < len(x)/QKK; i++ {
@@ -219,6 +219,6 @@ func grids() map[string]*Grid {
 					}
 					encodeIQ4W(dst[i*SizeIQ4_XS:], x[QKK*i:QKK*i+QKK], q, QKK)
 				}
-			}, params: paramsIQ4_XS, setCodes: func(b []byte, c []uint8) { setCodesIQ4(b[8:], c) }, getCodesB: func(b []byte, c []uint8) { getCodesIQ4(b[8:], c) }},
+			}, params: paramsIQ4_XS, halves: []int{0}, setCodes: func(b []byte, c []uint8) { setCodesIQ4(b[8:], c) }, getCodesB: func(b []byte, c []uint8) { getCodesIQ4(b[8:], c) }},
 	}
 }

@@ -50,6 +50,15 @@ type Options struct {
 	// within noise (±0.05), so it is off by default. Dynamic groups always
 	// weigh by 1/d², the GPTQ loss of the column.
 	HessianWeightedSearch bool `json:"hessian_weighted_search,omitempty" yaml:"hessian_weighted_search,omitempty"`
+	// BlockActOrder (GGML block formats without ActOrder) quantizes the
+	// columns of each block in decreasing diag(H) order, blocks in order,
+	// each block fitted when GPTQ reaches it.
+	BlockActOrder bool `json:"block_actorder,omitempty" yaml:"block_actorder,omitempty"`
+	// Refit (GGML block formats) re-solves every row's fp16 block scales
+	// after GPTQ with the codes fixed, minimising the row's error under
+	// the full Hessian with GPTQ's dampening; a row keeps them only when
+	// that error drops (refitHalves).
+	Refit bool `json:"refit,omitempty" yaml:"refit,omitempty"`
 }
 
 // DefaultClipRatios is the scale-search grid quant.ClipGrid (1, 0.98, ...,
@@ -83,6 +92,8 @@ type Result struct {
 	Damp float64
 	// Dead counts input columns with diag(H) = 0.
 	Dead int
+	// Refit counts the rows whose block scales Options.Refit changed.
+	Refit int
 }
 
 // IdentityGroups reports whether GIdx[c] == c/groupSize for all columns, that
@@ -174,10 +185,16 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 	// original order, before any permutation or update.
 	scales := make([]Scale, rows*ngroups)
 	sf, whole := grid.(StaticFitter)
-	if whole && !opt.StaticGroups {
+	bf, byBlock := grid.(BlockFitter)
+	if whole && !opt.StaticGroups && !byBlock {
 		return nil, errors.New("gptq: this grid fits its scales for the whole tensor and needs static groups")
 	}
-	if whole {
+	if byBlock && !opt.StaticGroups {
+		if bf.FitBlockSize()%gs != 0 || cols%bf.FitBlockSize() != 0 || bs%bf.FitBlockSize() != 0 && bf.FitBlockSize()%bs != 0 {
+			return nil, fmt.Errorf("gptq: blocks of %d columns do not fit groups of %d, rows of %d and lazy batches of %d", bf.FitBlockSize(), gs, cols, bs)
+		}
+		bf.StartDynamic(rows)
+	} else if whole {
 		wr := make([]float64, rows*cols)
 		hd := make([]float64, cols)
 		for c := 0; c < cols; c++ {
@@ -220,8 +237,20 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 	for i := range perm {
 		perm[i] = i
 	}
-	if opt.ActOrder {
-		sort.SliceStable(perm, func(a, b int) bool { return H[perm[a]*cols+perm[a]] > H[perm[b]*cols+perm[b]] })
+	blockOrder := !opt.ActOrder && opt.BlockActOrder && byBlock && !opt.StaticGroups
+	if blockOrder {
+		// act-order inside each fit block: blocks stay in order and are
+		// fitted as GPTQ reaches them.
+		fbs := bf.FitBlockSize()
+		for b0 := 0; b0 < cols; b0 += fbs {
+			blk := perm[b0 : b0+fbs]
+			sort.SliceStable(blk, func(a, b int) bool { return H[blk[a]*cols+blk[a]] > H[blk[b]*cols+blk[b]] })
+		}
+	}
+	if opt.ActOrder || blockOrder {
+		if opt.ActOrder {
+			sort.SliceStable(perm, func(a, b int) bool { return H[perm[a]*cols+perm[a]] > H[perm[b]*cols+perm[b]] })
+		}
 		Hp := make([]float64, cols*cols)
 		for i := 0; i < cols; i++ {
 			for j := 0; j < cols; j++ {
@@ -258,7 +287,7 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 	codesT := make([]uint8, cols*rows)
 	gidx := make([]int32, cols)
 	for i := 0; i < cols; i++ {
-		if opt.StaticGroups {
+		if opt.StaticGroups || byBlock {
 			gidx[perm[i]] = int32(perm[i] / gs)
 		} else {
 			gidx[perm[i]] = int32(i / gs)
@@ -348,6 +377,14 @@ func quantizeRows(ctx context.Context, r0, r1 int, j rowsJob) (float64, error) {
 			var g int
 			if j.static {
 				g = j.perm[i] / gs
+			} else if bf, ok := j.grid.(BlockFitter); ok {
+				g = j.perm[i] / gs
+				if fbs := bf.FitBlockSize(); i%fbs == 0 {
+					// Fit this block's scales on the current weights.
+					if err := fitBlock(bf, j, r0, r1, i, fbs, vals, weights); err != nil {
+						return 0, err
+					}
+				}
 			} else {
 				g = i / gs
 				if i%gs == 0 {
@@ -399,6 +436,34 @@ func quantizeRows(ctx context.Context, r0, r1 int, j rowsJob) (float64, error) {
 		}
 	}
 	return loss, nil
+}
+
+// fitBlock fits the block of fbs columns at i of rows [r0, r1) on the
+// current weights, GPTQ's column weights 1/U_kk² as importance (buffers
+// vals and weights are reused when large enough).
+func fitBlock(bf BlockFitter, j rowsJob, r0, r1, i, fbs int, vals, weights []float64) error {
+	if len(vals) < fbs {
+		vals, weights = make([]float64, fbs), make([]float64, fbs)
+	}
+	// Columns i..i+fbs (in quantization order) are one block's columns,
+	// possibly permuted inside it: gather them in the block's own order.
+	v, hw := vals[:fbs], weights[:fbs]
+	c0 := j.perm[i] - j.perm[i]%fbs
+	for k := i; k < i+fbs; k++ {
+		dk := j.U[k*j.cols+k]
+		hw[j.perm[k]-c0] = 1 / (dk * dk)
+	}
+	ng := fbs / j.gs
+	for r := r0; r < r1; r++ {
+		for k := i; k < i+fbs; k++ {
+			v[j.perm[k]-c0] = j.wt[k*j.rows+r]
+		}
+		g0 := r*j.ngroups + c0/j.gs
+		if err := bf.FitBlock(r, c0, v, hw, j.scales[g0:g0+ng]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // distinctClips keeps, in order, the ratios 1 and the first ratio below 1:
