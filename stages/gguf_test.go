@@ -14,6 +14,7 @@ import (
 	"github.com/marlin-llm/marlin/model/gguf"
 	"github.com/marlin-llm/marlin/model/hfconfig"
 	"github.com/marlin-llm/marlin/model/safetensors"
+	"github.com/marlin-llm/marlin/pipeline"
 	"github.com/marlin-llm/marlin/quant"
 	"github.com/marlin-llm/marlin/report"
 	"github.com/marlin-llm/marlin/tensor"
@@ -132,26 +133,11 @@ stages:
 // directly copied tensor holds the quantize stage's blocks.
 func TestGGUFRecipePipeline(t *testing.T) {
 	dir := assets.Model(t, "glm47-nano")
-	reg, err := NewRegistry()
-	if err != nil {
-		t.Fatal(err)
-	}
-	doc := fmt.Sprintf(`version: 1
-stages:
-  - {id: load, kind: load, with: {path: %[1]q}}
-  - {id: calib, kind: calibrate, needs: [load], with: {model: %[1]q, text: %[2]q, samples: 2, seq_len: 32}}
-  - id: quant
-    kind: quantize
-    needs: [calib]
-    with:
-      default: {method: gptq}
+	st := runCalibGGUFJob(t, dir, `      default: {method: gptq}
       gguf_recipe: q3_k_m
       rules:
         - {match: "model.embed_tokens.weight", method: rtn}
-  - {id: gguf, kind: pack, needs: [quant], with: {format: gguf, out: m.gguf, model: %[1]q}}
-`, dir, assets.Shared(t, "corpus", "calib.txt"))
-	_, plan := mustPlanYAML(t, reg, t.TempDir(), doc)
-	st := mustRunPlan(t, plan, filepath.Join(t.TempDir(), "run"), 2)
+`)
 	f, err := gguf.Open(filepath.Join(st.OutDir(), "m.gguf"))
 	if err != nil {
 		t.Fatal(err)
@@ -224,28 +210,13 @@ stages:
 // types.
 func TestTargetBPWPipeline(t *testing.T) {
 	dir := assets.Model(t, "qwen3moe-nano")
-	reg, err := NewRegistry()
-	if err != nil {
-		t.Fatal(err)
-	}
 	const target = 4.6
-	doc := fmt.Sprintf(`version: 1
-stages:
-  - {id: load, kind: load, with: {path: %[1]q}}
-  - {id: calib, kind: calibrate, needs: [load], with: {model: %[1]q, text: %[2]q, samples: 2, seq_len: 32}}
-  - id: quant
-    kind: quantize
-    needs: [calib]
-    with:
-      default: {method: gptq}
-      target_bpw: %[3]v
+	st := runCalibGGUFJob(t, dir, fmt.Sprintf(`      default: {method: gptq}
+      target_bpw: %v
       report: report.json
       rules:
         - {match: "*.mlp.gate.weight", format: skip}
-  - {id: gguf, kind: pack, needs: [quant], with: {format: gguf, out: m.gguf, model: %[1]q}}
-`, dir, assets.Shared(t, "corpus", "calib.txt"), target)
-	_, plan := mustPlanYAML(t, reg, t.TempDir(), doc)
-	st := mustRunPlan(t, plan, filepath.Join(t.TempDir(), "run"), 2)
+`, target))
 	b, err := os.ReadFile(filepath.Join(st.OutDir(), "report.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -312,4 +283,27 @@ stages:
 		}
 	}
 	t.Logf("target %v: %.4f bpw, predicted error %.4g, formats %v", target, res.BPW, res.Err, formats)
+}
+
+// runCalibGGUFJob runs load → calibrate (2 windows of 32 tokens) →
+// quantize (with the given body of its with: block) → GGUF pack (m.gguf)
+// on the model in dir and returns the finished run.
+func runCalibGGUFJob(t *testing.T, dir, quantWith string) *pipeline.Store {
+	t.Helper()
+	reg, err := NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := fmt.Sprintf(`version: 1
+stages:
+  - {id: load, kind: load, with: {path: %[1]q}}
+  - {id: calib, kind: calibrate, needs: [load], with: {model: %[1]q, text: %[2]q, samples: 2, seq_len: 32}}
+  - id: quant
+    kind: quantize
+    needs: [calib]
+    with:
+%[3]s  - {id: gguf, kind: pack, needs: [quant], with: {format: gguf, out: m.gguf, model: %[1]q}}
+`, dir, assets.Shared(t, "corpus", "calib.txt"), quantWith)
+	_, plan := mustPlanYAML(t, reg, t.TempDir(), doc)
+	return mustRunPlan(t, plan, filepath.Join(t.TempDir(), "run"), 2)
 }
