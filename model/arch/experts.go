@@ -159,14 +159,22 @@ func (m *MoE) runExpertsSerial(rc *run, w expertWork) error {
 		if rows == 0 {
 			continue
 		}
+		if w.noOutput {
+			act, _, err := m.experts[e].compute(rc, x, rows, false)
+			if err != nil {
+				return err
+			}
+			if err := m.experts[e].report(rc, x, act, rows); err != nil {
+				return err
+			}
+			continue
+		}
 		y, err := m.experts[e].apply(rc, x, rows)
 		if err != nil {
 			return err
 		}
-		if !w.noOutput {
-			if err := w.done(e, y); err != nil {
-				return err
-			}
+		if err := w.done(e, y); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -176,6 +184,11 @@ func (m *MoE) runExpertsSerial(rc *run, w expertWork) error {
 // returns the down projection's input (act) and, when withOutput, its
 // rows×hidden output.
 func (m *MLP) compute(rc *run, x []float32, rows int, withOutput bool) (act, y []float32, err error) {
+	if rc.hooks != nil {
+		c := *rc
+		c.hooks = nil // report tells them
+		rc = &c
+	}
 	if m.gate == nil {
 		if act, err = rc.linear(m.up, x, rows); err != nil {
 			return nil, nil, err

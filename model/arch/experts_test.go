@@ -8,6 +8,7 @@ import (
 	"math"
 	"runtime"
 	"slices"
+	"sync/atomic"
 	"testing"
 )
 
@@ -92,6 +93,66 @@ func TestExpertsParallelMatchesSerial(t *testing.T) {
 					if math.Float32bits(sl[i]) != math.Float32bits(pl[i]) {
 						t.Errorf("%s: logit %d: %g serially, %g in parallel", mode, i, sl[i], pl[i])
 						break
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestInputsOnlyReportsTheSameInputs runs every decoder layer of the nano
+// models with and without Hooks.InputsOnly: the hooks must see the same
+// Linear inputs in the same order (serial and parallel experts, routed and
+// all-experts), while the pass runs fewer products wherever the layer ends
+// in an MLP or MoE block.
+func TestInputsOnlyReportsTheSameInputs(t *testing.T) {
+	for _, name := range []string{"qwen3-nano", "qwen3moe-nano", "glm47-nano", "nemotronh-nano"} {
+		t.Run(name, func(t *testing.T) {
+			m := loadNano(t, name)
+			batch := Batch{Seqs: 2, Len: 24}
+			hidden := m.cfg.HiddenSize
+			h0 := make([]float32, batch.Tokens()*hidden)
+			for i := range h0 {
+				h0[i] = float32(math.Sin(float64(i)*0.37)) * 0.5
+			}
+			for l := range m.layers {
+				ly := m.DecoderLayer(l)
+				_, endsInMLP := m.layers[l].mlp.(*MLP)
+				_, endsInMoE := m.layers[l].mlp.(*MoE)
+				for _, all := range []bool{false, true} {
+					for _, procs := range []int{1, 4} {
+						run := func(inputsOnly bool) ([]string, int64) {
+							defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
+							var trace []string
+							hooks := &Hooks{
+								Linear: func(name string, x []float32, r, c int) {
+									h := fnv.New64a()
+									for _, v := range x {
+										b := math.Float32bits(v)
+										h.Write([]byte{byte(b), byte(b >> 8), byte(b >> 16), byte(b >> 24)})
+									}
+									trace = append(trace, fmt.Sprintf("%s %dx%d %x", name, r, c, h.Sum64()))
+								},
+								AllExperts: all,
+								InputsOnly: inputsOnly,
+								Flops:      new(atomic.Int64),
+							}
+							if err := ly.Forward(context.Background(), slices.Clone(h0), batch, hooks); err != nil {
+								t.Fatalf("layer %d: %v", l, err)
+							}
+							return trace, hooks.Flops.Load()
+						}
+						full, fullFlops := run(false)
+						only, onlyFlops := run(true)
+						if len(full) == 0 || !slices.Equal(full, only) {
+							t.Fatalf("layer %d (all experts %v, %d procs): %d hook calls, %d with InputsOnly, or other inputs", l, all, procs, len(full), len(only))
+						}
+						if (endsInMLP || endsInMoE) && onlyFlops >= fullFlops {
+							t.Errorf("layer %d: %d flops with InputsOnly, %d without", l, onlyFlops, fullFlops)
+						}
+						if !endsInMLP && !endsInMoE && onlyFlops != fullFlops {
+							t.Errorf("layer %d without an MLP: %d flops with InputsOnly, %d without", l, onlyFlops, fullFlops)
+						}
 					}
 				}
 			}

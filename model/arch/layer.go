@@ -62,7 +62,8 @@ func (ly *Layer) Forward(ctx context.Context, h []float32, batch Batch, hooks *H
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	rc := &run{ctx: ctx, b: ly.b, hooks: hooks, batch: batch, hidden: ly.cfg.HiddenSize, theta: ly.cfg.Rope.Theta, flops: hooks.flops()}
+	rc := &run{ctx: ctx, b: ly.b, hooks: hooks, batch: batch, hidden: ly.cfg.HiddenSize, theta: ly.cfg.Rope.Theta, flops: hooks.flops(),
+		inputsOnly: hooks != nil && hooks.InputsOnly}
 	if err := ly.d.forward(rc, h); err != nil {
 		return fmt.Errorf("arch: layer %d: %w", ly.d.index, err)
 	}

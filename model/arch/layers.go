@@ -299,6 +299,14 @@ func (m *MLP) projs() []*Proj {
 }
 
 func (m *MLP) forward(rc *run, x, out []float32) error {
+	if rc.discard {
+		rows := rc.batch.Tokens()
+		act, _, err := m.compute(rc, x, rows, false)
+		if err != nil {
+			return err
+		}
+		return m.report(rc, x, act, rows)
+	}
 	return m.applyInto(rc, x, rc.batch.Tokens(), out)
 }
 
@@ -519,6 +527,9 @@ func (m *MoE) forward(rc *run, x, out []float32) error {
 		fill[e]++
 	}
 	clear(out[:T*Hd])
+	if rc.discard {
+		return m.reportInputs(rc, x, toks, start[:E+1])
+	}
 	rcRouted := rc
 	if rc.hooks != nil && rc.hooks.AllExperts {
 		all := expertWork{
@@ -533,36 +544,17 @@ func (m *MoE) forward(rc *run, x, out []float32) error {
 		c.hooks = nil
 		rcRouted = &c
 	}
-	active := 0
-	for e := 0; e < E; e++ {
-		if start[e+1] > start[e] {
-			active++
+	routed := m.routedWork(x, toks, start[:E+1], Hd)
+	routed.done = func(e int, ye []float32) error {
+		te, we := toks[start[e]:start[e+1]], wts[start[e]:start[e+1]]
+		for i, t := range te {
+			dst := out[int(t)*Hd : (int(t)+1)*Hd]
+			wt := we[i]
+			for c, v := range ye[i*Hd : (i+1)*Hd] {
+				dst[c] += wt * v
+			}
 		}
-	}
-	routed := expertWork{
-		input: func(rc *run, e int) ([]float32, int) {
-			te := toks[start[e]:start[e+1]]
-			if len(te) == 0 {
-				return nil, 0
-			}
-			xe := rc.alloc(len(te) * Hd)
-			for i, t := range te {
-				copy(xe[i*Hd:(i+1)*Hd], x[int(t)*Hd:])
-			}
-			return xe, len(te)
-		},
-		avgRows: TK / max(1, active),
-		done: func(e int, ye []float32) error {
-			te, we := toks[start[e]:start[e+1]], wts[start[e]:start[e+1]]
-			for i, t := range te {
-				dst := out[int(t)*Hd : (int(t)+1)*Hd]
-				wt := we[i]
-				for c, v := range ye[i*Hd : (i+1)*Hd] {
-					dst[c] += wt * v
-				}
-			}
-			return nil
-		},
+		return nil
 	}
 	if err := m.runExperts(rcRouted, routed); err != nil {
 		return err
@@ -577,4 +569,54 @@ func (m *MoE) forward(rc *run, x, out []float32) error {
 		}
 	}
 	return nil
+}
+
+// routedWork is the pass over the routed experts' inputs: expert e
+// gathers the rows of x (tokens×hidden) of its tokens toks[start[e]:start[e+1]].
+func (m *MoE) routedWork(x []float32, toks []int32, start []int, hidden int) expertWork {
+	active := 0
+	for e := range m.experts {
+		if start[e+1] > start[e] {
+			active++
+		}
+	}
+	return expertWork{
+		input: func(rc *run, e int) ([]float32, int) {
+			te := toks[start[e]:start[e+1]]
+			if len(te) == 0 {
+				return nil, 0
+			}
+			xe := rc.alloc(len(te) * hidden)
+			for i, t := range te {
+				copy(xe[i*hidden:(i+1)*hidden], x[int(t)*hidden:])
+			}
+			return xe, len(te)
+		},
+		avgRows: len(toks) / max(1, active),
+	}
+}
+
+// reportInputs is forward for a pass that discards the block's output
+// (Hooks.InputsOnly): the experts (every one on every token under
+// AllExperts, else each on its routed tokens toks[start[e]:start[e+1]])
+// and the shared experts report their projections' inputs in forward
+// order, and no down projection runs.
+func (m *MoE) reportInputs(rc *run, x []float32, toks []int32, start []int) error {
+	T := rc.batch.Tokens()
+	w := expertWork{input: func(*run, int) ([]float32, int) { return x, T }, avgRows: T}
+	if !rc.hooks.AllExperts {
+		w = m.routedWork(x, toks, start, rc.hidden)
+	}
+	w.noOutput = true
+	if err := m.runExperts(rc, w); err != nil {
+		return err
+	}
+	if m.shared == nil {
+		return nil
+	}
+	act, _, err := m.shared.compute(rc, x, T, false)
+	if err != nil {
+		return err
+	}
+	return m.shared.report(rc, x, act, T)
 }

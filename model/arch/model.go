@@ -78,6 +78,15 @@ type Hooks struct {
 	// (2·rows·in·out) of every Linear product the pass runs, hooked or not
 	// (the products of experts run for AllExperts included).
 	Flops *atomic.Int64
+	// InputsOnly tells a Layer pass (Layer.Forward; a whole-model pass
+	// ignores it) that its caller only wants the Linears' inputs and
+	// discards the hidden states it returns, as a calibration pass does:
+	// the layer's last MLP or MoE block reports its down projections'
+	// inputs but skips their products and the block's output (about a
+	// quarter of a MoE layer's Linear work), and with AllExperts the
+	// routed pass that only made the block's output is skipped too. The
+	// hidden states are left partly computed.
+	InputsOnly bool
 }
 
 // flops returns h.Flops, or nil for nil hooks.
@@ -465,6 +474,13 @@ type run struct {
 	// cache is the cache Decode runs with (nil for other passes): alloc
 	// takes buffers from its scratch, and RoPE tables come from it.
 	cache *Cache
+	// inputsOnly is Hooks.InputsOnly on a Layer pass: the layer's output
+	// is discarded.
+	inputsOnly bool
+	// discard is set while the layer's last block runs under inputsOnly:
+	// nothing reads its output, so products that only feed it are skipped
+	// once their inputs are reported.
+	discard bool
 }
 
 // alloc returns n zeroed floats for use within the pass: fresh ones, or
@@ -559,6 +575,13 @@ func (d *DecoderLayer) forward(rc *run, h []float32) error {
 	}
 	if err := d.postNorm.apply(rc.b, x, h); err != nil {
 		return fmt.Errorf("post_attention_layernorm: %w", err)
+	}
+	if rc.inputsOnly {
+		// The caller discards the hidden states: the block only reports
+		// its inputs (see Hooks.InputsOnly).
+		c := *rc
+		c.discard = true
+		return d.mlp.forward(&c, x, out)
 	}
 	if err := d.mlp.forward(rc, x, out); err != nil {
 		return err

@@ -300,6 +300,7 @@ func Layer(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options
 		hooks := c.Hooks()
 		hooks.AllExperts = opts.AllExperts
 		hooks.StopBefore = stopAt
+		hooks.InputsOnly = true // the pass's output (a scratch copy) is dropped
 		err := pass(hooks)
 		hs, hf, ff := c.Work()
 		rep.HessianSeconds += hs
