@@ -167,6 +167,9 @@ func macroKernel[T float32 | float64](tl tile, kern func(kc int, ap, bp, c []T, 
 func packB(dst []float32, transB bool, b []float32, ldb, pc, kc, j0, nr int) {
 	dst = dst[:kc*gemmNR]
 	if !transB {
+		if nr == gemmNR && packB16(dst, b[pc*ldb+j0:], ldb, kc) {
+			return
+		}
 		for p := 0; p < kc; p++ {
 			src := b[(pc+p)*ldb+j0 : (pc+p)*ldb+j0+nr]
 			d := dst[p*gemmNR : p*gemmNR+gemmNR]

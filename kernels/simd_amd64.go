@@ -143,6 +143,23 @@ func axpy4F32(x *[4]float32, b []float32, ldb int, y []float32) {
 //go:noescape
 func packBT16AVX(dst, src *float32, ldb, kc8 int)
 
+//go:noescape
+func packB16AVX(dst, src *float32, ldb, kc int)
+
+// packB16 packs op(B)[p][j] = b[p*ldb+j] for 16 full columns j and kc
+// steps p: a copy call per 64-byte row costs more than the bytes (the
+// Hessians' XᵀX products spent a third of their time in it). It returns
+// false without SIMD.
+func packB16(dst, b []float32, ldb, kc int) bool {
+	if !haveSIMD || kc <= 0 {
+		return false
+	}
+	_ = dst[kc*gemmNR-1]
+	_ = b[(kc-1)*ldb+gemmNR-1]
+	packB16AVX(&dst[0], &b[0], ldb, kc)
+	return true
+}
+
 // packBT16 packs op(B)[p][j] = b[j*ldb+p] for 16 full columns j and the
 // first kc8*8 steps p with the AVX transpose; it returns how many steps it
 // did (0 without SIMD).

@@ -886,3 +886,27 @@ expl:
 expdone:
 	VZEROUPPER
 	RET
+
+// func packB16AVX(dst, src *float32, ldb, kc int)
+// dst[p*16 : p*16+16] = src[p*ldb : p*ldb+16] for p < kc: a strip of 16
+// columns of a row-major B, two 32-byte moves a row.
+TEXT ·packB16AVX(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ldb+16(FP), DX
+	MOVQ kc+24(FP), CX
+	SHLQ $2, DX
+	TESTQ CX, CX
+	JZ    pbdone
+pbloop:
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	ADDQ DX, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ  pbloop
+pbdone:
+	VZEROUPPER
+	RET

@@ -26,6 +26,8 @@ func axpy4F32(x *[4]float32, b []float32, ldb int, y []float32) { axpy4Go(x, b, 
 
 func packBT16(dst, b []float32, ldb, kc int) int { return 0 }
 
+func packB16(dst, b []float32, ldb, kc int) bool { return false }
+
 func lut4DotBF16SIMD(xd []float32, codes []byte, ngroups, gs int, planes *[64]byte, muls, offs []float32) float32 {
 	panic("kernels: lut4DotBF16SIMD without SIMD")
 }
