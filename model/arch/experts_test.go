@@ -52,14 +52,7 @@ func TestExpertsParallelMatchesSerial(t *testing.T) {
 					defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 					var trace []string
 					hooks := &Hooks{
-						Linear: func(name string, x []float32, r, c int) {
-							h := fnv.New64a()
-							for _, v := range x {
-								b := math.Float32bits(v)
-								h.Write([]byte{byte(b), byte(b >> 8), byte(b >> 16), byte(b >> 24)})
-							}
-							trace = append(trace, fmt.Sprintf("%s %dx%d %x", name, r, c, h.Sum64()))
-						},
+						Linear:     traceInputs(&trace),
 						AllExperts: mode == "all-experts",
 					}
 					if mode == "stop" {
@@ -125,14 +118,7 @@ func TestInputsOnlyReportsTheSameInputs(t *testing.T) {
 							defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(procs))
 							var trace []string
 							hooks := &Hooks{
-								Linear: func(name string, x []float32, r, c int) {
-									h := fnv.New64a()
-									for _, v := range x {
-										b := math.Float32bits(v)
-										h.Write([]byte{byte(b), byte(b >> 8), byte(b >> 16), byte(b >> 24)})
-									}
-									trace = append(trace, fmt.Sprintf("%s %dx%d %x", name, r, c, h.Sum64()))
-								},
+								Linear:     traceInputs(&trace),
 								AllExperts: all,
 								InputsOnly: inputsOnly,
 								Flops:      new(atomic.Int64),
@@ -157,5 +143,18 @@ func TestInputsOnlyReportsTheSameInputs(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// traceInputs is a Hooks.Linear that appends each call's name, shape and a
+// hash of its input to trace.
+func traceInputs(trace *[]string) func(name string, x []float32, r, c int) {
+	return func(name string, x []float32, r, c int) {
+		h := fnv.New64a()
+		for _, v := range x {
+			b := math.Float32bits(v)
+			h.Write([]byte{byte(b), byte(b >> 8), byte(b >> 16), byte(b >> 24)})
+		}
+		*trace = append(*trace, fmt.Sprintf("%s %dx%d %x", name, r, c, h.Sum64()))
 	}
 }
