@@ -160,11 +160,7 @@ func (m *MoE) runExpertsSerial(rc *run, w expertWork) error {
 			continue
 		}
 		if w.noOutput {
-			act, _, err := m.experts[e].compute(rc, x, rows, false)
-			if err != nil {
-				return err
-			}
-			if err := m.experts[e].report(rc, x, act, rows); err != nil {
+			if err := m.experts[e].reportOnly(rc, x, rows); err != nil {
 				return err
 			}
 			continue
@@ -211,6 +207,17 @@ func (m *MLP) compute(rc *run, x []float32, rows int, withOutput bool) (act, y [
 	}
 	y, err = rc.linear(m.down, act, rows)
 	return act, y, err
+}
+
+// reportOnly runs the MLP on rows rows of x as far as its down
+// projection's input and reports each projection's input to rc's hooks;
+// the down projection itself does not run.
+func (m *MLP) reportOnly(rc *run, x []float32, rows int) error {
+	act, _, err := m.compute(rc, x, rows, false)
+	if err != nil {
+		return err
+	}
+	return m.report(rc, x, act, rows)
 }
 
 // report tells rc's hooks what applyInto would have: each projection's

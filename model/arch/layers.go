@@ -300,12 +300,7 @@ func (m *MLP) projs() []*Proj {
 
 func (m *MLP) forward(rc *run, x, out []float32) error {
 	if rc.discard {
-		rows := rc.batch.Tokens()
-		act, _, err := m.compute(rc, x, rows, false)
-		if err != nil {
-			return err
-		}
-		return m.report(rc, x, act, rows)
+		return m.reportOnly(rc, x, rc.batch.Tokens())
 	}
 	return m.applyInto(rc, x, rc.batch.Tokens(), out)
 }
@@ -532,12 +527,7 @@ func (m *MoE) forward(rc *run, x, out []float32) error {
 	}
 	rcRouted := rc
 	if rc.hooks != nil && rc.hooks.AllExperts {
-		all := expertWork{
-			input:    func(*run, int) ([]float32, int) { return x, T },
-			avgRows:  T,
-			noOutput: true,
-		}
-		if err := m.runExperts(rc, all); err != nil {
+		if err := m.runExperts(rc, allExpertsWork(x, T)); err != nil {
 			return err
 		}
 		c := *rc
@@ -596,6 +586,12 @@ func (m *MoE) routedWork(x []float32, toks []int32, start []int, hidden int) exp
 	}
 }
 
+// allExpertsWork is the all-experts calibration pass: every expert on all
+// T rows of x, reporting its inputs only.
+func allExpertsWork(x []float32, T int) expertWork {
+	return expertWork{input: func(*run, int) ([]float32, int) { return x, T }, avgRows: T, noOutput: true}
+}
+
 // reportInputs is forward for a pass that discards the block's output
 // (Hooks.InputsOnly): the experts (every one on every token under
 // AllExperts, else each on its routed tokens toks[start[e]:start[e+1]])
@@ -603,20 +599,16 @@ func (m *MoE) routedWork(x []float32, toks []int32, start []int, hidden int) exp
 // order, and no down projection runs.
 func (m *MoE) reportInputs(rc *run, x []float32, toks []int32, start []int) error {
 	T := rc.batch.Tokens()
-	w := expertWork{input: func(*run, int) ([]float32, int) { return x, T }, avgRows: T}
+	w := allExpertsWork(x, T)
 	if !rc.hooks.AllExperts {
 		w = m.routedWork(x, toks, start, rc.hidden)
+		w.noOutput = true
 	}
-	w.noOutput = true
 	if err := m.runExperts(rc, w); err != nil {
 		return err
 	}
 	if m.shared == nil {
 		return nil
 	}
-	act, _, err := m.shared.compute(rc, x, T, false)
-	if err != nil {
-		return err
-	}
-	return m.shared.report(rc, x, act, T)
+	return m.shared.reportOnly(rc, x, T)
 }
