@@ -278,16 +278,14 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 			}
 			meta[MetaHasHessian] = "true"
 			t.Needs = append([]pipeline.TaskRef{ix.refs[n], normRef, act(cfg.NumLayers)}, bpwNeeds...)
-			// GPTQ's working set on the head: float64 copies of the
-			// weight (input, transposed, quantized, and Q for the layer
-			// error: 32 bytes a weight), its float32 Q and codes (5) and
-			// the input (4): measured 13.5 GiB peak on a 154880×2048
-			// lm_head (Q6_K) against 1.8 GiB estimated without it.
-			numel := int64(0)
+			// GPTQ's working set on the head (gptq.WorkingBytes: its
+			// result, one slab of float64 rows, the Hessian's factors):
+			// a 154880×2048 lm_head (Q6_K) peaked at 13.5 GiB when GPTQ
+			// still copied the whole weight to float64 four times.
 			if sh, ok := taskShape(ix.metas[n]); ok && len(sh) == 2 {
-				numel = int64(sh[0]) * int64(sh[1])
+				t.EstBytes += gptq.WorkingBytes(sh[0], sh[1], rq.Format.Group(sh[1]))
 			}
-			t.EstBytes += 2*actBytes + 48*int64(cfg.HiddenSize)*int64(cfg.HiddenSize) + 41*numel
+			t.EstBytes += 2*actBytes + 8*int64(cfg.HiddenSize)*int64(cfg.HiddenSize)
 			t.Run = lp.runHead(t.Needs)
 		} else {
 			if hfconfig.LayerIndex(n) >= 0 && !rq.Skip && rq.needsHessian() && pc.Log != nil {

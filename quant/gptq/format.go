@@ -141,11 +141,7 @@ type packingGrid interface {
 // quantizePacked runs GPTQ on the float32 weight w onto grid and packs the
 // result.
 func quantizePacked(ctx context.Context, w []float32, rows, cols int, h []float64, grid packingGrid, opt Options) (*quant.Packed, *Result, error) {
-	wd := make([]float64, len(w))
-	for i, v := range w {
-		wd[i] = float64(v)
-	}
-	res, err := Quantize(ctx, wd, rows, cols, h, grid, opt)
+	res, err := quantize(ctx, w, rows, cols, h, grid, opt)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -12,14 +12,17 @@ import (
 	"github.com/marlin-llm/marlin/quant/ggml"
 )
 
-// StaticFitter is a Grid whose scales are fitted for the whole tensor
-// before any GPTQ update, because several groups share stored state (the
+// StaticFitter is a Grid whose scales are fitted for a whole row before
+// any GPTQ update, because several groups share stored state (the
 // super-block scales of the GGML K-quants). Quantize calls FitStatic
 // instead of Fit; it needs Options.StaticGroups.
 type StaticFitter interface {
-	// FitStatic returns the rows×groups scales of w (rows×cols,
-	// row-major) given the Hessian diagonal hdiag (len cols).
-	FitStatic(w []float64, rows, cols int, hdiag []float64) ([]Scale, error)
+	// StartRows prepares the grid for a tensor of rows rows.
+	StartRows(rows int)
+	// FitStatic fits row r (w: its cols values) given the Hessian
+	// diagonal hdiag (len cols) and writes the row's group scales to out.
+	// Calls for different rows may run concurrently.
+	FitStatic(w []float64, r int, hdiag []float64, out []Scale) error
 }
 
 // BlockFitter is a StaticFitter that can also fit its scales one block of
@@ -30,8 +33,6 @@ type BlockFitter interface {
 	StaticFitter
 	// FitBlockSize is the number of columns one fit covers.
 	FitBlockSize() int
-	// StartDynamic prepares the grid for rows rows fitted block by block.
-	StartDynamic(rows int)
 	// FitBlock fits row r's block starting at column c0 to vals (the
 	// block's current weights) with importance hw, and writes the scales
 	// of the block's groups to out. Calls for different rows may run
@@ -85,44 +86,36 @@ func (g *GGMLGrid) Round(v float64, s Scale) (uint8, float64) {
 	return c, float64(q)
 }
 
-// FitStatic implements StaticFitter: every row is encoded with the
+// FitStatic implements StaticFitter: the row is encoded with the
 // importance weights hdiag and its blocks' scales are read back.
-func (g *GGMLGrid) FitStatic(w []float64, rows, cols int, hdiag []float64) ([]Scale, error) {
-	if cols != g.cols || len(w) != rows*cols || len(hdiag) != cols {
-		return nil, fmt.Errorf("gptq: ggml fit: %d weights, %d diagonal entries for %dx%d", len(w), len(hdiag), rows, cols)
+func (g *GGMLGrid) FitStatic(w []float64, r int, hdiag []float64, out []Scale) error {
+	ng := g.cols / g.g.Group
+	if len(w) != g.cols || len(hdiag) != g.cols || r < 0 || r >= g.rows || len(out) != ng {
+		return fmt.Errorf("gptq: ggml fit: %d weights, %d diagonal entries, %d scales at row %d of %dx%d", len(w), len(hdiag), len(out), r, g.rows, g.cols)
 	}
-	rb := g.g.RowBytes(cols)
-	g.rows = rows
-	g.blocks = make([]byte, rows*rb)
-	qw := make([]float32, cols)
+	rb := g.g.RowBytes(g.cols)
+	x, qw := make([]float32, g.cols), make([]float32, g.cols)
 	for i, v := range hdiag {
 		qw[i] = float32(max(v, 0))
+		x[i] = float32(w[i])
 	}
-	ng := cols / g.g.Group
-	out := make([]Scale, rows*ng)
-	x := make([]float32, cols)
+	row := g.blocks[r*rb : (r+1)*rb]
+	if err := g.g.Encode(row, x, qw); err != nil {
+		return fmt.Errorf("gptq: row %d: %w", r, err)
+	}
 	d, m := make([]float32, ng), make([]float32, ng)
-	for r := 0; r < rows; r++ {
-		for c := range x {
-			x[c] = float32(w[r*cols+c])
-		}
-		row := g.blocks[r*rb : (r+1)*rb]
-		if err := g.g.Encode(row, x, qw); err != nil {
-			return nil, fmt.Errorf("gptq: row %d: %w", r, err)
-		}
-		g.g.Params(row, d, m)
-		for k := range d {
-			out[r*ng+k] = Scale{Mul: float64(d[k]), Zero: float64(m[k])}
-		}
+	g.g.Params(row, d, m)
+	for k := range d {
+		out[k] = Scale{Mul: float64(d[k]), Zero: float64(m[k])}
 	}
-	return out, nil
+	return nil
 }
 
 // FitBlockSize implements BlockFitter: one GGML block.
 func (g *GGMLGrid) FitBlockSize() int { return g.g.BlockSize }
 
-// StartDynamic implements BlockFitter.
-func (g *GGMLGrid) StartDynamic(rows int) {
+// StartRows implements StaticFitter.
+func (g *GGMLGrid) StartRows(rows int) {
 	g.rows = rows
 	g.blocks = make([]byte, rows*g.g.RowBytes(g.cols))
 }
@@ -196,23 +189,11 @@ func quantizeGGML(ctx context.Context, w []float32, rows, cols int, h []float64,
 	}
 	// The refitted rows decode to other values: Q and the error follow.
 	p.Dequantize(res.Q)
-	qd := make([]float64, len(res.Q))
-	for i, v := range res.Q {
-		qd[i] = float64(v)
-	}
-	if res.Err, err = LayerError(w64(w), qd, rows, cols, h); err != nil {
+	if res.Err, err = layerError(w, res.Q, rows, cols, h); err != nil {
 		return nil, nil, err
 	}
 	res.Refit = n
 	return p, res, nil
-}
-
-func w64(w []float32) []float64 {
-	out := make([]float64, len(w))
-	for i, v := range w {
-		out[i] = float64(v)
-	}
-	return out
 }
 
 // ImportanceRTN encodes w onto GGML format f with llama.cpp's

@@ -7,6 +7,7 @@ import (
 	"math"
 	"runtime"
 	"sort"
+	"unsafe"
 
 	"golang.org/x/sync/errgroup"
 
@@ -59,6 +60,10 @@ type Options struct {
 	// the full Hessian with GPTQ's dampening; a row keeps them only when
 	// that error drops (refitHalves).
 	Refit bool `json:"refit,omitempty" yaml:"refit,omitempty"`
+
+	// slabWeights overrides how many weights' rows quantize works on at
+	// once (tests; 0: defaultSlabWeights and at least 4 row chunks a core).
+	slabWeights int
 }
 
 // DefaultClipRatios is the scale-search grid quant.ClipGrid (1, 0.98, ...,
@@ -110,6 +115,17 @@ func (r *Result) IdentityGroups(groupSize int) bool {
 // Quantize runs GPTQ on w (rows×cols row-major) with Hessian h (cols×cols,
 // 2XᵀX/n, row-major) onto grid. See QuantizeFormat for quant formats.
 func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, grid Grid, opt Options) (*Result, error) {
+	return quantize(ctx, w, rows, cols, h, grid, opt)
+}
+
+// quantize is Quantize on float32 or float64 weights. GPTQ's float64
+// working matrices (the weight transposed, its quantized values and codes,
+// the lazy batch's errors) cover one slab of rows at a time (slabRows):
+// rows are independent given the inverse Hessian's Cholesky factor, which
+// all slabs share, so a tensor of any height (a 154880-row lm_head) needs
+// a bounded working set beside its result, and the result is the same
+// for any slab height and core count.
+func quantize[T float32 | float64](ctx context.Context, w []T, rows, cols int, h []float64, grid Grid, opt Options) (*Result, error) {
 	if rows <= 0 || cols <= 0 || len(w) != rows*cols {
 		return nil, fmt.Errorf("gptq: weight has %d values for %dx%d", len(w), rows, cols)
 	}
@@ -120,7 +136,7 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 		return nil, errors.New("gptq: nil grid")
 	}
 	for i, v := range w {
-		if math.IsNaN(v) || math.IsInf(v, 0) {
+		if f := float64(v); math.IsNaN(f) || math.IsInf(f, 0) {
 			return nil, fmt.Errorf("gptq: non-finite weight at row %d col %d", i/cols, i%cols)
 		}
 	}
@@ -163,27 +179,20 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 	}
 	ngroups := (cols + gs - 1) / gs
 
-	// Working copies: Wt is the weight transposed (cols×rows) so that a
-	// column is contiguous; H is modified in place.
+	// Dead columns (diag(H) = 0) get H_cc = 1 and zero weights.
 	H := append([]float64(nil), h...)
-	wt := make([]float64, cols*rows)
-	for r := 0; r < rows; r++ {
-		for c := 0; c < cols; c++ {
-			wt[c*rows+r] = w[r*cols+c]
-		}
-	}
 	res := &Result{Rows: rows, Cols: cols, Groups: ngroups}
+	dead := make([]bool, cols)
+	hdiag := make([]float64, cols)
 	for c := 0; c < cols; c++ {
 		if H[c*cols+c] == 0 {
 			H[c*cols+c] = 1
-			clear(wt[c*rows : (c+1)*rows])
+			dead[c] = true
 			res.Dead++
 		}
+		hdiag[c] = H[c*cols+c]
 	}
 
-	// Static groups: scales from the (dead-zeroed) original weights in the
-	// original order, before any permutation or update.
-	scales := make([]Scale, rows*ngroups)
 	sf, whole := grid.(StaticFitter)
 	bf, byBlock := grid.(BlockFitter)
 	if whole && !opt.StaticGroups && !byBlock {
@@ -193,44 +202,9 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 		if bf.FitBlockSize()%gs != 0 || cols%bf.FitBlockSize() != 0 || bs%bf.FitBlockSize() != 0 && bf.FitBlockSize()%bs != 0 {
 			return nil, fmt.Errorf("gptq: blocks of %d columns do not fit groups of %d, rows of %d and lazy batches of %d", bf.FitBlockSize(), gs, cols, bs)
 		}
-		bf.StartDynamic(rows)
-	} else if whole {
-		wr := make([]float64, rows*cols)
-		hd := make([]float64, cols)
-		for c := 0; c < cols; c++ {
-			hd[c] = H[c*cols+c]
-			for r := 0; r < rows; r++ {
-				wr[r*cols+c] = wt[c*rows+r]
-			}
-		}
-		s, err := sf.FitStatic(wr, rows, cols, hd)
-		if err != nil {
-			return nil, err
-		}
-		if len(s) != len(scales) {
-			return nil, fmt.Errorf("gptq: static fit returned %d scales, want %d", len(s), len(scales))
-		}
-		copy(scales, s)
-	} else if opt.StaticGroups {
-		buf := make([]float64, gs)
-		wts := make([]float64, gs)
-		for g := 0; g < ngroups; g++ {
-			c0, c1 := g*gs, min((g+1)*gs, cols)
-			var hw []float64
-			if opt.HessianWeightedSearch {
-				hw = wts[:c1-c0]
-				for c := c0; c < c1; c++ {
-					hw[c-c0] = H[c*cols+c]
-				}
-			}
-			for r := 0; r < rows; r++ {
-				vals := buf[:c1-c0]
-				for c := c0; c < c1; c++ {
-					vals[c-c0] = wt[c*rows+r]
-				}
-				scales[r*ngroups+g] = fitGroup(grid, vals, hw, clips)
-			}
-		}
+	}
+	if whole {
+		sf.StartRows(rows)
 	}
 
 	perm := make([]int, cols)
@@ -258,11 +232,6 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 			}
 		}
 		H = Hp
-		wp := make([]float64, cols*rows)
-		for i := 0; i < cols; i++ {
-			copy(wp[i*rows:(i+1)*rows], wt[perm[i]*rows:(perm[i]+1)*rows])
-		}
-		wt = wp
 		res.Perm = perm
 	}
 
@@ -276,15 +245,9 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 	if err != nil {
 		return nil, err
 	}
+	H = nil
 	res.Damp = usedDamp
 
-	// Quantize in permuted order; codes/q are stored at permuted positions
-	// and un-permuted at the end. Rows are independent given U, so chunks
-	// of gptqRowChunk rows run concurrently, each through the whole column
-	// loop; a row's arithmetic does not depend on its chunk, so the result
-	// is the same for any number of goroutines.
-	qt := make([]float64, cols*rows)
-	codesT := make([]uint8, cols*rows)
 	gidx := make([]int32, cols)
 	for i := 0; i < cols; i++ {
 		if opt.StaticGroups || byBlock {
@@ -293,64 +256,204 @@ func Quantize(ctx context.Context, w []float64, rows, cols int, h []float64, gri
 			gidx[perm[i]] = int32(i / gs)
 		}
 	}
-	errBlk := make([]float64, bs*rows)
-	nchunks := (rows + gptqRowChunk - 1) / gptqRowChunk
-	losses := make([]float64, nchunks)
-	eg, ectx := errgroup.WithContext(ctx)
-	eg.SetLimit(runtime.GOMAXPROCS(0))
-	for ch := 0; ch < nchunks; ch++ {
-		r0, r1 := ch*gptqRowChunk, min(rows, (ch+1)*gptqRowChunk)
-		eg.Go(func() error {
-			loss, err := quantizeRows(ectx, r0, r1, rowsJob{
-				wt: wt, qt: qt, codesT: codesT, errBlk: errBlk, U: U, scales: scales,
-				rows: rows, cols: cols, gs: gs, bs: bs, ngroups: ngroups,
-				grid: grid, clips: clips, static: opt.StaticGroups, perm: perm,
-			})
-			losses[ch] = loss
-			return err
-		})
-	}
-	if err := eg.Wait(); err != nil {
-		return nil, err
-	}
-	for _, l := range losses {
-		res.Loss += l
-	}
-
+	res.Scales = make([]Scale, rows*ngroups)
 	res.Q = make([]float32, rows*cols)
 	res.Codes = make([]uint8, rows*cols)
-	for i := 0; i < cols; i++ {
-		c := perm[i]
-		for r := 0; r < rows; r++ {
-			res.Q[r*cols+c] = float32(qt[i*rows+r])
-			res.Codes[r*cols+c] = codesT[i*rows+r]
+	res.GIdx = gidx
+
+	// Slabs of rows, each in chunks of gptqRowChunk rows that run
+	// concurrently through the whole column loop. A row's arithmetic does
+	// not depend on its slab or chunk, and the losses and errors of the
+	// chunks are summed in row order, so the result is the same for any
+	// slab height and number of goroutines.
+	slab := opt.slabRows(rows, cols)
+	wt := make([]float64, cols*slab)
+	qt := make([]float64, cols*slab)
+	codesT := make([]uint8, cols*slab)
+	errBlk := make([]float64, bs*slab)
+	nchunks := (rows + gptqRowChunk - 1) / gptqRowChunk
+	losses := make([]float64, nchunks)
+	errs := make([]float64, nchunks)
+	for s0 := 0; s0 < rows; s0 += slab {
+		n := min(slab, rows-s0)
+		j := rowsJob{
+			wt: wt[:cols*n], qt: qt[:cols*n], codesT: codesT[:cols*n], errBlk: errBlk[:bs*n], U: U,
+			scales: res.Scales[s0*ngroups : (s0+n)*ngroups],
+			rows:   n, cols: cols, gs: gs, bs: bs, ngroups: ngroups, base: s0,
+			grid: grid, clips: clips, static: opt.StaticGroups, perm: perm,
+		}
+		eg, ectx := errgroup.WithContext(ctx)
+		eg.SetLimit(runtime.GOMAXPROCS(0))
+		for r0 := 0; r0 < n; r0 += gptqRowChunk {
+			r1 := min(n, r0+gptqRowChunk)
+			ch := (s0 + r0) / gptqRowChunk
+			eg.Go(func() error {
+				loadRows(j, w[(s0+r0)*cols:(s0+r1)*cols], r0, r1, dead)
+				if err := fitStaticRows(j, w[(s0+r0)*cols:(s0+r1)*cols], r0, r1, dead, hdiag, whole, opt.HessianWeightedSearch); err != nil {
+					return err
+				}
+				loss, err := quantizeRows(ectx, r0, r1, j)
+				if err != nil {
+					return err
+				}
+				losses[ch] = loss
+				// Back to the original column order.
+				for i, c := range perm {
+					for r := r0; r < r1; r++ {
+						res.Q[(s0+r)*cols+c] = float32(qt[i*n+r])
+						res.Codes[(s0+r)*cols+c] = codesT[i*n+r]
+					}
+				}
+				errs[ch], err = rowsError(w[(s0+r0)*cols:(s0+r1)*cols], res.Q[(s0+r0)*cols:(s0+r1)*cols], r1-r0, cols, h)
+				return err
+			})
+		}
+		if err := eg.Wait(); err != nil {
+			return nil, err
 		}
 	}
-	res.Scales = scales
-	res.GIdx = gidx
-	qd := make([]float64, len(res.Q))
-	for i, v := range res.Q {
-		qd[i] = float64(v)
-	}
-	res.Err, err = LayerError(w, qd, rows, cols, h)
-	if err != nil {
-		return nil, err
+	for ch := range losses {
+		res.Loss += losses[ch]
+		res.Err += errs[ch]
 	}
 	return res, nil
+}
+
+// slabRows is how many rows quantize works on at once: a multiple of
+// gptqRowChunk whose float64 working matrices (about 17 bytes a weight)
+// stay near slabWeights weights, but at least 4 chunks a core.
+func (o Options) slabRows(rows, cols int) int {
+	want := o.slabWeights
+	if want <= 0 {
+		want = defaultSlabWeights
+	}
+	n := max(want/cols, 4*gptqRowChunk*runtime.GOMAXPROCS(0))
+	if o.slabWeights > 0 {
+		n = max(want/cols, 1)
+	}
+	n = (n + gptqRowChunk - 1) / gptqRowChunk * gptqRowChunk
+	return min(n, rows)
+}
+
+// defaultSlabWeights bounds quantize's working matrices to about 17 bytes
+// × 16M weights = 272 MiB (more on many cores: at least 4 row chunks a
+// core).
+const defaultSlabWeights = 16 << 20
+
+// WorkingBytes is what QuantizeFormat allocates for a rows×cols weight
+// beside its float32 input: the result (float32 Q, codes, scales of groups
+// of groupSize columns), the packed tensor, the Hessian's copies and
+// factors (six cols×cols float64 matrices at once, as measured on a
+// 5120-column o_proj), one slab's working matrices and each goroutine's
+// row-chunk buffers. Callers add it to their memory estimates.
+func WorkingBytes(rows, cols, groupSize int) int64 {
+	if groupSize <= 0 || groupSize > cols {
+		groupSize = cols
+	}
+	numel := int64(rows) * int64(cols)
+	slab := int64(Options{}.slabRows(rows, cols))
+	scales := int64(rows) * int64((cols+groupSize-1)/groupSize) * int64(unsafe.Sizeof(Scale{}))
+	c := int64(cols)
+	result := 5*numel + scales       // float32 Q and codes
+	packed := numel + scales         // at most 8 bits a weight
+	hessian := 6 * 8 * c * c         // H, its copies and invCholUpper's factors
+	work := 17*slab*c + 8*bsMax*slab // wt, qt, codes and the lazy batch's errors
+	perChunk := int64(runtime.GOMAXPROCS(0)) * (2*gptqRowChunk + 1) * 8 * c
+	return result + packed + hessian + work + perChunk
+}
+
+// bsMax bounds the lazy-batch width that WorkingBytes counts.
+const bsMax = 256
+
+// loadRows fills rows [r0, r1) of the slab's transposed working weight
+// (quantization order) from w, the same rows of the original weight
+// (row-major, starting at row r0 of the slab), with dead columns zeroed.
+func loadRows[T float32 | float64](j rowsJob, w []T, r0, r1 int, dead []bool) {
+	n := j.rows
+	for i, c := range j.perm {
+		col := j.wt[i*n : (i+1)*n]
+		if dead[c] {
+			clear(col[r0:r1])
+			continue
+		}
+		for r := r0; r < r1; r++ {
+			col[r] = float64(w[(r-r0)*j.cols+c])
+		}
+	}
+}
+
+// fitStaticRows fits the scales of rows [r0, r1) of the slab before any
+// GPTQ update, on the original weights w (row-major, from row r0; dead
+// columns read as zero) in the original column order: the whole-tensor
+// fit of a StaticFitter, or with static groups each group's scale search
+// (weighted by hdiag when hessianWeighted). Other grids fit as GPTQ goes.
+func fitStaticRows[T float32 | float64](j rowsJob, w []T, r0, r1 int, dead []bool, hdiag []float64, whole, hessianWeighted bool) error {
+	if !whole && !j.static {
+		return nil
+	}
+	cols, gs := j.cols, j.gs
+	if _, ok := j.grid.(BlockFitter); ok && !j.static {
+		return nil // fitted block by block as GPTQ reaches them
+	}
+	row := make([]float64, cols)
+	for r := r0; r < r1; r++ {
+		for c := range row {
+			if dead[c] {
+				row[c] = 0
+			} else {
+				row[c] = float64(w[(r-r0)*cols+c])
+			}
+		}
+		out := j.scales[r*j.ngroups : (r+1)*j.ngroups]
+		if whole {
+			if err := j.grid.(StaticFitter).FitStatic(row, j.base+r, hdiag, out); err != nil {
+				return err
+			}
+			continue
+		}
+		for g := 0; g < j.ngroups; g++ {
+			c0, c1 := g*gs, min((g+1)*gs, cols)
+			var hw []float64
+			if hessianWeighted {
+				hw = hdiag[c0:c1]
+			}
+			out[g] = fitGroup(j.grid, row[c0:c1], hw, j.clips)
+		}
+	}
+	return nil
+}
+
+// rowsError is LayerError for a few rows of float32 or float64 weights w
+// and their quantized values q.
+func rowsError[T, U float32 | float64](w []T, q []U, rows, cols int, h []float64) (float64, error) {
+	d := make([]float64, rows*cols)
+	for i := range d {
+		d[i] = float64(w[i]) - float64(q[i])
+	}
+	m := make([]float64, rows*cols)
+	if err := kernels.Dgemm(false, false, rows, cols, cols, 1, d, cols, h, cols, 0, m, cols); err != nil {
+		return 0, fmt.Errorf("gptq: layer error: %w", err)
+	}
+	var s float64
+	for i := range d {
+		s += d[i] * m[i]
+	}
+	return s, nil
 }
 
 // gptqRowChunk is how many rows one goroutine of Quantize takes.
 const gptqRowChunk = 64
 
-// rowsJob is what quantizeRows shares across row chunks: the working
-// matrices (column-major, cols×rows: wt, qt, codesT; errBlk bs×rows) and
-// the settings of Quantize.
+// rowsJob is what quantizeRows shares across the row chunks of one slab:
+// the slab's working matrices (column-major, cols×rows: wt, qt, codesT;
+// errBlk bs×rows), its rows' scales (rows×ngroups) and the settings of
+// Quantize; base is the slab's first row in the tensor.
 type rowsJob struct {
 	wt, qt, errBlk, U  []float64
 	codesT             []uint8
 	scales             []Scale
 	rows, cols, gs, bs int
-	ngroups            int
+	ngroups, base      int
 	grid               Grid
 	clips              []float64
 	static             bool
@@ -459,7 +562,7 @@ func fitBlock(bf BlockFitter, j rowsJob, r0, r1, i, fbs int, vals, weights []flo
 			v[j.perm[k]-c0] = j.wt[k*j.rows+r]
 		}
 		g0 := r*j.ngroups + c0/j.gs
-		if err := bf.FitBlock(r, c0, v, hw, j.scales[g0:g0+ng]); err != nil {
+		if err := bf.FitBlock(j.base+r, c0, v, hw, j.scales[g0:g0+ng]); err != nil {
 			return err
 		}
 	}
@@ -507,22 +610,25 @@ func fitGroup(grid Grid, vals, weights, clips []float64) Scale {
 }
 
 // LayerError returns tr((W−Q) H (W−Q)ᵀ) for rows×cols weights and a
-// cols×cols Hessian: with H = 2XᵀX/n this is (2/n)·‖(W−Q)Xᵀ‖²_F.
+// cols×cols Hessian: with H = 2XᵀX/n this is (2/n)·‖(W−Q)Xᵀ‖²_F. It is
+// summed over chunks of gptqRowChunk rows in order, as Quantize sums
+// Result.Err, so that both give the same bits.
 func LayerError(w, q []float64, rows, cols int, h []float64) (float64, error) {
+	return layerError(w, q, rows, cols, h)
+}
+
+func layerError[T, U float32 | float64](w []T, q []U, rows, cols int, h []float64) (float64, error) {
 	if len(w) != rows*cols || len(q) != rows*cols || len(h) != cols*cols {
 		return 0, fmt.Errorf("gptq: layer error: sizes %d, %d, %d for %dx%d", len(w), len(q), len(h), rows, cols)
 	}
-	d := make([]float64, rows*cols)
-	for i := range d {
-		d[i] = w[i] - q[i]
-	}
-	m := make([]float64, rows*cols)
-	if err := kernels.Dgemm(false, false, rows, cols, cols, 1, d, cols, h, cols, 0, m, cols); err != nil {
-		return 0, fmt.Errorf("gptq: layer error: %w", err)
-	}
 	var s float64
-	for i := range d {
-		s += d[i] * m[i]
+	for r0 := 0; r0 < rows; r0 += gptqRowChunk {
+		r1 := min(rows, r0+gptqRowChunk)
+		e, err := rowsError(w[r0*cols:r1*cols], q[r0*cols:r1*cols], r1-r0, cols, h)
+		if err != nil {
+			return 0, err
+		}
+		s += e
 	}
 	return s, nil
 }

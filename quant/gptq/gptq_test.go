@@ -1,10 +1,13 @@
 package gptq
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/marlin-llm/marlin/quant"
@@ -375,5 +378,69 @@ func TestQuantizeSameOnAnyCoreCount(t *testing.T) {
 		if a.Codes[i] != b.Codes[i] || a.Q[i] != b.Q[i] {
 			t.Fatalf("entry %d differs between 1 and 3 cores", i)
 		}
+	}
+}
+
+// TestQuantizeSameForAnySlab: quantize works on slabs of rows; on every
+// kind of grid (dynamic and static groups, scale search, tensor scale,
+// GGML whole-row and block-by-block fits, refit) the codes, scales, values,
+// loss and error do not depend on the slab height, and Err is LayerError's.
+func TestQuantizeSameForAnySlab(t *testing.T) {
+	L := genLayer(t, 11, 3*gptqRowChunk+5, 256, 1024, 3)
+	w32 := make([]float32, len(L.w))
+	for i, v := range L.w {
+		w32[i] = float32(v)
+	}
+	cases := []struct {
+		format string
+		opt    Options
+	}{
+		{"int4", Options{}},
+		{"int4", Options{ActOrder: true, ClipRatios: []float64{1, 0.9}}},
+		{"int4", Options{ActOrder: true, StaticGroups: true, ClipRatios: []float64{1, 0.9, 0.8}, HessianWeightedSearch: true}},
+		{"mxfp4", MROptions()},
+		{"nvfp4", Options{ActOrder: true}},
+		{"q4_k", Options{ActOrder: true}},
+		{"q4_k", Options{}},
+		{"q3_k", Options{Refit: true}},
+		{"q6_k", Options{BlockActOrder: true}},
+		{"iq4_xs", Options{ActOrder: true, PercDamp: 0.1}},
+	}
+	for _, c := range cases {
+		t.Run(fmt.Sprintf("%s/%+v", c.format, c.opt), func(t *testing.T) {
+			f, err := quant.Lookup(c.format)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ref *quant.Packed
+			var refRes *Result
+			// One chunk a slab, two, and the whole tensor at once.
+			for _, slab := range []int{gptqRowChunk * L.cols, 2 * gptqRowChunk * L.cols, L.rows * L.cols} {
+				opt := c.opt
+				opt.slabWeights = slab
+				p, res, err := QuantizeFormat(context.Background(), w32, L.rows, L.cols, L.h, f, opt)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ref == nil {
+					ref, refRes = p, res
+					e, err := layerError(w32, res.Q, L.rows, L.cols, L.h)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if e != res.Err {
+						t.Errorf("Err %v, LayerError %v", res.Err, e)
+					}
+					continue
+				}
+				if !bytes.Equal(p.Codes, ref.Codes) || !bytes.Equal(p.Scales, ref.Scales) || !bytes.Equal(p.Zeros, ref.Zeros) ||
+					!slices.Equal(p.GIdx, ref.GIdx) || p.TensorScale != ref.TensorScale {
+					t.Errorf("slab of %d weights: packed tensor differs", slab)
+				}
+				if !slices.Equal(res.Q, refRes.Q) || !bytes.Equal(res.Codes, refRes.Codes) || res.Loss != refRes.Loss || res.Err != refRes.Err || res.Refit != refRes.Refit {
+					t.Errorf("slab of %d weights: result differs (loss %v/%v, err %v/%v)", slab, res.Loss, refRes.Loss, res.Err, refRes.Err)
+				}
+			}
+		})
 	}
 }
