@@ -8,7 +8,8 @@
 # CAND is a comma-separated list of quantize default settings, e.g.
 # "damp=0.01 damp=0.1 damp=0.1,refit=true actorder=false,damp=0.01
 # damp=0.1,shrink_experts=true" (keys ending in _experts are calibrate
-# settings); actorder defaults to true. Prints "settings bytes ppl kld top1" per
+# settings; target_bpw=B replaces RECIPE's mixture by quantize's own
+# allocation at B bits per weight); actorder defaults to true. Prints "settings bytes ppl kld top1" per
 # candidate (runs/gguf-heldout/MODEL/RECIPE/).
 set -e
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -44,8 +45,9 @@ for c in $cands; do
   d=$out/$m/$recipe/$(echo "$c" | tr ',=' '_-')
   mkdir -p "$d"
   # quantize settings, then calibrate ones (shrink_experts, all_experts)
-  spec=$(echo "actorder=true,$c" | awk -F, '{for (i=1;i<=NF;i++) {split($i,kv,"="); if (kv[1] ~ /_experts$/) continue; v[kv[1]]=kv[2]; if (!(kv[1] in seen)) {seen[kv[1]]=1; o[++n]=kv[1]}} s=""; for (i=1;i<=n;i++) s=s (i>1?", ":"") o[i] ": " v[o[i]]; print s}')
+  spec=$(echo "actorder=true,$c" | awk -F, '{for (i=1;i<=NF;i++) {split($i,kv,"="); if (kv[1] ~ /_experts$/ || kv[1] == "target_bpw") continue; v[kv[1]]=kv[2]; if (!(kv[1] in seen)) {seen[kv[1]]=1; o[++n]=kv[1]}} s=""; for (i=1;i<=n;i++) s=s (i>1?", ":"") o[i] ": " v[o[i]]; print s}')
   cspec=$(echo "$c" | awk -F, '{s=""; for (i=1;i<=NF;i++) {split($i,kv,"="); if (kv[1] ~ /_experts$/) s=s ", " kv[1] ": " kv[2]} print s}')
+  mix=$(echo "$c" | awk -F, -v r="$recipe" '{s="gguf_recipe: " r; for (i=1;i<=NF;i++) {split($i,kv,"="); if (kv[1] == "target_bpw") s="target_bpw: " kv[2]} print s}')
   cat >"$d/job.yaml" <<EOY
 version: 1
 name: heldout-$m-$recipe
@@ -62,7 +64,7 @@ stages:
     needs: [calib]
     with:
       default: {method: gptq, $spec}
-      gguf_recipe: $recipe
+      $mix
   - {id: gguf, kind: pack, needs: [quant], with: {format: gguf, out: marlin.gguf, model: $td/models/$m}}
 EOY
   bin/marlin-run run --fresh "$d/job.yaml" >"$d/run.log" 2>&1

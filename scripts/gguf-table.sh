@@ -12,8 +12,12 @@
 # quantize default settings (default "actorder: true, damp: 0.01", the
 # documented defaults) and GPTQ_<TYPE> those of one class (GPTQ_Q3_K_M=
 # "actorder: false, damp: 0.01"); CALIB (", shrink_experts: true") and
-# CALIB_<TYPE> add calibrate settings. Choose them on calibration data
-# only: scripts/gguf-heldout.sh; README says which the table used.
+# CALIB_<TYPE> add calibrate settings. BPW lists MODEL:TYPE:B triples
+# ("qwen3moe-nano:Q3_K_M:4.58"): that cell's marlin file comes from
+# quantize's target_bpw at B bits per weight (B chosen so the file is no
+# larger than llama-quantize's) instead of the recipe's mixture. Choose
+# them on calibration data only: scripts/gguf-heldout.sh; README says
+# which the table used.
 # Writes runs/gguf-table/table.md (and per-run logs next to it).
 set -e
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -69,6 +73,10 @@ EOF
     recipe=$(echo "$ty" | tr 'A-Z' 'a-z')
     eval "set -- \"\${GPTQ_$ty:-$gptq}\" \"\${CALIB_$ty:-$calibx}\""
     gq=$1 cx=$2
+    mix="gguf_recipe: $recipe" label="marlin GPTQ"
+    for t in ${BPW:-}; do
+      case "$t" in "$m:$ty:"*) b=${t##*:}; mix="target_bpw: $b" label="marlin GPTQ, target_bpw $b" ;; esac
+    done
     cat >"$d/marlin-$ty.yaml" <<EOF
 version: 1
 name: gguf-$m-$ty
@@ -85,14 +93,14 @@ stages:
     needs: [calib]
     with:
       default: {method: gptq, $gq}
-      gguf_recipe: $recipe
+      $mix
       report: quant-report.json
   - {id: gguf, kind: pack, needs: [quant], with: {format: gguf, out: marlin.gguf, model: $td/models/$m}}
 EOF
     bin/marlin-run run --fresh "$d/marlin-$ty.yaml" >"$d/marlin-$ty.log" 2>&1
     mg=$d/marlin-$ty/out/marlin.gguf
     set -- $(ppl "$mg" "$d/ppl-marlin-$ty.log")
-    echo "| $m | $ty | marlin GPTQ | $(stat -c %s "$mg") | $1 | $2 | $3 |" >>"$d/rows.md"
+    echo "| $m | $ty | $label | $(stat -c %s "$mg") | $1 | $2 | $3 |" >>"$d/rows.md"
   done
   set -- $(ppl "$f16" "$d/ppl-f16.log")
   echo "| $m | F16 | - | $(stat -c %s "$f16") | $1 | $2 | $3 |" >>"$d/rows.md"
