@@ -593,7 +593,10 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 					if err != nil {
 						return err
 					}
-					ts, rep, eff, err := lp.quantizeProj(gctx, t, hess[p.Name()])
+					mu.Lock()
+					h := hess[p.Name()]
+					mu.Unlock()
+					ts, rep, eff, err := lp.quantizeProj(gctx, t, h)
 					if err != nil {
 						return err
 					}
@@ -613,9 +616,12 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 					}
 					mu.Lock()
 					defer mu.Unlock()
-					if h := hess[p.Name()]; h != nil && lp.s.cfg.Imatrix != "" {
+					if h != nil && lp.s.cfg.Imatrix != "" {
 						imx = append(imx, newImatrixEntry(name, h))
 					}
+					// Done with it: a Hessian shared by several projections
+					// is freed with the last of them.
+					delete(hess, p.Name())
 					results[name] = ts
 					if rep != nil {
 						reports = append(reports, *rep)

@@ -192,15 +192,18 @@ func (c *Collector) Err() error {
 // Order lists the collected Linears in the order they first ran.
 func (c *Collector) Order() []string { return append([]string(nil), c.order...) }
 
-// Hessians returns every collected Linear's Hessian; projections that read
-// the same input share one *gptq.Hessian.
-func (c *Collector) Hessians() map[string]*gptq.Hessian {
+// TakeHessians returns the accumulated Hessians by projection name
+// (projections that share an input share one) and drops the collector's
+// own references: the caller owns them, and can free each one as it
+// finishes with it.
+func (c *Collector) TakeHessians() map[string]*gptq.Hessian {
 	out := make(map[string]*gptq.Hessian, len(c.order))
 	for _, n := range c.order {
 		if h := c.hess[c.canonical(n)]; h != nil {
 			out[n] = h
 		}
 	}
+	c.hess = map[string]*gptq.Hessian{}
 	return out
 }
 

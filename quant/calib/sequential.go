@@ -48,7 +48,9 @@ func (o *Options) batch() int {
 
 // QuantizeFunc quantizes projs with their Hessians (keyed by Proj.Name) and
 // must replace each Proj's Linear with its quantized version, so that later
-// calibration sees quantized outputs.
+// calibration sees quantized outputs. It may delete the entries of hess it
+// has finished with (Layer does not read them afterwards), which frees
+// their memory.
 type QuantizeFunc func(ctx context.Context, projs []*arch.Proj, hess map[string]*gptq.Hessian) error
 
 // Report summarises a calibration run.
@@ -105,7 +107,7 @@ func Collect(ctx context.Context, m *arch.Model, ids []int32, opts Options, want
 			return nil, nil, err
 		}
 	}
-	hess := c.Hessians()
+	hess := c.TakeHessians()
 	var names []string
 	cols := map[string]int{}
 	for _, p := range m.Projs() {
@@ -371,7 +373,9 @@ func Layer(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options
 			groupOf[name] = gi
 		}
 	}
-	hess := c.Hessians()
+	// hess alone holds the Hessians (TakeHessians), so that fn can free
+	// each one as it finishes with it.
+	hess := c.TakeHessians()
 	for gi, g := range groups {
 		if len(g) == 0 {
 			continue
@@ -392,7 +396,7 @@ func Layer(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options
 			if c, err = collect(func(name string) bool { return inG[name] }, stopAt); err != nil {
 				return nil, err
 			}
-			hess = c.Hessians()
+			hess = c.TakeHessians()
 		}
 		rtn := map[string]bool{}
 		if opts.MinExpertTokens > 0 {
