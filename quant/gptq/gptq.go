@@ -323,13 +323,9 @@ func quantize[T float32 | float64](ctx context.Context, w []T, rows, cols int, h
 // gptqRowChunk whose float64 working matrices (about 17 bytes a weight)
 // stay near slabWeights weights, but at least 4 chunks a core.
 func (o Options) slabRows(rows, cols int) int {
-	want := o.slabWeights
-	if want <= 0 {
-		want = defaultSlabWeights
-	}
-	n := max(want/cols, 4*gptqRowChunk*runtime.GOMAXPROCS(0))
+	n := max(defaultSlabWeights/cols, 4*gptqRowChunk*runtime.GOMAXPROCS(0))
 	if o.slabWeights > 0 {
-		n = max(want/cols, 1)
+		n = max(o.slabWeights/cols, 1)
 	}
 	n = (n + gptqRowChunk - 1) / gptqRowChunk * gptqRowChunk
 	return min(n, rows)
