@@ -26,6 +26,10 @@
 # another job with the same variables (pipelines/glm47-synth-gguf.yaml:
 # GPTQ onto the Q4_K_M mixture and a GGUF file).
 # The run starts fresh (--fresh) so that the timings are a whole run's.
+# With GODEBUG=gctrace=1 the summary adds the peak live heap (what the Go
+# collector found reachable, at its largest): under a memory budget the
+# collector lets RSS rise to the budget, so VmHWM alone does not say how
+# much the run needed.
 set -eu
 
 BIN=${BIN:-bin}
@@ -110,8 +114,15 @@ def size(p):
                 n += os.path.getsize(fp)
     return n if os.path.isdir(p) else (os.path.getsize(p) if os.path.isfile(p) else 0)
 
-events, peak, warns, errors = [], None, [], []
+import re
+gc_live = re.compile(r"(\d+)->(\d+)->(\d+) MB")
+events, peak, warns, errors, live = [], None, [], [], None
 for line in open(log, errors="replace"):
+    if line.startswith("gc "):
+        m = gc_live.search(line)
+        if m:
+            live = max(live or 0, int(m.group(3)) << 20)
+        continue
     try:
         e = json.loads(line)
     except ValueError:
@@ -167,6 +178,8 @@ row("memory budget", mem)
 row("exit status", rc + ("" if rc == "0" else "  (see the log)"))
 row("wall time", "%s s" % wall)
 row("peak RSS (VmHWM)", mib(peak) if peak else "not logged")
+if live:
+    row("peak live heap (gctrace)", mib(live))
 if est:
     k = max(est, key=est.get)
     row("largest task estimate", "%s (%s/%s)" % (mib(est[k]), k[0], k[1]))

@@ -120,6 +120,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 		lp.prec = gptq.F64
 	}
 	actBytes := int64(cm.Samples) * int64(cm.SeqLen) * int64(cfg.HiddenSize) * 4
+	batchTokens := int64(min(cm.Samples, calib.DefaultBatch)) * int64(cm.SeqLen)
 
 	perLayer := make([][]string, cfg.NumLayers)
 	var others []string
@@ -133,44 +134,20 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 	if _, ok := ix.refs[lp.cfg.EmbedName()]; !ok {
 		return nil, fmt.Errorf("quantize: the calibration forward pass needs %s, which no upstream task produces", lp.cfg.EmbedName())
 	}
-	// Per-layer estimates: F32 weights, stored bytes, Hessians.
+	// Per-layer estimates (layerMemory): what a layer task holds at its peak.
 	layerEst := make([]int64, cfg.NumLayers)
-	layerF32 := make([]int64, cfg.NumLayers)
-	workers := int64(runtime.GOMAXPROCS(0))
+	layerF32 := make([]int64, cfg.NumLayers) // the advance task: the layer's F32 weights beside its source
+	workers := runtime.GOMAXPROCS(0)
 	for l, names := range perLayer {
 		if len(names) == 0 {
 			return nil, fmt.Errorf("quantize: no upstream tensor of decoder layer %d (config.json says %d layers)", l, cfg.NumLayers)
 		}
-		var stored, f32, hess int64
-		var work []int64 // per 2-D tensor: GPTQ's float64 Hessian, its inverse and the weight copies
-		for _, n := range names {
-			stored += taskBytes(ix.metas[n])
-			sh, _ := taskShape(ix.metas[n])
-			numel := int64(1)
-			for _, d := range sh {
-				numel *= int64(d)
-			}
-			f32 += 4 * numel
-			if len(sh) == 2 {
-				c := int64(sh[1])
-				hess += 4 * c * c
-				// GPTQ's working set: about six cols² float64 matrices
-				// live at once (the Hessian in F64, its damped and
-				// act-order permuted copies, gonum's Cholesky factor,
-				// the inverse and its upper factor in invCholUpper),
-				// measured ~1.1GB for a 5120-column o_proj (16c² before,
-				// which undercounted it 3×), plus the weight's F64 copies.
-				work = append(work, 48*c*c+12*numel)
-			}
+		m, err := lp.layerMemory(l, names, actBytes, batchTokens, workers)
+		if err != nil {
+			return nil, fmt.Errorf("quantize: planning %w", err)
 		}
-		// The widest Linears quantized at once, one per worker.
-		slices.SortFunc(work, func(a, b int64) int { return cmp.Compare(b, a) })
-		var gptqWork int64
-		for _, w := range work[:min(int64(len(work)), workers)] {
-			gptqWork += w
-		}
-		layerF32[l] = f32
-		layerEst[l] = 2*actBytes + 2*f32 + stored + 2*hess + gptqWork + 64<<20
+		layerF32[l] = m.f32 + m.stored
+		layerEst[l] = m.peak()
 	}
 
 	headNeedsAct := false
@@ -245,7 +222,7 @@ func (s *quantizeStage) planLayers(pc *pipeline.PlanContext, calStage *pipeline.
 			}
 			tasks = append(tasks, &pipeline.Task{
 				Key: act(l + 1).Key, Needs: next, Transient: true,
-				EstBytes: 2*actBytes + 2*layerF32[l] + 64<<20, Meta: internal(map[string]string{metaLayer: strconv.Itoa(l)}),
+				EstBytes: 2*actBytes + layerF32[l] + 64<<20, Meta: internal(map[string]string{metaLayer: strconv.Itoa(l)}),
 				Run: lp.runAdvance(l, names, act(l), layer(l)),
 			})
 		}
@@ -476,7 +453,7 @@ func (lp *layerPlan) runAdvance(l int, names []string, in, quantized pipeline.Ta
 			}
 			src = &effectiveTensors{out: q}
 		}
-		ly, err := arch.BuildLayer(lp.cfg, src, l, arch.Options{Backend: b})
+		ly, err := arch.BuildLayer(lp.cfg, src, l, arch.Options{Backend: b, Lazy: true})
 		if err != nil {
 			return nil, err
 		}
@@ -553,6 +530,155 @@ type layerTimes struct {
 	Passes   int     `json:"passes"`
 }
 
+// layerMemory is a layer task's memory (bytes), by what holds it.
+type layerMemory struct {
+	act    int64 // the input activations in F32 (their blob's bytes are live too while they are decoded)
+	pass   int64 // a calibration pass: one batch of windows and the layer's intermediates for it
+	stored int64 // the upstream tensors as stored, which the layer reads in place (arch.Options.Lazy)
+	// groups is the peak of each quantization group (calib.Groups) over
+	// what stored and act hold: the results and swapped-in weights of the
+	// groups before it, its Hessians turning into its results, and the
+	// larger of its calibration pass and its projections being quantized
+	// (one per worker: GPTQ's working set and the weight's F32 copies).
+	groups []int64
+	f32    int64 // the layer's weights in F32: what the advance task builds
+}
+
+// peak is the most the task holds at once.
+func (m layerMemory) peak() int64 {
+	g := slices.Max(append([]int64{0}, m.groups...))
+	return m.act + max(m.act, m.stored+g) + 64<<20
+}
+
+// projectionBytes is what quantizing one rows×cols projection (quantizeProj)
+// allocates beside its stored weight and its Hessian: work while it runs
+// (its F32 copies, GPTQ's working set, MR-GPTQ's rotated weight and
+// Hessian) and result, what stays (the packed tensors and, with wantEff,
+// the effective F32 weight swapped into the layer).
+// TestProjectionBytesBoundsHeap checks both against the heap.
+func projectionBytes(rq ResolvedQuant, rows, cols int, wantEff bool) (work, result int64) {
+	numel, c := int64(rows)*int64(cols), int64(cols)
+	if rq.Skip {
+		return 0, 0
+	}
+	result = int64(float64(numel) * rq.Format.BitsPerWeight(rows, cols) / 8)
+	work = 8 * numel // the weight in F32, its dequantized copy
+	if rq.needsHessian() && rq.Format.Quantized() {
+		work += gptq.WorkingBytes(rows, cols, rq.Format.Group(cols))
+		if rq.Method == MethodMRGPTQ {
+			work += 8*c*c + 12*numel // the rotated Hessian; the rotated weight, its copy for the report, the unrotated result
+		}
+	}
+	if wantEff {
+		result += 4 * numel
+	}
+	return work + result, result
+}
+
+// layerMemory estimates layer l's task from the shapes of its upstream
+// tensors (names) and the calibration settings, phase by phase as
+// calib.Layer runs: the projections come from the architecture's own
+// builder (arch.LayerProjShapes), so projections that share an input
+// (q/k/v, gate/up, a router and its shared experts) count one Hessian, as
+// calibration accumulates one, and each Hessian counts until its last
+// projection is quantized (calib.Collector.TakeHessians), when that
+// projection's packed result (and with true-sequential its effective F32
+// weight) takes its place.
+func (lp *layerPlan) layerMemory(l int, names []string, act, batchTokens int64, workers int) (layerMemory, error) {
+	m := layerMemory{act: act}
+	for _, n := range names {
+		m.stored += taskBytes(lp.ix.metas[n])
+		if sh, ok := taskShape(lp.ix.metas[n]); ok {
+			numel := int64(1)
+			for _, d := range sh {
+				numel *= int64(d)
+			}
+			m.f32 += 4 * numel
+		}
+	}
+	projs, err := arch.LayerProjShapes(lp.cfg, func(n string) ([]int, bool) {
+		meta, ok := lp.ix.metas[n]
+		if !ok {
+			return nil, false
+		}
+		return taskShape(meta)
+	}, l)
+	if err != nil {
+		return m, err
+	}
+	hb := int64(4)
+	if lp.prec == gptq.F64 {
+		hb = 8
+	}
+	swap := lp.sequential && lp.trueSequential
+	byName := map[string]arch.ProjShape{}
+	order := make([]string, len(projs))
+	var perToken int64 // floats a token holds in a pass: the batch copy, the residual, the projections' outputs
+	perToken = 2 * int64(lp.cfg.HiddenSize)
+	for i, p := range projs {
+		byName[p.Name], order[i] = p, p.Name
+		if p.Expert < 0 {
+			perToken += int64(p.Out)
+		} else if p.Expert == 0 {
+			perToken += int64(max(lp.cfg.MoE.NumExpertsPerTok, 1)) * int64(p.Out)
+		}
+	}
+	m.pass = 4 * batchTokens * perToken
+	groups := calib.Groups(order, func(n string) string { return byName[n].InputKey }, swap)
+	var prior int64 // what the groups quantized before hold
+	for _, g := range groups {
+		keys := map[string][]string{}
+		var keyOrder []string
+		for _, n := range g {
+			k := byName[n].InputKey
+			if keys[k] == nil {
+				keyOrder = append(keyOrder, k)
+			}
+			keys[k] = append(keys[k], n)
+		}
+		var hold, done int64
+		var work []int64
+		for _, k := range keyOrder {
+			ps := keys[k]
+			c := int64(byName[ps[0]].In)
+			h := hb * c * c
+			var res int64
+			for _, n := range ps {
+				p := byName[n]
+				rq, err := lp.s.cfg.Resolve(n + ".weight")
+				if err != nil {
+					return m, err
+				}
+				w, r := projectionBytes(rq, p.Out, p.In, swap)
+				res += r
+				work = append(work, w)
+			}
+			done += res
+			if len(ps) > 1 { // the Hessian lives until the last of them is done
+				hold += h + res
+			} else {
+				hold += max(h, res)
+			}
+		}
+		// Expert down_proj Hessians pooled per MoE block (F64).
+		pooled := map[int]bool{}
+		for _, n := range g {
+			if p := byName[n]; p.Expert >= 0 && !pooled[p.In] {
+				pooled[p.In] = true
+				hold += 8 * int64(p.In) * int64(p.In)
+			}
+		}
+		slices.SortFunc(work, func(a, b int64) int { return cmp.Compare(b, a) })
+		var quantize int64
+		for _, w := range work[:min(len(work), workers)] {
+			quantize += w
+		}
+		m.groups = append(m.groups, prior+hold+max(m.pass, quantize))
+		prior += done
+	}
+	return m, nil
+}
+
 // runLayer is layer.L: calibrate and quantize decoder layer l.
 func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(context.Context, *pipeline.TaskEnv) (*pipeline.Output, error) {
 	return func(ctx context.Context, env *pipeline.TaskEnv) (*pipeline.Output, error) {
@@ -569,12 +695,13 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 			return nil, err
 		}
 		src := &upstreamTensors{env: env, ix: lp.ix}
-		ly, err := arch.BuildLayer(lp.cfg, src, l, arch.Options{Backend: b})
+		ly, err := arch.BuildLayer(lp.cfg, src, l, arch.Options{Backend: b, Lazy: true})
 		if err != nil {
 			return nil, err
 		}
 		var times layerTimes
 		times.Build = time.Since(start).Seconds()
+		swap := lp.sequential && lp.trueSequential
 		results := map[string][]*tensor.Tensor{}
 		var reports []quant.Report
 		var imx []imatrixEntry
@@ -596,11 +723,16 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 					mu.Lock()
 					h := hess[p.Name()]
 					mu.Unlock()
-					ts, rep, eff, err := lp.quantizeProj(gctx, t, h)
+					// Only true-sequential runs the layer again in this task
+					// (the next group's calibration pass): it alone needs
+					// the quantized weights swapped in. The next layer's
+					// activations come from the advance task, which builds
+					// the layer from this task's output.
+					ts, rep, eff, err := lp.quantizeProj(gctx, t, h, swap)
 					if err != nil {
 						return err
 					}
-					if eff != nil && lp.sequential {
+					if eff != nil {
 						rows, cols := p.Linear().Dims()
 						var bias []float32
 						if d, ok := p.Linear().(*arch.Dense); ok {
@@ -638,7 +770,7 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 			return err
 		}
 		opts := a.opts(lp.prec)
-		opts.TrueSequential = lp.sequential && lp.trueSequential
+		opts.TrueSequential = swap
 		opts.MinExpertTokens = lp.minTokens
 		opts.ShrinkExperts = lp.shrinkExperts
 		opts.AllExperts = lp.allExperts
@@ -715,9 +847,9 @@ func (lp *layerPlan) runLayer(l int, names []string, in pipeline.TaskRef) func(c
 
 // quantizeProj quantizes one Linear weight of a layer with its Hessian (nil
 // when the expert policy chose round to nearest) and returns its tensors,
-// its report and, for formats that change the weight, the effective F32
-// weight a forward pass must use next.
-func (lp *layerPlan) quantizeProj(ctx context.Context, t *tensor.Tensor, h *gptq.Hessian) ([]*tensor.Tensor, *quant.Report, []float32, error) {
+// its report and, with wantEff for formats that change the weight, the
+// effective F32 weight a forward pass must use next.
+func (lp *layerPlan) quantizeProj(ctx context.Context, t *tensor.Tensor, h *gptq.Hessian, wantEff bool) ([]*tensor.Tensor, *quant.Report, []float32, error) {
 	rq, err := lp.s.cfg.Resolve(t.Name)
 	if err != nil {
 		return nil, nil, nil, err
@@ -727,21 +859,19 @@ func (lp *layerPlan) quantizeProj(ctx context.Context, t *tensor.Tensor, h *gptq
 	for k, v := range t.Meta {
 		c.Meta[k] = v
 	}
-	var ht *tensor.Tensor
 	if h != nil {
 		c.Meta[MetaHasHessian] = "true"
-		ht = h.Tensor(t.Name + HessianSuffix)
 	} else {
 		c.Meta[MetaHasHessian] = "none"
 		if rq.needsHessian() {
 			c.Meta[metaCalibFallback] = MethodRTN
 		}
 	}
-	ts, rep, err := lp.s.quantizeResolved(ctx, &c, ht, rq)
+	ts, rep, err := lp.s.quantizeResolved(ctx, &c, h, rq)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	if rq.Skip || !rq.Format.Quantized() || len(t.Shape) != 2 {
+	if !wantEff || rq.Skip || !rq.Format.Quantized() || len(t.Shape) != 2 {
 		return ts, rep, nil, nil
 	}
 	eff, _, _, err := effectiveWeight(t.Name, ts)
@@ -840,7 +970,7 @@ func (lp *layerPlan) runHead(needs []pipeline.TaskRef) func(context.Context, *pi
 			}
 		}
 		a = nil
-		ts, rep, _, err := lp.quantizeProj(ctx, w, h)
+		ts, rep, _, err := lp.quantizeProj(ctx, w, h, false)
 		if err != nil {
 			return nil, fmt.Errorf("quantize %s: %w", lmHeadName, err)
 		}

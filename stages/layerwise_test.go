@@ -115,7 +115,7 @@ func wholeModelReference(t *testing.T, dir string, plan *pipeline.Plan, ids []in
 		}
 		c := *src
 		c.Meta = map[string]string{MetaHasHessian: "true"}
-		ts, _, err := qs.quantizeTensor(ctx, &c, h.Tensor(name+HessianSuffix))
+		ts, _, err := qs.quantizeTensor(ctx, &c, h)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -619,7 +619,7 @@ func (s *quantizeStage) QuantizeTensor(ctx context.Context, t *tensor.Tensor) ([
 
 // quantizeTensor is QuantizeTensor with the weight's Hessian (nil when
 // calibration gave none) for the gptq and mr-gptq methods.
-func (s *quantizeStage) quantizeTensor(ctx context.Context, t, hessian *tensor.Tensor) ([]*tensor.Tensor, *quant.Report, error) {
+func (s *quantizeStage) quantizeTensor(ctx context.Context, t *tensor.Tensor, hessian *gptq.Hessian) ([]*tensor.Tensor, *quant.Report, error) {
 	rq, err := s.cfg.Resolve(t.Name)
 	if err != nil {
 		return nil, nil, err
@@ -629,7 +629,7 @@ func (s *quantizeStage) quantizeTensor(ctx context.Context, t, hessian *tensor.T
 
 // quantizeResolved is quantizeTensor with the settings already resolved
 // (the layer task falls back to RTN for experts without enough tokens).
-func (s *quantizeStage) quantizeResolved(ctx context.Context, t, hessian *tensor.Tensor, rq ResolvedQuant) ([]*tensor.Tensor, *quant.Report, error) {
+func (s *quantizeStage) quantizeResolved(ctx context.Context, t *tensor.Tensor, hessian *gptq.Hessian, rq ResolvedQuant) ([]*tensor.Tensor, *quant.Report, error) {
 	if rq.Skip || len(t.Shape) != 2 {
 		return []*tensor.Tensor{t}, nil, nil
 	}
@@ -658,7 +658,7 @@ func (s *quantizeStage) quantizeResolved(ctx context.Context, t, hessian *tensor
 }
 
 // quantizeRows is quantizeResolved once the format fits the rows.
-func (s *quantizeStage) quantizeRows(ctx context.Context, t, hessian *tensor.Tensor, rq ResolvedQuant) ([]*tensor.Tensor, *quant.Report, error) {
+func (s *quantizeStage) quantizeRows(ctx context.Context, t *tensor.Tensor, hessian *gptq.Hessian, rq ResolvedQuant) ([]*tensor.Tensor, *quant.Report, error) {
 	if rq.needsHessian() && rq.Format.Quantized() {
 		ts, rep, err := quantizeWithHessian(ctx, t, hessian, rq) // quantize_gptq.go
 		if !errors.Is(err, errNoLinear) {

@@ -19,9 +19,6 @@ import (
 // hessian, never stored) to quantizeWithHessian; MetaHasHessian marks what
 // has one ("none": not a Linear, so RTN).
 
-// HessianSuffix names a weight's Hessian tensor.
-const HessianSuffix = ".hessian"
-
 // checkMethodPlan fails planning when a Hessian method has no calibrated
 // input.
 func checkMethodPlan(rq ResolvedQuant, upstream *pipeline.Task) error {
@@ -120,20 +117,16 @@ func hessianGPTQ(ctx context.Context, name string, w []float32, rows, cols int, 
 var errNoLinear = errors.New("not a Linear weight: no Hessian")
 
 // quantizeWithHessian is the quantize stage's gptq/mr-gptq path for one
-// weight tensor t with its Hessian tensor ht.
-func quantizeWithHessian(ctx context.Context, t, ht *tensor.Tensor, rq ResolvedQuant) ([]*tensor.Tensor, *quant.Report, error) {
-	if ht == nil && t.Meta[MetaHasHessian] == "none" {
+// weight tensor t with its Hessian hs.
+func quantizeWithHessian(ctx context.Context, t *tensor.Tensor, hs *gptq.Hessian, rq ResolvedQuant) ([]*tensor.Tensor, *quant.Report, error) {
+	if hs == nil && t.Meta[MetaHasHessian] == "none" {
 		return nil, nil, errNoLinear
 	}
-	if ht == nil {
+	if hs == nil {
 		return nil, nil, fmt.Errorf("tensor %q: method %s needs a Hessian and calibration produced none for it", t.Name, rq.Method)
 	}
 	if len(t.Shape) != 2 {
 		return nil, nil, fmt.Errorf("tensor %q: method %s needs a 2-D weight, shape %v", t.Name, rq.Method, t.Shape)
-	}
-	hs, err := gptq.HessianFromTensor(ht)
-	if err != nil {
-		return nil, nil, err
 	}
 	rows, cols := t.Shape[0], t.Shape[1]
 	if hs.Cols() != cols {

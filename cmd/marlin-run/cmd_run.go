@@ -19,7 +19,7 @@ const summaryInterval = 5 * time.Second
 
 func runCommand() *command {
 	var fresh, resume, quiet, overBudget, verbose bool
-	var cpuProfile string
+	var cpuProfile, memProfile string
 	var workers int
 	var memory, until, rerun string
 	return &command{
@@ -32,6 +32,7 @@ func runCommand() *command {
 			fs.BoolVar(&resume, "resume", true, "continue from checkpoints (the default; --fresh overrides)")
 			fs.BoolVar(&quiet, "quiet", false, "no progress display or event lines")
 			fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the run to `FILE` (go tool pprof)")
+			fs.StringVar(&memProfile, "memprofile", "", "write a heap profile to `FILE` (go tool pprof) each time the live heap reaches a new peak: what held the memory at the run's peak")
 			fs.BoolVar(&verbose, "v", false, "a line per task event (queued, started, done, ...) instead of bars or the per-stage summary, and debug logs")
 			fs.IntVar(&workers, "workers", 0, "override resources.workers with `N` (0: keep the job's)")
 			fs.StringVar(&memory, "memory", "", "override resources.memory with `SIZE` (e.g. 8GiB)")
@@ -54,6 +55,10 @@ func runCommand() *command {
 					return err
 				}
 				defer pprof.StopCPUProfile()
+			}
+			if memProfile != "" {
+				stop := profilePeaks(memProfile, a.Stderr)
+				defer stop()
 			}
 			if workers < 0 {
 				// as resources.workers in a job file

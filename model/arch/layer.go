@@ -3,9 +3,11 @@ package arch
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/marlin-llm/marlin/kernels"
 	"github.com/marlin-llm/marlin/model/hfconfig"
+	"github.com/marlin-llm/marlin/tensor"
 )
 
 // Layer is one decoder layer built on its own, without the rest of the
@@ -78,4 +80,56 @@ func (m *Model) DecoderLayer(l int) *Layer {
 	}
 	d := m.layers[l]
 	return &Layer{cfg: m.cfg, b: m.b, d: d, projs: d.projs()}
+}
+
+// ProjShape is one projection of a decoder layer as the shapes of its
+// checkpoint's tensors describe it: what planning memory needs (which
+// projections share an input, hence a Hessian) without reading a weight.
+type ProjShape struct {
+	Name     string // checkpoint name without ".weight"
+	InputKey string // see Proj.InputKey
+	Out, In  int
+	Expert   int // routed expert index, -1 outside routed experts
+}
+
+// LayerProjShapes lists the projections of decoder layer l in execution
+// order, as BuildLayer would build them, from tensor shapes alone: shape
+// returns a tensor's shape, or false when the checkpoint lacks it. The
+// same builder runs, on weights without data, so a missing or misshapen
+// tensor fails as it would in BuildLayer.
+func LayerProjShapes(cfg *hfconfig.Config, shape func(name string) ([]int, bool), l int) ([]ProjShape, error) {
+	if l < 0 || l >= cfg.NumLayers {
+		return nil, fmt.Errorf("arch: layer %d of %d", l, cfg.NumLayers)
+	}
+	bld, err := builderOf(cfg)
+	if err != nil {
+		return nil, err
+	}
+	w := &weights{src: shapeSource(shape), shapesOnly: true, used: map[string]bool{}}
+	d, err := bld(cfg, w, l)
+	if err == nil {
+		err = w.err()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("arch: %s layer %d: %w", cfg.ModelType, l, err)
+	}
+	projs := d.projs()
+	out := make([]ProjShape, len(projs))
+	for i, p := range projs {
+		o, in := p.lin.Dims()
+		out[i] = ProjShape{Name: p.name, InputKey: p.InputKey(), Out: o, In: in, Expert: p.expert}
+	}
+	return out, nil
+}
+
+// shapeSource serves tensors without data, of the shapes a function gives.
+type shapeSource func(name string) ([]int, bool)
+
+// Tensor implements TensorSource.
+func (s shapeSource) Tensor(name string) (*tensor.Tensor, error) {
+	sh, ok := s(name)
+	if !ok {
+		return nil, fmt.Errorf("missing tensor %s", name)
+	}
+	return &tensor.Tensor{Name: name, DType: tensor.F32, Shape: slices.Clone(sh)}, nil
 }

@@ -246,15 +246,9 @@ func (m *Model) Close() error {
 // builderFor checks what every architecture shares and returns the
 // config's builder and the backend to run on.
 func builderFor(cfg *hfconfig.Config, opts Options) (builder, kernels.Backend, error) {
-	bld, ok := builders[cfg.ModelType]
-	if !ok {
-		return nil, nil, fmt.Errorf("arch: no forward pass for model_type %q (supported: %v)", cfg.ModelType, Builders())
-	}
-	if cfg.HiddenAct != "silu" && cfg.Hybrid == nil { // nemotron_h checks its own activations
-		return nil, nil, fmt.Errorf("arch: hidden_act %q not supported (want silu)", cfg.HiddenAct)
-	}
-	if cfg.Rope.Type != "default" && cfg.Rope.Type != "" {
-		return nil, nil, fmt.Errorf("arch: rope type %q not supported (want default)", cfg.Rope.Type)
+	bld, err := builderOf(cfg)
+	if err != nil {
+		return nil, nil, err
 	}
 	b := opts.Backend
 	if b == nil {
@@ -264,6 +258,22 @@ func builderFor(cfg *hfconfig.Config, opts Options) (builder, kernels.Backend, e
 		}
 	}
 	return bld, b, nil
+}
+
+// builderOf returns the builder of cfg's model type, refusing what its
+// forward pass does not implement.
+func builderOf(cfg *hfconfig.Config) (builder, error) {
+	bld, ok := builders[cfg.ModelType]
+	if !ok {
+		return nil, fmt.Errorf("arch: no forward pass for model_type %q (supported: %v)", cfg.ModelType, Builders())
+	}
+	if cfg.HiddenAct != "silu" && cfg.Hybrid == nil { // nemotron_h checks its own activations
+		return nil, fmt.Errorf("arch: hidden_act %q not supported (want silu)", cfg.HiddenAct)
+	}
+	if cfg.Rope.Type != "default" && cfg.Rope.Type != "" {
+		return nil, fmt.Errorf("arch: rope type %q not supported (want default)", cfg.Rope.Type)
+	}
+	return bld, nil
 }
 
 // Build builds a model from a parsed config and a tensor source.
@@ -612,7 +622,11 @@ func (n *RMSNorm) apply(b kernels.Backend, dst, x []float32) error {
 type weights struct {
 	src  TensorSource
 	lazy bool
-	errs []error
+	// shapesOnly builds from shapes alone (see LayerProjShapes): the
+	// source's tensors have no data, projections get none and other
+	// weights read as zeros.
+	shapesOnly bool
+	errs       []error
 	// used records every tensor name the model asked for.
 	used map[string]bool
 }
@@ -649,6 +663,9 @@ func (w *weights) get(name string, shape ...int) []float32 {
 			return nil
 		}
 	}
+	if w.shapesOnly {
+		return make([]float32, t.NumElements())
+	}
 	v, err := tensor.ToFloat32(t)
 	if err != nil {
 		w.fail(fmt.Errorf("tensor %s: %w", name, err))
@@ -678,6 +695,9 @@ func (w *weights) stored(name string, shape ...int) *tensor.Tensor {
 		w.fail(fmt.Errorf("tensor %s has shape %v, want %v", name, t.Shape, shape))
 		return nil
 	}
+	if w.shapesOnly {
+		return t
+	}
 	if _, err := NewLazy(t); err != nil {
 		w.fail(err)
 		return nil
@@ -688,6 +708,11 @@ func (w *weights) stored(name string, shape ...int) *tensor.Tensor {
 // proj loads name+".weight" (out×in) as a Dense slot, or a Lazy one.
 func (w *weights) proj(name string, layer, expert, out, in int) *Proj {
 	p := &Proj{name: name, layer: layer, expert: expert}
+	if w.shapesOnly {
+		w.stored(name+".weight", out, in)
+		p.lin = &Dense{out: out, in: in}
+		return p
+	}
 	if w.lazy {
 		if t := w.stored(name+".weight", out, in); t != nil {
 			p.lin, _ = NewLazy(t)

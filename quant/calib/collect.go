@@ -236,8 +236,9 @@ type ExpertCoverage struct {
 	Pool string `json:"pool,omitempty"`
 }
 
-// ExpertPolicy applies the package's expert policy to hess in place for the
-// expert projections named in names (all routed experts of the model's
+// ExpertPolicy applies the package's expert policy to hess in place (an
+// expert's Hessian is mixed into itself, not copied) for the expert
+// projections named in names (all routed experts of the model's
 // layers being quantized) and returns their coverage records. Projections
 // outside experts are left alone. It fails when an expert has neither
 // tokens nor any pooled Hessian to fall back on. With shrinkAll every
@@ -271,6 +272,7 @@ func ExpertPolicy(hess map[string]*gptq.Hessian, names []string, cols map[string
 	}
 	var cov []ExpertCoverage
 	done := map[*gptq.Hessian]*gptq.Hessian{} // gate/up share one Hessian
+	tokensOf := map[*gptq.Hessian]int64{}     // its samples before it was mixed in place
 	for _, n := range names {
 		tn := tensorname.ParseModule(n)
 		if !tn.ExpertProj() {
@@ -280,7 +282,10 @@ func ExpertPolicy(hess map[string]*gptq.Hessian, names []string, cols map[string
 		h := hess[n]
 		var tokens int64
 		if h != nil {
-			tokens = h.Samples()
+			var ok bool
+			if tokens, ok = tokensOf[h]; !ok {
+				tokens = h.Samples()
+			}
 		}
 		need := cols[n]
 		rec := ExpertCoverage{Name: n, Expert: e, Tokens: tokens, Needed: need, Policy: "own"}
@@ -312,6 +317,9 @@ func ExpertPolicy(hess map[string]*gptq.Hessian, names []string, cols map[string
 		if shrinkAll {
 			m = tokens + int64(need)
 		}
+		if h != nil {
+			tokensOf[h] = tokens
+		}
 		mixed, err := shrink(h, pool, m, prec)
 		if err != nil {
 			return nil, fmt.Errorf("calib: %s: %w", n, err)
@@ -335,6 +343,15 @@ func shrink(h, pool *gptq.Hessian, m int64, prec gptq.Precision) (*gptq.Hessian,
 	var n int64
 	if h != nil {
 		n = h.Samples()
+	}
+	if h != nil && n > 0 && h.Precision() == prec {
+		// In place: merging h into an empty Hessian copies it exactly, so
+		// this is what a fresh one would hold, without a second copy of
+		// every expert's Hessian while the policy runs.
+		if err := h.MergeWeighted(pool, m-n); err != nil {
+			return nil, err
+		}
+		return h, nil
 	}
 	out, err := gptq.NewHessian(pool.Cols(), prec)
 	if err != nil {

@@ -36,18 +36,21 @@ func TestExpertPolicyShrinkAll(t *testing.T) {
 	for _, all := range []bool{false, true} {
 		own, few, pool := mk(10), mk(2), mk(40)
 		hess := map[string]*gptq.Hessian{names[0]: own, names[1]: few, block + ".gate": pool}
+		// ExpertPolicy mixes the Hessians in place: keep what they were.
+		before := [][]float64{own.Matrix(), few.Matrix()}
+		samples := []int64{own.Samples(), few.Samples()}
 		cov, err := ExpertPolicy(hess, names, colsOf, gptq.F64, all)
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, h := range []*gptq.Hessian{own, few} {
-			n := float64(h.Samples())
+		for i := range before {
+			n := float64(samples[i])
 			m := math.Max(n, cols) // the default mixes up to the input width
 			if all {
 				m = n + cols
 			}
 			want := make([]float64, cols*cols)
-			hm, pm := h.Matrix(), pool.Matrix()
+			hm, pm := before[i], pool.Matrix()
 			for k := range want {
 				want[k] = (n*hm[k] + (m-n)*pm[k]) / m
 			}
@@ -67,6 +70,50 @@ func TestExpertPolicyShrinkAll(t *testing.T) {
 			if cov[i].Policy != wantPolicy {
 				t.Errorf("all=%v %s: policy %s, want %s", all, names[i], cov[i].Policy, wantPolicy)
 			}
+			if cov[i].Tokens != samples[i] {
+				t.Errorf("all=%v %s: %d tokens recorded, want %d", all, names[i], cov[i].Tokens, samples[i])
+			}
+		}
+	}
+}
+
+// TestExpertPolicySharedGateUp: an expert's gate_proj and up_proj share one
+// Hessian; mixed once (in place), both get the mixed Hessian and both
+// records keep the expert's own token count.
+func TestExpertPolicySharedGateUp(t *testing.T) {
+	const cols = 4
+	mk := func(n int, seed uint64) *gptq.Hessian {
+		rng := rand.New(rand.NewPCG(seed, 1))
+		h, err := gptq.NewHessian(cols, gptq.F32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := make([]float32, n*cols)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64())
+		}
+		if err := h.Add(x, n); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	const block = "model.layers.1.mlp"
+	gate, up := block+".experts.0.gate_proj", block+".experts.0.up_proj"
+	shared, pool := mk(2, 1), mk(40, 2)
+	hess := map[string]*gptq.Hessian{gate: shared, up: shared, block + ".gate": pool}
+	cov, err := ExpertPolicy(hess, []string{gate, up}, map[string]int{gate: cols, up: cols}, gptq.F32, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hess[gate] != hess[up] {
+		t.Error("gate_proj and up_proj no longer share one Hessian")
+	}
+	if got := hess[gate].Samples(); got != cols {
+		t.Errorf("mixed Hessian counts %d samples, want %d (mixed once, up to the input width)", got, cols)
+	}
+	for _, c := range cov {
+		if c.Tokens != 2 || c.Policy != "shrunk" {
+			t.Errorf("%s: %d tokens, policy %s; want 2, shrunk", c.Name, c.Tokens, c.Policy)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/marlin-llm/marlin/model/arch"
 	"github.com/marlin-llm/marlin/model/hfconfig"
@@ -39,9 +40,13 @@ type Options struct {
 	ShrinkExperts bool
 }
 
+// DefaultBatch is how many windows a calibration pass runs at once when
+// Options.Batch is not set.
+const DefaultBatch = 8
+
 func (o *Options) batch() int {
 	if o.Batch <= 0 {
-		return 8
+		return DefaultBatch
 	}
 	return o.Batch
 }
@@ -157,6 +162,29 @@ func role(name string) string {
 		return "mlp.moe.down"
 	}
 	return tn.Pattern
+}
+
+// Groups is how Layer quantizes a layer's projections (names, in
+// execution order, each with its input key, see arch.Proj.InputKey): with
+// trueSequential the groups Layer calibrates and quantizes one after the
+// other (q/k/v, o, gate/up, down, an MoE block's inputs then its down
+// projections), otherwise one group. Memory planning uses it before the
+// layer runs; Layer finds the same groups from the calibration pass.
+func Groups(names []string, inputKey func(name string) string, trueSequential bool) [][]string {
+	if !trueSequential {
+		return [][]string{slices.Clone(names)}
+	}
+	alias := map[string]string{}
+	first := map[string]string{}
+	for _, n := range names {
+		k := inputKey(n)
+		if f, ok := first[k]; ok {
+			alias[n] = f
+		} else {
+			first[k] = n
+		}
+	}
+	return stages(names, alias)
 }
 
 // stages groups a layer's projections, in execution order, into true-
@@ -314,58 +342,39 @@ func Layer(ctx context.Context, ly *arch.Layer, h []float32, n int, opts Options
 		return c, c.Err()
 	}
 	want := func(name string) bool { _, ok := projs[name]; return ok }
-	c, err := collect(want, nil)
+	// The groups come from the projections' input keys (Groups), before
+	// any pass, so that the first pass accumulates only the first group's
+	// Hessians: the later groups' come from their own passes.
+	var names []string
+	for _, p := range ly.Projs() {
+		names = append(names, p.Name())
+	}
+	var groups [][]string
+	for _, g := range Groups(names, func(n string) string { return keys[n] }, opts.TrueSequential) {
+		var keep []string
+		for _, name := range g {
+			if want(name) {
+				keep = append(keep, name)
+			}
+		}
+		if keep != nil {
+			groups = append(groups, keep)
+		}
+	}
+	first := map[string]bool{}
+	if len(groups) > 0 {
+		for _, name := range groups[0] {
+			first[name] = true
+		}
+	}
+	// The first pass runs the whole layer: the router counts of the report
+	// are those of the layer's original weights.
+	c, err := collect(func(name string) bool { return first[name] }, nil)
 	if err != nil {
 		return nil, err
 	}
 	for k, v := range c.RouterCounts() {
 		rep.RouterCounts[k] = v
-	}
-	groups := [][]string{nil}
-	for _, name := range c.Order() {
-		if want(name) {
-			groups[0] = append(groups[0], name)
-		}
-	}
-	if opts.TrueSequential {
-		groups = nil
-		for _, g := range stages(c.Order(), c.alias) {
-			var keep []string
-			for _, name := range g {
-				if want(name) {
-					keep = append(keep, name)
-				}
-			}
-			if keep != nil {
-				groups = append(groups, keep)
-			}
-		}
-	}
-	// Projections that never ran (experts without tokens) join the group
-	// of their role, or the last group.
-	inGroup := map[string]bool{}
-	for _, g := range groups {
-		for _, name := range g {
-			inGroup[name] = true
-		}
-	}
-	for _, p := range ly.Projs() {
-		name := p.Name()
-		if !want(name) || inGroup[name] {
-			continue
-		}
-		if len(groups) == 0 {
-			groups = [][]string{nil}
-		}
-		gi := len(groups) - 1
-		for i, g := range groups {
-			for _, o := range g {
-				if role(o) == role(name) {
-					gi = i
-				}
-			}
-		}
-		groups[gi] = append(groups[gi], name)
 	}
 	groupOf := map[string]int{}
 	for gi, g := range groups {

@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 
 	"github.com/marlin-llm/marlin/kernels"
 )
 
 // invCholUpper damps H and returns the upper Cholesky factor U of H⁻¹
 // (H⁻¹ = UᵀU, row-major, zeros below the diagonal) and the damping used.
+// H is h (n×n, row-major) with the rows and columns in the order perm
+// gives (nil: as stored) and the diagonal of dead columns read as 1; it is
+// never built, so that the working set is h, the factor and its inverse.
 // When H is not positive definite after damping, damping grows tenfold (at
 // most four times) before giving up.
 //
@@ -22,18 +26,28 @@ import (
 // is the unique upper Cholesky factor of H⁻¹. Both steps are blocked so
 // that almost all their work is kernels.Dgemm, and both check ctx between
 // blocks.
-func invCholUpper(ctx context.Context, H []float64, n int, damp float64) ([]float64, float64, error) {
+func invCholUpper(ctx context.Context, h []float64, n int, perm []int, dead []bool, damp float64) ([]float64, float64, error) {
 	if damp <= 0 {
 		damp = 1e-8
+	}
+	at := func(i int) int { // the row or column of h at position i of H
+		if perm == nil {
+			return i
+		}
+		return perm[i]
 	}
 	a := make([]float64, n*n)
 	for try := 0; try < 5; try++ {
 		// a = J(H + damp·I)J; only the lower triangle is read.
 		for i := 0; i < n; i++ {
-			src := H[(n-1-i)*n:]
+			r := at(n - 1 - i)
+			src := h[r*n:]
 			row := a[i*n : i*n+i+1]
 			for j := range row {
-				row[j] = src[n-1-j]
+				row[j] = src[at(n-1-j)]
+			}
+			if dead != nil && dead[r] {
+				row[i] = 1
 			}
 			row[i] += damp
 		}
@@ -42,19 +56,14 @@ func invCholUpper(ctx context.Context, H []float64, n int, damp float64) ([]floa
 			return nil, damp, err
 		}
 		if ok {
-			linv := make([]float64, n*n)
-			if err := invLower(ctx, a, n, linv, n, n); err != nil {
+			u := make([]float64, n*n)
+			if err := invLower(ctx, a, n, u, n, n); err != nil {
 				return nil, damp, err
 			}
-			// U[i][j] = L⁻¹[n-1-i][n-1-j]; L⁻¹ is lower, so U is upper.
-			out := make([]float64, n*n)
-			for i := 0; i < n; i++ {
-				src := linv[(n-1-i)*n:]
-				for j := i; j < n; j++ {
-					out[i*n+j] = src[n-1-j]
-				}
-			}
-			return out, damp, nil
+			// U[i][j] = L⁻¹[n-1-i][n-1-j]: the whole matrix reversed
+			// (L⁻¹'s zero upper triangle becomes U's lower one).
+			slices.Reverse(u)
+			return u, damp, nil
 		}
 		damp *= 10
 	}

@@ -74,7 +74,7 @@ func TestInvCholUpperMatchesTextbook(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, gd, err := invCholUpper(context.Background(), L.h, n, damp)
+			got, gd, err := invCholUpper(context.Background(), L.h, n, nil, nil, damp)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -100,7 +100,7 @@ func TestInvCholUpperCancels(t *testing.T) {
 	L := genLayer(t, 7, 4, 300, 600, -1)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, _, err := invCholUpper(ctx, L.h, 300, 1e-3); !errors.Is(err, context.Canceled) {
+	if _, _, err := invCholUpper(ctx, L.h, 300, nil, nil, 1e-3); !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 	_ = fmt.Sprint
@@ -115,7 +115,7 @@ func BenchmarkInvCholUpper(b *testing.B) {
 			L := genLayer(b, 1, 2, n, 2*n, -1)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				if _, _, err := invCholUpper(context.Background(), L.h, n, 1e-2); err != nil {
+				if _, _, err := invCholUpper(context.Background(), L.h, n, nil, nil, 1e-2); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -179,18 +179,19 @@ func quantize[T float32 | float64](ctx context.Context, w []T, rows, cols int, h
 	}
 	ngroups := (cols + gs - 1) / gs
 
-	// Dead columns (diag(H) = 0) get H_cc = 1 and zero weights.
-	H := append([]float64(nil), h...)
+	// Dead columns (diag(H) = 0) get H_cc = 1 and zero weights. The
+	// Hessian GPTQ factors (damped, in quantization order) is never copied
+	// out of h: invCholUpper reads it through perm and dead.
 	res := &Result{Rows: rows, Cols: cols, Groups: ngroups}
 	dead := make([]bool, cols)
 	hdiag := make([]float64, cols)
 	for c := 0; c < cols; c++ {
-		if H[c*cols+c] == 0 {
-			H[c*cols+c] = 1
+		hdiag[c] = h[c*cols+c]
+		if hdiag[c] == 0 {
+			hdiag[c] = 1
 			dead[c] = true
 			res.Dead++
 		}
-		hdiag[c] = H[c*cols+c]
 	}
 
 	sf, whole := grid.(StaticFitter)
@@ -218,34 +219,26 @@ func quantize[T float32 | float64](ctx context.Context, w []T, rows, cols int, h
 		fbs := bf.FitBlockSize()
 		for b0 := 0; b0 < cols; b0 += fbs {
 			blk := perm[b0 : b0+fbs]
-			sort.SliceStable(blk, func(a, b int) bool { return H[blk[a]*cols+blk[a]] > H[blk[b]*cols+blk[b]] })
+			sort.SliceStable(blk, func(a, b int) bool { return hdiag[blk[a]] > hdiag[blk[b]] })
 		}
 	}
 	if opt.ActOrder || blockOrder {
 		if opt.ActOrder {
-			sort.SliceStable(perm, func(a, b int) bool { return H[perm[a]*cols+perm[a]] > H[perm[b]*cols+perm[b]] })
+			sort.SliceStable(perm, func(a, b int) bool { return hdiag[perm[a]] > hdiag[perm[b]] })
 		}
-		Hp := make([]float64, cols*cols)
-		for i := 0; i < cols; i++ {
-			for j := 0; j < cols; j++ {
-				Hp[i*cols+j] = H[perm[i]*cols+perm[j]]
-			}
-		}
-		H = Hp
 		res.Perm = perm
 	}
 
 	var meanDiag float64
-	for c := 0; c < cols; c++ {
-		meanDiag += H[c*cols+c]
+	for _, c := range perm {
+		meanDiag += hdiag[c]
 	}
 	meanDiag /= float64(cols)
 	damp := percdamp * meanDiag
-	U, usedDamp, err := invCholUpper(ctx, H, cols, damp)
+	U, usedDamp, err := invCholUpper(ctx, h, cols, perm, dead, damp)
 	if err != nil {
 		return nil, err
 	}
-	H = nil
 	res.Damp = usedDamp
 
 	gidx := make([]int32, cols)
@@ -338,10 +331,12 @@ const defaultSlabWeights = 16 << 20
 
 // WorkingBytes is what QuantizeFormat allocates for a rows×cols weight
 // beside its float32 input: the result (float32 Q, codes, scales of groups
-// of groupSize columns), the packed tensor, the Hessian's copies and
-// factors (six cols×cols float64 matrices at once, as measured on a
-// 5120-column o_proj), one slab's working matrices and each goroutine's
-// row-chunk buffers. Callers add it to their memory estimates.
+// of groupSize columns), the packed tensor, the float64 Hessian the caller
+// passes with its Cholesky factor and that factor's inverse (three
+// cols×cols float64 matrices, and the triangular inverse's quarter-size
+// temporary), one slab's working matrices and each goroutine's row-chunk
+// buffers. Callers add it to their memory estimates;
+// TestWorkingBytesBoundsHeap checks it against the heap's peak.
 func WorkingBytes(rows, cols, groupSize int) int64 {
 	if groupSize <= 0 || groupSize > cols {
 		groupSize = cols
@@ -352,7 +347,7 @@ func WorkingBytes(rows, cols, groupSize int) int64 {
 	c := int64(cols)
 	result := 5*numel + scales       // float32 Q and codes
 	packed := numel + scales         // at most 8 bits a weight
-	hessian := 6 * 8 * c * c         // H, its copies and invCholUpper's factors
+	hessian := 3*8*c*c + 2*c*c       // h, invCholUpper's factor and inverse, invLower's temporary
 	work := 17*slab*c + 8*bsMax*slab // wt, qt, codes and the lazy batch's errors
 	perChunk := int64(runtime.GOMAXPROCS(0)) * (2*gptqRowChunk + 1) * 8 * c
 	return result + packed + hessian + work + perChunk

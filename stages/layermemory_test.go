@@ -1,0 +1,114 @@
+package stages
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"runtime/debug"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/marlin-llm/marlin/quant/gptq"
+	"github.com/marlin-llm/marlin/tensor"
+)
+
+// heapPeak runs f with the collector running after every 2% of growth and
+// returns the most the heap held above what it held before f, sampled.
+func heapPeak(f func()) int64 {
+	defer debug.SetGCPercent(debug.SetGCPercent(2))
+	runtime.GC()
+	var base runtime.MemStats
+	runtime.ReadMemStats(&base)
+	var peak atomic.Uint64
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		var m runtime.MemStats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+			runtime.ReadMemStats(&m)
+			if m.HeapAlloc > peak.Load() {
+				peak.Store(m.HeapAlloc)
+			}
+		}
+	}()
+	f()
+	close(stop)
+	<-done
+	return int64(peak.Load()) - int64(base.HeapAlloc)
+}
+
+// TestProjectionBytesBoundsHeap: what quantizing one projection of a layer
+// holds at its peak (its F32 copies, GPTQ's working set, MR-GPTQ's rotated
+// Hessian) stays within projectionBytes' work, and what it keeps (packed
+// tensors, the effective weight) within its result: the per-projection
+// figures of the layer task's memory estimate.
+func TestProjectionBytesBoundsHeap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("samples the heap")
+	}
+	const rows, cols = 256, 1536
+	rng := rand.New(rand.NewPCG(1, 2))
+	vals := make([]float32, rows*cols)
+	for i := range vals {
+		vals[i] = float32(rng.NormFloat64()) * 0.02
+	}
+	w := f32Tensor(vals...)
+	w.Name, w.Shape = "model.layers.0.mlp.experts.0.down_proj.weight", []int{rows, cols}
+	x := make([]float32, 4*cols*cols/cols*cols)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	for _, tc := range []struct {
+		spec QuantSpec
+	}{
+		{QuantSpec{Format: "mxfp4", Method: MethodMRGPTQ}},
+		{QuantSpec{Format: "int4", Method: MethodGPTQ}},
+		{QuantSpec{Format: "q4_k", Method: MethodGPTQ}},
+	} {
+		for _, eff := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/%s/eff=%v", tc.spec.Method, tc.spec.Format, eff), func(t *testing.T) {
+				h, err := gptq.NewHessian(cols, gptq.F32)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := h.Add(x, len(x)/cols); err != nil {
+					t.Fatal(err)
+				}
+				lp := &layerPlan{s: &quantizeStage{cfg: QuantizeConfig{Default: tc.spec}}}
+				rq, err := lp.s.cfg.Resolve(w.Name)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var ts []*tensor.Tensor
+				var e []float32
+				used := heapPeak(func() {
+					var err error
+					ts, _, e, err = lp.quantizeProj(context.Background(), w, h, eff)
+					if err != nil {
+						t.Error(err)
+					}
+				})
+				var kept int64
+				for _, q := range ts {
+					kept += int64(len(q.Data))
+				}
+				kept += 4 * int64(len(e))
+				work, result := projectionBytes(rq, rows, cols, eff)
+				t.Logf("peak %.1f MiB (estimate %.1f), kept %.2f MiB (estimate %.2f)", float64(used)/(1<<20), float64(work)/(1<<20), float64(kept)/(1<<20), float64(result)/(1<<20))
+				if used > work {
+					t.Errorf("peak heap %d bytes over projectionBytes' %d", used, work)
+				}
+				if kept > result {
+					t.Errorf("kept %d bytes over projectionBytes' result %d", kept, result)
+				}
+			})
+		}
+	}
+}
