@@ -3,7 +3,6 @@ package kernels
 import (
 	"fmt"
 	"runtime"
-	"sync"
 )
 
 // Blocking of the float64 GEMM: a dgemmMR×dgemmNR register tile, a
@@ -64,7 +63,10 @@ func dgemm(kern dgemmKernel, threads int, transA, transB bool, m, n, k int, alph
 	}
 	threads = max(1, min(threads, m*n*k/(1<<17)))
 	bp := make([]float64, ((min(n, dgemmNC)+dgemmNR-1)/dgemmNR)*dgemmNR*dgemmKC)
-	var apool sync.Pool
+	// One A pack per worker, allocated on first use (a sync.Pool per call
+	// kept every call's packs reachable until the next two collections:
+	// thousands of GPTQ updates left gigabytes of them).
+	aps := make([][]float64, threads)
 	nmb := (m + dgemmMC - 1) / dgemmMC
 	mcb := ((m+nmb-1)/nmb + dgemmMR - 1) / dgemmMR * dgemmMR
 	for jc := 0; jc < n; jc += dgemmNC {
@@ -77,19 +79,17 @@ func dgemm(kern dgemmKernel, threads int, transA, transB bool, m, n, k int, alph
 			})
 			chunks := (nc + dgemmChunk - 1) / dgemmChunk
 			mBlocks := (m + mcb - 1) / mcb
-			parallelFor(threads, mBlocks*chunks, func(_, t int) {
+			parallelFor(threads, mBlocks*chunks, func(w, t int) {
 				ic := (t / chunks) * mcb
 				mc := min(mcb, m-ic)
-				ap, _ := apool.Get().(*[]float64)
-				if ap == nil {
-					s := make([]float64, dgemmMC*dgemmKC)
-					ap = &s
+				if aps[w] == nil {
+					aps[w] = make([]float64, dgemmMC*dgemmKC)
 				}
-				packA(dTile, *ap, transA, a, lda, ic, mc, pc, kc, alpha)
+				ap := aps[w]
+				packA(dTile, ap, transA, a, lda, ic, mc, pc, kc, alpha)
 				j0 := (t % chunks) * dgemmChunk
 				j1 := min(nc, j0+dgemmChunk)
-				macroKernel[float64](dTile, kern, kc, *ap, mc, bp[(j0/dgemmNR)*dgemmKC*dgemmNR:], j1-j0, c[ic*ldc+jc+j0:], ldc)
-				apool.Put(ap)
+				macroKernel[float64](dTile, kern, kc, ap, mc, bp[(j0/dgemmNR)*dgemmKC*dgemmNR:], j1-j0, c[ic*ldc+jc+j0:], ldc)
 			})
 		}
 	}
