@@ -35,6 +35,13 @@ func Dgemm(transA, transB bool, m, n, k int, alpha float64, a []float64, lda int
 	return dgemm(kern, runtime.GOMAXPROCS(0), transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
+// DgemmScratchBytes bounds what one Dgemm call allocates for its packed
+// panels when it runs on threads goroutines: memory estimates of callers
+// that run many products at once count it per concurrent call.
+func DgemmScratchBytes(threads int) int64 {
+	return 8 * (dgemmNC*dgemmKC + int64(max(threads, 1))*dgemmMC*dgemmKC)
+}
+
 func dgemm(kern dgemmKernel, threads int, transA, transB bool, m, n, k int, alpha float64, a []float64, lda int,
 	b []float64, ldb int, beta float64, c []float64, ldc int) error {
 	ra, ca := m, k

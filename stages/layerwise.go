@@ -566,7 +566,7 @@ func projectionBytes(rq ResolvedQuant, rows, cols int, wantEff bool) (work, resu
 	if rq.needsHessian() && rq.Format.Quantized() {
 		work += gptq.WorkingBytes(rows, cols, rq.Format.Group(cols))
 		if rq.Method == MethodMRGPTQ {
-			work += 8*c*c + 12*numel // the rotated Hessian; the rotated weight, its copy for the report, the unrotated result
+			work += 8*c*c + 4*numel // the rotated Hessian and weight
 		}
 	}
 	if wantEff {

@@ -14,7 +14,8 @@ import (
 // (H⁻¹ = UᵀU, row-major, zeros below the diagonal) and the damping used.
 // H is h (n×n, row-major) with the rows and columns in the order perm
 // gives (nil: as stored) and the diagonal of dead columns read as 1; it is
-// never built, so that the working set is h, the factor and its inverse.
+// never built, and the factor is inverted in place, so that the working
+// set is h, one n×n matrix and the inverse's (n/2)² temporary.
 // When H is not positive definite after damping, damping grows tenfold (at
 // most four times) before giving up.
 //
@@ -56,14 +57,18 @@ func invCholUpper(ctx context.Context, h []float64, n int, perm []int, dead []bo
 			return nil, damp, err
 		}
 		if ok {
-			u := make([]float64, n*n)
-			if err := invLower(ctx, a, n, u, n, n); err != nil {
+			// The factor's blocked updates leave values above the
+			// diagonal; L⁻¹ is computed in place over a zero upper triangle.
+			for i := 0; i < n; i++ {
+				clear(a[i*n+i+1 : (i+1)*n])
+			}
+			if err := invLower(ctx, a, n, n); err != nil {
 				return nil, damp, err
 			}
 			// U[i][j] = L⁻¹[n-1-i][n-1-j]: the whole matrix reversed
 			// (L⁻¹'s zero upper triangle becomes U's lower one).
-			slices.Reverse(u)
-			return u, damp, nil
+			slices.Reverse(a)
+			return a, damp, nil
 		}
 		damp *= 10
 	}
@@ -127,41 +132,47 @@ func cholLower(ctx context.Context, a []float64, n int) (bool, error) {
 	return true, nil
 }
 
-// invLower writes L⁻¹ into out (leading dimension ldo) for the n×n lower
-// triangular L in the lower triangle of l (leading dimension ldl); out's
-// upper triangle is left zero. With L = [A 0; B C], L⁻¹ = [A⁻¹ 0;
-// −C⁻¹BA⁻¹ C⁻¹]: two recursive inverses and two GEMMs.
-func invLower(ctx context.Context, l []float64, ldl int, out []float64, ldo, n int) error {
+// invLower overwrites the n×n lower triangular L in the lower triangle of
+// l (leading dimension ld; its strict upper triangle must be zero, and
+// stays so) with L⁻¹. With L = [A 0; B C], L⁻¹ = [A⁻¹ 0; −C⁻¹BA⁻¹ C⁻¹]:
+// two recursive inverses in place and two GEMMs through one (n/2)²
+// temporary. The base case inverts column by column, each entry reading
+// only L's entries not yet overwritten and L⁻¹'s already written, so the
+// arithmetic is that of an inverse into a separate matrix.
+func invLower(ctx context.Context, l []float64, ld, n int) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("gptq: %w", err)
 	}
 	if n <= cholBlock {
 		for j := 0; j < n; j++ {
-			out[j*ldo+j] = 1 / l[j*ldl+j]
+			l[j*ld+j] = 1 / l[j*ld+j]
 			for i := j + 1; i < n; i++ {
+				// L⁻¹[i][j] = −(Σ_{j≤k<i} L[i][k]·L⁻¹[k][j]) / L[i][i]: row
+				// i's L entries from column j on are still L's, column j's
+				// entries above row i already L⁻¹'s.
 				var s float64
 				for k := j; k < i; k++ {
-					s += l[i*ldl+k] * out[k*ldo+j]
+					s += l[i*ld+k] * l[k*ld+j]
 				}
-				out[i*ldo+j] = -s / l[i*ldl+i]
+				l[i*ld+j] = -s / l[i*ld+i]
 			}
 		}
 		return nil
 	}
 	n1 := (n/2 + cholBlock - 1) / cholBlock * cholBlock
 	n2 := n - n1
-	if err := invLower(ctx, l, ldl, out, ldo, n1); err != nil {
+	if err := invLower(ctx, l, ld, n1); err != nil {
 		return err
 	}
-	if err := invLower(ctx, l[n1*ldl+n1:], ldl, out[n1*ldo+n1:], ldo, n2); err != nil {
+	if err := invLower(ctx, l[n1*ld+n1:], ld, n2); err != nil {
 		return err
 	}
-	// T = B·A⁻¹ (n2×n1), then X21 = −C⁻¹·T.
+	// T = B·A⁻¹ (n2×n1), then B's place gets −C⁻¹·T.
 	t := make([]float64, n2*n1)
-	if err := kernels.Dgemm(false, false, n2, n1, n1, 1, l[n1*ldl:], ldl, out, ldo, 0, t, n1); err != nil {
+	if err := kernels.Dgemm(false, false, n2, n1, n1, 1, l[n1*ld:], ld, l, ld, 0, t, n1); err != nil {
 		return fmt.Errorf("gptq: triangular inverse: %w", err)
 	}
-	if err := kernels.Dgemm(false, false, n2, n1, n2, -1, out[n1*ldo+n1:], ldo, t, n1, 0, out[n1*ldo:], ldo); err != nil {
+	if err := kernels.Dgemm(false, false, n2, n1, n2, -1, l[n1*ld+n1:], ld, t, n1, 0, l[n1*ld:], ld); err != nil {
 		return fmt.Errorf("gptq: triangular inverse: %w", err)
 	}
 	return nil

@@ -332,10 +332,10 @@ const defaultSlabWeights = 16 << 20
 // WorkingBytes is what QuantizeFormat allocates for a rows×cols weight
 // beside its float32 input: the result (float32 Q, codes, scales of groups
 // of groupSize columns), the packed tensor, the float64 Hessian the caller
-// passes with its Cholesky factor and that factor's inverse (three
-// cols×cols float64 matrices, and the triangular inverse's quarter-size
-// temporary), one slab's working matrices and each goroutine's row-chunk
-// buffers. Callers add it to their memory estimates;
+// passes and its Cholesky factor, inverted in place (two cols×cols float64
+// matrices, and the triangular inverse's quarter-size temporary), one
+// slab's working matrices and each goroutine's row-chunk buffers and
+// product panels (kernels.DgemmScratchBytes). Callers add it to their memory estimates;
 // TestWorkingBytesBoundsHeap checks it against the heap's peak.
 func WorkingBytes(rows, cols, groupSize int) int64 {
 	if groupSize <= 0 || groupSize > cols {
@@ -347,9 +347,10 @@ func WorkingBytes(rows, cols, groupSize int) int64 {
 	c := int64(cols)
 	result := 5*numel + scales       // float32 Q and codes
 	packed := numel + scales         // at most 8 bits a weight
-	hessian := 3*8*c*c + 2*c*c       // h, invCholUpper's factor and inverse, invLower's temporary
+	hessian := 2*8*c*c + 2*c*c       // h, invCholUpper's factor (inverted in place), invLower's temporary
 	work := 17*slab*c + 8*bsMax*slab // wt, qt, codes and the lazy batch's errors
-	perChunk := int64(runtime.GOMAXPROCS(0)) * (2*gptqRowChunk + 1) * 8 * c
+	procs := runtime.GOMAXPROCS(0)
+	perChunk := int64(procs) * ((2*gptqRowChunk+1)*8*c + kernels.DgemmScratchBytes(procs)) // row buffers, each chunk's products
 	return result + packed + hessian + work + perChunk
 }
 
