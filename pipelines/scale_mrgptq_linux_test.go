@@ -33,11 +33,11 @@ import (
 // minutes on 2 cores (GPTQ of each layer's o_proj, 5120 input columns at
 // any -width-div, dominates), hence MARLIN_SLOW=1 (`make scale-mrgptq-test`).
 //
-// --allow-over-budget: the layer.L tasks estimate ~1.3GiB at width-div 8
-// (stages/layerwise.go: 2 Hessians + workers × the GPTQ working set of the
-// widest Linear, o_proj's 5120² float64 matrices), more than the whole
-// model in F32 (~280MiB), so run refuses them under any budget below the
-// model's size. The test prints `marlin-run plan`'s list of refused tasks,
+// --allow-over-budget: the layer.L tasks estimate ~1GiB at width-div 8 on
+// 2 cores (stages/layerwise.go layerMemory: per worker the GPTQ working set
+// of the widest Linear, o_proj's 5120² float64 Hessian and Cholesky
+// factor, whatever the width), more than the whole model in F32
+// (~280MiB), so run refuses them under any budget below the model's size. The test prints `marlin-run plan`'s list of refused tasks,
 // runs anyway (each over-budget task alone) and asserts
 //
 //	peak RSS <= max(budget, largest admitted estimate) + largest tensor (F32)
