@@ -4,45 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"runtime"
-	"runtime/debug"
-	"sync/atomic"
 	"testing"
-	"time"
 
+	"github.com/marlin-llm/marlin/internal/heappeak"
 	"github.com/marlin-llm/marlin/quant/gptq"
 	"github.com/marlin-llm/marlin/tensor"
 )
-
-// heapPeak runs f with the collector running after every 2% of growth and
-// returns the most the heap held above what it held before f, sampled.
-func heapPeak(f func()) int64 {
-	defer debug.SetGCPercent(debug.SetGCPercent(2))
-	runtime.GC()
-	var base runtime.MemStats
-	runtime.ReadMemStats(&base)
-	var peak atomic.Uint64
-	stop, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		var m runtime.MemStats
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(2 * time.Millisecond):
-			}
-			runtime.ReadMemStats(&m)
-			if m.HeapAlloc > peak.Load() {
-				peak.Store(m.HeapAlloc)
-			}
-		}
-	}()
-	f()
-	close(stop)
-	<-done
-	return int64(peak.Load()) - int64(base.HeapAlloc)
-}
 
 // TestProjectionBytesBoundsHeap: what quantizing one projection of a layer
 // holds at its peak (its F32 copies, GPTQ's working set, MR-GPTQ's rotated
@@ -88,7 +55,7 @@ func TestProjectionBytesBoundsHeap(t *testing.T) {
 				}
 				var ts []*tensor.Tensor
 				var e []float32
-				used := heapPeak(func() {
+				used := heappeak.Of(func() {
 					var err error
 					ts, _, e, err = lp.quantizeProj(context.Background(), w, h, eff)
 					if err != nil {

@@ -17,20 +17,8 @@ import (
 func TestLayerProjShapes(t *testing.T) {
 	for _, name := range []string{"qwen3-nano", "qwen3moe-nano", "glm47-nano", "nemotronh-nano"} {
 		t.Run(name, func(t *testing.T) {
-			dir := assets.Model(t, name)
-			m, err := Load(dir, Options{Backend: cpuBackend(t)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ck, err := safetensors.Open(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ck.Close()
-			shape := func(n string) ([]int, bool) {
-				ti, ok := ck.Info(n)
-				return ti.Shape, ok
-			}
+			m := loadNano(t, name)
+			shape := checkpointShapes(t, name)
 			shared := 0
 			for l := 0; l < m.NumLayers(); l++ {
 				got, err := LayerProjShapes(m.Config(), shape, l)
@@ -59,31 +47,26 @@ func TestLayerProjShapes(t *testing.T) {
 // TestLayerProjShapesErrors: a missing or misshapen tensor fails as it
 // does in BuildLayer, naming the tensor.
 func TestLayerProjShapesErrors(t *testing.T) {
-	dir := assets.Model(t, "qwen3-nano")
-	cfg, err := hfconfig.Load(dir)
+	cfg, err := hfconfig.Load(assets.Model(t, "qwen3-nano"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ck, err := safetensors.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ck.Close()
+	shape := checkpointShapes(t, "qwen3-nano")
 	q := cfg.LayerPrefix(0) + "self_attn.q_proj.weight"
 	for _, tc := range []struct {
 		name  string
 		shape func(string) ([]int, bool)
 	}{
 		{"missing", func(n string) ([]int, bool) {
-			ti, ok := ck.Info(n)
-			return ti.Shape, ok && n != q
+			sh, ok := shape(n)
+			return sh, ok && n != q
 		}},
 		{"misshapen", func(n string) ([]int, bool) {
-			ti, ok := ck.Info(n)
+			sh, ok := shape(n)
 			if n == q {
-				return []int{ti.Shape[0] + 1, ti.Shape[1]}, ok
+				return []int{sh[0] + 1, sh[1]}, ok
 			}
-			return ti.Shape, ok
+			return sh, ok
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -95,5 +78,20 @@ func TestLayerProjShapesErrors(t *testing.T) {
 	}
 	if _, err := LayerProjShapes(cfg, nil, cfg.NumLayers); err == nil {
 		t.Error("layer past num_hidden_layers accepted")
+	}
+}
+
+// checkpointShapes returns the shapes of a nano model's tensors, read from
+// its safetensors headers.
+func checkpointShapes(t *testing.T, name string) func(string) ([]int, bool) {
+	t.Helper()
+	ck, err := safetensors.Open(assets.Model(t, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ck.Close() })
+	return func(n string) ([]int, bool) {
+		ti, ok := ck.Info(n)
+		return ti.Shape, ok
 	}
 }

@@ -16,20 +16,7 @@ import (
 func TestExpertPolicyShrinkAll(t *testing.T) {
 	const cols = 4
 	rng := rand.New(rand.NewPCG(5, 6))
-	mk := func(n int) *gptq.Hessian {
-		h, err := gptq.NewHessian(cols, gptq.F64)
-		if err != nil {
-			t.Fatal(err)
-		}
-		x := make([]float32, n*cols)
-		for i := range x {
-			x[i] = float32(rng.NormFloat64())
-		}
-		if err := h.Add(x, n); err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
+	mk := func(n int) *gptq.Hessian { return randomHessian(t, rng, cols, n, gptq.F64) }
 	const block = "model.layers.1.mlp"
 	names := []string{block + ".experts.0.gate_proj", block + ".experts.1.gate_proj"}
 	colsOf := map[string]int{names[0]: cols, names[1]: cols}
@@ -82,24 +69,11 @@ func TestExpertPolicyShrinkAll(t *testing.T) {
 // records keep the expert's own token count.
 func TestExpertPolicySharedGateUp(t *testing.T) {
 	const cols = 4
-	mk := func(n int, seed uint64) *gptq.Hessian {
-		rng := rand.New(rand.NewPCG(seed, 1))
-		h, err := gptq.NewHessian(cols, gptq.F32)
-		if err != nil {
-			t.Fatal(err)
-		}
-		x := make([]float32, n*cols)
-		for i := range x {
-			x[i] = float32(rng.NormFloat64())
-		}
-		if err := h.Add(x, n); err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
+	rng := rand.New(rand.NewPCG(7, 1))
+	mk := func(n int) *gptq.Hessian { return randomHessian(t, rng, cols, n, gptq.F32) }
 	const block = "model.layers.1.mlp"
 	gate, up := block+".experts.0.gate_proj", block+".experts.0.up_proj"
-	shared, pool := mk(2, 1), mk(40, 2)
+	shared, pool := mk(2), mk(40)
 	hess := map[string]*gptq.Hessian{gate: shared, up: shared, block + ".gate": pool}
 	cov, err := ExpertPolicy(hess, []string{gate, up}, map[string]int{gate: cols, up: cols}, gptq.F32, false)
 	if err != nil {
@@ -116,4 +90,21 @@ func TestExpertPolicySharedGateUp(t *testing.T) {
 			t.Errorf("%s: %d tokens, policy %s; want 2, shrunk", c.Name, c.Tokens, c.Policy)
 		}
 	}
+}
+
+// randomHessian accumulates n rows of normal inputs of width cols.
+func randomHessian(t *testing.T, rng *rand.Rand, cols, n int, prec gptq.Precision) *gptq.Hessian {
+	t.Helper()
+	h, err := gptq.NewHessian(cols, prec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := make([]float32, n*cols)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64())
+	}
+	if err := h.Add(x, n); err != nil {
+		t.Fatal(err)
+	}
+	return h
 }

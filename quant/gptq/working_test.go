@@ -3,12 +3,9 @@ package gptq
 import (
 	"context"
 	"fmt"
-	"runtime"
-	"runtime/debug"
-	"sync/atomic"
 	"testing"
-	"time"
 
+	"github.com/marlin-llm/marlin/internal/heappeak"
 	"github.com/marlin-llm/marlin/quant"
 )
 
@@ -22,7 +19,6 @@ func TestWorkingBytesBoundsHeap(t *testing.T) {
 	if testing.Short() {
 		t.Skip("samples the heap for a few seconds")
 	}
-	defer debug.SetGCPercent(debug.SetGCPercent(2))
 	for _, tc := range []struct {
 		format     string
 		rows, cols int
@@ -43,33 +39,14 @@ func TestWorkingBytesBoundsHeap(t *testing.T) {
 				t.Fatal(err)
 			}
 			L.w = nil
-			runtime.GC()
-			var base runtime.MemStats
-			runtime.ReadMemStats(&base)
-			var peak atomic.Uint64
-			stop := make(chan struct{})
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				var m runtime.MemStats
-				for {
-					select {
-					case <-stop:
-						return
-					case <-time.After(2 * time.Millisecond):
-					}
-					runtime.ReadMemStats(&m)
-					if m.HeapAlloc > peak.Load() {
-						peak.Store(m.HeapAlloc)
-					}
-				}
-			}()
-			if _, _, err := QuantizeFormat(context.Background(), w32, L.rows, L.cols, L.h, f, tc.opt); err != nil {
-				t.Fatal(err)
+			var qerr error
+			used := heappeak.Of(func() {
+				_, _, qerr = QuantizeFormat(context.Background(), w32, L.rows, L.cols, L.h, f, tc.opt)
+			})
+			if qerr != nil {
+				t.Fatal(qerr)
 			}
-			close(stop)
-			<-done
-			used := int64(peak.Load()) - int64(base.HeapAlloc) + int64(8*len(L.h))
+			used += int64(8 * len(L.h)) // the caller's Hessian
 			est := WorkingBytes(tc.rows, tc.cols, f.Group(tc.cols))
 			t.Logf("peak heap %.1f MiB (with the caller's Hessian), WorkingBytes %.1f MiB", float64(used)/(1<<20), float64(est)/(1<<20))
 			if used > est {
