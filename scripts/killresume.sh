@@ -25,6 +25,9 @@ JOB=${JOB:-pipelines/glm47-synth-mrgptq.yaml}
 WORK=$RUN_DIR/killed
 export MODEL=$RUN_DIR/model CALIB_TEXT=$RUN_DIR/calib.txt MEM=${MEM:-24GiB}
 export SAMPLES=${SAMPLES:-8} SEQ_LEN=${SEQ_LEN:-2048} WORKDIR=$WORK
+# As scripts/realwidth.sh passes it: validate.json records the path.
+EVAL_TEXT=${EVAL_TEXT:-demo/eval.txt}
+export EVAL_TEXT="$(cd "$(dirname "$EVAL_TEXT")" && pwd)/$(basename "$EVAL_TEXT")"
 [ -d "$REF_WORK/out" ] || { echo "killresume: no reference run in $REF_WORK (run scripts/realwidth.sh first)" >&2; exit 2; }
 rm -rf "$WORK"
 i=0
@@ -81,16 +84,20 @@ PY
 diffs=0
 for f in $(cd "$REF_WORK/out" && find . -type f | sort); do
 	case "$f" in
-	*quant-report.json)
-		# Layer timings (layers[].stats) differ run to run; the rest must not.
+	*quant-report.json | */report.json)
+		# Layer timings (layers[].stats), the benchmark's throughput and
+		# the report's time of writing differ run to run; the rest must not.
 		python3 -c '
 import json, sys
 def strip(x):
-    if isinstance(x, dict): return {k: strip(v) for k, v in x.items() if k != "stats"}
+    if isinstance(x, dict): return {k: strip(v) for k, v in x.items() if k not in ("stats", "benchmark", "generated")}
     if isinstance(x, list): return [strip(v) for v in x]
     return x
 a, b = (strip(json.load(open(p))) for p in sys.argv[1:])
 sys.exit(0 if a == b else 1)' "$REF_WORK/out/$f" "$WORK/out/$f" && continue ;;
+	*/benchmark.json | */benchmark.txt | */report.html)
+		echo "killresume: out/$f holds measured throughput: not compared"
+		continue ;;
 	esac
 	cmp -s "$REF_WORK/out/$f" "$WORK/out/$f" || { echo "killresume: out/$f differs"; diffs=$((diffs + 1)); }
 done

@@ -660,11 +660,10 @@ func (lp *layerPlan) layerMemory(l int, names []string, act, batchTokens int64, 
 				hold += max(h, res)
 			}
 		}
-		// Expert down_proj Hessians pooled per MoE block (F64).
-		pooled := map[int]bool{}
+		// The experts' down_proj Hessians pooled per MoE block, in F64
+		// (calib.ExpertPolicy).
 		for _, n := range g {
-			if p := byName[n]; p.Expert >= 0 && !pooled[p.In] {
-				pooled[p.In] = true
+			if p := byName[n]; p.Expert == 0 && strings.HasSuffix(n, ".down_proj") {
 				hold += 8 * int64(p.In) * int64(p.In)
 			}
 		}
