@@ -24,9 +24,9 @@ func NewLazy(t *tensor.Tensor) (*Lazy, error) {
 		return nil, fmt.Errorf("arch: lazy linear needs a 2-D tensor")
 	}
 	switch t.DType {
-	case tensor.BF16, tensor.F16, tensor.F32:
+	case tensor.BF16, tensor.F16, tensor.F32, tensor.F64, tensor.F8E4M3, tensor.F8E5M2:
 	default:
-		return nil, fmt.Errorf("arch: lazy linear %s: dtype %s (want BF16, F16 or F32)", t.Name, t.DType)
+		return nil, fmt.Errorf("arch: lazy linear %s: dtype %s (want a float type: BF16, F16, F32, F64, F8_E4M3 or F8_E5M2)", t.Name, t.DType)
 	}
 	if len(t.Data) != t.Shape[0]*t.Shape[1]*t.DType.Size() {
 		return nil, fmt.Errorf("arch: lazy linear %s: %d bytes for shape %v", t.Name, len(t.Data), t.Shape)
