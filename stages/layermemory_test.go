@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
+	"strings"
 	"testing"
 
+	"github.com/marlin-llm/marlin/internal/assets"
 	"github.com/marlin-llm/marlin/internal/heappeak"
+	"github.com/marlin-llm/marlin/model/synth"
 	"github.com/marlin-llm/marlin/quant/gptq"
 	"github.com/marlin-llm/marlin/tensor"
 )
@@ -77,5 +81,65 @@ func TestProjectionBytesBoundsHeap(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestLayerEstimateBoundsHeap runs the flagship job's shape (Hadamard
+// rotate, true-sequential calibration, layer-streamed MR-GPTQ MXFP4) on a
+// synthetic GLM-4.7-Flash at an eighth of its width (a dense layer and a
+// MoE layer of 64 experts; its o_proj keeps 5120 input columns, whose
+// GPTQ dominates), one task at a time, and checks that the heap never
+// held more than the largest task estimate: the layer tasks' estimate
+// (layerMemory) must not undercount what they hold.
+func TestLayerEstimateBoundsHeap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("quantizes two synthetic layers while sampling the heap")
+	}
+	dir := t.TempDir()
+	model := filepath.Join(dir, "model")
+	cfg := synth.GLM47Flash(8, 2)
+	ts, err := synth.GLMTensors(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := synth.Write(context.Background(), model, cfg, ts, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := synth.WriteTokenizer(model, "", cfg["vocab_size"].(int)); err != nil {
+		t.Fatal(err)
+	}
+	reg, err := NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := fmt.Sprintf(`version: 1
+stages:
+  - {id: load, kind: load, with: {path: %q}}
+  - {id: rotate, kind: rotate, needs: [load], with: {method: hadamard, block: 32}}
+  - {id: calib, kind: calibrate, needs: [rotate], with: {model: %q, text: %q, samples: 4, seq_len: 128}}
+  - id: quant
+    kind: quantize
+    needs: [calib]
+    with:
+      default: {format: mxfp4, method: mr-gptq}
+      rules:
+        - {match: "*.mlp.gate.weight", format: bf16}
+        - {match: "model.embed_tokens.weight", format: bf16}
+        - {match: "lm_head.weight", format: bf16}
+`, model, model, assets.Shared(t, "corpus", "calib.txt"))
+	_, plan := mustPlanYAML(t, reg, dir, doc)
+	var largest, layerEst int64
+	for _, ref := range plan.Order {
+		e := plan.Task(ref).EstBytes
+		largest = max(largest, e)
+		if ref.Stage == "quant" && strings.HasPrefix(ref.Key, layerKeyPrefix) {
+			layerEst = max(layerEst, e)
+		}
+	}
+	used := heappeak.Of(func() { mustRunPlan(t, plan, filepath.Join(dir, "store"), 1) })
+	t.Logf("peak heap %.1f MiB; largest layer task estimate %.1f MiB, largest task estimate %.1f MiB",
+		float64(used)/(1<<20), float64(layerEst)/(1<<20), float64(largest)/(1<<20))
+	if used > largest {
+		t.Errorf("peak heap %d bytes over the largest task estimate %d", used, largest)
 	}
 }
