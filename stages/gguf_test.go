@@ -29,10 +29,6 @@ import (
 // native checkpoint of the same blocks.
 func TestGGUFGPTQPipeline(t *testing.T) {
 	dir := assets.Model(t, "qwen3moe-nano")
-	reg, err := NewRegistry()
-	if err != nil {
-		t.Fatal(err)
-	}
 	text := assets.Shared(t, "corpus", "valid.txt")
 	doc := fmt.Sprintf(`version: 1
 stages:
@@ -54,7 +50,7 @@ stages:
   - {id: vn, kind: validate, needs: [native], with: {model: %[1]q, packed: m, text: %[3]q, window: 64, windows: 2, out: vn.json}}
   - {id: vg, kind: validate, needs: [gguf], with: {model: %[1]q, gguf: m.gguf, text: %[3]q, window: 64, windows: 2, out: vg.json}}
 `, dir, assets.Shared(t, "corpus", "calib.txt"), text)
-	_, plan := mustPlanYAML(t, reg, t.TempDir(), doc)
+	_, plan := mustPlanDoc(t, t.TempDir(), doc)
 	st := mustRunPlan(t, plan, filepath.Join(t.TempDir(), "run"), 2)
 	out := st.OutDir()
 
@@ -290,10 +286,6 @@ func TestTargetBPWPipeline(t *testing.T) {
 // on the model in dir and returns the finished run.
 func runCalibGGUFJob(t *testing.T, dir, quantWith string) *pipeline.Store {
 	t.Helper()
-	reg, err := NewRegistry()
-	if err != nil {
-		t.Fatal(err)
-	}
 	doc := fmt.Sprintf(`version: 1
 stages:
   - {id: load, kind: load, with: {path: %[1]q}}
@@ -304,6 +296,6 @@ stages:
     with:
 %[3]s  - {id: gguf, kind: pack, needs: [quant], with: {format: gguf, out: m.gguf, model: %[1]q}}
 `, dir, assets.Shared(t, "corpus", "calib.txt"), quantWith)
-	_, plan := mustPlanYAML(t, reg, t.TempDir(), doc)
+	_, plan := mustPlanDoc(t, t.TempDir(), doc)
 	return mustRunPlan(t, plan, filepath.Join(t.TempDir(), "run"), 2)
 }

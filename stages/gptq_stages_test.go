@@ -25,10 +25,6 @@ import (
 
 func gptqJob(t *testing.T, dir, extra string) *pipeline.Plan {
 	t.Helper()
-	reg, err := NewRegistry()
-	if err != nil {
-		t.Fatal(err)
-	}
 	doc := fmt.Sprintf(`version: 1
 stages:
   - {id: load, kind: load, with: {path: %q}}
@@ -44,7 +40,7 @@ stages:
         - {match: "lm_head.weight", format: bf16}
         - {match: "*.mlp.down_proj.weight", format: int4, group_size: 128, method: gptq, actorder: true}
 `, dir, dir, assets.Shared(t, "corpus", "calib.txt"), extra)
-	_, plan := mustPlanYAML(t, reg, t.TempDir(), doc)
+	_, plan := mustPlanDoc(t, t.TempDir(), doc)
 	return plan
 }
 

@@ -23,6 +23,16 @@ func mustPlanYAML(t *testing.T, reg *pipeline.Registry, dir, doc string) (*pipel
 	return job, plan
 }
 
+// mustPlanDoc is mustPlanYAML with the stages' registry (NewRegistry).
+func mustPlanDoc(t *testing.T, dir, doc string) (*pipeline.Job, *pipeline.Plan) {
+	t.Helper()
+	reg, err := NewRegistry()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mustPlanYAML(t, reg, dir, doc)
+}
+
 // mustRunPlan runs plan to completion with the given workers (0: the
 // runner's default) in a store at storeDir, which is closed when the test
 // ends.

@@ -108,10 +108,6 @@ func TestLayerEstimateBoundsHeap(t *testing.T) {
 	if _, err := synth.WriteTokenizer(model, "", cfg["vocab_size"].(int)); err != nil {
 		t.Fatal(err)
 	}
-	reg, err := NewRegistry()
-	if err != nil {
-		t.Fatal(err)
-	}
 	doc := fmt.Sprintf(`version: 1
 stages:
   - {id: load, kind: load, with: {path: %q}}
@@ -127,7 +123,7 @@ stages:
         - {match: "model.embed_tokens.weight", format: bf16}
         - {match: "lm_head.weight", format: bf16}
 `, model, model, assets.Shared(t, "corpus", "calib.txt"))
-	_, plan := mustPlanYAML(t, reg, dir, doc)
+	_, plan := mustPlanDoc(t, dir, doc)
 	var largest, layerEst int64
 	for _, ref := range plan.Order {
 		e := plan.Task(ref).EstBytes

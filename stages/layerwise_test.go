@@ -26,10 +26,6 @@ import (
 // has one) by GPTQ too.
 func layerJob(t *testing.T, dir string, samples int, calibExtra string) *pipeline.Plan {
 	t.Helper()
-	reg, err := NewRegistry()
-	if err != nil {
-		t.Fatal(err)
-	}
 	doc := fmt.Sprintf(`version: 1
 stages:
   - {id: load, kind: load, with: {path: %q}}
@@ -44,7 +40,7 @@ stages:
         - {match: "*.mlp.gate.weight", format: bf16}
       report: quant-report.json
 `, dir, dir, assets.Shared(t, "corpus", "calib.txt"), samples, calibExtra)
-	_, plan := mustPlanYAML(t, reg, t.TempDir(), doc)
+	_, plan := mustPlanDoc(t, t.TempDir(), doc)
 	return plan
 }
 

@@ -112,16 +112,12 @@ func TestStageConfigsValidate(t *testing.T) {
 }
 
 func TestSyntheticStatsEndToEnd(t *testing.T) {
-	reg, err := NewRegistry()
-	if err != nil {
-		t.Fatal(err)
-	}
 	doc := `version: 1
 stages:
   - {id: g, kind: synthetic, with: {seed: 3, layers: 3, tensors: [{name: "b.{layer}.w", shape: [64, 32]}, {name: emb, shape: [10, 8], dtype: F16}]}}
   - {id: s, kind: stats, needs: [g], with: {match: "b.*", out: r/stats.json}}
 `
-	job, plan := mustPlanYAML(t, reg, t.TempDir(), doc)
+	job, plan := mustPlanDoc(t, t.TempDir(), doc)
 	if plan.NumTasks() != 4+4+1 {
 		t.Fatalf("%d tasks", plan.NumTasks())
 	}

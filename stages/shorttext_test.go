@@ -46,13 +46,9 @@ func TestShortTextWarnsOrFails(t *testing.T) {
 	}
 	for i, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			reg, err := NewRegistry()
-			if err != nil {
-				t.Fatal(err)
-			}
 			doc := "version: 1\nname: short\nworkdir: work" + string(rune('a'+i)) + "\nresources: {backend: cpu}\nstages:\n  - {id: load, kind: load, with: {path: " + model + "}}\n" +
 				strings.NewReplacer("MODEL", model, "MIN", c.min).Replace(c.stages)
-			job, plan := mustPlanYAML(t, reg, dir, doc)
+			job, plan := mustPlanDoc(t, dir, doc)
 			st, err := pipeline.OpenStore(job.Workdir, pipeline.StoreOptions{})
 			if err != nil {
 				t.Fatal(err)
