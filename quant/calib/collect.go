@@ -189,9 +189,6 @@ func (c *Collector) Err() error {
 	return c.err
 }
 
-// Order lists the collected Linears in the order they first ran.
-func (c *Collector) Order() []string { return append([]string(nil), c.order...) }
-
 // TakeHessians returns the accumulated Hessians by projection name
 // (projections that share an input share one) and drops the collector's
 // own references: the caller owns them, and can free each one as it
